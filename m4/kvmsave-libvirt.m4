@@ -1,0 +1,61 @@
+dnl The libvirt the plugin is built for, and its internal headers.
+dnl
+dnl The plugin links against libvirt.so's private symbols (version
+dnl LIBVIRT_PRIVATE_x.y.z), so it must be built from the internal headers
+dnl of exactly the installed libvirt. They come from Debian's source package,
+dnl fetched by build-aux/fetch-libvirt-source into a cache.
+
+AC_DEFUN([KVMSAVE_CHECK_LIBVIRT], [
+  PKG_CHECK_MODULES([LIBVIRT], [libvirt >= 9.0.0 libvirt-qemu >= 9.0.0])
+  LIBVIRT_VERSION=`$PKG_CONFIG --modversion libvirt`
+  AC_SUBST([LIBVIRT_VERSION])
+
+  libvirt_libdir=`$PKG_CONFIG --variable=libdir libvirt`
+  AC_ARG_WITH([driver-dir],
+    [AS_HELP_STRING([--with-driver-dir=DIR],
+      [libvirt connection-driver directory to install into @<:@LIBDIR-of-libvirt/libvirt/connection-driver@:>@])],
+    [KVMSAVE_DRIVER_DIR=$withval],
+    [KVMSAVE_DRIVER_DIR=$libvirt_libdir/libvirt/connection-driver])
+  AC_SUBST([KVMSAVE_DRIVER_DIR])
+  dnl Where libvirt's own driver modules are: ./run links them beside ours
+  dnl because LIBVIRT_DRIVER_DIR redirects the lookup of every module.
+  LIBVIRT_SYSTEM_DRIVER_DIR=$libvirt_libdir/libvirt/connection-driver
+  AC_SUBST([LIBVIRT_SYSTEM_DRIVER_DIR])
+])
+
+AC_DEFUN([KVMSAVE_CHECK_LIBVIRT_SOURCE], [
+  AC_REQUIRE([KVMSAVE_CHECK_LIBVIRT])
+  AC_ARG_WITH([libvirt-source],
+    [AS_HELP_STRING([--with-libvirt-source=DIR],
+      [unpacked libvirt source matching the installed libvirt @<:@fetched into the cache@:>@])],
+    [LIBVIRT_SOURCE_DIR=$withval], [LIBVIRT_SOURCE_DIR=])
+  AC_ARG_VAR([KVMSAVE_CACHE_DIR],
+    [where the libvirt source package is cached @<:@/var/cache/kvmsave@:>@])
+  : "${KVMSAVE_CACHE_DIR:=/var/cache/kvmsave}"
+
+  if test -z "$LIBVIRT_SOURCE_DIR"; then
+    AC_MSG_NOTICE([fetching libvirt's source package into $KVMSAVE_CACHE_DIR])
+    LIBVIRT_SOURCE_DIR=`$srcdir/build-aux/fetch-libvirt-source "$KVMSAVE_CACHE_DIR"` ||
+      AC_MSG_ERROR([could not fetch libvirt's source package; run
+  $srcdir/build-aux/fetch-libvirt-source $KVMSAVE_CACHE_DIR as root
+or pass --with-libvirt-source=DIR])
+  fi
+
+  AC_MSG_CHECKING([libvirt source version in $LIBVIRT_SOURCE_DIR])
+  libvirt_src_version=`sed -n "s/^ *version: *'\(@<:@0-9.@:>@*\)'.*/\1/p" "$LIBVIRT_SOURCE_DIR/meson.build" 2>/dev/null | head -n 1`
+  AC_MSG_RESULT([${libvirt_src_version:-unknown}])
+  if test "x$libvirt_src_version" != "x$LIBVIRT_VERSION"; then
+    AC_MSG_ERROR([libvirt source in $LIBVIRT_SOURCE_DIR is version
+'${libvirt_src_version:-unknown}' but the installed libvirt is $LIBVIRT_VERSION.
+The plugin links against libvirt's private symbols and must be built from
+the internal headers of exactly the installed version: remove the directory
+and re-run configure to fetch the matching source package])
+  fi
+  if test ! -f "$LIBVIRT_SOURCE_DIR/src/driver-hypervisor.h"; then
+    AC_MSG_ERROR([$LIBVIRT_SOURCE_DIR does not look like a libvirt source tree])
+  fi
+
+  LIBVIRT_INTERNAL_CFLAGS="-I$LIBVIRT_SOURCE_DIR/src -I$LIBVIRT_SOURCE_DIR/src/util -I$LIBVIRT_SOURCE_DIR/src/conf"
+  AC_SUBST([LIBVIRT_SOURCE_DIR])
+  AC_SUBST([LIBVIRT_INTERNAL_CFLAGS])
+])

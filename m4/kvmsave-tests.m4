@@ -1,0 +1,7 @@
+dnl Tools the test suite uses.
+AC_DEFUN([KVMSAVE_CHECK_TEST_TOOLS], [
+  PKG_CHECK_MODULES([CHECK], [check >= 0.15], [have_check=yes], [have_check=no])
+  AM_CONDITIONAL([HAVE_CHECK], [test "x$have_check" = xyes])
+  AC_PATH_PROG([PYTHON3], [python3])
+  AC_PATH_PROG([VIRSH], [virsh])
+])

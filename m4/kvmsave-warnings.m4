@@ -1,0 +1,35 @@
+dnl Compiler warnings: a broad set always, errors with --enable-werror.
+AC_DEFUN([KVMSAVE_WARNINGS], [
+  AC_ARG_ENABLE([werror],
+    [AS_HELP_STRING([--enable-werror], [treat compiler warnings as errors])],
+    [], [enable_werror=no])
+
+  WARN_CFLAGS=
+  for w in -Wall -Wextra -Wformat=2 -Wformat-security -Wshadow \
+           -Wpointer-arith -Wcast-align -Wwrite-strings -Wmissing-prototypes \
+           -Wstrict-prototypes -Wmissing-declarations -Wnested-externs \
+           -Wold-style-definition -Wundef -Wjump-misses-init \
+           -Wlogical-op -Wduplicated-cond -Wnull-dereference \
+           -Wimplicit-fallthrough -Wframe-larger-than=65536 \
+           -Wno-unused-parameter -Wno-missing-field-initializers \
+           -Wno-sign-compare -fno-common; do
+    KVMSAVE_CC_FLAG([$w], [WARN_CFLAGS="$WARN_CFLAGS $w"])
+  done
+  if test "x$enable_werror" = xyes; then
+    WARN_CFLAGS="$WARN_CFLAGS -Werror"
+  fi
+  AC_SUBST([WARN_CFLAGS])
+])
+
+dnl KVMSAVE_CC_FLAG(FLAG, IF-OK): does the compiler take FLAG?
+AC_DEFUN([KVMSAVE_CC_FLAG], [
+  AS_VAR_PUSHDEF([cache], [kvmsave_cv_cc_flag_$1])
+  AC_CACHE_CHECK([whether $CC accepts $1], [cache], [
+    save_CFLAGS=$CFLAGS
+    CFLAGS="$CFLAGS -Werror $1"
+    AC_COMPILE_IFELSE([AC_LANG_PROGRAM([], [])],
+      [AS_VAR_SET([cache], [yes])], [AS_VAR_SET([cache], [no])])
+    CFLAGS=$save_CFLAGS])
+  AS_VAR_IF([cache], [yes], [$2])
+  AS_VAR_POPDEF([cache])
+])

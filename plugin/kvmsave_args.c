@@ -1,0 +1,73 @@
+/*
+ * kvmsave_args.c: argument checks shared by the driver's entry points
+ */
+#include <config.h>
+
+#include "kvmsave_args.h"
+#include "virerror.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+
+int
+kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
+                      const char *func)
+{
+    if (flags & ~allowed) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("unsupported flags (0x%x) in function %s"),
+                       flags & ~allowed, func);
+        return -1;
+    }
+    if ((flags & VIR_DOMAIN_SAVE_RUNNING) && (flags & VIR_DOMAIN_SAVE_PAUSED)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s",
+                       _("the running and paused flags are mutually exclusive"));
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
+                       const char **file, const char **dxml)
+{
+    int i;
+
+    *file = NULL;
+    *dxml = NULL;
+    if (nparams < 0 || (nparams > 0 && !params)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s",
+                       _("invalid typed parameter list"));
+        return -1;
+    }
+    for (i = 0; i < nparams; i++) {
+        const char **slot = NULL;
+
+        if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE))
+            slot = file;
+        else if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_DXML))
+            slot = dxml;
+
+        if (!slot) {
+            virReportError(VIR_ERR_INVALID_ARG,
+                           _("unknown parameter '%s' (kvmsave takes '%s' and '%s')"),
+                           params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE,
+                           VIR_DOMAIN_SAVE_PARAM_DXML);
+            return -1;
+        }
+        if (params[i].type != VIR_TYPED_PARAM_STRING) {
+            virReportError(VIR_ERR_INVALID_ARG,
+                           _("parameter '%s' must be a string"), params[i].field);
+            return -1;
+        }
+        if (*slot) {
+            virReportError(VIR_ERR_INVALID_ARG,
+                           _("parameter '%s' given more than once"),
+                           params[i].field);
+            return -1;
+        }
+        *slot = params[i].value.s;
+    }
+    return 0;
+}

@@ -1,0 +1,25 @@
+/*
+ * kvmsave_args.h: argument checks shared by the driver's entry points
+ */
+#pragma once
+
+#include "internal.h"
+
+#define KVMSAVE_SAVE_FLAGS (VIR_DOMAIN_SAVE_BYPASS_CACHE | \
+                            VIR_DOMAIN_SAVE_RUNNING | \
+                            VIR_DOMAIN_SAVE_PAUSED)
+#define KVMSAVE_RESTORE_FLAGS (KVMSAVE_SAVE_FLAGS | \
+                               VIR_DOMAIN_SAVE_RESET_NVRAM)
+#define KVMSAVE_IMAGE_DEFINE_FLAGS (VIR_DOMAIN_SAVE_RUNNING | \
+                                    VIR_DOMAIN_SAVE_PAUSED)
+
+/* Check @flags against @allowed and for RUNNING together with PAUSED;
+ * VIR_ERR_INVALID_ARG naming @func otherwise. */
+int kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
+                          const char *func);
+
+/* Take "file" and "dxml" from typed parameters; anything else, a wrong
+ * type or a repeated name is VIR_ERR_INVALID_ARG. *file is NULL when the
+ * parameter is absent. */
+int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
+                           const char **file, const char **dxml);

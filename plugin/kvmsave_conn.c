@@ -1,0 +1,40 @@
+/*
+ * kvmsave_conn.c: a kvmsave connection, layered over an inner one
+ */
+#include <config.h>
+
+#include "kvmsave_conn.h"
+#include "virerror.h"
+#include "viruuid.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+
+kvmsaveConn *
+kvmsaveConnFromConnect(virConnectPtr conn)
+{
+    /* conn->driver points at the table embedded first in kvmsaveConn. */
+    return G_STRUCT_MEMBER_P(conn->driver, -G_STRUCT_OFFSET(kvmsaveConn, table));
+}
+
+
+virDomainPtr
+kvmsaveConnLookupInner(kvmsaveConn *priv, const unsigned char *uuid)
+{
+    virDomainPtr dom;
+
+    if (!(dom = virDomainLookupByUUID(priv->inner, uuid))) {
+        char uuidstr[VIR_UUID_STRING_BUFLEN];
+        virUUIDFormat(uuid, uuidstr);
+        virReportError(VIR_ERR_NO_DOMAIN,
+                       _("no domain with matching uuid '%s'"), uuidstr);
+    }
+    return dom;
+}
+
+
+virDomainPtr
+kvmsaveConnOuterDomain(kvmsaveConn *priv, virDomainPtr inner)
+{
+    return virGetDomain(priv->outer, inner->name, inner->uuid, inner->id);
+}

@@ -1,0 +1,35 @@
+/*
+ * kvmsave_conn.h: a kvmsave connection, layered over an inner one
+ *
+ * The outer connection (the one the user opened) runs on a copy of the
+ * inner driver's hypervisor table with kvmsave's entries put in, and shares
+ * the inner connection's private data; so every API kvmsave does not
+ * implement is served by the inner driver itself.
+ */
+#pragma once
+
+#include "internal.h"
+#include "datatypes.h"
+#include "driver.h"
+
+/* Domain objects of the public API are libvirt objects. */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virObjectUnref);
+
+typedef struct _kvmsaveConn kvmsaveConn;
+struct _kvmsaveConn {
+    virHypervisorDriver table;      /* the outer connection's driver table */
+    virHypervisorDriver *innerDriver;
+    virConnectPtr outer;            /* not referenced: it owns us */
+    virConnectPtr inner;
+    char *root;
+};
+
+/* The kvmsave connection behind @conn, an outer connection. */
+kvmsaveConn *kvmsaveConnFromConnect(virConnectPtr conn);
+
+/* The inner driver's domain with @uuid, or NULL with VIR_ERR_NO_DOMAIN. */
+virDomainPtr kvmsaveConnLookupInner(kvmsaveConn *priv,
+                                    const unsigned char *uuid);
+
+/* The user-facing (outer) domain object for an inner one. */
+virDomainPtr kvmsaveConnOuterDomain(kvmsaveConn *priv, virDomainPtr inner);

@@ -1,0 +1,484 @@
+/*
+ * kvmsave_driver.c: driver table and entry points
+ *
+ * libvirt loads this module for kvmsave:///embed?root=DIR. Opening it opens
+ * an inner connection (libvirt's QEMU driver embedded under DIR, or the
+ * URI given as uri=...) and serves every API from it, except save, restore,
+ * the save-image calls and domain creation, which kvmsave implements.
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <libintl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "kvmsave_driver.h"
+#include "kvmsave_args.h"
+#include "kvmsave_conn.h"
+#include "kvmsave_restore.h"
+#include "kvmsave_save.h"
+#include "kvmsave_util.h"
+#include "kvmsave_xml.h"
+#include "datatypes.h"
+#include "driver.h"
+#include "virerror.h"
+#include "virfile.h"
+#include "virlog.h"
+#include "viruri.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.driver");
+
+#define KVMSAVE_SCHEME "kvmsave"
+
+
+/* ---- save and restore ---------------------------------------------- */
+
+static int
+kvmsaveDomainSaveFlags(virDomainPtr dom, const char *to, const char *dxml,
+                       unsigned int flags)
+{
+    g_autofree char *path = NULL;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
+        !(path = kvmsaveAbsPath(to)))
+        return -1;
+    return kvmsaveSaveDomain(kvmsaveConnFromConnect(dom->conn), dom->uuid,
+                             path, dxml, flags);
+}
+
+
+static int
+kvmsaveDomainSave(virDomainPtr dom, const char *to)
+{
+    return kvmsaveDomainSaveFlags(dom, to, NULL, 0);
+}
+
+
+static int
+kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
+                        int nparams, unsigned int flags)
+{
+    const char *file;
+    const char *dxml;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml) < 0)
+        return -1;
+    if (!file) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("missing the '%s' parameter: kvmsave needs the path of the image to write"),
+                       VIR_DOMAIN_SAVE_PARAM_FILE);
+        return -1;
+    }
+    return kvmsaveDomainSaveFlags(dom, file, dxml, flags);
+}
+
+
+static int
+kvmsaveDomainRestoreFlags(virConnectPtr conn, const char *from,
+                          const char *dxml, unsigned int flags)
+{
+    g_autofree char *path = NULL;
+    g_autoptr(virDomain) dom = NULL;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
+        !(path = kvmsaveAbsPath(from)))
+        return -1;
+    if (!(dom = kvmsaveRestoreDomain(kvmsaveConnFromConnect(conn), path,
+                                     dxml, flags)))
+        return -1;
+    return 0;
+}
+
+
+static int
+kvmsaveDomainRestore(virConnectPtr conn, const char *from)
+{
+    return kvmsaveDomainRestoreFlags(conn, from, NULL, 0);
+}
+
+
+static int
+kvmsaveDomainRestoreParams(virConnectPtr conn, virTypedParameterPtr params,
+                           int nparams, unsigned int flags)
+{
+    const char *file;
+    const char *dxml;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml) < 0)
+        return -1;
+    if (!file) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("missing the '%s' parameter: kvmsave needs the path of the image to restore"),
+                       VIR_DOMAIN_SAVE_PARAM_FILE);
+        return -1;
+    }
+    return kvmsaveDomainRestoreFlags(conn, file, dxml, flags);
+}
+
+
+static char *
+kvmsaveDomainSaveImageGetXMLDesc(virConnectPtr conn G_GNUC_UNUSED,
+                                 const char *file, unsigned int flags)
+{
+    g_autofree char *path = NULL;
+
+    virCheckFlags(VIR_DOMAIN_SAVE_IMAGE_XML_SECURE, NULL);
+    if (!(path = kvmsaveAbsPath(file)))
+        return NULL;
+    return kvmsaveRestoreImageXML(path, flags);
+}
+
+
+static int
+kvmsaveDomainSaveImageDefineXML(virConnectPtr conn G_GNUC_UNUSED,
+                                const char *file, const char *dxml,
+                                unsigned int flags)
+{
+    g_autofree char *path = NULL;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_IMAGE_DEFINE_FLAGS, __func__) < 0 ||
+        !(path = kvmsaveAbsPath(file)))
+        return -1;
+    return kvmsaveSaveImageDefine(path, dxml, flags);
+}
+
+
+/* ---- domain creation: the migrateFrom extension ---------------------- */
+
+static unsigned int
+kvmsaveStartToRestoreFlags(unsigned int startFlags)
+{
+    unsigned int flags = VIR_DOMAIN_SAVE_RUNNING;
+
+    if (startFlags & VIR_DOMAIN_START_PAUSED)
+        flags = VIR_DOMAIN_SAVE_PAUSED;
+    if (startFlags & VIR_DOMAIN_START_BYPASS_CACHE)
+        flags |= VIR_DOMAIN_SAVE_BYPASS_CACHE;
+    if (startFlags & VIR_DOMAIN_START_RESET_NVRAM)
+        flags |= VIR_DOMAIN_SAVE_RESET_NVRAM;
+    return flags;
+}
+
+
+static virDomainPtr
+kvmsaveDomainCreateXML(virConnectPtr conn, const char *xml, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+    g_autofree char *image = NULL;
+    int rc;
+
+    if ((rc = kvmsaveXMLGetMigrateFrom(xml, &image)) < 0)
+        return NULL;
+    if (rc == 0)
+        return priv->innerDriver->domainCreateXML(conn, xml, flags);
+
+    /* The guest comes from the image, described by this XML. */
+    if (flags & (VIR_DOMAIN_START_AUTODESTROY | VIR_DOMAIN_START_FORCE_BOOT)) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s",
+                       _("autodestroy and force-boot cannot be used with a domain that restores from <kvmsave:migrateFrom>"));
+        return NULL;
+    }
+    return kvmsaveRestoreDomain(priv, image, xml,
+                                kvmsaveStartToRestoreFlags(flags));
+}
+
+
+static int
+kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    g_autoptr(virDomain) inner = NULL;
+    g_autoptr(virDomain) restored = NULL;
+    g_autofree char *xml = NULL;
+    g_autofree char *image = NULL;
+    int rc;
+
+    if (!(inner = kvmsaveConnLookupInner(priv, dom->uuid)))
+        return -1;
+    if (!(xml = virDomainGetXMLDesc(inner, VIR_DOMAIN_XML_INACTIVE |
+                                    VIR_DOMAIN_XML_SECURE)))
+        return -1;
+    if ((rc = kvmsaveXMLGetMigrateFrom(xml, &image)) < 0)
+        return -1;
+    if (rc == 0 || (flags & VIR_DOMAIN_START_FORCE_BOOT))
+        return priv->innerDriver->domainCreateWithFlags(dom, flags);
+
+    if (flags & VIR_DOMAIN_START_AUTODESTROY) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s",
+                       _("autodestroy cannot be used with a domain that restores from <kvmsave:migrateFrom>"));
+        return -1;
+    }
+    if (!(restored = kvmsaveRestoreDomain(priv, image, xml,
+                                          kvmsaveStartToRestoreFlags(flags))))
+        return -1;
+    dom->id = restored->id;
+
+    /* Restore from it once: the definition boots normally next time. */
+    if (virDomainSetMetadata(inner, VIR_DOMAIN_METADATA_ELEMENT, NULL,
+                             NULL, KVMSAVE_XML_NS_URI,
+                             VIR_DOMAIN_AFFECT_CONFIG) < 0)
+        return -1;
+    return 0;
+}
+
+
+static int
+kvmsaveDomainCreate(virDomainPtr dom)
+{
+    return kvmsaveDomainCreateWithFlags(dom, 0);
+}
+
+
+/* ---- connection ------------------------------------------------------ */
+
+static int
+kvmsaveConnectClose(virConnectPtr conn)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+
+    /* The inner driver's per-connection cleanup (close callbacks of
+     * domains started through this connection) runs for this connection
+     * only when the driver runs in this process; its shared state is
+     * released once, by closing the inner connection. */
+    if (STREQ(priv->innerDriver->name, "QEMU"))
+        priv->innerDriver->connectClose(conn);
+    conn->privateData = NULL;
+    conn->driver = NULL;
+    virConnectClose(priv->inner);
+    g_free(priv->root);
+    g_free(priv);
+    return 0;
+}
+
+
+static void
+kvmsaveConnectInstallTable(kvmsaveConn *priv)
+{
+    virHypervisorDriver *t = &priv->table;
+
+    *t = *priv->innerDriver;
+    t->connectClose = kvmsaveConnectClose;
+    t->domainSave = kvmsaveDomainSave;
+    t->domainSaveFlags = kvmsaveDomainSaveFlags;
+    t->domainSaveParams = kvmsaveDomainSaveParams;
+    t->domainRestore = kvmsaveDomainRestore;
+    t->domainRestoreFlags = kvmsaveDomainRestoreFlags;
+    t->domainRestoreParams = kvmsaveDomainRestoreParams;
+    t->domainSaveImageGetXMLDesc = kvmsaveDomainSaveImageGetXMLDesc;
+    t->domainSaveImageDefineXML = kvmsaveDomainSaveImageDefineXML;
+    t->domainCreateXML = kvmsaveDomainCreateXML;
+    t->domainCreate = kvmsaveDomainCreate;
+    t->domainCreateWithFlags = kvmsaveDomainCreateWithFlags;
+}
+
+
+static char *
+kvmsaveConnectInnerURI(virConnectPtr conn, const char *root)
+{
+    const char *uri = NULL;
+    g_autofree char *escaped = NULL;
+    size_t i;
+
+    for (i = 0; i < conn->uri->paramsCount; i++) {
+        virURIParam *p = &conn->uri->params[i];
+
+        if (STREQ(p->name, "root"))
+            continue;
+        if (STREQ(p->name, "uri")) {
+            uri = p->value;
+            continue;
+        }
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("unknown parameter '%s' in kvmsave URI (it takes 'root' and 'uri')"),
+                       p->name);
+        return NULL;
+    }
+
+    if (uri) {
+        if (g_str_has_prefix(uri, KVMSAVE_SCHEME ":")) {
+            virReportError(VIR_ERR_INVALID_ARG, "%s",
+                           _("the inner URI of a kvmsave connection cannot be a kvmsave URI"));
+            return NULL;
+        }
+        return g_strdup(uri);
+    }
+    escaped = g_uri_escape_string(root, "/", false);
+    return g_strdup_printf("qemu:///embed?root=%s", escaped);
+}
+
+
+/* The embedded QEMU driver runs without daemons, so on first use of a root
+ * kvmsave gives it a qemu.conf that needs no virtlogd. A file the user
+ * wrote is never replaced. */
+static int
+kvmsaveConnectSeedQemuConf(const char *root)
+{
+    static const char conf[] =
+        "# Written by kvmsave on first use of this root; kvmsave never\n"
+        "# changes it again. The embedded QEMU driver runs with no daemons,\n"
+        "# so QEMU's output goes to files instead of virtlogd.\n"
+        "stdio_handler = \"file\"\n";
+    g_autofree char *dir = g_build_filename(root, "etc", NULL);
+    g_autofree char *path = g_build_filename(dir, "qemu.conf", NULL);
+    VIR_AUTOCLOSE fd = -1;
+
+    if (g_mkdir_with_parents(dir, 0755) < 0) {
+        virReportSystemError(errno, _("cannot create directory '%s'"), dir);
+        return -1;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return 0;
+        virReportSystemError(errno, _("cannot create '%s'"), path);
+        return -1;
+    }
+    if (safewrite(fd, conf, strlen(conf)) < 0 || VIR_CLOSE(fd) < 0) {
+        virReportSystemError(errno, _("cannot write '%s'"), path);
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
+
+static virDrvOpenStatus
+kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
+                   virConf *conf G_GNUC_UNUSED, unsigned int flags)
+{
+    g_autofree kvmsaveConn *priv = NULL;
+    g_autofree char *inner = NULL;
+    const char *root;
+
+    virCheckFlags(VIR_CONNECT_RO, VIR_DRV_OPEN_ERROR);
+
+    if (!conn->uri || STRNEQ_NULLABLE(conn->uri->scheme, KVMSAVE_SCHEME))
+        return VIR_DRV_OPEN_DECLINED;
+    if (STRNEQ(conn->uri->path, "/embed") || conn->uri->server) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s",
+                       _("kvmsave runs embedded: use kvmsave:///embed?root=DIR"));
+        return VIR_DRV_OPEN_ERROR;
+    }
+    if (!(root = virURIGetParam(conn->uri, "root")))
+        return VIR_DRV_OPEN_ERROR;
+    if (!(inner = kvmsaveConnectInnerURI(conn, root)))
+        return VIR_DRV_OPEN_ERROR;
+    if (g_str_has_prefix(inner, "qemu:///embed?") &&
+        kvmsaveConnectSeedQemuConf(root) < 0)
+        return VIR_DRV_OPEN_ERROR;
+
+    priv = g_new0(kvmsaveConn, 1);
+    VIR_DEBUG("opening inner connection %s", inner);
+    if (auth)
+        priv->inner = virConnectOpenAuth(inner, auth, flags);
+    else if (flags & VIR_CONNECT_RO)
+        priv->inner = virConnectOpenReadOnly(inner);
+    else
+        priv->inner = virConnectOpen(inner);
+    if (!priv->inner)
+        return VIR_DRV_OPEN_ERROR;
+
+    priv->outer = conn;
+    priv->root = g_strdup(root);
+    priv->innerDriver = priv->inner->driver;
+    kvmsaveConnectInstallTable(priv);
+
+    /* Serve everything else from the inner connection's drivers. */
+    conn->driver = &priv->table;
+    conn->networkDriver = priv->inner->networkDriver;
+    conn->interfaceDriver = priv->inner->interfaceDriver;
+    conn->storageDriver = priv->inner->storageDriver;
+    conn->nodeDeviceDriver = priv->inner->nodeDeviceDriver;
+    conn->secretDriver = priv->inner->secretDriver;
+    conn->nwfilterDriver = priv->inner->nwfilterDriver;
+    conn->privateData = priv->inner->privateData;
+    g_steal_pointer(&priv);
+    return VIR_DRV_OPEN_SUCCESS;
+}
+
+
+/* Only used until connectOpen installs the layered table. */
+static virHypervisorDriver kvmsaveHypervisorDriver = {
+    .name = "kvmsave",
+    .connectOpen = kvmsaveConnectOpen,
+};
+
+static virConnectDriver kvmsaveConnectDriver = {
+    .localOnly = true,
+    .embeddable = true,
+    .uriSchemes = (const char *[]){ KVMSAVE_SCHEME, NULL },
+    .hypervisorDriver = &kvmsaveHypervisorDriver,
+};
+
+
+/* ---- state driver: embedded root and logging ---------------------------- */
+
+/* libvirt's routine warnings (taint notes and the like) go to a log file
+ * under the root, not the user's terminal, unless the user set up logging. */
+static void
+kvmsaveStateSetupLogging(const char *root)
+{
+    g_autofree char *dir = g_build_filename(root, "log", NULL);
+    g_autofree char *outputs = NULL;
+
+    if (getenv("LIBVIRT_LOG_OUTPUTS") || getenv("LIBVIRT_DEBUG") ||
+        virLogGetNbOutputs() > 0)
+        return;
+    if (g_mkdir_with_parents(dir, 0755) < 0) {
+        VIR_WARN("cannot create log directory %s: %s", dir, g_strerror(errno));
+        return;
+    }
+    outputs = g_strdup_printf("3:file:%s/kvmsave.log", dir);
+    if (virLogSetOutputs(outputs) < 0)
+        virResetLastError();
+}
+
+
+static virDrvStateInitResult
+kvmsaveStateInitialize(bool privileged G_GNUC_UNUSED, const char *root,
+                       bool monolithic G_GNUC_UNUSED,
+                       virStateInhibitCallback callback G_GNUC_UNUSED,
+                       void *opaque G_GNUC_UNUSED)
+{
+    if (!root)
+        return VIR_DRV_STATE_INIT_SKIPPED;
+    if (g_mkdir_with_parents(root, 0755) < 0) {
+        virReportSystemError(errno, _("cannot create the root directory '%s'"),
+                             root);
+        return VIR_DRV_STATE_INIT_ERROR;
+    }
+    kvmsaveStateSetupLogging(root);
+    return VIR_DRV_STATE_INIT_COMPLETE;
+}
+
+
+static int
+kvmsaveStateCleanup(void)
+{
+    return 0;
+}
+
+
+static virStateDriver kvmsaveStateDriver = {
+    .name = "kvmsave",
+    .stateInitialize = kvmsaveStateInitialize,
+    .stateCleanup = kvmsaveStateCleanup,
+};
+
+
+int
+kvmsaveRegister(void)
+{
+    bindtextdomain(PACKAGE, LOCALEDIR);
+    bind_textdomain_codeset(PACKAGE, "UTF-8");
+    if (virRegisterConnectDriver(&kvmsaveConnectDriver, false) < 0)
+        return -1;
+    if (virRegisterStateDriver(&kvmsaveStateDriver) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,8 @@
+/*
+ * kvmsave_driver.h: the libvirt connection driver kvmsave registers
+ */
+#pragma once
+
+/* Called by libvirt when it loads libvirt_driver_kvmsave.so for a
+ * kvmsave:///embed?root=DIR URI. */
+int kvmsaveRegister(void);

@@ -1,0 +1,132 @@
+/*
+ * kvmsave_image.h: the kvmsave save-image format (docs/image-format.md)
+ *
+ * An image is a header (magic, version, the guest's UUID, its domain XML
+ * and provenance), the QEMU migration stream cut into checksummed chunks,
+ * zero padding and a fixed-size trailer at the very end that marks the
+ * image complete. All integers are little-endian; the header and the file
+ * size are multiples of KVMSAVE_IMAGE_ALIGN so O_DIRECT works on both.
+ */
+#pragma once
+
+#include "internal.h"
+
+#define KVMSAVE_IMAGE_MAGIC "KVMSAVE\n"
+#define KVMSAVE_IMAGE_MAGIC_LEN 8
+#define KVMSAVE_IMAGE_MAJOR 1
+#define KVMSAVE_IMAGE_MINOR 0
+
+#define KVMSAVE_IMAGE_ALIGN 4096
+#define KVMSAVE_IMAGE_FIXED_HEADER_LEN 64
+#define KVMSAVE_IMAGE_CHUNK_HEADER_LEN 32
+#define KVMSAVE_IMAGE_TRAILER_LEN 64
+#define KVMSAVE_IMAGE_TRAILER_MAGIC "KVMSEND\n"
+#define KVMSAVE_IMAGE_CHUNK_MAGIC "KSCK"
+
+/* Raw bytes of QEMU's stream per chunk, and the largest chunk accepted. */
+#define KVMSAVE_IMAGE_CHUNK_SIZE (4 * 1024 * 1024)
+#define KVMSAVE_IMAGE_CHUNK_MAX (16 * 1024 * 1024)
+/* Largest header (the domain XML is the bulk of it). */
+#define KVMSAVE_IMAGE_HEADER_MAX (16 * 1024 * 1024)
+
+/* Header flags */
+#define KVMSAVE_IMAGE_FLAG_RUNNING (1U << 0)
+
+/* Field tags in the header; a set KVMSAVE_IMAGE_FIELD_CRITICAL bit means a
+ * reader that does not know the tag must refuse the image. */
+typedef enum {
+    KVMSAVE_IMAGE_FIELD_XML = 1,
+    KVMSAVE_IMAGE_FIELD_NAME = 2,
+    KVMSAVE_IMAGE_FIELD_QEMU_VERSION = 3,
+    KVMSAVE_IMAGE_FIELD_MACHINE = 4,
+    KVMSAVE_IMAGE_FIELD_HOST_CPU = 5,
+    KVMSAVE_IMAGE_FIELD_PRODUCER = 6,
+} kvmsaveImageFieldTag;
+#define KVMSAVE_IMAGE_FIELD_CRITICAL 0x1
+
+/* Chunk encodings */
+typedef enum {
+    KVMSAVE_IMAGE_ENCODING_RAW = 0,
+} kvmsaveImageEncoding;
+
+typedef struct _kvmsaveImageHeader kvmsaveImageHeader;
+struct _kvmsaveImageHeader {
+    uint16_t major;
+    uint16_t minor;
+    uint32_t headerSize;        /* offset of the first chunk */
+    unsigned char uuid[VIR_UUID_BUFLEN];
+    int64_t created;            /* seconds since the epoch, UTC */
+    uint32_t flags;             /* KVMSAVE_IMAGE_FLAG_* */
+    uint32_t chunkSize;         /* nominal raw bytes per chunk */
+    uint32_t crc;               /* header checksum, as read or written */
+    char *xml;                  /* domain XML (secure, migratable) */
+    char *name;
+    char *qemuVersion;
+    char *machine;
+    char *hostCPU;
+    char *producer;
+};
+
+kvmsaveImageHeader *kvmsaveImageHeaderNew(void);
+void kvmsaveImageHeaderFree(kvmsaveImageHeader *hdr);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageHeader, kvmsaveImageHeaderFree);
+
+typedef struct _kvmsaveImageTrailer kvmsaveImageTrailer;
+struct _kvmsaveImageTrailer {
+    uint64_t chunks;
+    uint64_t streamBytes;       /* raw bytes of QEMU's stream */
+    uint64_t dataEnd;           /* offset just past the last chunk */
+    uint32_t headerCrc;         /* ties the trailer to its header */
+    int64_t completed;
+};
+
+/* Serialize @hdr (padded to KVMSAVE_IMAGE_ALIGN); sets hdr->headerSize
+ * and hdr->crc. */
+int kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
+                             unsigned char **buf, size_t *len);
+/* Parse a header from @buf of @len bytes. When the header is longer than
+ * @len, returns 1 and sets *needed to its full size. @what names the
+ * image in error messages. */
+int kvmsaveImageHeaderDecode(const unsigned char *buf, size_t len,
+                             const char *what, size_t *needed,
+                             kvmsaveImageHeader **hdr);
+
+void kvmsaveImageTrailerEncode(const kvmsaveImageTrailer *tr,
+                               unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN]);
+int kvmsaveImageTrailerDecode(const unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN],
+                              const char *what, kvmsaveImageTrailer *tr);
+
+
+/* Writing an image, sequentially, through an aligned buffer. */
+typedef struct _kvmsaveImageWriter kvmsaveImageWriter;
+
+kvmsaveImageWriter *kvmsaveImageWriterNew(int fd, const char *path,
+                                          bool direct);
+void kvmsaveImageWriterFree(kvmsaveImageWriter *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageWriter, kvmsaveImageWriterFree);
+
+int kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr);
+int kvmsaveImageWriteChunk(kvmsaveImageWriter *w,
+                           const void *data, size_t len);
+/* Write padding and trailer, flush and fdatasync. */
+int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
+uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);
+
+
+/* Reading an image: header, trailer, then chunk by chunk. */
+typedef struct _kvmsaveImageReader kvmsaveImageReader;
+
+/* Open @path, read and check header and trailer. */
+kvmsaveImageReader *kvmsaveImageOpen(const char *path, bool direct);
+void kvmsaveImageReaderFree(kvmsaveImageReader *r);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
+
+const kvmsaveImageHeader *kvmsaveImageReaderHeader(kvmsaveImageReader *r);
+const kvmsaveImageTrailer *kvmsaveImageReaderTrailer(kvmsaveImageReader *r);
+/* Next chunk's raw payload, checked; returns 1 with data, 0 at the end
+ * (after checking the totals against the trailer), -1 on error. The data
+ * stays valid until the next call. */
+int kvmsaveImageReadChunk(kvmsaveImageReader *r,
+                          const unsigned char **data, size_t *len);
+/* Read every chunk, checking all checksums. */
+int kvmsaveImageVerify(kvmsaveImageReader *r);

@@ -1,0 +1,237 @@
+/*
+ * kvmsave_monitor.c: QMP commands sent through libvirt's monitor
+ */
+#include <config.h>
+
+#include <libvirt/libvirt-qemu.h>
+
+#include "kvmsave_monitor.h"
+#include "virerror.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+
+void
+kvmsaveMigrationStatusClear(kvmsaveMigrationStatus *st)
+{
+    g_clear_pointer(&st->status, g_free);
+    g_clear_pointer(&st->error, g_free);
+    memset(st, 0, sizeof(*st));
+}
+
+
+virJSONValue *
+kvmsaveMonitorCommand(virDomainPtr dom, const char *cmd,
+                      virJSONValue *args, int *fds, unsigned int nfds)
+{
+    g_autoptr(virJSONValue) req = NULL;
+    g_autoptr(virJSONValue) reply = NULL;
+    g_autoptr(virJSONValue) argsp = args;
+    g_autofree char *reqstr = NULL;
+    g_autofree char *replystr = NULL;
+    virJSONValue *err;
+    virJSONValue *ret;
+
+    if (virJSONValueObjectAdd(&req,
+                              "s:execute", cmd,
+                              "A:arguments", &argsp,
+                              NULL) < 0)
+        return NULL;
+    if (!(reqstr = virJSONValueToString(req, false)))
+        return NULL;
+
+    if (virDomainQemuMonitorCommandWithFiles(dom, reqstr, nfds, fds,
+                                             NULL, NULL, &replystr, 0) < 0)
+        return NULL;
+
+    if (!(reply = virJSONValueFromString(replystr)))
+        return NULL;
+
+    if ((err = virJSONValueObjectGetObject(reply, "error"))) {
+        const char *desc = virJSONValueObjectGetString(err, "desc");
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("QEMU refused '%s': %s"), cmd, NULLSTR(desc));
+        return NULL;
+    }
+    if (!(ret = virJSONValueObjectGet(reply, "return"))) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("QEMU's reply to '%s' has no return value"), cmd);
+        return NULL;
+    }
+    return virJSONValueCopy(ret);
+}
+
+
+static int
+monitorCommandNoReply(virDomainPtr dom, const char *cmd,
+                      virJSONValue *args, int *fds, unsigned int nfds)
+{
+    g_autoptr(virJSONValue) ret = kvmsaveMonitorCommand(dom, cmd, args,
+                                                        fds, nfds);
+
+    return ret ? 0 : -1;
+}
+
+
+int
+kvmsaveMonitorGetFd(virDomainPtr dom, const char *fdname, int fd)
+{
+    g_autoptr(virJSONValue) args = NULL;
+
+    if (virJSONValueObjectAdd(&args, "s:fdname", fdname, NULL) < 0)
+        return -1;
+    return monitorCommandNoReply(dom, "getfd", g_steal_pointer(&args), &fd, 1);
+}
+
+
+int
+kvmsaveMonitorCloseFd(virDomainPtr dom, const char *fdname)
+{
+    g_autoptr(virJSONValue) args = NULL;
+
+    if (virJSONValueObjectAdd(&args, "s:fdname", fdname, NULL) < 0)
+        return -1;
+    return monitorCommandNoReply(dom, "closefd", g_steal_pointer(&args), NULL, 0);
+}
+
+
+int
+kvmsaveMonitorSetUnlimitedBandwidth(virDomainPtr dom)
+{
+    g_autoptr(virJSONValue) args = NULL;
+    /* The largest value QEMU takes that libvirt also uses: INT64_MAX
+     * rounded down to whole MiB (QEMU_DOMAIN_MIG_BANDWIDTH_MAX). */
+    unsigned long long unlimited = (unsigned long long) (INT64_MAX >> 20) << 20;
+
+    if (virJSONValueObjectAdd(&args, "U:max-bandwidth", unlimited, NULL) < 0)
+        return -1;
+    return monitorCommandNoReply(dom, "migrate-set-parameters",
+                                 g_steal_pointer(&args), NULL, 0);
+}
+
+
+int
+kvmsaveMonitorMigrateToFd(virDomainPtr dom, const char *fdname)
+{
+    g_autoptr(virJSONValue) args = NULL;
+    g_autofree char *uri = g_strdup_printf("fd:%s", fdname);
+
+    if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0)
+        return -1;
+    return monitorCommandNoReply(dom, "migrate", g_steal_pointer(&args), NULL, 0);
+}
+
+
+int
+kvmsaveMonitorMigrateIncomingFromFd(virDomainPtr dom, const char *fdname)
+{
+    g_autoptr(virJSONValue) args = NULL;
+    g_autofree char *uri = g_strdup_printf("fd:%s", fdname);
+
+    if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0)
+        return -1;
+    return monitorCommandNoReply(dom, "migrate-incoming",
+                                 g_steal_pointer(&args), NULL, 0);
+}
+
+
+int
+kvmsaveMonitorMigrateCancel(virDomainPtr dom)
+{
+    return monitorCommandNoReply(dom, "migrate_cancel", NULL, NULL, 0);
+}
+
+
+int
+kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st)
+{
+    g_autoptr(virJSONValue) ret = NULL;
+    virJSONValue *ram;
+    const char *status;
+    const char *err;
+
+    kvmsaveMigrationStatusClear(st);
+    if (!(ret = kvmsaveMonitorCommand(dom, "query-migrate", NULL, NULL, 0)))
+        return -1;
+
+    status = virJSONValueObjectGetString(ret, "status");
+    st->status = g_strdup(NULLSTR_EMPTY(status));
+    if ((err = virJSONValueObjectGetString(ret, "error-desc")))
+        st->error = g_strdup(err);
+
+    if (!status || STREQ(status, "none"))
+        st->state = KVMSAVE_MIGRATION_NONE;
+    else if (STREQ(status, "completed"))
+        st->state = KVMSAVE_MIGRATION_COMPLETED;
+    else if (STREQ(status, "failed") || STREQ(status, "cancelled"))
+        st->state = KVMSAVE_MIGRATION_FAILED;
+    else
+        st->state = KVMSAVE_MIGRATION_ACTIVE;
+
+    if ((ram = virJSONValueObjectGetObject(ret, "ram"))) {
+        ignore_value(virJSONValueObjectGetNumberUlong(ram, "transferred",
+                                                      &st->transferred));
+        ignore_value(virJSONValueObjectGetNumberUlong(ram, "total",
+                                                      &st->total));
+        ignore_value(virJSONValueObjectGetNumberUlong(ram, "remaining",
+                                                      &st->remaining));
+    }
+    return 0;
+}
+
+
+char *
+kvmsaveMonitorQemuVersion(virDomainPtr dom)
+{
+    g_autoptr(virJSONValue) ret = NULL;
+    virJSONValue *qemu;
+    unsigned long long major = 0, minor = 0, micro = 0;
+    const char *package;
+
+    if (!(ret = kvmsaveMonitorCommand(dom, "query-version", NULL, NULL, 0)))
+        return NULL;
+    if ((qemu = virJSONValueObjectGetObject(ret, "qemu"))) {
+        ignore_value(virJSONValueObjectGetNumberUlong(qemu, "major", &major));
+        ignore_value(virJSONValueObjectGetNumberUlong(qemu, "minor", &minor));
+        ignore_value(virJSONValueObjectGetNumberUlong(qemu, "micro", &micro));
+    }
+    package = virJSONValueObjectGetString(ret, "package");
+    return g_strdup_printf("%llu.%llu.%llu%s%s", major, minor, micro,
+                           package && *package ? " " : "",
+                           package ? package : "");
+}
+
+
+int
+kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
+                            bool (*cancelled)(void *opaque), void *opaque)
+{
+    kvmsaveMigrationStatus st = { 0 };
+    unsigned int delay = 1000; /* microseconds, growing to 50 ms */
+    int ret = -1;
+
+    for (;;) {
+        if (kvmsaveMonitorQueryMigrate(dom, &st) < 0)
+            goto cleanup;
+        if (st.state == KVMSAVE_MIGRATION_COMPLETED)
+            break;
+        if (st.state == KVMSAVE_MIGRATION_FAILED) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("%s failed in QEMU: migration %s%s%s"),
+                           what, st.status, st.error ? ": " : "",
+                           NULLSTR_EMPTY(st.error));
+            goto cleanup;
+        }
+        if (cancelled && cancelled(opaque)) {
+            /* the caller reports why */
+            goto cleanup;
+        }
+        g_usleep(delay);
+        delay = MIN(delay * 2, 50000);
+    }
+    ret = 0;
+
+ cleanup:
+    kvmsaveMigrationStatusClear(&st);
+    return ret;
+}

@@ -1,0 +1,51 @@
+/*
+ * kvmsave_monitor.h: QMP commands sent through libvirt's monitor
+ *
+ * Everything goes through virDomainQemuMonitorCommandWithFiles(), so the
+ * domain's QEMU is reached on libvirt's own monitor connection and file
+ * descriptors are handed over with SCM_RIGHTS: no path and no shell ever
+ * reaches QEMU.
+ */
+#pragma once
+
+#include "internal.h"
+#include "virjson.h"
+
+typedef enum {
+    KVMSAVE_MIGRATION_NONE,
+    KVMSAVE_MIGRATION_ACTIVE,   /* setup, active, device, ... */
+    KVMSAVE_MIGRATION_COMPLETED,
+    KVMSAVE_MIGRATION_FAILED,   /* failed, cancelled */
+} kvmsaveMigrationState;
+
+typedef struct _kvmsaveMigrationStatus kvmsaveMigrationStatus;
+struct _kvmsaveMigrationStatus {
+    kvmsaveMigrationState state;
+    char *status;               /* QEMU's own word for it */
+    char *error;                /* QEMU's error-desc, if any */
+    unsigned long long transferred;
+    unsigned long long total;
+    unsigned long long remaining;
+};
+void kvmsaveMigrationStatusClear(kvmsaveMigrationStatus *st);
+
+/* Run @cmd with @args (NULL for none; consumed), passing @fds; returns the
+ * "return" member of QEMU's reply, or NULL with an error reported. */
+virJSONValue *kvmsaveMonitorCommand(virDomainPtr dom, const char *cmd,
+                                    virJSONValue *args,
+                                    int *fds, unsigned int nfds);
+
+int kvmsaveMonitorGetFd(virDomainPtr dom, const char *fdname, int fd);
+int kvmsaveMonitorCloseFd(virDomainPtr dom, const char *fdname);
+int kvmsaveMonitorSetUnlimitedBandwidth(virDomainPtr dom);
+int kvmsaveMonitorMigrateToFd(virDomainPtr dom, const char *fdname);
+int kvmsaveMonitorMigrateIncomingFromFd(virDomainPtr dom, const char *fdname);
+int kvmsaveMonitorMigrateCancel(virDomainPtr dom);
+int kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st);
+char *kvmsaveMonitorQemuVersion(virDomainPtr dom);
+
+/* Poll query-migrate until it completes or fails. @what names the
+ * operation in errors; @cancelled, if set, is checked at every poll. */
+int kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
+                                bool (*cancelled)(void *opaque),
+                                void *opaque);

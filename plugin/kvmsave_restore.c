@@ -1,0 +1,237 @@
+/*
+ * kvmsave_restore.c: the restore engine
+ *
+ * Read and check the image's header and trailer -> find the guest by UUID
+ * on the inner driver -> start its QEMU paused, waiting for an incoming
+ * migration (-incoming defer) -> hand QEMU a pipe through libvirt's
+ * monitor -> a thread feeds it the stream, checking every chunk -> when
+ * QEMU has it all and every check passed, resume (or stay paused). Any
+ * failure destroys the new QEMU; the image is only ever read.
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "full-write.h"
+
+#include "kvmsave_restore.h"
+#include "kvmsave_image.h"
+#include "kvmsave_monitor.h"
+#include "kvmsave_util.h"
+#include "kvmsave_xml.h"
+#include "virerror.h"
+#include "virfile.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+#define KVMSAVE_RESTORE_FDNAME "kvmsave-restore"
+#define KVMSAVE_PIPE_SIZE (1024 * 1024)
+
+
+/* The thread that feeds QEMU the image's stream, chunk by checked chunk. */
+typedef struct _kvmsaveRestoreStream kvmsaveRestoreStream;
+struct _kvmsaveRestoreStream {
+    int fd;                     /* write end of QEMU's pipe */
+    kvmsaveImageReader *reader;
+    volatile gint stop;
+    int rc;
+    virErrorPtr err;
+};
+
+
+static gpointer
+kvmsaveRestoreStreamThread(gpointer opaque)
+{
+    kvmsaveRestoreStream *st = opaque;
+    const unsigned char *data;
+    size_t len;
+    sigset_t set;
+    int rc;
+
+    /* A QEMU that gave up makes our write fail with EPIPE, not kill us. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    st->rc = -1;
+    while ((rc = kvmsaveImageReadChunk(st->reader, &data, &len)) > 0) {
+        if (g_atomic_int_get(&st->stop))
+            goto stopped;
+        if (full_write(st->fd, data, len) != len) {
+            virReportSystemError(errno, "%s",
+                                 _("cannot feed the saved state to QEMU"));
+            goto error;
+        }
+    }
+    if (rc < 0)
+        goto error;
+    st->rc = 0;
+    VIR_FORCE_CLOSE(st->fd);
+    return NULL;
+
+ error:
+    st->err = virErrorCopyNew(virGetLastError());
+ stopped:
+    /* QEMU sees the stream end early and fails its incoming migration. */
+    VIR_FORCE_CLOSE(st->fd);
+    return NULL;
+}
+
+
+static void
+kvmsaveRestoreFinishStream(GThread **thread, kvmsaveRestoreStream *st)
+{
+    if (!*thread)
+        return;
+    g_atomic_int_set(&st->stop, 1);
+    g_thread_join(*thread);
+    *thread = NULL;
+}
+
+
+virDomainPtr
+kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
+                     const char *dxml, unsigned int flags)
+{
+    g_autoptr(kvmsaveImageReader) reader = NULL;
+    g_autoptr(virDomain) existing = NULL;
+    g_autoptr(virDomain) dom = NULL;
+    g_autofree char *xml = NULL;
+    g_autofree char *startxml = NULL;
+    g_autofree char *meta = NULL;
+    const kvmsaveImageHeader *hdr;
+    kvmsaveRestoreStream stream = { .fd = -1 };
+    GThread *thread = NULL;
+    int pipefd[2] = { -1, -1 };
+    unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
+    bool running;
+    bool fdPassed = false;
+    virDomainPtr ret = NULL;
+    virErrorPtr saved = NULL;
+
+    if (!(reader = kvmsaveImageOpen(path, !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE))))
+        return NULL;
+    hdr = kvmsaveImageReaderHeader(reader);
+
+    if (dxml && kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
+        return NULL;
+    if (!(xml = kvmsaveXMLForImage(dxml ? dxml : hdr->xml)) ||
+        !(startxml = kvmsaveXMLWithIncoming(xml)))
+        return NULL;
+
+    if (kvmsaveJobAcquire(hdr->uuid, _("restore")) < 0)
+        return NULL;
+
+    /* The original design's lookup: the image names its guest by UUID. */
+    if ((existing = virDomainLookupByUUID(priv->inner, hdr->uuid))) {
+        int active = virDomainIsActive(existing);
+        if (active < 0)
+            goto cleanup;
+        if (active) {
+            virReportError(VIR_ERR_OPERATION_INVALID,
+                           _("domain '%s' is already running; destroy or save it before restoring this image"),
+                           virDomainGetName(existing));
+            goto cleanup;
+        }
+        /* Shut off and persistent: starting it with the image's XML as
+         * its live definition keeps the persistent one. */
+    } else {
+        virResetLastError();
+    }
+
+    if (flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
+        startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
+    if (!(dom = virDomainCreateXML(priv->inner, startxml, startFlags)))
+        goto cleanup;
+
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        virReportSystemError(errno, "%s", _("cannot create a pipe for QEMU's migration stream"));
+        goto cleanup;
+    }
+    ignore_value(fcntl(pipefd[1], F_SETPIPE_SZ, KVMSAVE_PIPE_SIZE));
+
+    if (kvmsaveMonitorGetFd(dom, KVMSAVE_RESTORE_FDNAME, pipefd[0]) < 0)
+        goto cleanup;
+    fdPassed = true;
+    VIR_FORCE_CLOSE(pipefd[0]);
+
+    stream.fd = pipefd[1];
+    pipefd[1] = -1;
+    stream.reader = reader;
+    thread = g_thread_new("kvmsave-restore", kvmsaveRestoreStreamThread, &stream);
+
+    if (kvmsaveMonitorMigrateIncomingFromFd(dom, KVMSAVE_RESTORE_FDNAME) < 0)
+        goto cleanup;
+    fdPassed = false;
+
+    if (kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
+                                    NULL, NULL) < 0)
+        goto cleanup;
+
+    /* QEMU has read the whole stream; the image's own checks must have
+     * passed too (totals in the trailer) before the guest may run. */
+    g_thread_join(thread);
+    thread = NULL;
+    if (stream.rc < 0) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("restore from '%s' was interrupted"), path);
+        goto cleanup; /* the stream's own error is taken below */
+    }
+
+    /* The restored guest names its image in its live XML. */
+    if (!(meta = kvmsaveXMLFormatMigrateFrom(path)) ||
+        virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta,
+                             KVMSAVE_XML_NS_PREFIX, KVMSAVE_XML_NS_URI,
+                             VIR_DOMAIN_AFFECT_LIVE) < 0)
+        goto cleanup;
+
+    running = (flags & VIR_DOMAIN_SAVE_RUNNING) ||
+        (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
+         (hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
+    if (running && virDomainResume(dom) < 0)
+        goto cleanup;
+
+    ret = kvmsaveConnOuterDomain(priv, dom);
+
+ cleanup:
+    if (!ret) {
+        virErrorPreserveLast(&saved);
+        if (fdPassed && dom)
+            ignore_value(kvmsaveMonitorCloseFd(dom, KVMSAVE_RESTORE_FDNAME));
+        /* Destroy first: that also unblocks a feeder stuck on the pipe. */
+        if (dom)
+            ignore_value(virDomainDestroy(dom));
+    }
+    kvmsaveRestoreFinishStream(&thread, &stream);
+    /* A bad chunk explains QEMU's failure better than QEMU does. */
+    if (!ret && stream.err) {
+        virFreeError(saved);
+        saved = g_steal_pointer(&stream.err);
+    }
+    VIR_FORCE_CLOSE(stream.fd);
+    VIR_FORCE_CLOSE(pipefd[0]);
+    VIR_FORCE_CLOSE(pipefd[1]);
+    if (stream.err)
+        virFreeError(stream.err);
+    kvmsaveJobRelease(hdr->uuid);
+    if (saved)
+        virErrorRestore(&saved);
+    return ret;
+}
+
+
+char *
+kvmsaveRestoreImageXML(const char *path, unsigned int flags)
+{
+    g_autoptr(kvmsaveImageReader) reader = NULL;
+    const kvmsaveImageHeader *hdr;
+
+    if (!(reader = kvmsaveImageOpen(path, false)))
+        return NULL;
+    hdr = kvmsaveImageReaderHeader(reader);
+    if (flags & VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
+        return g_strdup(hdr->xml);
+    return kvmsaveXMLStripSecure(hdr->xml);
+}

@@ -1,0 +1,390 @@
+/*
+ * kvmsave_save.c: the save engine
+ *
+ * check -> write the header to a temporary file next to the target ->
+ * pause -> QEMU migrates into a pipe we hand it through libvirt's monitor ->
+ * a thread cuts the stream into checksummed chunks -> trailer, fdatasync ->
+ * rename over the target -> stop the guest. Any failure before the rename
+ * resumes the guest as it was and removes the temporary file.
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tempname.h"
+
+#include "kvmsave_save.h"
+#include "kvmsave_image.h"
+#include "kvmsave_monitor.h"
+#include "kvmsave_util.h"
+#include "kvmsave_xml.h"
+#include "virerror.h"
+#include "virfile.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+#define KVMSAVE_SAVE_FDNAME "kvmsave-save"
+#define KVMSAVE_PIPE_SIZE (1024 * 1024)
+
+
+int
+kvmsaveCreateTemp(const char *path, bool direct, char **tmppath)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *tmpl = g_build_filename(dir, ".kvmsave-XXXXXX.tmp", NULL);
+    struct stat sb;
+    int fd;
+
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("cannot save to '%s': it is a directory, give a file name"),
+                       path);
+        return -1;
+    }
+
+    /* O_CREAT | O_EXCL, mode 0600; O_NOFOLLOW on top. */
+    fd = gen_tempname(tmpl, 4, O_CLOEXEC | O_NOFOLLOW |
+                      (direct ? O_DIRECT : 0), GT_FILE);
+    if (fd < 0) {
+        virReportSystemError(errno,
+                             _("cannot create a save image in directory '%s'%s"),
+                             dir, direct ? _(" for direct I/O (bypass cache)") : "");
+        return -1;
+    }
+    *tmppath = g_steal_pointer(&tmpl);
+    return fd;
+}
+
+
+int
+kvmsaveCommitTemp(const char *tmppath, const char *path)
+{
+    if (rename(tmppath, path) < 0) {
+        virReportSystemError(errno, _("cannot move the finished save image into place at '%s'"),
+                             path);
+        return -1;
+    }
+    return kvmsaveSyncParentDir(path);
+}
+
+
+/* The thread that turns QEMU's stream into image chunks. */
+typedef struct _kvmsaveSaveStream kvmsaveSaveStream;
+struct _kvmsaveSaveStream {
+    int fd;                     /* read end of QEMU's pipe */
+    int wakefd;                 /* readable when the thread must stop */
+    kvmsaveImageWriter *writer;
+    int rc;
+    virErrorPtr err;
+};
+
+
+static gpointer
+kvmsaveSaveStreamThread(gpointer opaque)
+{
+    kvmsaveSaveStream *st = opaque;
+    g_autofree unsigned char *buf = g_malloc(KVMSAVE_IMAGE_CHUNK_SIZE);
+    bool eof = false;
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    st->rc = -1;
+    while (!eof) {
+        size_t fill = 0;
+
+        while (fill < KVMSAVE_IMAGE_CHUNK_SIZE) {
+            struct pollfd fds[2] = {
+                { .fd = st->fd, .events = POLLIN },
+                { .fd = st->wakefd, .events = POLLIN },
+            };
+            ssize_t n;
+
+            if (poll(fds, 2, -1) < 0) {
+                if (errno == EINTR)
+                    continue;
+                virReportSystemError(errno, "%s", _("cannot poll QEMU's migration stream"));
+                goto error;
+            }
+            if (fds[1].revents)
+                goto stopped;
+            n = read(st->fd, buf + fill, KVMSAVE_IMAGE_CHUNK_SIZE - fill);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (n < 0) {
+                virReportSystemError(errno, "%s", _("cannot read QEMU's migration stream"));
+                goto error;
+            }
+            if (n == 0) {
+                eof = true;
+                break;
+            }
+            fill += n;
+        }
+        if (fill > 0 &&
+            kvmsaveImageWriteChunk(st->writer, buf, fill) < 0)
+            goto error;
+    }
+    st->rc = 0;
+    return NULL;
+
+ error:
+    st->err = virErrorCopyNew(virGetLastError());
+ stopped:
+    /* QEMU's writes now fail with EPIPE, so its migration fails. */
+    VIR_FORCE_CLOSE(st->fd);
+    return NULL;
+}
+
+
+static int
+kvmsaveSaveHeaderInit(kvmsaveConn *priv, virDomainPtr dom, const char *dxml,
+                      bool running, kvmsaveImageHeader *hdr)
+{
+    g_autofree char *xml = NULL;
+    g_autofree char *caps = NULL;
+
+    if (!(xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_SECURE |
+                                    VIR_DOMAIN_XML_MIGRATABLE)))
+        return -1;
+    if (!(hdr->xml = kvmsaveXMLForImage(xml)))
+        return -1;
+    if (dxml) {
+        if (kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
+            return -1;
+        g_free(hdr->xml);
+        if (!(hdr->xml = kvmsaveXMLForImage(dxml)))
+            return -1;
+    }
+
+    if (virDomainGetUUID(dom, hdr->uuid) < 0)
+        return -1;
+    hdr->name = g_strdup(virDomainGetName(dom));
+    hdr->created = g_get_real_time() / G_USEC_PER_SEC;
+    hdr->flags = running ? KVMSAVE_IMAGE_FLAG_RUNNING : 0;
+    hdr->machine = kvmsaveXMLGetMachine(hdr->xml);
+    if ((caps = virConnectGetCapabilities(priv->inner)))
+        hdr->hostCPU = kvmsaveXMLGetHostCPUModel(caps);
+    if (!(hdr->qemuVersion = kvmsaveMonitorQemuVersion(dom)))
+        return -1;
+    hdr->producer = g_strdup_printf("%s %s", PACKAGE_NAME, PACKAGE_VERSION);
+    return 0;
+}
+
+
+int
+kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
+                  const char *path, const char *dxml, unsigned int flags)
+{
+    g_autoptr(virDomain) dom = NULL;
+    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
+    g_autoptr(kvmsaveImageWriter) writer = NULL;
+    g_autofree char *tmppath = NULL;
+    kvmsaveSaveStream stream = { .fd = -1, .wakefd = -1 };
+    GThread *thread = NULL;
+    VIR_AUTOCLOSE fd = -1;
+    int pipefd[2] = { -1, -1 };
+    int wake[2] = { -1, -1 };
+    bool direct = !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
+    bool wasRunning;
+    bool paused = false;
+    bool fdPassed = false;
+    bool migrating = false;
+    int state;
+    int reason;
+    int ret = -1;
+    virErrorPtr saved = NULL;
+
+    if (!(dom = kvmsaveConnLookupInner(priv, uuid)))
+        return -1;
+    if (kvmsaveJobAcquire(uuid, _("save")) < 0)
+        return -1;
+
+    /* Check everything we can before touching the guest. */
+    if (virDomainGetState(dom, &state, &reason, 0) < 0)
+        goto cleanup;
+    if (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED &&
+        state != VIR_DOMAIN_BLOCKED) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("domain '%s' is not running, so it cannot be saved"),
+                       virDomainGetName(dom));
+        goto cleanup;
+    }
+    wasRunning = state != VIR_DOMAIN_PAUSED;
+
+    if (kvmsaveSaveHeaderInit(priv, dom, dxml,
+                              (flags & VIR_DOMAIN_SAVE_RUNNING) ||
+                              (wasRunning && !(flags & VIR_DOMAIN_SAVE_PAUSED)),
+                              hdr) < 0)
+        goto cleanup;
+
+    if ((fd = kvmsaveCreateTemp(path, direct, &tmppath)) < 0)
+        goto cleanup;
+    writer = kvmsaveImageWriterNew(fd, tmppath, direct);
+    if (kvmsaveImageWriteHeader(writer, hdr) < 0)
+        goto cleanup;
+
+    if (pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(wake, O_CLOEXEC) < 0) {
+        virReportSystemError(errno, "%s", _("cannot create a pipe for QEMU's migration stream"));
+        goto cleanup;
+    }
+    /* A large pipe lets QEMU write big pieces; failure is harmless. */
+    ignore_value(fcntl(pipefd[0], F_SETPIPE_SZ, KVMSAVE_PIPE_SIZE));
+
+    stream.fd = pipefd[0];
+    pipefd[0] = -1;
+    stream.wakefd = wake[0];
+    stream.writer = writer;
+    thread = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread, &stream);
+
+    if (wasRunning) {
+        if (virDomainSuspend(dom) < 0)
+            goto cleanup;
+        paused = true;
+    }
+
+    if (kvmsaveMonitorGetFd(dom, KVMSAVE_SAVE_FDNAME, pipefd[1]) < 0)
+        goto cleanup;
+    fdPassed = true;
+    VIR_FORCE_CLOSE(pipefd[1]);
+
+    if (kvmsaveMonitorSetUnlimitedBandwidth(dom) < 0 ||
+        kvmsaveMonitorMigrateToFd(dom, KVMSAVE_SAVE_FDNAME) < 0)
+        goto cleanup;
+    fdPassed = false; /* the migration owns it now */
+    migrating = true;
+
+    if (kvmsaveMonitorWaitMigration(dom, _("saving the guest's state"),
+                                    NULL, NULL) < 0)
+        goto cleanup;
+    migrating = false;
+
+    g_thread_join(thread);
+    thread = NULL;
+    if (stream.rc < 0)
+        goto cleanup; /* its error is taken below */
+
+    if (kvmsaveImageWriterFinish(writer) < 0)
+        goto cleanup;
+    if (VIR_CLOSE(fd) < 0) {
+        virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);
+        goto cleanup;
+    }
+    if (kvmsaveCommitTemp(tmppath, path) < 0)
+        goto cleanup;
+    g_clear_pointer(&tmppath, g_free);
+
+    /* The image is safe: now the guest may go. */
+    if (virDomainDestroy(dom) < 0)
+        goto cleanup;
+    paused = false;
+    ret = 0;
+
+ cleanup:
+    if (ret < 0)
+        virErrorPreserveLast(&saved);
+    if (migrating)
+        ignore_value(kvmsaveMonitorMigrateCancel(dom));
+    if (fdPassed)
+        ignore_value(kvmsaveMonitorCloseFd(dom, KVMSAVE_SAVE_FDNAME));
+    if (thread) {
+        if (wake[1] >= 0)
+            ignore_value(safewrite(wake[1], "x", 1));
+        g_thread_join(thread);
+    }
+    /* A failure of ours (disk full...) explains more than QEMU's EPIPE. */
+    if (ret < 0 && stream.err) {
+        virFreeError(saved);
+        saved = g_steal_pointer(&stream.err);
+    }
+    if (ret < 0 && paused)
+        ignore_value(virDomainResume(dom));
+    if (tmppath)
+        unlink(tmppath);
+    VIR_FORCE_CLOSE(stream.fd);
+    VIR_FORCE_CLOSE(pipefd[0]);
+    VIR_FORCE_CLOSE(pipefd[1]);
+    VIR_FORCE_CLOSE(wake[0]);
+    VIR_FORCE_CLOSE(wake[1]);
+    if (stream.err)
+        virFreeError(stream.err);
+    kvmsaveJobRelease(uuid);
+    if (saved)
+        virErrorRestore(&saved);
+    return ret;
+}
+
+
+int
+kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
+{
+    g_autoptr(kvmsaveImageReader) reader = NULL;
+    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
+    g_autoptr(kvmsaveImageWriter) writer = NULL;
+    g_autofree char *tmppath = NULL;
+    const kvmsaveImageHeader *old;
+    const unsigned char *data;
+    size_t len;
+    VIR_AUTOCLOSE fd = -1;
+    int rc;
+    int ret = -1;
+
+    if (!(reader = kvmsaveImageOpen(path, false)))
+        return -1;
+    old = kvmsaveImageReaderHeader(reader);
+    memcpy(hdr->uuid, old->uuid, VIR_UUID_BUFLEN);
+    if (kvmsaveJobAcquire(hdr->uuid, _("save image define")) < 0)
+        return -1;
+
+    if (dxml && kvmsaveXMLCheckABI(old->xml, dxml) < 0)
+        goto cleanup;
+
+    hdr->created = old->created;
+    hdr->chunkSize = old->chunkSize;
+    hdr->flags = old->flags;
+    if (flags & VIR_DOMAIN_SAVE_RUNNING)
+        hdr->flags |= KVMSAVE_IMAGE_FLAG_RUNNING;
+    else if (flags & VIR_DOMAIN_SAVE_PAUSED)
+        hdr->flags &= ~KVMSAVE_IMAGE_FLAG_RUNNING;
+    if (!(hdr->xml = kvmsaveXMLForImage(dxml ? dxml : old->xml)))
+        goto cleanup;
+    hdr->name = g_strdup(old->name);
+    hdr->qemuVersion = g_strdup(old->qemuVersion);
+    hdr->machine = g_strdup(old->machine);
+    hdr->hostCPU = g_strdup(old->hostCPU);
+    hdr->producer = g_strdup(old->producer);
+
+    /* A new file, renamed over the old one when complete: the old image
+     * stays intact until then. */
+    if ((fd = kvmsaveCreateTemp(path, false, &tmppath)) < 0)
+        goto cleanup;
+    writer = kvmsaveImageWriterNew(fd, tmppath, false);
+    if (kvmsaveImageWriteHeader(writer, hdr) < 0)
+        goto cleanup;
+    while ((rc = kvmsaveImageReadChunk(reader, &data, &len)) > 0) {
+        if (kvmsaveImageWriteChunk(writer, data, len) < 0)
+            goto cleanup;
+    }
+    if (rc < 0 || kvmsaveImageWriterFinish(writer) < 0)
+        goto cleanup;
+    if (VIR_CLOSE(fd) < 0) {
+        virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);
+        goto cleanup;
+    }
+    if (kvmsaveCommitTemp(tmppath, path) < 0)
+        goto cleanup;
+    g_clear_pointer(&tmppath, g_free);
+    ret = 0;
+
+ cleanup:
+    if (tmppath)
+        unlink(tmppath);
+    kvmsaveJobRelease(hdr->uuid);
+    return ret;
+}

@@ -1,0 +1,25 @@
+/*
+ * kvmsave_save.h: the save engine
+ */
+#pragma once
+
+#include "kvmsave_conn.h"
+
+/* Save the running or paused guest @uuid into an image at @path (absolute),
+ * stopping it. @dxml, if set, replaces the saved XML (ABI-checked).
+ * @flags: VIR_DOMAIN_SAVE_BYPASS_CACHE, _RUNNING, _PAUSED. */
+int kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
+                      const char *path, const char *dxml,
+                      unsigned int flags);
+
+/* Rewrite the XML (and the running/paused choice) of the image at @path,
+ * atomically. */
+int kvmsaveSaveImageDefine(const char *path, const char *dxml,
+                           unsigned int flags);
+
+/* Create a temporary file for @path in its directory: 0600, O_EXCL, never
+ * following a symlink. Returns the fd and sets *tmppath. */
+int kvmsaveCreateTemp(const char *path, bool direct, char **tmppath);
+
+/* Make @tmppath (flushed) the file at @path. */
+int kvmsaveCommitTemp(const char *tmppath, const char *path);

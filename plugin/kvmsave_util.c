@@ -1,0 +1,92 @@
+/*
+ * kvmsave_util.c: small helpers shared by the kvmsave modules
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <isa-l/crc.h>
+
+#include "kvmsave_util.h"
+#include "virerror.h"
+#include "viruuid.h"
+#include "virfile.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+uint32_t
+kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    /* ISA-L takes an int length and works on the raw (uninverted) state. */
+    crc = ~crc;
+    while (len > 0) {
+        int n = len > (1U << 30) ? (1 << 30) : (int) len;
+        crc = crc32_iscsi((unsigned char *) p, n, crc);
+        p += n;
+        len -= n;
+    }
+    return ~crc;
+}
+
+
+static GMutex kvmsaveJobLock;
+static GHashTable *kvmsaveJobs; /* UUID string -> what the job does */
+
+int
+kvmsaveJobAcquire(const unsigned char *uuid, const char *what)
+{
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    virUUIDFormat(uuid, uuidstr);
+    if (!kvmsaveJobs)
+        kvmsaveJobs = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                            g_free, NULL);
+    if (g_hash_table_contains(kvmsaveJobs, uuidstr)) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("another save/restore job is running for this guest (%s)"),
+                       (const char *) g_hash_table_lookup(kvmsaveJobs, uuidstr));
+        return -1;
+    }
+    g_hash_table_insert(kvmsaveJobs, g_strdup(uuidstr), (gpointer) what);
+    return 0;
+}
+
+
+void
+kvmsaveJobRelease(const unsigned char *uuid)
+{
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    virUUIDFormat(uuid, uuidstr);
+    if (kvmsaveJobs)
+        g_hash_table_remove(kvmsaveJobs, uuidstr);
+}
+
+
+char *
+kvmsaveAbsPath(const char *path)
+{
+    if (!path || !*path) {
+        virReportError(VIR_ERR_INVALID_ARG, "%s", _("file name must not be empty"));
+        return NULL;
+    }
+    return g_canonicalize_filename(path, NULL);
+}
+
+
+int
+kvmsaveSyncParentDir(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    VIR_AUTOCLOSE fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd < 0 || fsync(fd) < 0) {
+        virReportSystemError(errno, _("cannot sync directory '%s'"), dir);
+        return -1;
+    }
+    return 0;
+}

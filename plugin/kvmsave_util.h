@@ -1,0 +1,20 @@
+/*
+ * kvmsave_util.h: small helpers shared by the kvmsave modules
+ */
+#pragma once
+
+#include "internal.h"
+
+/* Standard CRC-32C (Castagnoli), as in iSCSI and ext4: start with crc = 0,
+ * feed data in any number of pieces. */
+uint32_t kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len);
+
+/* One save/restore job per guest at a time, within this process. */
+int kvmsaveJobAcquire(const unsigned char *uuid, const char *what);
+void kvmsaveJobRelease(const unsigned char *uuid);
+
+/* Absolute, canonical form of a user-supplied path. */
+char *kvmsaveAbsPath(const char *path);
+
+/* fsync the directory holding @path, so a rename in it is durable. */
+int kvmsaveSyncParentDir(const char *path);

@@ -1,0 +1,346 @@
+/*
+ * kvmsave_xml.c: the kvmsave domain XML extension and XML rewriting
+ *
+ * Domain XML from users and from images is parsed with libxml2 with no
+ * network access, no DTD loading and no entity substitution.
+ */
+#include <config.h>
+
+#include <libxml/parser.h>
+#include <libxml/relaxng.h>
+#include <libxml/tree.h>
+#include <libxml/xpath.h>
+#include <libxml/xpathInternals.h>
+
+#include "kvmsave_xml.h"
+#include "kvmsave_schema.h"
+#include "domain_conf.h"
+#include "virerror.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+#define QEMU_NS_URI "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+
+static xmlDocPtr
+kvmsaveXMLParseRoot(const char *xml, const char *rootName)
+{
+    xmlDocPtr doc;
+
+    if (!xml) {
+        virReportError(VIR_ERR_XML_ERROR, _("missing <%s> XML"), rootName);
+        return NULL;
+    }
+    /* No XML_PARSE_NOENT (entities stay unexpanded), no DTD loading. */
+    doc = xmlReadMemory(xml, strlen(xml), "domain.xml", NULL,
+                        XML_PARSE_NONET | XML_PARSE_NOWARNING |
+                        XML_PARSE_NOERROR);
+    if (!doc || !xmlDocGetRootElement(doc)) {
+        const xmlError *err = xmlGetLastError();
+        virReportError(VIR_ERR_XML_ERROR, _("cannot parse <%s> XML: %s"),
+                       rootName,
+                       err && err->message ? err->message : _("empty document"));
+        xmlFreeDoc(doc);
+        return NULL;
+    }
+    if (!xmlStrEqual(xmlDocGetRootElement(doc)->name, BAD_CAST rootName)) {
+        virReportError(VIR_ERR_XML_ERROR,
+                       _("expected <%s> as the XML's root element"), rootName);
+        xmlFreeDoc(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+
+static xmlDocPtr
+kvmsaveXMLParse(const char *xml)
+{
+    return kvmsaveXMLParseRoot(xml, "domain");
+}
+
+
+/* The root element, serialized without an XML declaration. */
+static char *
+kvmsaveXMLFormat(xmlDocPtr doc)
+{
+    xmlBufferPtr buf = xmlBufferCreate();
+    char *ret;
+
+    if (xmlNodeDump(buf, doc, xmlDocGetRootElement(doc), 0, 0) < 0) {
+        xmlBufferFree(buf);
+        virReportError(VIR_ERR_INTERNAL_ERROR, "%s",
+                       _("cannot format domain XML"));
+        return NULL;
+    }
+    ret = g_strdup_printf("%s\n", (const char *) xmlBufferContent(buf));
+    xmlBufferFree(buf);
+    return ret;
+}
+
+
+static xmlXPathObjectPtr
+kvmsaveXMLEval(xmlDocPtr doc, const char *expr)
+{
+    g_autoptr(xmlXPathContext) ctxt = xmlXPathNewContext(doc);
+
+    xmlXPathRegisterNs(ctxt, BAD_CAST "k", BAD_CAST KVMSAVE_XML_NS_URI);
+    xmlXPathRegisterNs(ctxt, BAD_CAST "q", BAD_CAST QEMU_NS_URI);
+    return xmlXPathEvalExpression(BAD_CAST expr, ctxt);
+}
+
+
+static int
+kvmsaveXMLValidateElement(xmlNodePtr node)
+{
+    static gsize once;
+    static xmlRelaxNGPtr schema;
+    g_autoptr(xmlDoc) doc = NULL;
+    xmlRelaxNGValidCtxtPtr vctxt;
+    xmlNodePtr copy;
+    int rc;
+
+    if (g_once_init_enter(&once)) {
+        xmlRelaxNGParserCtxtPtr pctxt =
+            xmlRelaxNGNewMemParserCtxt(kvmsaveDomainSchema,
+                                       strlen(kvmsaveDomainSchema));
+        schema = xmlRelaxNGParse(pctxt);
+        xmlRelaxNGFreeParserCtxt(pctxt);
+        g_once_init_leave(&once, 1);
+    }
+    if (!schema) {
+        virReportError(VIR_ERR_INTERNAL_ERROR, "%s",
+                       _("cannot compile kvmsave's XML schema"));
+        return -1;
+    }
+
+    doc = xmlNewDoc(BAD_CAST "1.0");
+    copy = xmlDocCopyNode(node, doc, 1);
+    xmlDocSetRootElement(doc, copy);
+    xmlReconciliateNs(doc, copy);
+
+    vctxt = xmlRelaxNGNewValidCtxt(schema);
+    xmlRelaxNGSetValidStructuredErrors(vctxt, NULL, NULL);
+    rc = xmlRelaxNGValidateDoc(vctxt, doc);
+    xmlRelaxNGFreeValidCtxt(vctxt);
+    if (rc != 0) {
+        virReportError(VIR_ERR_XML_ERROR,
+                       _("invalid <%s:%s> element in the domain's metadata: it must hold only the absolute path of a save image"),
+                       KVMSAVE_XML_NS_PREFIX, (const char *) node->name);
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+kvmsaveXMLGetMigrateFrom(const char *domxml, char **path)
+{
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
+    g_autoptr(xmlXPathObject) obj = NULL;
+    xmlNodePtr node;
+    xmlChar *content;
+
+    *path = NULL;
+    if (!doc)
+        return -1;
+
+    obj = kvmsaveXMLEval(doc, "/domain/metadata/k:*");
+    if (!obj || !obj->nodesetval || obj->nodesetval->nodeNr == 0)
+        return 0;
+    if (obj->nodesetval->nodeNr > 1) {
+        virReportError(VIR_ERR_XML_ERROR, "%s",
+                       _("the domain's metadata holds more than one kvmsave element"));
+        return -1;
+    }
+    node = obj->nodesetval->nodeTab[0];
+    if (kvmsaveXMLValidateElement(node) < 0)
+        return -1;
+
+    content = xmlNodeGetContent(node);
+    *path = g_strdup((const char *) content);
+    xmlFree(content);
+    return 1;
+}
+
+
+char *
+kvmsaveXMLFormatMigrateFrom(const char *path)
+{
+    g_autoptr(xmlDoc) doc = xmlNewDoc(BAD_CAST "1.0");
+    xmlNodePtr node = xmlNewDocNode(doc, NULL, BAD_CAST "migrateFrom", NULL);
+    xmlBufferPtr buf = xmlBufferCreate();
+    char *ret;
+
+    /* xmlNodeAddContent escapes markup characters in the path. */
+    xmlNodeAddContent(node, BAD_CAST path);
+    xmlDocSetRootElement(doc, node);
+    xmlNodeDump(buf, doc, node, 0, 0);
+    ret = g_strdup((const char *) xmlBufferContent(buf));
+    xmlBufferFree(buf);
+    return ret;
+}
+
+
+static void
+kvmsaveXMLUnlinkAll(xmlDocPtr doc, const char *expr)
+{
+    g_autoptr(xmlXPathObject) obj = kvmsaveXMLEval(doc, expr);
+    int i;
+
+    if (!obj || !obj->nodesetval)
+        return;
+    for (i = 0; i < obj->nodesetval->nodeNr; i++) {
+        xmlNodePtr node = obj->nodesetval->nodeTab[i];
+        if (node->type == XML_ATTRIBUTE_NODE) {
+            xmlRemoveProp((xmlAttrPtr) node);
+        } else {
+            xmlUnlinkNode(node);
+            xmlFreeNode(node);
+        }
+        obj->nodesetval->nodeTab[i] = NULL;
+    }
+}
+
+
+char *
+kvmsaveXMLForImage(const char *domxml)
+{
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
+
+    if (!doc)
+        return NULL;
+    kvmsaveXMLUnlinkAll(doc, "/domain/metadata/k:*");
+    /* Our "-incoming defer" pair, and then an emptied commandline. */
+    kvmsaveXMLUnlinkAll(doc,
+                        "/domain/q:commandline/q:arg[@value='defer' and "
+                        "preceding-sibling::q:arg[1][@value='-incoming']]");
+    kvmsaveXMLUnlinkAll(doc,
+                        "/domain/q:commandline/q:arg[@value='-incoming' and "
+                        "not(following-sibling::q:arg)]");
+    kvmsaveXMLUnlinkAll(doc, "/domain/q:commandline[not(*)]");
+    return kvmsaveXMLFormat(doc);
+}
+
+
+char *
+kvmsaveXMLWithIncoming(const char *domxml)
+{
+    g_autoptr(xmlDoc) doc = NULL;
+    g_autoptr(xmlXPathObject) obj = NULL;
+    g_autofree char *clean = kvmsaveXMLForImage(domxml);
+    xmlNodePtr root;
+    xmlNodePtr cmdline;
+    xmlNsPtr ns;
+    xmlNodePtr arg;
+
+    if (!clean || !(doc = kvmsaveXMLParse(clean)))
+        return NULL;
+    root = xmlDocGetRootElement(doc);
+    if (!(ns = xmlSearchNsByHref(doc, root, BAD_CAST QEMU_NS_URI)))
+        ns = xmlNewNs(root, BAD_CAST QEMU_NS_URI, BAD_CAST "qemu");
+
+    obj = kvmsaveXMLEval(doc, "/domain/q:commandline");
+    if (obj && obj->nodesetval && obj->nodesetval->nodeNr > 0)
+        cmdline = obj->nodesetval->nodeTab[0];
+    else
+        cmdline = xmlNewChild(root, ns, BAD_CAST "commandline", NULL);
+
+    arg = xmlNewChild(cmdline, ns, BAD_CAST "arg", NULL);
+    xmlNewProp(arg, BAD_CAST "value", BAD_CAST "-incoming");
+    arg = xmlNewChild(cmdline, ns, BAD_CAST "arg", NULL);
+    xmlNewProp(arg, BAD_CAST "value", BAD_CAST "defer");
+    return kvmsaveXMLFormat(doc);
+}
+
+
+char *
+kvmsaveXMLStripSecure(const char *domxml)
+{
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
+
+    if (!doc)
+        return NULL;
+    kvmsaveXMLUnlinkAll(doc, "/domain/devices/graphics/@passwd");
+    return kvmsaveXMLFormat(doc);
+}
+
+
+/* The string value of @expr in @xml, whose root is @rootName. */
+static char *
+kvmsaveXMLGetString(const char *xml, const char *rootName, const char *expr)
+{
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParseRoot(xml, rootName);
+    g_autoptr(xmlXPathObject) obj = NULL;
+    g_autofree char *full = g_strdup_printf("string(%s)", expr);
+
+    if (!doc)
+        return NULL;
+    obj = kvmsaveXMLEval(doc, full);
+    if (!obj || obj->type != XPATH_STRING || !obj->stringval ||
+        !*obj->stringval)
+        return NULL;
+    return g_strdup((const char *) obj->stringval);
+}
+
+
+char *
+kvmsaveXMLGetMachine(const char *domxml)
+{
+    return kvmsaveXMLGetString(domxml, "domain", "/domain/os/type/@machine");
+}
+
+
+char *
+kvmsaveXMLGetHostCPUModel(const char *capsxml)
+{
+    return kvmsaveXMLGetString(capsxml, "capabilities",
+                               "/capabilities/host/cpu/model");
+}
+
+
+static virDomainXMLOption *
+kvmsaveXMLOption(void)
+{
+    static gsize once;
+    static virDomainXMLOption *xmlopt;
+
+    if (g_once_init_enter(&once)) {
+        xmlopt = virDomainXMLOptionNew(NULL, NULL, NULL, NULL, NULL, NULL);
+        g_once_init_leave(&once, 1);
+    }
+    return xmlopt;
+}
+
+
+int
+kvmsaveXMLCheckABI(const char *savedxml, const char *newxml)
+{
+    virDomainXMLOption *xmlopt = kvmsaveXMLOption();
+    g_autoptr(virDomainDef) src = NULL;
+    g_autoptr(virDomainDef) dst = NULL;
+    unsigned int parseFlags = VIR_DOMAIN_DEF_PARSE_INACTIVE |
+        VIR_DOMAIN_DEF_PARSE_SKIP_VALIDATE;
+    virErrorPtr err;
+
+    if (!xmlopt)
+        return -1;
+    if (!(src = virDomainDefParseString(savedxml, xmlopt, NULL, parseFlags)))
+        return -1;
+    if (!(dst = virDomainDefParseString(newxml, xmlopt, NULL, parseFlags)))
+        return -1;
+
+    if (!virDomainDefCheckABIStabilityFlags(src, dst, xmlopt,
+                                            VIR_DOMAIN_DEF_ABI_CHECK_SKIP_VOLATILE)) {
+        g_autofree char *why = NULL;
+
+        err = virGetLastError();
+        why = g_strdup(err && err->message ? err->message : _("ABI differs"));
+        virReportError(VIR_ERR_CONFIG_UNSUPPORTED,
+                       _("the alternate domain XML is not compatible with the saved guest: %s"),
+                       why);
+        return -1;
+    }
+    return 0;
+}

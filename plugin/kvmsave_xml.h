@@ -1,0 +1,38 @@
+/*
+ * kvmsave_xml.h: the kvmsave domain XML extension and XML rewriting
+ */
+#pragma once
+
+#include "internal.h"
+
+#define KVMSAVE_XML_NS_URI "urn:kvmsave:domain:1"
+#define KVMSAVE_XML_NS_PREFIX "kvmsave"
+
+/* Find <kvmsave:migrateFrom> in the <metadata> of @domxml and validate it
+ * against the schema. Returns 1 and sets *path when present, 0 when the
+ * XML carries none, -1 with an error reported. */
+int kvmsaveXMLGetMigrateFrom(const char *domxml, char **path);
+
+/* The element to store with virDomainSetMetadata() for @path. */
+char *kvmsaveXMLFormatMigrateFrom(const char *path);
+
+/* @domxml with the kvmsave metadata and kvmsave's own "-incoming defer"
+ * QEMU arguments removed: what a save image keeps. */
+char *kvmsaveXMLForImage(const char *domxml);
+
+/* @domxml with "-incoming defer" added to the QEMU command line, so the
+ * domain starts waiting for its state. */
+char *kvmsaveXMLWithIncoming(const char *domxml);
+
+/* @domxml without security-sensitive data (graphics passwords). */
+char *kvmsaveXMLStripSecure(const char *domxml);
+
+/* Fail with VIR_ERR_CONFIG_UNSUPPORTED unless @newxml describes a guest
+ * whose ABI matches the one saved with @savedxml. */
+int kvmsaveXMLCheckABI(const char *savedxml, const char *newxml);
+
+/* The <os><type machine=...> of @domxml, or NULL. */
+char *kvmsaveXMLGetMachine(const char *domxml);
+
+/* The host CPU model in capabilities XML @capsxml, or NULL. */
+char *kvmsaveXMLGetHostCPUModel(const char *capsxml);
