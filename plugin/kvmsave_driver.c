@@ -200,8 +200,11 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
 
     if (!(inner = kvmsaveConnLookupInner(priv, dom->uuid)))
         return -1;
+    /* Migratable, like the XML kept in images, so the ABI check compares
+     * like with like (no implicit default devices). */
     if (!(xml = virDomainGetXMLDesc(inner, VIR_DOMAIN_XML_INACTIVE |
-                                    VIR_DOMAIN_XML_SECURE)))
+                                    VIR_DOMAIN_XML_SECURE |
+                                    VIR_DOMAIN_XML_MIGRATABLE)))
         return -1;
     if ((rc = kvmsaveXMLGetMigrateFrom(xml, &image)) < 0)
         return -1;

@@ -593,8 +593,10 @@ readerEnsure(kvmsaveImageReader *r, size_t need, const char *what)
         ssize_t n;
 
         want = MIN(want, r->bufSize - r->bufLen);
-        if (want > r->fileSize - end)
-            want = r->fileSize - end;
+        /* Up to the end of the file, in whole blocks as O_DIRECT needs
+         * (the read stops short at the end of the file). */
+        if (want > alignUp(r->fileSize - end, KVMSAVE_IMAGE_ALIGN))
+            want = alignUp(r->fileSize - end, KVMSAVE_IMAGE_ALIGN);
         n = pread(r->fd, r->buf + r->bufLen, want, r->bufOffset + r->bufLen);
         if (n < 0 && errno == EINTR)
             continue;

@@ -91,6 +91,14 @@ kvmsaveXMLEval(xmlDocPtr doc, const char *expr)
 }
 
 
+/* Validation errors are summed up in our own error, not printed. */
+static void G_GNUC_PRINTF(2, 3)
+kvmsaveXMLIgnoreError(void *ctx G_GNUC_UNUSED,
+                      const char *msg G_GNUC_UNUSED, ...)
+{
+}
+
+
 static int
 kvmsaveXMLValidateElement(xmlNodePtr node)
 {
@@ -121,7 +129,8 @@ kvmsaveXMLValidateElement(xmlNodePtr node)
     xmlReconciliateNs(doc, copy);
 
     vctxt = xmlRelaxNGNewValidCtxt(schema);
-    xmlRelaxNGSetValidStructuredErrors(vctxt, NULL, NULL);
+    xmlRelaxNGSetValidErrors(vctxt, kvmsaveXMLIgnoreError,
+                             kvmsaveXMLIgnoreError, NULL);
     rc = xmlRelaxNGValidateDoc(vctxt, doc);
     xmlRelaxNGFreeValidCtxt(vctxt);
     if (rc != 0) {
@@ -215,6 +224,7 @@ kvmsaveXMLForImage(const char *domxml)
     /* Our "-incoming defer" pair, and then an emptied commandline. */
     kvmsaveXMLUnlinkAll(doc,
                         "/domain/q:commandline/q:arg[@value='defer' and "
+                        "not(following-sibling::q:arg) and "
                         "preceding-sibling::q:arg[1][@value='-incoming']]");
     kvmsaveXMLUnlinkAll(doc,
                         "/domain/q:commandline/q:arg[@value='-incoming' and "

@@ -1,0 +1,141 @@
+"""pytest fixtures for kvmsave's integration tests on a real QEMU guest.
+
+Every libvirt call runs in a subprocess (virsh, or a Python snippet), because
+only one process at a time may hold an embedded root; the tests themselves
+only read the guest's console log and the image files.
+"""
+
+import os
+import uuid as uuidlib
+
+import pytest
+
+from kvmsave_harness import (Console, Virsh, cleanup_root, console_path,
+                             domain_xml, ensure_guest, make_root, run_python)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
+
+
+def run_wrapper():
+    """The build tree's ./run (uninstalled plugin), or None for an installed one."""
+    path = os.environ.get('KVMSAVE_RUN') or os.path.join(TOP, 'run')
+    return path if os.path.exists(path) else None
+
+
+def kvmsave_uri(root):
+    return f'kvmsave:///embed?root={root}'
+
+
+class Guest:
+    """A test guest in a kvmsave root: its XML, console and what it proved.
+
+    `boot` and `md5` are the boot id and memory checksum of the running
+    guest's current life; `checkpoint()` notes the last heartbeat before an
+    operation and `assert_continued()` checks the guest went on from it.
+    """
+
+    def __init__(self, env, name, memory_mib=256, data_mib=32):
+        self.env = env
+        self.name = name
+        self.uuid = str(uuidlib.uuid4())
+        self.console_path = console_path(env.root, name)
+        self.xml = domain_xml(name, self.console_path, uuid=self.uuid,
+                              memory_mib=memory_mib, data_mib=data_mib)
+        self.console = Console(self.console_path)
+        self.boot = None
+        self.md5 = None
+        self.before = None
+
+    def define(self):
+        self.env.virsh.define(self.xml)
+
+    def wait_booted(self, since=None):
+        """Wait for a fresh boot's memory fill and first heartbeats."""
+        console = Console(self.console_path, offset=since or 0)
+        self.md5 = console.wait_mem_ready(timeout=90)
+        self.boot = console.boot_id()
+        console.wait_for_heartbeat(min_n=2, boot_id=self.boot, timeout=30)
+
+    def start(self):
+        """Boot the defined guest and wait until it runs its checks."""
+        offset = Console.at_end(self.console_path).offset
+        self.env.virsh.run('start', self.name)
+        self.wait_booted(since=offset)
+
+    def checkpoint(self):
+        """Remember the latest heartbeat. Call it once the guest is stopped
+        (right after a save) or, when an operation must not disturb the
+        running guest, right before it."""
+        self.before = self.console.wait_for_heartbeat(boot_id=self.boot)[0]
+        return self.before
+
+    def assert_continued(self, timeout=60):
+        """The guest went on from the checkpoint, same boot, memory intact."""
+        return self.console.assert_continued(self.before, self.boot, self.md5,
+                                             timeout=timeout)
+
+    def state(self):
+        return self.env.virsh.domstate(self.name)
+
+    def ensure_running(self):
+        """Bring the guest to a known running state for the next test."""
+        st = self.env.virsh.run('domstate', self.name, check=False)
+        if st.returncode != 0:
+            self.define()
+            st = self.env.virsh.run('domstate', self.name, check=False)
+        state = st.stdout.strip()
+        if state == 'paused':
+            self.env.virsh.run('resume', self.name)
+        elif state != 'running':
+            self.start()
+
+
+class Env:
+    """An embedded kvmsave root with virsh and Python access to it."""
+
+    def __init__(self, prefix='kvmsave-it-'):
+        self.root = make_root(prefix=prefix)
+        self.uri = kvmsave_uri(self.root)
+        self.wrapper = run_wrapper()
+        pre = [self.wrapper] if self.wrapper else []
+        self.virsh = Virsh(pre + ['virsh', '-c', self.uri])
+        self.images = os.path.join(self.root, 'images')
+        os.makedirs(self.images, mode=0o755)
+
+    def python(self, code, check=True, timeout=120):
+        pre = [self.wrapper] if self.wrapper else []
+        return run_python(pre, self.uri, code, check=check, timeout=timeout)
+
+    def image(self, name):
+        return os.path.join(self.images, name)
+
+    def cleanup(self):
+        cleanup_root(self.root, self.virsh)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def built_guest():
+    return ensure_guest()
+
+
+@pytest.fixture(scope='module')
+def env():
+    e = Env()
+    yield e
+    e.cleanup()
+
+
+@pytest.fixture(scope='module')
+def guest_obj(env):
+    g = Guest(env, 'guest1')
+    g.define()
+    g.start()
+    return g
+
+
+@pytest.fixture
+def guest(guest_obj):
+    """The module's persistent guest, running, with a fresh checkpoint."""
+    guest_obj.ensure_running()
+    return guest_obj

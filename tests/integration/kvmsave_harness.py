@@ -1,0 +1,594 @@
+"""Integration-test harness for kvmsave: test guests, consoles, virsh.
+
+Plain Python (no pytest inside), so that it can also be used from scripts.
+
+The test guest (tests/guest/, built by tests/guest/build-guest) prints a small
+protocol on its serial console, which the domain writes to a file:
+
+    KVMSAVE-BOOT <bootid>          once per boot, random boot id
+    KVMSAVE-MEM-READY <md5>        DATA MiB of random data in guest RAM, its md5
+    KVMSAVE-HB <n> <bootid>        every second, n = 1, 2, ... (restarts on reboot)
+    KVMSAVE-MEM-OK <n> <md5>       every 5th beat: the data still hashes right
+    KVMSAVE-MEM-BAD <n> <md5>      ... or not
+    KVMSAVE-ERROR <message>        the guest's setup failed
+
+A guest that was saved and restored correctly goes on counting with the same
+boot id and the same memory; `Console.assert_continued` checks exactly that.
+
+Embedded libvirt (``SCHEME:///embed?root=DIR``) allows one process at a time
+per root, so the test process itself never opens a connection: it runs virsh
+(`Virsh`) or a Python snippet (`run_python`) in a subprocess for each step.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections import namedtuple
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = [
+    'DEFAULT_GUEST_DIR', 'DEFAULT_QEMU_CONF', 'BUILD_GUEST',
+    'guest_dir', 'guest_paths', 'ensure_guest', 'make_root', 'cleanup_root', 'embed_uri', 'console_path', 'domain_xml',
+    'Event', 'Console', 'CommandFailed', 'Virsh', 'SYSTEM_PYTHON', 'run_python',
+]
+
+DEFAULT_GUEST_DIR = '/var/cache/kvmsave-tests/guest'
+BUILD_GUEST = os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'guest', 'build-guest'))
+
+KERNEL_NAME = 'vmlinuz'
+INITRD_NAME = 'initramfs.cpio.gz'
+
+
+# ---------------------------------------------------------------------------
+# The guest image
+# ---------------------------------------------------------------------------
+
+def guest_dir():
+    """Directory holding the built guest (``$KVMSAVE_GUEST_DIR`` or default)."""
+    return os.environ.get('KVMSAVE_GUEST_DIR') or DEFAULT_GUEST_DIR
+
+
+def guest_paths():
+    """(kernel, initrd) paths of the built guest; raises if not built yet."""
+    d = guest_dir()
+    kernel, initrd = os.path.join(d, KERNEL_NAME), os.path.join(d, INITRD_NAME)
+    for p in (kernel, initrd):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f'{p} is missing: run {BUILD_GUEST} first')
+    return kernel, initrd
+
+
+def ensure_guest(timeout=900):
+    """Run build-guest (fast and a no-op when already built); return (kernel, initrd)."""
+    subprocess.run([BUILD_GUEST], check=True, timeout=timeout,
+                   stdout=subprocess.DEVNULL)
+    return guest_paths()
+
+
+# ---------------------------------------------------------------------------
+# Embedded libvirt roots
+# ---------------------------------------------------------------------------
+
+# qemu.conf written into a new root.  libvirt's default stdio_handler "logd"
+# makes every domain start connect to virtlogd's socket, which exists only
+# where virtlogd runs (systemd socket activation; not in containers): with
+# "file", QEMU's stdout/stderr go to ROOT/log/qemu/NAME.log instead.
+DEFAULT_QEMU_CONF = 'stdio_handler = "file"\n'
+
+
+def make_root(prefix='kvmsave-test-', qemu_conf=DEFAULT_QEMU_CONF):
+    """Create a fresh scratch directory under /var/tmp for an embedded root.
+
+    Mode 0755: QEMU runs as user libvirt-qemu and must traverse it (mkdtemp
+    alone gives 0700).  Console logs may be kept in it too (`console_path`).
+    Unless `qemu_conf` is None, it is written to ROOT/etc/qemu.conf, where
+    the embedded QEMU driver reads its configuration.
+    """
+    root = tempfile.mkdtemp(prefix=prefix, dir='/var/tmp')
+    os.chmod(root, 0o755)
+    if qemu_conf is not None:
+        os.makedirs(os.path.join(root, 'etc'), mode=0o755)
+        with open(os.path.join(root, 'etc', 'qemu.conf'), 'w') as fh:
+            fh.write(qemu_conf)
+    return root
+
+
+def embed_uri(root, scheme='qemu'):
+    """``SCHEME:///embed?root=ROOT``."""
+    return f'{scheme}:///embed?root={root}'
+
+
+def console_path(root, name):
+    """Conventional console log path for domain `name`, inside `root`."""
+    return os.path.join(root, f'console-{name}.log')
+
+
+def _root_qemu_pids(root):
+    """PIDs of QEMU processes that belong to `root`, from its pid files.
+
+    Only QEMU processes (argv[0] qemu-*) whose command line mentions `root`
+    are returned, so neither a stale pid file nor ROOT/run/qemu/driver.pid
+    (the client process holding the root) can make us signal anything else.
+    """
+    pids = set()
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if not f.endswith('.pid'):
+                continue
+            try:
+                with open(os.path.join(dirpath, f)) as fh:
+                    pid = int(fh.read().strip())
+                with open(f'/proc/{pid}/cmdline', 'rb') as fh:
+                    cmdline = fh.read()
+            except (OSError, ValueError):
+                continue
+            argv0 = os.path.basename(cmdline.split(b'\0', 1)[0])
+            if argv0.startswith(b'qemu-') and root.encode() in cmdline:
+                pids.add(pid)
+    return sorted(pids)
+
+
+def cleanup_root(root, virsh=None, timeout=60):
+    """Destroy every running domain of the embedded root and remove it.
+
+    `virsh` is a `Virsh` for the root's URI (or None).  Domains are destroyed
+    through it; QEMU processes still alive afterwards (e.g. because the
+    driver under test could not connect) are killed by the PID in their pid
+    file.  Never raises for a root that is already gone.
+    """
+    if not root or not os.path.isdir(root):
+        return
+    if virsh is not None:
+        try:
+            listing = virsh.run('list', '--name', check=False, timeout=timeout)
+            for name in listing.stdout.split():
+                try:
+                    virsh.destroy(name, timeout=timeout)
+                except CommandFailed:
+                    pass    # the pid-file sweep below still kills it
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for pid in _root_qemu_pids(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    # Give killed QEMUs a moment to exit before their files go.
+    deadline = time.monotonic() + 10
+    while _root_qemu_pids(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Domain XML
+# ---------------------------------------------------------------------------
+
+def domain_xml(name, console_path, uuid=None, memory_mib=256, data_mib=32,
+               extra_metadata=''):
+    """Domain XML for a test guest.
+
+    type='qemu' (TCG: nested KVM does not boot Linux on the test machines),
+    direct kernel boot of the built guest, 1 vCPU, no disk, no NIC, no
+    balloon, no USB; the serial console goes to `console_path` with
+    append='on' so that a restarted QEMU (restore, reboot) does not truncate
+    it.  `extra_metadata` (raw XML) is inserted inside <metadata>.
+    `console_path`'s directory must be traversable by user libvirt-qemu.
+    """
+    kernel, initrd = guest_paths()
+    cmdline = f'console=ttyS0 quiet kvmsave.data={int(data_mib)}'
+    uuid_xml = f'\n  <uuid>{escape(str(uuid))}</uuid>' if uuid else ''
+    src = f'<source path={quoteattr(console_path)} append=\'on\'/>'
+    return f"""<domain type='qemu'>
+  <name>{escape(name)}</name>{uuid_xml}
+  <metadata>{extra_metadata}</metadata>
+  <memory unit='MiB'>{int(memory_mib)}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{escape(kernel)}</kernel>
+    <initrd>{escape(initrd)}</initrd>
+    <cmdline>{escape(cmdline)}</cmdline>
+  </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
+  <!-- A named model TCG emulates fully; host-passthrough needs KVM. -->
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      {src}
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      {src}
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+# ---------------------------------------------------------------------------
+# Console log
+# ---------------------------------------------------------------------------
+
+# One protocol line.  kind: 'BOOT', 'MEM-READY', 'HB', 'MEM-OK', 'MEM-BAD',
+# 'ERROR'; n: beat number or None; value: boot id, md5 or message; line: the
+# 0-based index among complete lines of the log window.
+Event = namedtuple('Event', 'line kind n value')
+
+# Matched with re.search at the END of a line: firmware or kernel escape
+# sequences may precede a protocol line on the same line.
+_PATTERNS = [
+    ('BOOT', re.compile(r'KVMSAVE-BOOT (\S+)$')),
+    ('MEM-READY', re.compile(r'KVMSAVE-MEM-READY ([0-9a-f]{32})$')),
+    ('HB', re.compile(r'KVMSAVE-HB (\d+) (\S+)$')),
+    ('MEM-OK', re.compile(r'KVMSAVE-MEM-OK (\d+) ([0-9a-f]{32})$')),
+    ('MEM-BAD', re.compile(r'KVMSAVE-MEM-BAD (\d+) (\S*)$')),
+    ('ERROR', re.compile(r'KVMSAVE-ERROR (.*)$')),
+]
+
+
+class Console:
+    """Reader for a test guest's console log file.
+
+    The file is re-read on every call (it is small: about one line per
+    second).  Only complete lines count: a line the guest is still writing
+    is ignored until its newline arrives.  `offset` (bytes) makes the reader
+    ignore what came before, e.g. ``Console.at_end(path)`` before starting a
+    guest again on the same log.  Wait methods poll every `poll` seconds and
+    raise AssertionError, with the tail of the log, on timeout or on a guest
+    error line.
+    """
+
+    def __init__(self, path, offset=0, poll=0.2):
+        self.path = path
+        self.offset = offset
+        self.poll = poll
+
+    @classmethod
+    def at_end(cls, path, **kw):
+        """A Console that only sees what is written to `path` from now on."""
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            size = 0
+        return cls(path, offset=size, **kw)
+
+    # -- reading ------------------------------------------------------------
+
+    def text(self):
+        """The log from `offset` on (may be empty if the file does not exist)."""
+        try:
+            with open(self.path, 'rb') as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return ''
+        return data.decode('utf-8', errors='replace')
+
+    def lines(self):
+        """Complete lines, without CR/LF."""
+        parts = self.text().split('\n')
+        return [p.rstrip('\r') for p in parts[:-1]]   # last part: unfinished
+
+    def tail(self, count=30):
+        """The last `count` lines (complete or not), for error messages."""
+        text = self.text().replace('\r', '')
+        return '\n'.join(text.split('\n')[-count:])
+
+    def events(self):
+        """All protocol lines, in order, as `Event`s."""
+        out = []
+        for i, line in enumerate(self.lines()):
+            line = line.rstrip()
+            for kind, pat in _PATTERNS:
+                m = pat.search(line)
+                if not m:
+                    continue
+                if kind in ('HB', 'MEM-OK', 'MEM-BAD'):
+                    out.append(Event(i, kind, int(m.group(1)), m.group(2)))
+                else:
+                    out.append(Event(i, kind, None, m.group(1)))
+                break
+        return out
+
+    def _fail(self, message):
+        raise AssertionError(
+            f'{message}\n--- tail of console {self.path} ---\n{self.tail()}\n---')
+
+    # -- simple queries -----------------------------------------------------
+
+    def boot_id(self):
+        """Boot id of the latest boot, or None."""
+        ids = [e.value for e in self.events() if e.kind == 'BOOT']
+        return ids[-1] if ids else None
+
+    def heartbeats(self):
+        """All heartbeats as a list of (n, bootid), in log order."""
+        return [(e.n, e.value) for e in self.events() if e.kind == 'HB']
+
+    def last_heartbeat(self):
+        """The latest heartbeat (n, bootid), or None."""
+        hbs = self.heartbeats()
+        return hbs[-1] if hbs else None
+
+    # -- waiting ------------------------------------------------------------
+
+    def _wait(self, what, timeout, check):
+        """Poll until check(events) returns non-None; return that value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            evs = self.events()
+            for e in evs:
+                if e.kind == 'ERROR':
+                    self._fail(f'guest reported an error while waiting for {what}: {e.value}')
+            result = check(evs)
+            if result is not None:
+                return result
+            if time.monotonic() >= deadline:
+                self._fail(f'timed out after {timeout}s waiting for {what}')
+            time.sleep(self.poll)
+
+    @staticmethod
+    def _current_boot(evs):
+        """Events of the latest boot (all events if no BOOT line is seen)."""
+        starts = [i for i, e in enumerate(evs) if e.kind == 'BOOT']
+        return evs[starts[-1]:] if starts else evs
+
+    def wait_for_heartbeat(self, min_n=None, timeout=60, boot_id=None):
+        """Wait for a heartbeat (n >= min_n, of boot `boot_id` if given).
+
+        Returns the latest heartbeat (n, bootid) once it qualifies.
+        """
+        def check(evs):
+            hbs = [e for e in evs if e.kind == 'HB']
+            if not hbs:
+                return None
+            last = hbs[-1]
+            if boot_id is not None and last.value != boot_id:
+                return None
+            if min_n is not None and last.n < min_n:
+                return None
+            return (last.n, last.value)
+        what = 'a heartbeat' + (f' >= {min_n}' if min_n is not None else '') + \
+            (f' of boot {boot_id}' if boot_id else '')
+        return self._wait(what, timeout, check)
+
+    def wait_mem_ready(self, timeout=60):
+        """Wait for KVMSAVE-MEM-READY of the latest boot; return its md5."""
+        def check(evs):
+            for e in self._current_boot(evs):
+                if e.kind == 'MEM-READY':
+                    return e.value
+            return None
+        return self._wait('KVMSAVE-MEM-READY', timeout, check)
+
+    def wait_mem_ok(self, after_n, timeout=60):
+        """Wait for a memory check of a beat n > after_n (latest boot).
+
+        Returns the md5 of KVMSAVE-MEM-OK; raises AssertionError on
+        KVMSAVE-MEM-BAD.
+        """
+        def check(evs):
+            for e in self._current_boot(evs):
+                if e.kind == 'MEM-BAD' and e.n > after_n:
+                    self._fail(f'guest memory is corrupt: KVMSAVE-MEM-BAD {e.n} {e.value}')
+                if e.kind == 'MEM-OK' and e.n > after_n:
+                    return e.value
+            return None
+        return self._wait(f'KVMSAVE-MEM-OK after beat {after_n}', timeout, check)
+
+    def assert_continued(self, before_n, boot_id, md5, timeout=60):
+        """Assert that the guest went on from heartbeat `before_n` of `boot_id`.
+
+        Typically `before_n` is the last heartbeat seen before a save (best
+        with the guest suspended) and this is called after the restore.
+        Looks at the log after that heartbeat and requires, within `timeout`:
+
+        * no new boot, no heartbeat of another boot id;
+        * the first heartbeat after `before_n` is before_n+1 or before_n+2
+          (the counter continued; a restarted guest would count from 1),
+          and the counter only goes up after that;
+        * then a KVMSAVE-MEM-OK with `md5` (the guest's RAM survived), and
+          no KVMSAVE-MEM-BAD or MEM-OK with another md5.
+
+        Fails as soon as the log proves otherwise; returns the beat number of
+        the MEM-OK that concluded the check.
+        """
+        def check(evs):
+            anchor = None
+            for i, e in enumerate(evs):
+                if e.kind == 'HB' and e.n == before_n and e.value == boot_id:
+                    anchor = i
+            if anchor is None:
+                self._fail(f'heartbeat {before_n} of boot {boot_id} is not in the console '
+                           f'log (log truncated, or wrong boot id?)')
+            first = prev = None
+            for e in evs[anchor + 1:]:
+                if e.kind == 'BOOT':
+                    self._fail(f'guest rebooted after heartbeat {before_n}: '
+                               f'new boot id {e.value} (expected {boot_id} to continue)')
+                if e.kind == 'MEM-BAD':
+                    self._fail(f'guest memory is corrupt after heartbeat {before_n}: '
+                               f'KVMSAVE-MEM-BAD {e.n} {e.value}')
+                if e.kind == 'MEM-READY':
+                    self._fail(f'guest refilled its memory after heartbeat {before_n} '
+                               f'(it restarted)')
+                if e.kind == 'HB':
+                    if e.value != boot_id:
+                        self._fail(f'heartbeat {e.n} after heartbeat {before_n} has boot id '
+                                   f'{e.value}, expected {boot_id} (guest restarted)')
+                    if first is None:
+                        if e.n not in (before_n + 1, before_n + 2):
+                            self._fail(f'first heartbeat after {before_n} is {e.n}, expected '
+                                       f'{before_n + 1} or {before_n + 2} (counter did not continue)')
+                        first = e.n
+                    elif e.n <= prev:
+                        self._fail(f'heartbeat counter went back from {prev} to {e.n}')
+                    prev = e.n
+                if e.kind == 'MEM-OK':
+                    if e.value != md5:
+                        self._fail(f'guest memory changed: KVMSAVE-MEM-OK {e.n} {e.value}, '
+                                   f'expected md5 {md5}')
+                    if first is not None:
+                        return e.n
+            return None
+        return self._wait(f'the guest to continue after heartbeat {before_n} of boot '
+                          f'{boot_id} with memory md5 {md5}', timeout, check)
+
+
+# ---------------------------------------------------------------------------
+# Subprocesses: virsh and Python snippets
+# ---------------------------------------------------------------------------
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A command exited non-zero; str() shows its stdout and stderr."""
+
+    def __str__(self):
+        return (f'command {self.cmd!r} exited with status {self.returncode}\n'
+                f'--- stdout ---\n{self.stdout or ""}--- stderr ---\n{self.stderr or ""}---')
+
+
+def _run(cmd, check, timeout, input=None, env=None):
+    proc = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise CommandFailed(proc.returncode, cmd, proc.stdout, proc.stderr)
+    return proc
+
+
+class Virsh:
+    """Runs virsh commands: ``Virsh(['virsh', '-c', uri]).run('list', '--all')``.
+
+    `prefix` is the full command prefix, which may start with a wrapper
+    (e.g. ``['/path/to/run', 'virsh', '-c', uri]``).  Every call is its own
+    process, which holds the embedded root only while it runs.
+    """
+
+    def __init__(self, prefix, env=None):
+        self.prefix = list(prefix)
+        self.env = env
+
+    def run(self, *args, check=True, timeout=120, input=None):
+        """Run ``prefix + args``; return the CompletedProcess (text).
+
+        With `check`, a non-zero exit raises `CommandFailed` (which shows
+        stdout and stderr).  A timeout raises subprocess.TimeoutExpired.
+        """
+        return _run(self.prefix + [str(a) for a in args], check, timeout,
+                    input=input, env=self.env)
+
+    def fails(self, *args, timeout=120):
+        """Run a command that must fail; return its stderr."""
+        proc = self.run(*args, check=False, timeout=timeout)
+        if proc.returncode == 0:
+            raise AssertionError(
+                f'expected {self.prefix + list(args)!r} to fail, but it succeeded\n'
+                f'--- stdout ---\n{proc.stdout}--- stderr ---\n{proc.stderr}---')
+        return proc.stderr
+
+    def domstate(self, name, reason=False):
+        """'running', 'paused', 'shut off', ... (with reason: 'paused (user)')."""
+        args = ['domstate', name] + (['--reason'] if reason else [])
+        return self.run(*args).stdout.strip()
+
+    def destroy(self, name, timeout=120):
+        """``virsh destroy`` that copes with embedded mode's reconnect race.
+
+        A new process that opens an embedded root reconnects to the running
+        QEMUs in a background job.  ``virDomainDestroy`` kills QEMU *before*
+        it waits for that job; the reconnect then fails, stops the domain
+        (reason "daemon") and destroy reports "domain is not running" although
+        it did destroy the domain.  With stock libvirt 9.0 this happens on
+        nearly every ``virsh destroy`` against a running embedded guest.
+        Accepted here when the domain is gone afterwards (shut off, or a
+        transient domain no longer exists); any other failure raises
+        `CommandFailed`.  Use ``fails('destroy', name)`` to check that
+        destroying a stopped domain is refused.
+        """
+        proc = self.run('destroy', name, check=False, timeout=timeout)
+        if proc.returncode == 0:
+            return proc
+        if 'domain is not running' in proc.stderr or 'Domain not found' in proc.stderr:
+            state = self.run('domstate', name, check=False, timeout=timeout)
+            if state.returncode != 0 or state.stdout.strip() == 'shut off':
+                return proc
+        raise CommandFailed(proc.returncode, proc.args, proc.stdout, proc.stderr)
+
+    def _with_xml_file(self, command, xml, *args, check=True, timeout=120):
+        with tempfile.NamedTemporaryFile('w', suffix='.xml', prefix='kvmsave-') as fh:
+            fh.write(xml)
+            fh.flush()
+            return self.run(command, fh.name, *args, check=check, timeout=timeout)
+
+    def create(self, xml, *args, check=True, timeout=120):
+        """``virsh create`` from an XML string (transient domain)."""
+        return self._with_xml_file('create', xml, *args, check=check, timeout=timeout)
+
+    def define(self, xml, *args, check=True, timeout=120):
+        """``virsh define`` from an XML string (persistent domain)."""
+        return self._with_xml_file('define', xml, *args, check=check, timeout=timeout)
+
+
+# Debian's interpreter, where python3-libvirt is installed: a `python3` found
+# first on PATH (pyenv, venv) usually lacks the libvirt module.
+SYSTEM_PYTHON = '/usr/bin/python3'
+
+# The program run_python starts: argv[1] is the URI, argv[2] the snippet.
+_PY_WRAPPER = r'''
+import sys, threading
+import libvirt
+
+# virsh has an event loop; a Python client must register one itself, or
+# embedded drivers (and keepalive, domain events) cannot work.
+libvirt.virEventRegisterDefaultImpl()
+
+def _event_loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+threading.Thread(target=_event_loop, name='libvirt-events', daemon=True).start()
+
+uri, code = sys.argv[1], sys.argv[2]
+conn = libvirt.open(uri)
+ns = {'__name__': '__snippet__', 'libvirt': libvirt, 'conn': conn, 'uri': uri, 'sys': sys}
+try:
+    exec(compile(code, '<snippet>', 'exec'), ns)
+finally:
+    sys.stdout.flush()
+    if conn._o is not None:     # unless the snippet closed it already
+        conn.close()
+'''
+
+
+def run_python(prefix, uri, code, check=True, timeout=120, python=SYSTEM_PYTHON, env=None):
+    """Run a Python snippet against `uri` in a subprocess.
+
+    The command is ``prefix + [python, '-c', WRAPPER, uri, code]`` (python:
+    /usr/bin/python3 by default, which has python3-libvirt); `prefix`
+    may be empty or a wrapper (e.g. ``['/path/to/run']``).  In the snippet,
+    ``libvirt``, ``conn`` (open connection to `uri`, closed afterwards),
+    ``uri`` and ``sys`` are defined, and the default event loop runs in a
+    daemon thread.  Returns the CompletedProcess (text): print what you need
+    (e.g. JSON) and parse its stdout.  With `check`, a non-zero exit (e.g.
+    an uncaught exception) raises `CommandFailed`.
+    """
+    cmd = list(prefix or []) + [python, '-c', _PY_WRAPPER, uri, textwrap.dedent(code)]
+    return _run(cmd, check, timeout, env=env)

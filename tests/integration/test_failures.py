@@ -1,0 +1,160 @@
+"""Bad input gets a clear error and loses nothing: guest fine, images intact."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+def sha256(path):
+    with open(path, 'rb') as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+@pytest.fixture(scope='module')
+def good_image(env, guest_obj):
+    """A complete image of the module's guest (which keeps running)."""
+    g = guest_obj
+    g.ensure_running()
+    img = env.image('good.img')
+    env.virsh.run('save', g.name, img)
+    g.checkpoint()
+    env.virsh.run('restore', img)
+    g.assert_continued()
+    return img
+
+
+def test_unwritable_directory(env, guest, tmp_path):
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(ro)],
+                   check=True)
+    try:
+        guest.checkpoint()
+        err = env.virsh.fails('save', guest.name, str(ro / 'x.img'))
+        assert 'cannot create a save image in directory' in err
+        assert 'Read-only file system' in err
+        assert guest.state() == 'running'
+        guest.assert_continued()
+    finally:
+        subprocess.run(['umount', str(ro)], check=True)
+
+
+def test_target_is_a_directory(env, guest):
+    d = env.image('a-directory')
+    os.mkdir(d)
+    guest.checkpoint()
+    err = env.virsh.fails('save', guest.name, d)
+    assert 'is a directory' in err
+    assert os.listdir(d) == []
+    assert guest.state() == 'running'
+    guest.assert_continued()
+
+
+def test_existing_image_untouched_when_save_fails(env, guest, good_image, tmp_path):
+    target = env.image('keep.img')
+    shutil.copyfile(good_image, target)
+    before = sha256(target)
+    live = env.virsh.run('dumpxml', '--migratable', guest.name).stdout
+    bad = tmp_path / 'bad.xml'
+    bad.write_text(live.replace(guest.uuid, '00000000-0000-4000-8000-000000000001'))
+    guest.checkpoint()
+    err = env.virsh.fails('save', guest.name, target, '--xml', str(bad))
+    assert 'not compatible' in err
+    assert sha256(target) == before
+    assert sorted(f for f in os.listdir(env.images) if f.startswith('.')) == []
+    assert guest.state() == 'running'
+    guest.assert_continued()
+
+
+def test_nonexistent_image(env, guest):
+    err = env.virsh.fails('restore', env.image('does-not-exist.img'))
+    assert 'No such file or directory' in err
+    assert guest.state() == 'running'
+
+
+def fresh_image(env, guest, name):
+    """Save the guest (stopping it) and note where it stopped."""
+    img = env.image(name)
+    env.virsh.run('save', guest.name, img)
+    guest.checkpoint()
+    return img
+
+
+def test_truncated_image_is_refused_before_the_guest_runs(env, guest):
+    img = fresh_image(env, guest, 'to-truncate.img')
+    size = os.path.getsize(img)
+    for cut in (10, 4096, 4096 + 100, size // 2, size - 4096, size - 1):
+        bad = env.image(f'truncated-{cut}.img')
+        with open(img, 'rb') as src, open(bad, 'wb') as dst:
+            dst.write(src.read(cut))
+        err = env.virsh.fails('restore', bad)
+        assert 'truncated' in err or 'incomplete' in err, err
+        assert guest.state() == 'shut off'
+    # nothing was lost: the complete image brings the guest back
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+
+
+def test_flipped_byte_is_refused_and_image_kept(env, guest):
+    img = fresh_image(env, guest, 'to-flip.img')
+    bad = env.image('flipped.img')
+    shutil.copyfile(img, bad)
+    size = os.path.getsize(bad)
+    with open(bad, 'r+b') as fh:
+        fh.seek(size // 2)
+        b = fh.read(1)
+        fh.seek(size // 2)
+        fh.write(bytes([b[0] ^ 0x01]))
+    before = sha256(bad)
+    err = env.virsh.fails('restore', bad)
+    assert 'checksum mismatch' in err and 'chunk' in err, err
+    assert guest.state() == 'shut off'
+    assert sha256(bad) == before
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+
+
+def test_foreign_file_is_refused(env, guest):
+    foreign = env.image('foreign.img')
+    with open(foreign, 'w') as fh:
+        fh.write('this is not a save image\n' * 1000)
+    err = env.virsh.fails('restore', foreign)
+    assert 'not a kvmsave save image' in err
+    err = env.virsh.fails('save-image-dumpxml', foreign)
+    assert 'not a kvmsave save image' in err
+    assert guest.state() == 'running'
+
+
+def test_kvmsave_image_tool_verifies_images(env, good_image):
+    tool = os.path.join(os.path.dirname(env.wrapper or ''), 'tools', 'kvmsave-image')
+    if not os.path.exists(tool):
+        tool = 'kvmsave-image'
+    info = subprocess.run([tool, 'info', good_image], capture_output=True, text=True)
+    assert info.returncode == 0 and 'kvmsave image 1.0' in info.stdout
+    ok = subprocess.run([tool, 'verify', good_image], capture_output=True, text=True)
+    assert ok.returncode == 0 and 'every checksum verified' in ok.stdout
+    bad = env.image('verify-bad.img')
+    shutil.copyfile(good_image, bad)
+    with open(bad, 'r+b') as fh:
+        fh.seek(os.path.getsize(bad) // 3)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0x80]))
+    res = subprocess.run([tool, 'verify', bad], capture_output=True, text=True)
+    assert res.returncode == 1 and 'checksum mismatch' in res.stderr
+
+
+def test_no_libvirt_warnings_on_the_terminal(env, guest):
+    img = env.image('quiet.img')
+    for args in (('save', guest.name, img), ('restore', img),
+                 ('list', '--all')):
+        res = env.virsh.run(*args)
+        assert 'warning' not in res.stderr.lower(), res.stderr
+        assert res.stderr.strip() == ''
+        if args[0] == 'save':
+            guest.checkpoint()
+    guest.assert_continued()
+    assert os.path.exists(os.path.join(env.root, 'log', 'kvmsave.log'))

@@ -1,0 +1,66 @@
+"""The <kvmsave:migrateFrom> extension: create and start restore from an image."""
+
+import re
+
+NS = "xmlns:kvmsave='urn:kvmsave:domain:1'"
+
+
+def with_migrate_from(xml, path):
+    elem = f"<kvmsave:migrateFrom {NS}>{path}</kvmsave:migrateFrom>"
+    if '<metadata/>' in xml:
+        return xml.replace('<metadata/>', f'<metadata>{elem}</metadata>', 1)
+    if '<metadata>' in xml:
+        return xml.replace('<metadata>', f'<metadata>{elem}', 1)
+    return xml.replace('</name>', f'</name><metadata>{elem}</metadata>', 1)
+
+
+def test_create_with_migrate_from_restores_the_guest(env, guest):
+    img = env.image('create.img')
+    env.virsh.run('save', guest.name, img)
+    guest.checkpoint()
+    xml = env.virsh.run('save-image-dumpxml', '--security-info', img).stdout
+    env.virsh.create(with_migrate_from(xml, img))
+    assert guest.state() == 'running'
+    live = env.virsh.run('dumpxml', guest.name).stdout
+    assert f'>{img}</kvmsave:migrateFrom>' in live
+    guest.assert_continued()
+
+
+def test_create_with_migrate_from_and_incompatible_xml_is_refused(env, guest):
+    img = env.image('create-bad.img')
+    env.virsh.run('save', guest.name, img)
+    guest.checkpoint()
+    xml = env.virsh.run('save-image-dumpxml', '--security-info', img).stdout
+    bad = re.sub(r'<vcpu( [^>]*)?>1</vcpu>', "<vcpu placement='static'>2</vcpu>", xml)
+    assert bad != xml
+    res = env.virsh.create(with_migrate_from(bad, img), check=False)
+    assert res.returncode != 0 and 'not compatible' in res.stderr
+    assert guest.state() == 'shut off'
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+
+
+def test_invalid_migrate_from_is_refused(env, guest):
+    xml = env.virsh.run('dumpxml', '--inactive', guest.name).stdout
+    res = env.virsh.create(with_migrate_from(xml, 'relative/path.img'), check=False)
+    assert res.returncode != 0
+    assert 'migrateFrom' in res.stderr and 'absolute path' in res.stderr
+
+
+def test_start_of_definition_with_migrate_from_restores_once(env, guest):
+    img = env.image('start.img')
+    inactive = env.virsh.run('dumpxml', '--inactive', guest.name).stdout
+    env.virsh.run('save', guest.name, img)
+    guest.checkpoint()
+    env.virsh.define(with_migrate_from(inactive, img))
+    assert 'migrateFrom' in env.virsh.run('dumpxml', '--inactive', guest.name).stdout
+
+    env.virsh.run('start', guest.name)
+    guest.assert_continued()
+    # restored once: the definition no longer carries it ...
+    assert 'migrateFrom' not in env.virsh.run('dumpxml', '--inactive', guest.name).stdout
+    # ... so the next start boots afresh
+    env.virsh.destroy(guest.name)
+    old_boot = guest.boot
+    guest.start()
+    assert guest.boot != old_boot
