@@ -33,6 +33,8 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                        const char **file, const char **dxml)
 {
     int i;
+    bool seenFile = false;
+    bool seenDxml = false;
 
     *file = NULL;
     *dxml = NULL;
@@ -43,11 +45,15 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
     }
     for (i = 0; i < nparams; i++) {
         const char **slot = NULL;
+        bool *seen = NULL;
 
-        if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE))
+        if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE)) {
             slot = file;
-        else if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_DXML))
+            seen = &seenFile;
+        } else if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_DXML)) {
             slot = dxml;
+            seen = &seenDxml;
+        }
 
         if (!slot) {
             virReportError(VIR_ERR_INVALID_ARG,
@@ -61,12 +67,13 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                            _("parameter '%s' must be a string"), params[i].field);
             return -1;
         }
-        if (*slot) {
+        if (*seen) {
             virReportError(VIR_ERR_INVALID_ARG,
                            _("parameter '%s' given more than once"),
                            params[i].field);
             return -1;
         }
+        *seen = true;
         *slot = params[i].value.s;
     }
     return 0;

@@ -345,8 +345,15 @@ kvmsaveXMLCheckABI(const char *savedxml, const char *newxml)
                                             VIR_DOMAIN_DEF_ABI_CHECK_SKIP_VOLATILE)) {
         g_autofree char *why = NULL;
 
+        const char *prefix = _("unsupported configuration");
+
+        /* libvirt's message already starts with the code's own words. */
         err = virGetLastError();
         why = g_strdup(err && err->message ? err->message : _("ABI differs"));
+        if (g_str_has_prefix(why, prefix) &&
+            g_str_has_prefix(why + strlen(prefix), ": "))
+            memmove(why, why + strlen(prefix) + 2,
+                    strlen(why) - strlen(prefix) - 1);
         virReportError(VIR_ERR_CONFIG_UNSUPPORTED,
                        _("the alternate domain XML is not compatible with the saved guest: %s"),
                        why);

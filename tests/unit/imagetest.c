@@ -1,0 +1,1694 @@
+/*
+ * imagetest.c: unit tests of the kvmsave save-image format
+ * (kvmsave_image.c) and of kvmsaveCrc32c (kvmsave_util.c)
+ *
+ * Offsets follow the documented layout: a 64-byte fixed header (magic[8],
+ * u16 major @8, u16 minor @10, u32 header_size @12, uuid @16, i64 created
+ * @32, u32 flags @40, u32 chunk_size @44, u32 nfields @48, u32 fields_len
+ * @52), fields {u16 tag, u16 flags, u32 len, data padded to 8}, a u32
+ * crc32c after the fields; chunks of a 32-byte header ("KSCK", u32
+ * encoding, u64 index, u32 stored len, u32 raw len, u32 payload crc, u32
+ * crc of the first 28 bytes) and their data; a 64-byte trailer at the end
+ * of the file ("KVMSEND\n", u64 chunks, u64 stream bytes, u64 data end,
+ * u32 header crc @32, i64 completed @40, u32 crc of the first 60 bytes
+ * @60).
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "kvmsave_image.h"
+#include "kvmsave_util.h"
+#include "viruuid.h"
+
+#define ALIGN KVMSAVE_IMAGE_ALIGN
+#define UUID_STR "c7a5fdbd-edaf-9455-926a-d65c16db1809"
+#define OTHER_UUID_STR "0b4e3cf4-7e2b-4c5e-9d5d-1c0e6b0f7a21"
+#define DOMAIN_XML \
+    "<domain type='qemu'><name>t</name><uuid>" UUID_STR "</uuid>" \
+    "<memory unit='KiB'>262144</memory><vcpu>1</vcpu>" \
+    "<os><type arch='x86_64' machine='pc'>hvm</type></os>" \
+    "<devices><graphics type='vnc'/></devices></domain>\n"
+#define CREATED ((int64_t) 1700000000)
+
+/* The field area starts right after the fixed header; the XML is the
+ * first field written. */
+#define XML_DATA_OFFSET (KVMSAVE_IMAGE_FIXED_HEADER_LEN + 8)
+
+static char *scratchDir;
+
+
+/* ---- little-endian helpers, independent of the code under test ---- */
+
+static void
+le16(unsigned char *p, uint16_t v)
+{
+    p[0] = v & 0xff;
+    p[1] = v >> 8;
+}
+
+static void
+le32(unsigned char *p, uint32_t v)
+{
+    le16(p, v & 0xffff);
+    le16(p + 2, v >> 16);
+}
+
+static uint32_t
+rd32(const unsigned char *p)
+{
+    return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t) p[3] << 24);
+}
+
+static uint64_t
+rd64(const unsigned char *p)
+{
+    return rd32(p) | ((uint64_t) rd32(p + 4) << 32);
+}
+
+static uint64_t
+alignUp(uint64_t n, uint64_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+
+/* ---- scratch directory (unchecked fixture: runs in the parent, so it
+ * is removed even when a test fails) ---- */
+
+static void
+scratchSetup(void)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    scratchDir = g_dir_make_tmp("kvmsave-imagetest-XXXXXX", &gerr);
+    if (!scratchDir) {
+        fprintf(stderr, "cannot create scratch dir: %s\n", gerr->message);
+        abort();
+    }
+}
+
+static void
+scratchTeardown(void)
+{
+    GDir *dir = g_dir_open(scratchDir, 0, NULL);
+    const char *name;
+
+    while (dir && (name = g_dir_read_name(dir))) {
+        g_autofree char *p = g_build_filename(scratchDir, name, NULL);
+        if (unlink(p) < 0)
+            rmdir(p);
+    }
+    if (dir)
+        g_dir_close(dir);
+    rmdir(scratchDir);
+    g_clear_pointer(&scratchDir, g_free);
+}
+
+static char *
+scratchPath(const char *name)
+{
+    return g_build_filename(scratchDir, name, NULL);
+}
+
+
+/* ---- file helpers ---- */
+
+static void
+fileWrite(const char *path, const void *buf, size_t len)
+{
+    g_autoptr(GError) gerr = NULL;
+
+    ck_assert_msg(g_file_set_contents(path, buf, len, &gerr),
+                  "cannot write %s: %s", path, gerr ? gerr->message : "");
+}
+
+static unsigned char *
+fileRead(const char *path, size_t *len)
+{
+    g_autoptr(GError) gerr = NULL;
+    char *buf = NULL;
+    gsize n = 0;
+
+    ck_assert_msg(g_file_get_contents(path, &buf, &n, &gerr),
+                  "cannot read %s: %s", path, gerr ? gerr->message : "");
+    *len = n;
+    return (unsigned char *) buf;
+}
+
+static uint64_t
+fileSize(const char *path)
+{
+    struct stat sb;
+
+    ck_assert_int_eq(stat(path, &sb), 0);
+    return sb.st_size;
+}
+
+static void
+filePatch(const char *path, uint64_t off, const void *buf, size_t len)
+{
+    int fd = open(path, O_RDWR);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, buf, len, off), (ssize_t) len);
+    close(fd);
+}
+
+static void
+filePeek(const char *path, uint64_t off, void *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, buf, len, off), (ssize_t) len);
+    close(fd);
+}
+
+static void
+fileFlip(const char *path, uint64_t off, unsigned char mask)
+{
+    unsigned char b;
+
+    filePeek(path, off, &b, 1);
+    b ^= mask;
+    filePatch(path, off, &b, 1);
+}
+
+static void
+fileCopyPrefix(const char *src, const char *dst, size_t len)
+{
+    size_t n;
+    g_autofree unsigned char *buf = fileRead(src, &n);
+
+    ck_assert_uint_le(len, n);
+    fileWrite(dst, buf, len);
+}
+
+
+/* ---- test images ---- */
+
+static void
+fillRandom(unsigned char *buf, size_t len, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf[i] = x >> 24;
+    }
+}
+
+static kvmsaveImageHeader *
+testHeader(const char *uuidstr)
+{
+    kvmsaveImageHeader *hdr = kvmsaveImageHeaderNew();
+
+    ck_assert_int_eq(virUUIDParse(uuidstr, hdr->uuid), 0);
+    hdr->created = CREATED;
+    hdr->flags = KVMSAVE_IMAGE_FLAG_RUNNING;
+    hdr->chunkSize = 65536;
+    hdr->xml = g_strdup(DOMAIN_XML);
+    hdr->name = g_strdup("t");
+    hdr->qemuVersion = g_strdup("7.2.0");
+    hdr->machine = g_strdup("pc-i440fx-7.2");
+    hdr->hostCPU = g_strdup("Skylake-Client-IBRS");
+    hdr->producer = g_strdup("kvmsave 0.1.0 (unit test)");
+    return hdr;
+}
+
+typedef struct {
+    char *path;
+    unsigned char *data;        /* the whole stream, as written */
+    size_t dataLen;
+    size_t nchunks;
+    size_t *sizes;
+    uint64_t *chunkOff;         /* file offset of each chunk header */
+    uint32_t headerSize;
+    uint32_t headerCrc;
+    uint64_t dataEnd;
+    uint64_t size;
+} TestImage;
+
+static void
+testImageClear(TestImage *img)
+{
+    g_free(img->path);
+    g_free(img->data);
+    g_free(img->sizes);
+    g_free(img->chunkOff);
+    memset(img, 0, sizeof(*img));
+}
+
+/* Write an image of @n chunks of @sizes bytes of pseudo-random data to
+ * @name in the scratch directory. */
+static void
+writeImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
+              const size_t *sizes, size_t n, uint64_t seed)
+{
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    size_t i;
+    size_t off = 0;
+    int fd;
+
+    virResetLastError();
+    memset(img, 0, sizeof(*img));
+    img->path = scratchPath(name);
+    img->nchunks = n;
+    img->sizes = g_new0(size_t, n + 1);
+    img->chunkOff = g_new0(uint64_t, n + 1);
+    for (i = 0; i < n; i++) {
+        img->sizes[i] = sizes[i];
+        img->dataLen += sizes[i];
+    }
+    img->data = g_malloc(img->dataLen + 1);
+    fillRandom(img->data, img->dataLen, seed);
+
+    fd = open(img->path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_msg(fd >= 0, "open %s: %s", img->path, g_strerror(errno));
+    w = kvmsaveImageWriterNew(fd, img->path, false);
+    ck_assert_msg(kvmsaveImageWriteHeader(w, hdr) == 0, "%s",
+                  virGetLastErrorMessage());
+    img->headerSize = hdr->headerSize;
+    img->headerCrc = hdr->crc;
+    img->dataEnd = img->headerSize;
+    for (i = 0; i < n; i++) {
+        img->chunkOff[i] = img->dataEnd;
+        ck_assert_msg(kvmsaveImageWriteChunk(w, img->data + off, sizes[i]) == 0,
+                      "%s", virGetLastErrorMessage());
+        off += sizes[i];
+        img->dataEnd += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + sizes[i];
+    }
+    img->chunkOff[n] = img->dataEnd;
+    ck_assert_uint_eq(kvmsaveImageWriterStreamBytes(w), img->dataLen);
+    ck_assert_msg(kvmsaveImageWriterFinish(w) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_int_eq(close(fd), 0);
+    img->size = fileSize(img->path);
+    KT_ASSERT_NO_ERROR();
+}
+
+static void
+writeImage(TestImage *img, const char *name,
+           const size_t *sizes, size_t n, uint64_t seed)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+
+    writeImageHdr(img, name, hdr, sizes, n, seed);
+}
+
+/* The standard image: several chunks of different sizes, the last one
+ * short. */
+static const size_t stdSizes[] = { 65536, 65536, 100003, 4096, 1, 65536, 777 };
+#define STD_CHUNKS G_N_ELEMENTS(stdSizes)
+
+static void
+writeStdImage(TestImage *img, const char *name)
+{
+    writeImage(img, name, stdSizes, STD_CHUNKS, 42);
+}
+
+
+/* Read the whole image at @path. Returns -2 when it cannot be opened,
+ * -1 when reading a chunk fails (*nread chunks were read before), 0 when
+ * every chunk was read and the end checked. */
+static int
+readImage(const char *path, bool direct, unsigned char **data, size_t *len,
+          size_t *nread)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, direct);
+    GByteArray *out;
+    const unsigned char *chunk;
+    size_t clen;
+    int rc;
+
+    *nread = 0;
+    *data = NULL;
+    *len = 0;
+    if (!r)
+        return -2;
+    out = g_byte_array_new();
+    while ((rc = kvmsaveImageReadChunk(r, &chunk, &clen)) > 0) {
+        g_byte_array_append(out, chunk, clen);
+        (*nread)++;
+    }
+    *len = out->len;
+    *data = g_byte_array_free(out, FALSE);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Expect the image at @path to open but reading to fail at chunk
+ * @failAt, after the earlier chunks came back intact, with an error
+ * mentioning each of the NULL-terminated substrings. */
+static void
+assertChunkFailure(const TestImage *img, size_t failAt, ...)
+{
+    g_autofree unsigned char *data = NULL;
+    size_t len;
+    size_t nread;
+    size_t expect = 0;
+    size_t i;
+    va_list ap;
+    const char *substr;
+    int rc;
+
+    virResetLastError();
+    rc = readImage(img->path, false, &data, &len, &nread);
+    ck_assert_msg(rc == -1, "expected a chunk read failure, got %d (%s)",
+                  rc, virGetLastErrorMessage());
+    ck_assert_uint_eq(nread, failAt);
+    for (i = 0; i < failAt; i++)
+        expect += img->sizes[i];
+    ck_assert_uint_eq(len, expect);
+    ck_assert(memcmp(data, img->data, len) == 0);
+    va_start(ap, failAt);
+    while ((substr = va_arg(ap, const char *)))
+        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, substr);
+    va_end(ap);
+
+    /* kvmsaveImageVerify agrees. */
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img->path, false);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(kvmsaveImageVerify(r), -1);
+    }
+}
+
+/* Expect opening @path to fail with an error mentioning @substr. */
+static void
+assertOpenFailsDirect(const char *path, bool direct, int code,
+                      const char *substr)
+{
+    g_autoptr(kvmsaveImageReader) r = NULL;
+
+    virResetLastError();
+    r = kvmsaveImageOpen(path, direct);
+    ck_assert_msg(r == NULL, "'%s' opened, expected \"%s\"", path, substr);
+    KT_ASSERT_ERROR(code, substr);
+    KT_ASSERT_ERROR(code, path);
+}
+
+static void
+assertOpenFails(const char *path, int code, const char *substr)
+{
+    assertOpenFailsDirect(path, false, code, substr);
+}
+
+/* Whether the scratch directory's file system supports O_DIRECT. */
+static bool
+scratchHasDirectIO(void)
+{
+    g_autofree char *path = scratchPath("direct-probe");
+    int fd = open(path, O_CREAT | O_RDWR | O_DIRECT, 0600);
+
+    if (fd < 0) {
+        ck_assert_int_eq(errno, EINVAL);
+        return false;
+    }
+    close(fd);
+    unlink(path);
+    return true;
+}
+
+/* Set @len bytes at @fieldOff in the 32-byte chunk header at @off to @val
+ * and give it a correct header checksum again. */
+static void
+patchChunkHeader(const char *path, uint64_t off, size_t fieldOff,
+                 const void *val, size_t len)
+{
+    unsigned char ch[KVMSAVE_IMAGE_CHUNK_HEADER_LEN];
+
+    filePeek(path, off, ch, sizeof(ch));
+    ck_assert(memcmp(ch, KVMSAVE_IMAGE_CHUNK_MAGIC, 4) == 0);
+    memcpy(ch + fieldOff, val, len);
+    le32(ch + 28, kvmsaveCrc32c(0, ch, 28));
+    filePatch(path, off, ch, sizeof(ch));
+}
+
+static void
+readTrailer(const TestImage *img, kvmsaveImageTrailer *tr)
+{
+    unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN];
+
+    filePeek(img->path, img->size - KVMSAVE_IMAGE_TRAILER_LEN, buf, sizeof(buf));
+    ck_assert_int_eq(kvmsaveImageTrailerDecode(buf, img->path, tr), 0);
+}
+
+static void
+writeTrailer(const TestImage *img, const kvmsaveImageTrailer *tr)
+{
+    unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN];
+
+    kvmsaveImageTrailerEncode(tr, buf);
+    filePatch(img->path, img->size - KVMSAVE_IMAGE_TRAILER_LEN, buf, sizeof(buf));
+}
+
+
+/* ---- kvmsaveCrc32c ---- */
+
+START_TEST(test_crc32c_known_answers)
+{
+    unsigned char buf[32];
+    size_t i;
+
+    ck_assert_uint_eq(kvmsaveCrc32c(0, "123456789", 9), 0xE3069283);
+    ck_assert_uint_eq(kvmsaveCrc32c(0, "", 0), 0);
+    /* RFC 3720 (iSCSI) B.4 test vectors */
+    memset(buf, 0, sizeof(buf));
+    ck_assert_uint_eq(kvmsaveCrc32c(0, buf, sizeof(buf)), 0x8A9136AA);
+    memset(buf, 0xff, sizeof(buf));
+    ck_assert_uint_eq(kvmsaveCrc32c(0, buf, sizeof(buf)), 0x62A8AB43);
+    for (i = 0; i < sizeof(buf); i++)
+        buf[i] = i;
+    ck_assert_uint_eq(kvmsaveCrc32c(0, buf, sizeof(buf)), 0x46DD794E);
+    for (i = 0; i < sizeof(buf); i++)
+        buf[i] = 31 - i;
+    ck_assert_uint_eq(kvmsaveCrc32c(0, buf, sizeof(buf)), 0x113FDB5C);
+}
+END_TEST
+
+
+START_TEST(test_crc32c_split_feed_equals_one_shot)
+{
+    g_autofree unsigned char *buf = g_malloc(10007);
+    uint32_t whole;
+    size_t split;
+
+    fillRandom(buf, 10007, 7);
+    whole = kvmsaveCrc32c(0, buf, 10007);
+    ck_assert_uint_eq(kvmsaveCrc32c(kvmsaveCrc32c(0, "1234", 4), "56789", 5),
+                      0xE3069283);
+    for (split = 0; split <= 10007; split += (split < 64 ? 1 : 997)) {
+        uint32_t crc = kvmsaveCrc32c(0, buf, split);
+        ck_assert_uint_eq(kvmsaveCrc32c(crc, buf + split, 10007 - split), whole);
+    }
+    /* Many small pieces, including empty ones. */
+    {
+        uint32_t crc = 0;
+        size_t off = 0;
+        size_t piece = 0;
+
+        while (off < 10007) {
+            size_t n = MIN(piece % 13, 10007 - off);
+            crc = kvmsaveCrc32c(crc, buf + off, n);
+            off += n;
+            piece++;
+        }
+        ck_assert_uint_eq(crc, whole);
+    }
+}
+END_TEST
+
+
+/* ---- round trips ---- */
+
+static void
+assertStdHeader(const kvmsaveImageHeader *hdr)
+{
+    unsigned char uuid[VIR_UUID_BUFLEN];
+
+    ck_assert_int_eq(virUUIDParse(UUID_STR, uuid), 0);
+    ck_assert(memcmp(hdr->uuid, uuid, VIR_UUID_BUFLEN) == 0);
+    ck_assert_uint_eq(hdr->major, KVMSAVE_IMAGE_MAJOR);
+    ck_assert_uint_eq(hdr->minor, KVMSAVE_IMAGE_MINOR);
+    ck_assert_int_eq(hdr->created, CREATED);
+    ck_assert_uint_eq(hdr->flags, KVMSAVE_IMAGE_FLAG_RUNNING);
+    ck_assert_uint_eq(hdr->chunkSize, 65536);
+    ck_assert_str_eq(hdr->xml, DOMAIN_XML);
+    ck_assert_str_eq(hdr->name, "t");
+    ck_assert_str_eq(hdr->qemuVersion, "7.2.0");
+    ck_assert_str_eq(hdr->machine, "pc-i440fx-7.2");
+    ck_assert_str_eq(hdr->hostCPU, "Skylake-Client-IBRS");
+    ck_assert_str_eq(hdr->producer, "kvmsave 0.1.0 (unit test)");
+}
+
+
+START_TEST(test_round_trip_header_and_data)
+{
+    TestImage img;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    const kvmsaveImageHeader *hdr;
+    const kvmsaveImageTrailer *tr;
+    const unsigned char *data;
+    size_t len;
+    size_t i;
+    size_t off = 0;
+    int64_t before = g_get_real_time() / G_USEC_PER_SEC;
+
+    writeStdImage(&img, "std.img");
+
+    ck_assert_uint_eq(img.size % ALIGN, 0);
+    ck_assert_uint_eq(img.headerSize % ALIGN, 0);
+    ck_assert_uint_eq(img.size, alignUp(img.dataEnd + KVMSAVE_IMAGE_TRAILER_LEN, ALIGN));
+
+    r = kvmsaveImageOpen(img.path, false);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    hdr = kvmsaveImageReaderHeader(r);
+    assertStdHeader(hdr);
+    ck_assert_uint_eq(hdr->headerSize, img.headerSize);
+    ck_assert_uint_eq(hdr->crc, img.headerCrc);
+
+    tr = kvmsaveImageReaderTrailer(r);
+    ck_assert_uint_eq(tr->chunks, STD_CHUNKS);
+    ck_assert_uint_eq(tr->streamBytes, img.dataLen);
+    ck_assert_uint_eq(tr->dataEnd, img.dataEnd);
+    ck_assert_uint_eq(tr->headerCrc, img.headerCrc);
+    ck_assert_int_ge(tr->completed, before);
+    ck_assert_int_le(tr->completed, g_get_real_time() / G_USEC_PER_SEC + 1);
+
+    for (i = 0; i < STD_CHUNKS; i++) {
+        ck_assert_msg(kvmsaveImageReadChunk(r, &data, &len) == 1,
+                      "chunk %zu: %s", i, virGetLastErrorMessage());
+        ck_assert_uint_eq(len, stdSizes[i]);
+        ck_assert_msg(memcmp(data, img.data + off, len) == 0,
+                      "chunk %zu differs", i);
+        off += len;
+    }
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 0);
+    /* The end stays the end. */
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 0);
+    ck_assert_uint_eq(off, img.dataLen);
+    KT_ASSERT_NO_ERROR();
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_round_trip_empty_stream)
+{
+    TestImage img;
+    g_autofree unsigned char *data = NULL;
+    size_t len;
+    size_t nread;
+
+    writeImage(&img, "empty.img", NULL, 0, 1);
+    ck_assert_uint_eq(img.size, img.headerSize + ALIGN);
+    ck_assert_int_eq(readImage(img.path, false, &data, &len, &nread), 0);
+    ck_assert_uint_eq(nread, 0);
+    ck_assert_uint_eq(len, 0);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        ck_assert_ptr_nonnull(r);
+        assertStdHeader(kvmsaveImageReaderHeader(r));
+        ck_assert_uint_eq(kvmsaveImageReaderTrailer(r)->chunks, 0);
+        ck_assert_uint_eq(kvmsaveImageReaderTrailer(r)->streamBytes, 0);
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    KT_ASSERT_NO_ERROR();
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_round_trip_empty_chunks)
+{
+    static const size_t sizes[] = { 0, 5000, 0, 0, 3 };
+    TestImage img;
+    g_autofree unsigned char *data = NULL;
+    size_t len;
+    size_t nread;
+
+    writeImage(&img, "emptychunks.img", sizes, G_N_ELEMENTS(sizes), 5);
+    ck_assert_int_eq(readImage(img.path, false, &data, &len, &nread), 0);
+    ck_assert_uint_eq(nread, G_N_ELEMENTS(sizes));
+    ck_assert_uint_eq(len, 5003);
+    ck_assert(memcmp(data, img.data, len) == 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_round_trip_trailer_alignment_edges)
+{
+    /* Data plus trailer filling the block exactly, and one byte more. */
+    size_t exact = ALIGN - KVMSAVE_IMAGE_CHUNK_HEADER_LEN - KVMSAVE_IMAGE_TRAILER_LEN;
+    size_t sizes[2][1] = { { exact }, { exact + 1 } };
+    size_t i;
+
+    for (i = 0; i < 2; i++) {
+        TestImage img;
+        g_autofree unsigned char *data = NULL;
+        g_autofree char *name = g_strdup_printf("edge%zu.img", i);
+        size_t len;
+        size_t nread;
+
+        writeImage(&img, name, sizes[i], 1, 100 + i);
+        ck_assert_uint_eq(img.size, img.headerSize + (i + 1) * ALIGN);
+        ck_assert_int_eq(readImage(img.path, false, &data, &len, &nread), 0);
+        ck_assert_uint_eq(len, sizes[i][0]);
+        ck_assert(memcmp(data, img.data, len) == 0);
+        testImageClear(&img);
+    }
+}
+END_TEST
+
+
+START_TEST(test_round_trip_large_stream_crosses_buffers)
+{
+    /* More than the writer's 8 MiB buffer and the reader's 20 MiB one. */
+    static const size_t sizes[] = {
+        KVMSAVE_IMAGE_CHUNK_SIZE, KVMSAVE_IMAGE_CHUNK_SIZE,
+        KVMSAVE_IMAGE_CHUNK_SIZE, KVMSAVE_IMAGE_CHUNK_SIZE - 1,
+        KVMSAVE_IMAGE_CHUNK_SIZE, 3 * 1024 * 1024 + 17,
+        KVMSAVE_IMAGE_CHUNK_SIZE, 1234,
+    };
+    TestImage img;
+    g_autofree unsigned char *data = NULL;
+    size_t len;
+    size_t nread;
+
+    writeImage(&img, "large.img", sizes, G_N_ELEMENTS(sizes), 9);
+    ck_assert_uint_eq(img.size % ALIGN, 0);
+    ck_assert_int_eq(readImage(img.path, false, &data, &len, &nread), 0);
+    ck_assert_uint_eq(nread, G_N_ELEMENTS(sizes));
+    ck_assert_uint_eq(len, img.dataLen);
+    ck_assert(memcmp(data, img.data, len) == 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_round_trip_direct_io)
+{
+    static const size_t sizes[] = {
+        KVMSAVE_IMAGE_CHUNK_SIZE, 123457, KVMSAVE_IMAGE_CHUNK_SIZE, 4096, 99,
+    };
+    TestImage img;
+    g_autofree unsigned char *data = NULL;
+    size_t len;
+    size_t nread;
+
+    if (!scratchHasDirectIO())
+        return;
+    writeImage(&img, "direct.img", sizes, G_N_ELEMENTS(sizes), 11);
+    ck_assert_msg(readImage(img.path, true, &data, &len, &nread) == 0,
+                  "%s", virGetLastErrorMessage());
+    ck_assert_uint_eq(nread, G_N_ELEMENTS(sizes));
+    ck_assert_uint_eq(len, img.dataLen);
+    ck_assert(memcmp(data, img.data, len) == 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_round_trip_minimal_header)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
+    static const size_t sizes[] = { 10 };
+    TestImage img;
+
+    hdr->xml = g_strdup("<domain/>");
+    writeImageHdr(&img, "minimal.img", hdr, sizes, 1, 3);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        const kvmsaveImageHeader *h;
+
+        ck_assert_ptr_nonnull(r);
+        h = kvmsaveImageReaderHeader(r);
+        ck_assert_str_eq(h->xml, "<domain/>");
+        ck_assert_ptr_null(h->name);
+        ck_assert_ptr_null(h->qemuVersion);
+        ck_assert_ptr_null(h->machine);
+        ck_assert_ptr_null(h->hostCPU);
+        ck_assert_ptr_null(h->producer);
+        ck_assert_uint_eq(h->flags, 0);
+        ck_assert_int_eq(h->created, 0);
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_round_trip_multi_block_header)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    static const size_t sizes[] = { 5000, 1 };
+    g_autofree char *big = NULL;
+    TestImage img;
+    GString *xml = g_string_new("<domain type='qemu'><description>");
+
+    /* An XML of ~10 KiB: the header spans three blocks. */
+    while (xml->len < 10000)
+        g_string_append(xml, "lorem ipsum dolor sit amet ");
+    g_string_append(xml, "</description></domain>");
+    big = g_string_free(xml, FALSE);
+    g_free(hdr->xml);
+    hdr->xml = g_strdup(big);
+    writeImageHdr(&img, "bighdr.img", hdr, sizes, 2, 4);
+    ck_assert_uint_eq(img.headerSize, 3 * ALIGN);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+
+        ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+        ck_assert_str_eq(kvmsaveImageReaderHeader(r)->xml, big);
+        ck_assert_str_eq(kvmsaveImageReaderHeader(r)->producer,
+                         "kvmsave 0.1.0 (unit test)");
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* ---- foreign and damaged files, refused at open ---- */
+
+START_TEST(test_open_refuses_foreign_files)
+{
+    g_autofree char *text = scratchPath("text.txt");
+    g_autofree char *empty = scratchPath("empty");
+    g_autofree char *three = scratchPath("three");
+    g_autofree char *zeros = scratchPath("zeros");
+    g_autofree char *missing = scratchPath("does-not-exist");
+    g_autofree unsigned char *zbuf = g_malloc0(3 * ALIGN);
+    GString *s = g_string_new(NULL);
+
+    while (s->len < 3 * ALIGN)
+        g_string_append(s, "This is a text file, not a save image.\n");
+    fileWrite(text, s->str, s->len);
+    g_string_free(s, TRUE);
+    fileWrite(empty, "", 0);
+    fileWrite(three, "KVM", 3);
+    fileWrite(zeros, zbuf, 3 * ALIGN);
+
+    assertOpenFails(text, VIR_ERR_OPERATION_FAILED, "not a kvmsave save image");
+    assertOpenFails(text, VIR_ERR_OPERATION_FAILED, "bad magic");
+    assertOpenFails(zeros, VIR_ERR_OPERATION_FAILED, "bad magic");
+    assertOpenFails(empty, VIR_ERR_OPERATION_FAILED, "not a kvmsave save image");
+    assertOpenFails(empty, VIR_ERR_OPERATION_FAILED, "0 bytes");
+    assertOpenFails(three, VIR_ERR_OPERATION_FAILED, "not a kvmsave save image");
+    assertOpenFails(three, VIR_ERR_OPERATION_FAILED, "3 bytes");
+    assertOpenFails(scratchDir, VIR_ERR_OPERATION_INVALID, "not a regular file");
+    assertOpenFails(missing, VIR_ERR_SYSTEM_ERROR, "cannot open");
+}
+END_TEST
+
+
+START_TEST(test_open_refuses_newer_major_version)
+{
+    TestImage img;
+    unsigned char v[2];
+
+    writeStdImage(&img, "newer.img");
+    le16(v, 2);
+    filePatch(img.path, 8, v, 2);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "newer");
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "version 2.0");
+
+    le16(v, 0xffff);
+    filePatch(img.path, 8, v, 2);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "newer");
+
+    le16(v, 0);
+    filePatch(img.path, 8, v, 2);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "invalid format version");
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_open_refuses_header_byte_flips)
+{
+    /* The XML field, the UUID, created, flags, the minor version, the
+     * last field (producer) and the stored checksum itself. */
+    uint64_t offsets[] = {
+        XML_DATA_OFFSET, XML_DATA_OFFSET + 30, 10, 16, 31, 32, 40, 44, 0,
+    };
+    TestImage img;
+    unsigned char fl[4];
+    uint32_t fieldsLen;
+    size_t i;
+
+    writeStdImage(&img, "hdrflip.img");
+    filePeek(img.path, 52, fl, 4);
+    fieldsLen = rd32(fl);
+    offsets[G_N_ELEMENTS(offsets) - 1] =
+        KVMSAVE_IMAGE_FIXED_HEADER_LEN + fieldsLen + 2;   /* crc byte */
+    for (i = 0; i < G_N_ELEMENTS(offsets); i++) {
+        fileFlip(img.path, offsets[i], 0x04);
+        assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED,
+                        "header checksum mismatch");
+        fileFlip(img.path, offsets[i], 0x04);
+    }
+    /* Sanity: undone flips leave a good image. */
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_open_refuses_corrupt_header_size)
+{
+    static const uint32_t bad[] = {
+        0, 1, 64, ALIGN + 1, ALIGN - 1, 0x7ffff000, 0xffffffff,
+        KVMSAVE_IMAGE_HEADER_MAX + ALIGN,
+    };
+    TestImage img;
+    unsigned char v[4];
+    size_t i;
+
+    writeStdImage(&img, "hdrsize.img");
+    for (i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autofree char *what = g_strdup_printf("header size %u", bad[i]);
+
+        le32(v, bad[i]);
+        filePatch(img.path, 12, v, 4);
+        assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "corrupt header");
+        assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, what);
+    }
+    /* Plausible sizes are caught by the checksum. */
+    le32(v, 2 * ALIGN);
+    filePatch(img.path, 12, v, 4);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "header checksum mismatch");
+    /* ... or by the file size, when the header would not fit. */
+    le32(v, KVMSAVE_IMAGE_HEADER_MAX);
+    filePatch(img.path, 12, v, 4);
+    le32(v, KVMSAVE_IMAGE_HEADER_MAX - 68);
+    filePatch(img.path, 52, v, 4);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "truncated inside its header");
+
+    /* A field area larger than the header. */
+    le32(v, ALIGN);
+    filePatch(img.path, 12, v, 4);
+    le32(v, ALIGN);
+    filePatch(img.path, 52, v, 4);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "field area 4096 bytes");
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_open_refuses_trailer_byte_flips)
+{
+    /* chunks, stream bytes, data end, header crc, completed, the unused
+     * bytes and the stored checksum */
+    static const size_t offsets[] = { 8, 16, 24, 32, 40, 50, 60, 63 };
+    TestImage img;
+    uint64_t base;
+    size_t i;
+
+    writeStdImage(&img, "trailerflip.img");
+    base = img.size - KVMSAVE_IMAGE_TRAILER_LEN;
+    for (i = 0; i < G_N_ELEMENTS(offsets); i++) {
+        fileFlip(img.path, base + offsets[i], 0x10);
+        assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED,
+                        "trailer checksum mismatch");
+        fileFlip(img.path, base + offsets[i], 0x10);
+    }
+    /* A damaged trailer magic reads as no trailer at all. */
+    fileFlip(img.path, base + 3, 0x01);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "no trailer");
+    fileFlip(img.path, base + 3, 0x01);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        ck_assert_ptr_nonnull(r);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* ---- damaged chunks, refused while reading ---- */
+
+START_TEST(test_read_refuses_chunk_header_byte_flips)
+{
+    static const struct {
+        size_t chunk;
+        size_t off;                 /* within the chunk header */
+        const char *what;
+    } cases[] = {
+        { 0, 0, "bad magic" },          /* magic */
+        { 0, 3, "bad magic" },
+        { 3, 1, "bad magic" },
+        { 0, 4, "bad header checksum" },    /* encoding */
+        { 0, 8, "bad header checksum" },    /* index */
+        { 4, 15, "bad header checksum" },
+        { 2, 16, "bad header checksum" },   /* stored length */
+        { 5, 18, "bad header checksum" },
+        { 1, 20, "bad header checksum" },   /* raw length */
+        { 1, 24, "bad header checksum" },   /* payload crc */
+        { 6, 28, "bad header checksum" },   /* header crc */
+    };
+    size_t i;
+
+    for (i = 0; i < G_N_ELEMENTS(cases); i++) {
+        TestImage img;
+        g_autofree char *chunk = g_strdup_printf("chunk %zu at offset", cases[i].chunk);
+
+        writeStdImage(&img, "chflip.img");
+        fileFlip(img.path, img.chunkOff[cases[i].chunk] + cases[i].off, 0x40);
+        assertChunkFailure(&img, cases[i].chunk, chunk, cases[i].what, NULL);
+        testImageClear(&img);
+    }
+}
+END_TEST
+
+
+START_TEST(test_read_refuses_consistent_but_wrong_chunk_header)
+{
+    TestImage img;
+    unsigned char v[8];
+
+    /* Renumbered chunk. */
+    writeStdImage(&img, "chwrong.img");
+    memset(v, 0, sizeof(v));
+    v[0] = 7;
+    patchChunkHeader(img.path, img.chunkOff[1], 8, v, 8);
+    assertChunkFailure(&img, 1, "numbered 7, expected 1", NULL);
+    testImageClear(&img);
+
+    /* Unknown encoding. */
+    writeStdImage(&img, "chwrong.img");
+    le32(v, 5);
+    patchChunkHeader(img.path, img.chunkOff[2], 4, v, 4);
+    assertChunkFailure(&img, 2, "chunk 2", "encoding 5", NULL);
+    testImageClear(&img);
+
+    /* Stored length past the end of the data. */
+    writeStdImage(&img, "chwrong.img");
+    le32(v, 0x00ffffff);
+    patchChunkHeader(img.path, img.chunkOff[3], 16, v, 4);
+    patchChunkHeader(img.path, img.chunkOff[3], 20, v, 4);
+    assertChunkFailure(&img, 3, "chunk 3", "invalid length", NULL);
+    testImageClear(&img);
+
+    /* Stored and raw length that differ. */
+    writeStdImage(&img, "chwrong.img");
+    le32(v, stdSizes[0] + 1);
+    patchChunkHeader(img.path, img.chunkOff[0], 20, v, 4);
+    assertChunkFailure(&img, 0, "chunk 0", "invalid length", NULL);
+    testImageClear(&img);
+
+    /* A length beyond the largest chunk accepted. */
+    writeStdImage(&img, "chwrong.img");
+    le32(v, KVMSAVE_IMAGE_CHUNK_MAX + 1);
+    patchChunkHeader(img.path, img.chunkOff[0], 16, v, 4);
+    patchChunkHeader(img.path, img.chunkOff[0], 20, v, 4);
+    assertChunkFailure(&img, 0, "chunk 0", "invalid length", NULL);
+    testImageClear(&img);
+
+    /* A shorter length: the data no longer matches its checksum. */
+    writeStdImage(&img, "chwrong.img");
+    le32(v, stdSizes[1] - 8);
+    patchChunkHeader(img.path, img.chunkOff[1], 16, v, 4);
+    patchChunkHeader(img.path, img.chunkOff[1], 20, v, 4);
+    assertChunkFailure(&img, 1, "chunk 1", "checksum", NULL);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_read_refuses_payload_byte_flip)
+{
+    size_t chunk;
+
+    /* The middle chunks, the one-byte chunk and the last, short one. */
+    for (chunk = 1; chunk < STD_CHUNKS; chunk++) {
+        TestImage img;
+        g_autofree char *name = g_strdup_printf("chunk %zu at offset", chunk);
+        uint64_t off;
+
+        writeStdImage(&img, "payload.img");
+        off = img.chunkOff[chunk] + KVMSAVE_IMAGE_CHUNK_HEADER_LEN +
+            stdSizes[chunk] / 2;
+        fileFlip(img.path, off, 0x01);
+        assertChunkFailure(&img, chunk, name, "data checksum mismatch", NULL);
+        testImageClear(&img);
+    }
+}
+END_TEST
+
+
+/* ---- truncation ---- */
+
+static void
+assertTruncatedRefused(const TestImage *img, const char *cut, uint64_t len,
+                       bool direct)
+{
+    g_autofree unsigned char *data = NULL;
+    size_t dlen;
+    size_t nread;
+    int rc;
+
+    fileCopyPrefix(img->path, cut, len);
+    virResetLastError();
+    rc = readImage(cut, direct, &data, &dlen, &nread);
+    ck_assert_msg(rc < 0, "image cut at %llu bytes (of %llu) was read whole",
+                  (unsigned long long) len, (unsigned long long) img->size);
+    ck_assert_msg(dlen < img->dataLen || memcmp(data, img->data, dlen) != 0,
+                  "cut at %llu: all data returned", (unsigned long long) len);
+    ck_assert_ptr_nonnull(virGetLastError());
+    ck_assert_msg(strstr(virGetLastErrorMessage(), "truncated") ||
+                  strstr(virGetLastErrorMessage(), "not a kvmsave save image"),
+                  "cut at %llu: unexpected error: %s",
+                  (unsigned long long) len, virGetLastErrorMessage());
+}
+
+
+static void
+checkTruncations(bool direct)
+{
+    TestImage img;
+    g_autofree char *cut = scratchPath("cut.img");
+    uint64_t len;
+    size_t i;
+    size_t n = 0;
+
+    writeStdImage(&img, "truncsrc.img");
+    /* Every block boundary. */
+    for (len = 0; len < img.size; len += ALIGN) {
+        assertTruncatedRefused(&img, cut, len, direct);
+        n++;
+    }
+    /* Inside the header, inside chunks, around the trailer. */
+    {
+        const uint64_t odd[] = {
+            1, 3, 7, 8, 9, 40, 63, 64, 65, 100, XML_DATA_OFFSET + 17,
+            img.headerSize - 1, img.headerSize + 1, img.headerSize + 31,
+            img.chunkOff[0] + 1000, img.chunkOff[1] + 16, img.chunkOff[2] + 50000,
+            img.chunkOff[STD_CHUNKS - 1] + 100, img.dataEnd, img.dataEnd + 1,
+            img.size - ALIGN + 1, img.size - KVMSAVE_IMAGE_TRAILER_LEN,
+            img.size - 8, img.size - 1,
+        };
+
+        for (i = 0; i < G_N_ELEMENTS(odd); i++) {
+            assertTruncatedRefused(&img, cut, odd[i], direct);
+            n++;
+        }
+    }
+    ck_assert_uint_gt(n, 60);
+    testImageClear(&img);
+}
+
+
+START_TEST(test_truncated_image_never_reads_whole)
+{
+    checkTruncations(false);
+}
+END_TEST
+
+
+START_TEST(test_truncated_image_never_reads_whole_direct_io)
+{
+    if (scratchHasDirectIO())
+        checkTruncations(true);
+}
+END_TEST
+
+
+START_TEST(test_direct_io_names_foreign_files)
+{
+    g_autofree char *text = scratchPath("direct-text.txt");
+    g_autofree char *rnd = scratchPath("direct-random");
+    g_autofree char *zeros = scratchPath("direct-zeros");
+    unsigned char buf[1000];
+
+    if (!scratchHasDirectIO())
+        return;
+    fileWrite(text, "hello, this is a text file\n", 27);
+    fillRandom(buf, sizeof(buf), 77);
+    fileWrite(rnd, buf, 100);
+    memset(buf, 0, sizeof(buf));
+    fileWrite(zeros, buf, sizeof(buf));
+    assertOpenFailsDirect(text, true, VIR_ERR_OPERATION_FAILED, "bad magic");
+    assertOpenFailsDirect(rnd, true, VIR_ERR_OPERATION_FAILED, "bad magic");
+    assertOpenFailsDirect(zeros, true, VIR_ERR_OPERATION_FAILED, "bad magic");
+}
+END_TEST
+
+
+START_TEST(test_open_refuses_unaligned_size)
+{
+    TestImage img;
+    g_autofree char *cut = scratchPath("unaligned.img");
+    g_autofree unsigned char *buf = NULL;
+    size_t len;
+
+    writeStdImage(&img, "unaligned-src.img");
+    fileCopyPrefix(img.path, cut, img.size - 1);
+    assertOpenFails(cut, VIR_ERR_OPERATION_FAILED, "not that of a finished image");
+    fileCopyPrefix(img.path, cut, img.dataEnd + 1);
+    assertOpenFails(cut, VIR_ERR_OPERATION_FAILED, "not that of a finished image");
+
+    /* A whole image with a byte appended: the trailer is no longer at
+     * the end. */
+    buf = fileRead(img.path, &len);
+    buf = g_realloc(buf, len + 1);
+    buf[len] = 0;
+    fileWrite(cut, buf, len + 1);
+    assertOpenFails(cut, VIR_ERR_OPERATION_FAILED, "not that of a finished image");
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_truncated_then_zero_extended_refused)
+{
+    /* A crash can leave the file at its full size with a zeroed tail. */
+    TestImage img;
+    uint64_t cuts[3];
+    size_t i;
+
+    writeStdImage(&img, "zeroext.img");
+    cuts[0] = img.size - ALIGN;
+    cuts[1] = img.chunkOff[3];
+    cuts[2] = img.size - KVMSAVE_IMAGE_TRAILER_LEN;
+    for (i = 0; i < G_N_ELEMENTS(cuts); i++) {
+        g_autofree char *cut = scratchPath("zeroext-cut.img");
+        g_autofree unsigned char *data = NULL;
+        size_t len;
+        size_t nread;
+
+        fileCopyPrefix(img.path, cut, cuts[i]);
+        ck_assert_int_eq(truncate(cut, img.size), 0);
+        virResetLastError();
+        ck_assert_int_eq(readImage(cut, false, &data, &len, &nread), -2);
+        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "no trailer");
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* ---- trailers that do not fit ---- */
+
+START_TEST(test_read_refuses_trailer_with_wrong_totals)
+{
+    TestImage img;
+    kvmsaveImageTrailer tr;
+    kvmsaveImageTrailer good;
+
+    writeStdImage(&img, "totals.img");
+    readTrailer(&img, &good);
+    ck_assert_uint_eq(good.chunks, STD_CHUNKS);
+
+    tr = good;
+    tr.chunks = STD_CHUNKS + 1;
+    writeTrailer(&img, &tr);
+    assertChunkFailure(&img, STD_CHUNKS, "trailer records 8 chunks",
+                       "holds 7 chunks", NULL);
+
+    tr = good;
+    tr.chunks = STD_CHUNKS - 1;
+    writeTrailer(&img, &tr);
+    assertChunkFailure(&img, STD_CHUNKS, "trailer records 6 chunks", NULL);
+
+    tr = good;
+    tr.streamBytes = good.streamBytes - 1;
+    writeTrailer(&img, &tr);
+    assertChunkFailure(&img, STD_CHUNKS, "trailer records", "chunks and", NULL);
+
+    writeTrailer(&img, &good);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_read_refuses_trailer_with_wrong_data_end)
+{
+    TestImage img;
+    kvmsaveImageTrailer tr;
+    kvmsaveImageTrailer good;
+
+    writeStdImage(&img, "dataend.img");
+    readTrailer(&img, &good);
+    ck_assert_uint_eq(good.dataEnd, img.dataEnd);
+
+    /* Not fitting the file at all. */
+    tr = good;
+    tr.dataEnd = img.size;
+    writeTrailer(&img, &tr);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "data end");
+    tr.dataEnd = img.headerSize - 1;
+    writeTrailer(&img, &tr);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "data end");
+    tr.dataEnd = img.dataEnd - ALIGN;
+    writeTrailer(&img, &tr);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "data end");
+
+    /* Fitting the file but cutting the last chunk short. */
+    tr = good;
+    tr.dataEnd = img.dataEnd - 1;
+    writeTrailer(&img, &tr);
+    assertChunkFailure(&img, STD_CHUNKS - 1, "chunk 6", NULL);
+    tr.dataEnd = img.chunkOff[STD_CHUNKS - 1] + 10;
+    if (alignUp(tr.dataEnd + KVMSAVE_IMAGE_TRAILER_LEN, ALIGN) == img.size) {
+        writeTrailer(&img, &tr);
+        assertChunkFailure(&img, STD_CHUNKS - 1, "chunk 6", "cut short", NULL);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_open_refuses_trailer_of_another_image)
+{
+    TestImage a;
+    TestImage b;
+    TestImage c;
+    g_autoptr(kvmsaveImageHeader) hdrB = testHeader(OTHER_UUID_STR);
+    g_autoptr(kvmsaveImageHeader) hdrC = testHeader(UUID_STR);
+    unsigned char tail[KVMSAVE_IMAGE_TRAILER_LEN];
+
+    writeStdImage(&a, "mine.img");
+    /* Same data and layout, another guest. */
+    writeImageHdr(&b, "other.img", hdrB, stdSizes, STD_CHUNKS, 42);
+    /* Same guest, saved at another time. */
+    hdrC->created = CREATED + 1;
+    writeImageHdr(&c, "later.img", hdrC, stdSizes, STD_CHUNKS, 42);
+    ck_assert_uint_eq(a.size, b.size);
+    ck_assert_uint_eq(a.size, c.size);
+
+    filePeek(b.path, b.size - sizeof(tail), tail, sizeof(tail));
+    filePatch(a.path, a.size - sizeof(tail), tail, sizeof(tail));
+    assertOpenFails(a.path, VIR_ERR_OPERATION_FAILED,
+                    "trailer does not belong to its header");
+
+    filePeek(c.path, c.size - sizeof(tail), tail, sizeof(tail));
+    filePatch(a.path, a.size - sizeof(tail), tail, sizeof(tail));
+    assertOpenFails(a.path, VIR_ERR_OPERATION_FAILED,
+                    "trailer does not belong to its header");
+    testImageClear(&a);
+    testImageClear(&b);
+    testImageClear(&c);
+}
+END_TEST
+
+
+/* ---- the header codec ---- */
+
+START_TEST(test_header_encode_layout_and_decode)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    size_t len = 0;
+    size_t needed = 0;
+    uint32_t fieldsLen;
+
+    hdr->minor = 3;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(len % ALIGN, 0);
+    ck_assert_uint_eq(len, hdr->headerSize);
+    ck_assert(memcmp(buf, KVMSAVE_IMAGE_MAGIC, KVMSAVE_IMAGE_MAGIC_LEN) == 0);
+    ck_assert_uint_eq(rd32(buf + 8) & 0xffff, KVMSAVE_IMAGE_MAJOR);
+    ck_assert_uint_eq(rd32(buf + 8) >> 16, 3);
+    ck_assert_uint_eq(rd32(buf + 12), len);
+    ck_assert(memcmp(buf + 16, hdr->uuid, VIR_UUID_BUFLEN) == 0);
+    ck_assert_uint_eq(rd64(buf + 32), (uint64_t) CREATED);
+    ck_assert_uint_eq(rd32(buf + 40), KVMSAVE_IMAGE_FLAG_RUNNING);
+    ck_assert_uint_eq(rd32(buf + 44), 65536);
+    ck_assert_uint_eq(rd32(buf + 48), 6);
+    fieldsLen = rd32(buf + 52);
+    ck_assert_uint_eq(fieldsLen % 8, 0);
+    /* The first field is the XML. */
+    ck_assert_uint_eq(rd32(buf + 64) & 0xffff, KVMSAVE_IMAGE_FIELD_XML);
+    ck_assert_uint_eq(rd32(buf + 68), strlen(DOMAIN_XML));
+    ck_assert(memcmp(buf + XML_DATA_OFFSET, DOMAIN_XML, strlen(DOMAIN_XML)) == 0);
+    ck_assert_uint_eq(rd32(buf + 64 + fieldsLen), hdr->crc);
+    ck_assert_uint_eq(kvmsaveCrc32c(0, buf, 64 + fieldsLen), hdr->crc);
+
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", &needed, &dec), 0);
+    ck_assert_uint_eq(dec->minor, 3);
+    dec->minor = KVMSAVE_IMAGE_MINOR;
+    assertStdHeader(dec);
+    ck_assert_uint_eq(dec->crc, hdr->crc);
+    ck_assert_uint_eq(dec->headerSize, len);
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+START_TEST(test_header_decode_short_buffer_returns_1)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    size_t len = 0;
+    size_t needed = 0;
+
+    g_free(hdr->xml);
+    hdr->xml = g_strnfill(3 * ALIGN, 'x');
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(len, 4 * ALIGN);
+
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, ALIGN, "mem", &needed, &dec), 1);
+    ck_assert_uint_eq(needed, 4 * ALIGN);
+    ck_assert_ptr_null(dec);
+    KT_ASSERT_NO_ERROR();
+
+    needed = 0;
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len - 1, "mem", &needed, &dec), 0);
+    ck_assert_ptr_nonnull(dec);
+    ck_assert_str_eq(dec->xml, hdr->xml);
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+
+    /* Without @needed, a short buffer is an error. */
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, ALIGN, "mem", NULL, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "truncated inside its header");
+    ck_assert_ptr_null(dec);
+
+    /* Shorter than the fixed header. */
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, 63, "mem", &needed, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "truncated inside its header");
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, 7, "mem", &needed, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "bad magic");
+}
+END_TEST
+
+
+/* Re-encode the header in @buf with an extra field inserted before the
+ * others, fixing sizes and the checksum. */
+static unsigned char *
+headerWithExtraField(const unsigned char *buf, uint16_t tag, uint16_t flags,
+                     const char *data, size_t *lenOut)
+{
+    uint32_t nfields = rd32(buf + 48);
+    uint32_t fieldsLen = rd32(buf + 52);
+    size_t dlen = strlen(data);
+    size_t extra = 8 + alignUp(dlen, 8);
+    size_t end = 64 + extra + fieldsLen;
+    size_t total = alignUp(end + 4, ALIGN);
+    unsigned char *out = g_malloc0(total);
+
+    memcpy(out, buf, 64);
+    le32(out + 12, total);
+    le32(out + 48, nfields + 1);
+    le32(out + 52, fieldsLen + extra);
+    le16(out + 64, tag);
+    le16(out + 66, flags);
+    le32(out + 68, dlen);
+    memcpy(out + 72, data, dlen);
+    memcpy(out + 64 + extra, buf + 64, fieldsLen);
+    le32(out + end, kvmsaveCrc32c(0, out, end));
+    *lenOut = total;
+    return out;
+}
+
+
+/* Rewrite the header checksum of @buf after an edit. */
+static void
+headerFixCrc(unsigned char *buf)
+{
+    uint32_t end = 64 + rd32(buf + 52);
+
+    le32(buf + end, kvmsaveCrc32c(0, buf, end));
+}
+
+
+START_TEST(test_header_decode_skips_unknown_optional_field)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *ext = NULL;
+    size_t len;
+    size_t elen;
+
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    /* Odd length, so the reader must skip its padding too. */
+    ext = headerWithExtraField(buf, 99, 0, "future", &elen);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), 0);
+    assertStdHeader(dec);
+    KT_ASSERT_NO_ERROR();
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+    g_clear_pointer(&ext, g_free);
+
+    /* Other, non-critical flag bits do not make it required. */
+    ext = headerWithExtraField(buf, 0x7fff, 0xfffe, "x", &elen);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), 0);
+    assertStdHeader(dec);
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+    g_clear_pointer(&ext, g_free);
+
+    /* A known field marked critical is fine. */
+    ext = headerWithExtraField(buf, KVMSAVE_IMAGE_FIELD_NAME,
+                               KVMSAVE_IMAGE_FIELD_CRITICAL, "early", &elen);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), 0);
+    /* The later NAME field wins. */
+    ck_assert_str_eq(dec->name, "t");
+}
+END_TEST
+
+
+START_TEST(test_header_decode_refuses_unknown_critical_field)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *ext = NULL;
+    size_t len;
+    size_t elen;
+
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ext = headerWithExtraField(buf, 99, KVMSAVE_IMAGE_FIELD_CRITICAL,
+                               "must understand", &elen);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), -1);
+    ck_assert_ptr_null(dec);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "unknown required header field 99");
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "newer kvmsave");
+
+    /* The same, through a file. */
+    {
+        g_autofree char *path = scratchPath("critical.img");
+        static const size_t sizes[] = { 100 };
+        TestImage img;
+        size_t total;
+        g_autofree unsigned char *file = NULL;
+        kvmsaveImageTrailer tr;
+
+        writeImage(&img, "critical-src.img", sizes, 1, 8);
+        /* Rebuild: new header, the old chunk, a trailer for the new header. */
+        total = alignUp(elen + KVMSAVE_IMAGE_CHUNK_HEADER_LEN + 100 +
+                        KVMSAVE_IMAGE_TRAILER_LEN, ALIGN);
+        file = g_malloc0(total);
+        memcpy(file, ext, elen);
+        filePeek(img.path, img.headerSize, file + elen,
+                 KVMSAVE_IMAGE_CHUNK_HEADER_LEN + 100);
+        tr.chunks = 1;
+        tr.streamBytes = 100;
+        tr.dataEnd = elen + KVMSAVE_IMAGE_CHUNK_HEADER_LEN + 100;
+        tr.headerCrc = rd32(ext + 64 + rd32(ext + 52));
+        tr.completed = CREATED;
+        kvmsaveImageTrailerEncode(&tr, file + total - KVMSAVE_IMAGE_TRAILER_LEN);
+        fileWrite(path, file, total);
+        assertOpenFails(path, VIR_ERR_OPERATION_FAILED,
+                        "unknown required header field 99");
+
+        /* Control: the same file with the field not critical reads. */
+        le16(file + 66, 0);
+        headerFixCrc(file);
+        tr.headerCrc = rd32(file + 64 + rd32(file + 52));
+        kvmsaveImageTrailerEncode(&tr, file + total - KVMSAVE_IMAGE_TRAILER_LEN);
+        fileWrite(path, file, total);
+        {
+            g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
+            ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+            ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+        }
+        testImageClear(&img);
+    }
+}
+END_TEST
+
+
+START_TEST(test_header_decode_refuses_malformed_fields)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *bad = NULL;
+    size_t len;
+
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+
+    /* A field longer than the field area. */
+    bad = g_malloc(len);
+    memcpy(bad, buf, len);
+    le32(bad + 68, 1000000);
+    headerFixCrc(bad);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(bad, len, "mem", NULL, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "overruns the field area");
+
+    /* More fields announced than present. */
+    memcpy(bad, buf, len);
+    le32(bad + 48, rd32(buf + 48) + 1);
+    headerFixCrc(bad);
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(bad, len, "mem", NULL, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "field 6 overruns");
+
+    /* A NUL inside a string field. */
+    memcpy(bad, buf, len);
+    bad[XML_DATA_OFFSET + 5] = '\0';
+    headerFixCrc(bad);
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(bad, len, "mem", NULL, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "NUL byte");
+
+    /* No domain XML: its field renamed to an unknown optional one. */
+    memcpy(bad, buf, len);
+    le16(bad + 64, 98);
+    headerFixCrc(bad);
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(bad, len, "mem", NULL, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "no domain XML");
+    ck_assert_ptr_null(dec);
+
+    /* Control: the unedited buffer decodes. */
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+}
+END_TEST
+
+
+START_TEST(test_header_encode_refuses_missing_or_huge_xml)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+
+    g_clear_pointer(&hdr->xml, g_free);
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    ck_assert_ptr_null(buf);
+    KT_ASSERT_ERROR(VIR_ERR_INTERNAL_ERROR, "lacks the domain XML");
+
+    virResetLastError();
+    hdr->xml = g_strnfill(KVMSAVE_IMAGE_HEADER_MAX, 'x');
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    ck_assert_ptr_null(buf);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "too large");
+}
+END_TEST
+
+
+START_TEST(test_trailer_codec)
+{
+    kvmsaveImageTrailer tr = {
+        .chunks = 0x0102030405060708ULL, .streamBytes = 123456789012ULL,
+        .dataEnd = 0xfedcba98ULL, .headerCrc = 0xdeadbeef, .completed = -5,
+    };
+    kvmsaveImageTrailer dec;
+    unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN];
+
+    kvmsaveImageTrailerEncode(&tr, buf);
+    ck_assert(memcmp(buf, KVMSAVE_IMAGE_TRAILER_MAGIC, 8) == 0);
+    ck_assert_uint_eq(rd64(buf + 8), tr.chunks);
+    ck_assert_uint_eq(rd64(buf + 16), tr.streamBytes);
+    ck_assert_uint_eq(rd64(buf + 24), tr.dataEnd);
+    ck_assert_uint_eq(rd32(buf + 32), tr.headerCrc);
+    ck_assert_uint_eq(rd64(buf + 40), (uint64_t) -5);
+    ck_assert_uint_eq(rd32(buf + 60), kvmsaveCrc32c(0, buf, 60));
+    ck_assert_int_eq(kvmsaveImageTrailerDecode(buf, "mem", &dec), 0);
+    ck_assert_uint_eq(dec.chunks, tr.chunks);
+    ck_assert_uint_eq(dec.streamBytes, tr.streamBytes);
+    ck_assert_uint_eq(dec.dataEnd, tr.dataEnd);
+    ck_assert_uint_eq(dec.headerCrc, tr.headerCrc);
+    ck_assert_int_eq(dec.completed, -5);
+}
+END_TEST
+
+
+START_TEST(test_writer_reports_write_failure)
+{
+    g_autofree char *path = scratchPath("readonly.img");
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    int fd;
+
+    fileWrite(path, "", 0);
+    fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    w = kvmsaveImageWriterNew(fd, path, false);
+    /* Buffered: the failure shows when the data is flushed. */
+    ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
+    ck_assert_int_eq(kvmsaveImageWriteChunk(w, "abc", 3), 0);
+    ck_assert_int_eq(kvmsaveImageWriterFinish(w), -1);
+    KT_ASSERT_ERROR(VIR_ERR_SYSTEM_ERROR, "cannot write save image");
+    KT_ASSERT_ERROR(VIR_ERR_SYSTEM_ERROR, path);
+    close(fd);
+}
+END_TEST
+
+
+static Suite *
+imageSuite(void)
+{
+    Suite *s = suite_create("kvmsave_image");
+    TCase *tc;
+
+    tc = ktTCase("crc32c", 30);
+    tcase_add_test(tc, test_crc32c_known_answers);
+    tcase_add_test(tc, test_crc32c_split_feed_equals_one_shot);
+    suite_add_tcase(s, tc);
+
+    tc = ktTCase("round_trip", 120);
+    tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
+    tcase_add_test(tc, test_round_trip_header_and_data);
+    tcase_add_test(tc, test_round_trip_empty_stream);
+    tcase_add_test(tc, test_round_trip_empty_chunks);
+    tcase_add_test(tc, test_round_trip_trailer_alignment_edges);
+    tcase_add_test(tc, test_round_trip_large_stream_crosses_buffers);
+    tcase_add_test(tc, test_round_trip_direct_io);
+    tcase_add_test(tc, test_round_trip_minimal_header);
+    tcase_add_test(tc, test_round_trip_multi_block_header);
+    tcase_add_test(tc, test_writer_reports_write_failure);
+    suite_add_tcase(s, tc);
+
+    tc = ktTCase("corruption", 120);
+    tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
+    tcase_add_test(tc, test_open_refuses_foreign_files);
+    tcase_add_test(tc, test_open_refuses_newer_major_version);
+    tcase_add_test(tc, test_open_refuses_header_byte_flips);
+    tcase_add_test(tc, test_open_refuses_corrupt_header_size);
+    tcase_add_test(tc, test_open_refuses_trailer_byte_flips);
+    tcase_add_test(tc, test_read_refuses_chunk_header_byte_flips);
+    tcase_add_test(tc, test_read_refuses_consistent_but_wrong_chunk_header);
+    tcase_add_test(tc, test_read_refuses_payload_byte_flip);
+    tcase_add_test(tc, test_truncated_image_never_reads_whole);
+    tcase_add_test(tc, test_truncated_image_never_reads_whole_direct_io);
+    tcase_add_test(tc, test_direct_io_names_foreign_files);
+    tcase_add_test(tc, test_open_refuses_unaligned_size);
+    tcase_add_test(tc, test_truncated_then_zero_extended_refused);
+    tcase_add_test(tc, test_read_refuses_trailer_with_wrong_totals);
+    tcase_add_test(tc, test_read_refuses_trailer_with_wrong_data_end);
+    tcase_add_test(tc, test_open_refuses_trailer_of_another_image);
+    suite_add_tcase(s, tc);
+
+    tc = ktTCase("codec", 30);
+    tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
+    tcase_add_test(tc, test_header_encode_layout_and_decode);
+    tcase_add_test(tc, test_header_decode_short_buffer_returns_1);
+    tcase_add_test(tc, test_header_decode_skips_unknown_optional_field);
+    tcase_add_test(tc, test_header_decode_refuses_unknown_critical_field);
+    tcase_add_test(tc, test_header_decode_refuses_malformed_fields);
+    tcase_add_test(tc, test_header_encode_refuses_missing_or_huge_xml);
+    tcase_add_test(tc, test_trailer_codec);
+    suite_add_tcase(s, tc);
+
+    return s;
+}
+
+
+int
+main(void)
+{
+    return ktRunSuite(imageSuite);
+}
