@@ -24,8 +24,11 @@
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virlog.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.save");
 
 #define KVMSAVE_SAVE_FDNAME "kvmsave-save"
 #define KVMSAVE_PIPE_SIZE (1024 * 1024)
@@ -243,6 +246,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     stream.writer = writer;
     thread = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread, &stream);
 
+    VIR_DEBUG("header written to %s, pausing the guest", tmppath);
     if (wasRunning) {
         if (virDomainSuspend(dom) < 0)
             goto cleanup;
@@ -264,6 +268,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                                     NULL, NULL) < 0)
         goto cleanup;
     migrating = false;
+    VIR_DEBUG("QEMU's stream is complete");
 
     g_thread_join(thread);
     thread = NULL;
@@ -279,11 +284,13 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     if (kvmsaveCommitTemp(tmppath, path) < 0)
         goto cleanup;
     g_clear_pointer(&tmppath, g_free);
+    VIR_DEBUG("image %s complete, stopping the guest", path);
 
     /* The image is safe: now the guest may go. */
     if (virDomainDestroy(dom) < 0)
         goto cleanup;
     paused = false;
+    VIR_DEBUG("guest stopped");
     ret = 0;
 
  cleanup:
