@@ -477,7 +477,10 @@ static virStateDriver kvmsaveStateDriver = {
 int
 kvmsaveRegister(void)
 {
-    bindtextdomain(PACKAGE, LOCALEDIR);
+    /* ./run points this at the build tree's catalogs (uninstalled use). */
+    const char *localedir = getenv("KVMSAVE_LOCALEDIR");
+
+    bindtextdomain(PACKAGE, localedir && *localedir ? localedir : LOCALEDIR);
     bind_textdomain_codeset(PACKAGE, "UTF-8");
     if (virRegisterConnectDriver(&kvmsaveConnectDriver, false) < 0)
         return -1;

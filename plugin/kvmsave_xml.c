@@ -345,9 +345,10 @@ kvmsaveXMLCheckABI(const char *savedxml, const char *newxml)
                                             VIR_DOMAIN_DEF_ABI_CHECK_SKIP_VOLATILE)) {
         g_autofree char *why = NULL;
 
-        const char *prefix = _("unsupported configuration");
+        /* libvirt's message already starts with the code's own words, in
+         * libvirt's own catalog. */
+        const char *prefix = dgettext("libvirt", "unsupported configuration");
 
-        /* libvirt's message already starts with the code's own words. */
         err = virGetLastError();
         why = g_strdup(err && err->message ? err->message : _("ABI differs"));
         if (g_str_has_prefix(why, prefix) &&

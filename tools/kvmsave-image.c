@@ -10,6 +10,7 @@
 #include <libintl.h>
 #include <locale.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "kvmsave_image.h"
 #include "virerror.h"
@@ -58,9 +59,11 @@ main(int argc, char **argv)
     g_autoptr(kvmsaveImageReader) r = NULL;
     const char *cmd;
     const char *file;
+    /* ./run points this at the build tree's catalogs (uninstalled use). */
+    const char *localedir = getenv("KVMSAVE_LOCALEDIR");
 
     setlocale(LC_ALL, "");
-    bindtextdomain(PACKAGE, LOCALEDIR);
+    bindtextdomain(PACKAGE, localedir && *localedir ? localedir : LOCALEDIR);
     textdomain(PACKAGE);
 
     if (argc != 3 ||
