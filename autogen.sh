@@ -12,12 +12,12 @@ if [ ! -x "$GNULIB_TOOL" ]; then
     exit 1
 fi
 
-# full-read/full-write: loops around short reads and writes on pipes and files;
+# full-write: loops around short writes on pipes;
 # tempname: O_EXCL creation of the temporary image next to its target.
 "$GNULIB_TOOL" --import --quiet --no-changelog --no-vc-files \
     --lib=libgnu --source-base=gnulib/lib --m4-base=gnulib/m4 \
     --aux-dir=build-aux --libtool \
-    full-read full-write tempname
+    full-write tempname
 
 autoreconf --force --install --verbose >/dev/null
 echo "autogen.sh: now run ./configure"

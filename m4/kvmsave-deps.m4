@@ -10,5 +10,5 @@ AC_DEFUN([KVMSAVE_CHECK_DEPS], [
     [AC_MSG_ERROR([libisal not found: install libisal-dev])])
   AC_SUBST([ISAL_LIBS])
 
-  AC_CHECK_FUNCS([posix_fadvise fallocate])
+  AC_CHECK_FUNCS([posix_fadvise])
 ])

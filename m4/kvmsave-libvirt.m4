@@ -51,6 +51,17 @@ The plugin links against libvirt's private symbols and must be built from
 the internal headers of exactly the installed version: remove the directory
 and re-run configure to fetch the matching source package])
   fi
+  dnl A Debian revision may patch the headers: when both are known, they
+  dnl must match too.
+  libvirt_deb_installed=`dpkg-query -W -f='${Version}' libvirt-dev 2>/dev/null`
+  if test -n "$libvirt_deb_installed" && test -f "$LIBVIRT_SOURCE_DIR/.debian-version"; then
+    libvirt_deb_source=`cat "$LIBVIRT_SOURCE_DIR/.debian-version"`
+    if test "x$libvirt_deb_source" != "x$libvirt_deb_installed"; then
+      AC_MSG_ERROR([libvirt source in $LIBVIRT_SOURCE_DIR is Debian's $libvirt_deb_source
+but libvirt-dev $libvirt_deb_installed is installed; re-run configure without
+--with-libvirt-source to fetch the matching source package])
+    fi
+  fi
   if test ! -f "$LIBVIRT_SOURCE_DIR/src/driver-hypervisor.h"; then
     AC_MSG_ERROR([$LIBVIRT_SOURCE_DIR does not look like a libvirt source tree])
   fi

@@ -150,6 +150,22 @@ kvmsaveDomainSaveImageDefineXML(virConnectPtr conn G_GNUC_UNUSED,
 
 /* ---- domain creation: the migrateFrom extension ---------------------- */
 
+static int
+kvmsaveCheckStartFlags(unsigned int flags)
+{
+    unsigned int allowed = VIR_DOMAIN_START_PAUSED |
+        VIR_DOMAIN_START_BYPASS_CACHE | VIR_DOMAIN_START_RESET_NVRAM;
+
+    if (flags & ~allowed) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("start flags 0x%x cannot be used with a domain that restores from <kvmsave:migrateFrom> (only paused, bypass-cache and reset-nvram)"),
+                       flags & ~allowed);
+        return -1;
+    }
+    return 0;
+}
+
+
 static unsigned int
 kvmsaveStartToRestoreFlags(unsigned int startFlags)
 {
@@ -178,11 +194,8 @@ kvmsaveDomainCreateXML(virConnectPtr conn, const char *xml, unsigned int flags)
         return priv->innerDriver->domainCreateXML(conn, xml, flags);
 
     /* The guest comes from the image, described by this XML. */
-    if (flags & (VIR_DOMAIN_START_AUTODESTROY | VIR_DOMAIN_START_FORCE_BOOT)) {
-        virReportError(VIR_ERR_INVALID_ARG, "%s",
-                       _("autodestroy and force-boot cannot be used with a domain that restores from <kvmsave:migrateFrom>"));
+    if (kvmsaveCheckStartFlags(flags) < 0)
         return NULL;
-    }
     return kvmsaveRestoreDomain(priv, image, xml,
                                 kvmsaveStartToRestoreFlags(flags));
 }
@@ -211,22 +224,95 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
     if (rc == 0 || (flags & VIR_DOMAIN_START_FORCE_BOOT))
         return priv->innerDriver->domainCreateWithFlags(dom, flags);
 
-    if (flags & VIR_DOMAIN_START_AUTODESTROY) {
-        virReportError(VIR_ERR_INVALID_ARG, "%s",
-                       _("autodestroy cannot be used with a domain that restores from <kvmsave:migrateFrom>"));
+    if (kvmsaveCheckStartFlags(flags) < 0)
         return -1;
-    }
     if (!(restored = kvmsaveRestoreDomain(priv, image, xml,
                                           kvmsaveStartToRestoreFlags(flags))))
         return -1;
     dom->id = restored->id;
 
-    /* Restore from it once: the definition boots normally next time. */
+    /* Restore from it once: the definition boots normally next time. The
+     * guest runs now, so a failure here is worth a warning, not an error. */
     if (virDomainSetMetadata(inner, VIR_DOMAIN_METADATA_ELEMENT, NULL,
                              NULL, KVMSAVE_XML_NS_URI,
-                             VIR_DOMAIN_AFFECT_CONFIG) < 0)
-        return -1;
+                             VIR_DOMAIN_AFFECT_CONFIG) < 0) {
+        VIR_WARN("domain %s restored, but <kvmsave:migrateFrom> could not be removed from its definition: %s",
+                 dom->name, virGetLastErrorMessage());
+        virResetLastError();
+    }
     return 0;
+}
+
+
+/* Passing file descriptors to a guest that is restored is not possible:
+ * its devices come back from the image. */
+static int
+kvmsaveRefuseFilesWithMigrateFrom(const char *xml)
+{
+    g_autofree char *image = NULL;
+    int rc;
+
+    if ((rc = kvmsaveXMLGetMigrateFrom(xml, &image)) <= 0)
+        return rc;
+    virReportError(VIR_ERR_OPERATION_UNSUPPORTED, "%s",
+                   _("file descriptors cannot be passed to a domain that restores from <kvmsave:migrateFrom>"));
+    return -1;
+}
+
+
+static virDomainPtr
+kvmsaveDomainCreateXMLWithFiles(virConnectPtr conn, const char *xml,
+                                unsigned int nfiles, int *files,
+                                unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+
+    if (kvmsaveRefuseFilesWithMigrateFrom(xml) < 0)
+        return NULL;
+    return priv->innerDriver->domainCreateXMLWithFiles(conn, xml, nfiles,
+                                                       files, flags);
+}
+
+
+static int
+kvmsaveDomainCreateWithFiles(virDomainPtr dom, unsigned int nfiles,
+                             int *files, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    g_autoptr(virDomain) inner = NULL;
+    g_autofree char *xml = NULL;
+
+    if (!(inner = kvmsaveConnLookupInner(priv, dom->uuid)) ||
+        !(xml = virDomainGetXMLDesc(inner, VIR_DOMAIN_XML_INACTIVE)))
+        return -1;
+    if (!(flags & VIR_DOMAIN_START_FORCE_BOOT) &&
+        kvmsaveRefuseFilesWithMigrateFrom(xml) < 0)
+        return -1;
+    return priv->innerDriver->domainCreateWithFiles(dom, nfiles, files, flags);
+}
+
+
+/* A restored guest's live XML carries kvmsave's "-incoming defer"; a
+ * definition made from it must not, or the next plain start would wait
+ * for a migration forever. */
+static virDomainPtr
+kvmsaveDomainDefineXMLFlags(virConnectPtr conn, const char *xml,
+                            unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+    g_autofree char *clean = NULL;
+
+    if (kvmsaveXMLHasIncoming(xml) && !(clean = kvmsaveXMLWithoutIncoming(xml)))
+        return NULL;
+    return priv->innerDriver->domainDefineXMLFlags(conn, clean ? clean : xml,
+                                                   flags);
+}
+
+
+static virDomainPtr
+kvmsaveDomainDefineXML(virConnectPtr conn, const char *xml)
+{
+    return kvmsaveDomainDefineXMLFlags(conn, xml, 0);
 }
 
 
@@ -277,11 +363,15 @@ kvmsaveConnectInstallTable(kvmsaveConn *priv)
     t->domainCreateXML = kvmsaveDomainCreateXML;
     t->domainCreate = kvmsaveDomainCreate;
     t->domainCreateWithFlags = kvmsaveDomainCreateWithFlags;
+    t->domainCreateXMLWithFiles = kvmsaveDomainCreateXMLWithFiles;
+    t->domainCreateWithFiles = kvmsaveDomainCreateWithFiles;
+    t->domainDefineXML = kvmsaveDomainDefineXML;
+    t->domainDefineXMLFlags = kvmsaveDomainDefineXMLFlags;
 }
 
 
 static char *
-kvmsaveConnectInnerURI(virConnectPtr conn, const char *root)
+kvmsaveConnectInnerURI(virConnectPtr conn, const char *root, bool *embedded)
 {
     const char *uri = NULL;
     g_autofree char *escaped = NULL;
@@ -302,6 +392,7 @@ kvmsaveConnectInnerURI(virConnectPtr conn, const char *root)
         return NULL;
     }
 
+    *embedded = !uri;
     if (uri) {
         if (g_str_has_prefix(uri, KVMSAVE_SCHEME ":")) {
             virReportError(VIR_ERR_INVALID_ARG, "%s",
@@ -357,6 +448,7 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
     g_autofree kvmsaveConn *priv = NULL;
     g_autofree char *inner = NULL;
     const char *root;
+    bool embedded;
 
     virCheckFlags(VIR_CONNECT_RO, VIR_DRV_OPEN_ERROR);
 
@@ -369,10 +461,9 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
     }
     if (!(root = virURIGetParam(conn->uri, "root")))
         return VIR_DRV_OPEN_ERROR;
-    if (!(inner = kvmsaveConnectInnerURI(conn, root)))
+    if (!(inner = kvmsaveConnectInnerURI(conn, root, &embedded)))
         return VIR_DRV_OPEN_ERROR;
-    if (g_str_has_prefix(inner, "qemu:///embed?") &&
-        kvmsaveConnectSeedQemuConf(root) < 0)
+    if (embedded && kvmsaveConnectSeedQemuConf(root) < 0)
         return VIR_DRV_OPEN_ERROR;
 
     priv = g_new0(kvmsaveConn, 1);
@@ -422,7 +513,11 @@ static virConnectDriver kvmsaveConnectDriver = {
 /* ---- state driver: embedded root and logging ---------------------------- */
 
 /* libvirt's routine warnings (taint notes and the like) go to a log file
- * under the root, not the user's terminal, unless the user set up logging. */
+ * under the root, not the user's terminal, unless the user set up logging.
+ * Children libvirt forks (security labelling in the guest's namespace)
+ * drop outputs and filters but keep the default priority: raising that
+ * to "error" keeps their warnings off the terminal too, while a filter
+ * still lets this process's warnings into the file. */
 static void
 kvmsaveStateSetupLogging(const char *root)
 {
@@ -437,7 +532,9 @@ kvmsaveStateSetupLogging(const char *root)
         return;
     }
     outputs = g_strdup_printf("3:file:%s/kvmsave.log", dir);
-    if (virLogSetOutputs(outputs) < 0)
+    if (virLogSetOutputs(outputs) < 0 ||
+        virLogSetFilters("3:*") < 0 ||
+        virLogSetDefaultPriority(VIR_LOG_ERROR) < 0)
         virResetLastError();
 }
 

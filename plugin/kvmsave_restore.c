@@ -23,10 +23,12 @@
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virlog.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
-#define KVMSAVE_RESTORE_FDNAME "kvmsave-restore"
+VIR_LOG_INIT("kvmsave.restore");
+
 #define KVMSAVE_PIPE_SIZE (1024 * 1024)
 
 
@@ -101,6 +103,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autofree char *xml = NULL;
     g_autofree char *startxml = NULL;
     g_autofree char *meta = NULL;
+    g_autofree char *fdname = kvmsaveFdName("restore");
     const kvmsaveImageHeader *hdr;
     kvmsaveRestoreStream stream = { .fd = -1 };
     GThread *thread = NULL;
@@ -152,7 +155,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     }
     ignore_value(fcntl(pipefd[1], F_SETPIPE_SZ, KVMSAVE_PIPE_SIZE));
 
-    if (kvmsaveMonitorGetFd(dom, KVMSAVE_RESTORE_FDNAME, pipefd[0]) < 0)
+    if (kvmsaveMonitorGetFd(dom, fdname, pipefd[0]) < 0)
         goto cleanup;
     fdPassed = true;
     VIR_FORCE_CLOSE(pipefd[0]);
@@ -162,7 +165,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     stream.reader = reader;
     thread = g_thread_new("kvmsave-restore", kvmsaveRestoreStreamThread, &stream);
 
-    if (kvmsaveMonitorMigrateIncomingFromFd(dom, KVMSAVE_RESTORE_FDNAME) < 0)
+    if (kvmsaveMonitorMigrateIncomingFromFd(dom, fdname) < 0)
         goto cleanup;
     fdPassed = false;
 
@@ -180,12 +183,17 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup; /* the stream's own error is taken below */
     }
 
-    /* The restored guest names its image in its live XML. */
-    if (!(meta = kvmsaveXMLFormatMigrateFrom(path)) ||
-        virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta,
-                             KVMSAVE_XML_NS_PREFIX, KVMSAVE_XML_NS_URI,
-                             VIR_DOMAIN_AFFECT_LIVE) < 0)
+    /* The restored guest names its image in its live XML, when XML can
+     * spell the name at all. */
+    if (!kvmsaveXMLPathIsRepresentable(path)) {
+        VIR_WARN("image path of restored domain %s cannot be written in XML; "
+                 "its live XML does not name it", hdr->name);
+    } else if (!(meta = kvmsaveXMLFormatMigrateFrom(path)) ||
+               virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta,
+                                    KVMSAVE_XML_NS_PREFIX, KVMSAVE_XML_NS_URI,
+                                    VIR_DOMAIN_AFFECT_LIVE) < 0) {
         goto cleanup;
+    }
 
     running = (flags & VIR_DOMAIN_SAVE_RUNNING) ||
         (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
@@ -199,7 +207,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     if (!ret) {
         virErrorPreserveLast(&saved);
         if (fdPassed && dom)
-            ignore_value(kvmsaveMonitorCloseFd(dom, KVMSAVE_RESTORE_FDNAME));
+            ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
         /* Destroy first: that also unblocks a feeder stuck on the pipe. */
         if (dom)
             ignore_value(virDomainDestroy(dom));

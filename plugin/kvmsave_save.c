@@ -30,7 +30,6 @@
 
 VIR_LOG_INIT("kvmsave.save");
 
-#define KVMSAVE_SAVE_FDNAME "kvmsave-save"
 #define KVMSAVE_PIPE_SIZE (1024 * 1024)
 
 
@@ -189,6 +188,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
     g_autoptr(kvmsaveImageWriter) writer = NULL;
     g_autofree char *tmppath = NULL;
+    g_autofree char *fdname = kvmsaveFdName("save");
     kvmsaveSaveStream stream = { .fd = -1, .wakefd = -1 };
     GThread *thread = NULL;
     VIR_AUTOCLOSE fd = -1;
@@ -253,13 +253,13 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         paused = true;
     }
 
-    if (kvmsaveMonitorGetFd(dom, KVMSAVE_SAVE_FDNAME, pipefd[1]) < 0)
+    if (kvmsaveMonitorGetFd(dom, fdname, pipefd[1]) < 0)
         goto cleanup;
     fdPassed = true;
     VIR_FORCE_CLOSE(pipefd[1]);
 
     if (kvmsaveMonitorSetUnlimitedBandwidth(dom) < 0 ||
-        kvmsaveMonitorMigrateToFd(dom, KVMSAVE_SAVE_FDNAME) < 0)
+        kvmsaveMonitorMigrateToFd(dom, fdname) < 0)
         goto cleanup;
     fdPassed = false; /* the migration owns it now */
     migrating = true;
@@ -286,10 +286,18 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     g_clear_pointer(&tmppath, g_free);
     VIR_DEBUG("image %s complete, stopping the guest", path);
 
-    /* The image is safe: now the guest may go. */
-    if (virDomainDestroy(dom) < 0)
-        goto cleanup;
+    /* The image is safe: now the guest may go. From here on it is never
+     * resumed: a running guest and an image of it must not both exist. */
     paused = false;
+    if (virDomainDestroy(dom) < 0 && virDomainIsActive(dom) != 0) {
+        virErrorPtr err = virGetLastError();
+        g_autofree char *why = g_strdup(err && err->message ? err->message : "");
+
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("the image '%s' is complete, but the guest could not be stopped and stays paused (%s); destroy it before restoring the image"),
+                       path, why);
+        goto cleanup;
+    }
     VIR_DEBUG("guest stopped");
     ret = 0;
 
@@ -299,7 +307,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     if (migrating)
         ignore_value(kvmsaveMonitorMigrateCancel(dom));
     if (fdPassed)
-        ignore_value(kvmsaveMonitorCloseFd(dom, KVMSAVE_SAVE_FDNAME));
+        ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
     if (thread) {
         if (wake[1] >= 0)
             ignore_value(safewrite(wake[1], "x", 1));

@@ -90,3 +90,14 @@ kvmsaveSyncParentDir(const char *path)
     }
     return 0;
 }
+
+
+char *
+kvmsaveFdName(const char *what)
+{
+    static gint counter;
+
+    /* Unique per process and job: several clients may reach one QEMU. */
+    return g_strdup_printf("kvmsave-%s-%lld-%d", what, (long long) getpid(),
+                           g_atomic_int_add(&counter, 1));
+}

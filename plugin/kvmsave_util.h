@@ -18,3 +18,6 @@ char *kvmsaveAbsPath(const char *path);
 
 /* fsync the directory holding @path, so a rename in it is durable. */
 int kvmsaveSyncParentDir(const char *path);
+
+/* A name for a file descriptor handed to QEMU, unique to this job. */
+char *kvmsaveFdName(const char *what);

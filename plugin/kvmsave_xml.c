@@ -44,6 +44,14 @@ kvmsaveXMLParseRoot(const char *xml, const char *rootName)
         xmlFreeDoc(doc);
         return NULL;
     }
+    /* A DTD could declare entities; domain XML never needs one. */
+    if (doc->intSubset || doc->extSubset) {
+        virReportError(VIR_ERR_XML_ERROR,
+                       _("<%s> XML must not contain a document type declaration"),
+                       rootName);
+        xmlFreeDoc(doc);
+        return NULL;
+    }
     if (!xmlStrEqual(xmlDocGetRootElement(doc)->name, BAD_CAST rootName)) {
         virReportError(VIR_ERR_XML_ERROR,
                        _("expected <%s> as the XML's root element"), rootName);
@@ -146,13 +154,16 @@ kvmsaveXMLValidateElement(xmlNodePtr node)
 int
 kvmsaveXMLGetMigrateFrom(const char *domxml, char **path)
 {
-    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
+    g_autoptr(xmlDoc) doc = NULL;
     g_autoptr(xmlXPathObject) obj = NULL;
     xmlNodePtr node;
     xmlChar *content;
 
     *path = NULL;
-    if (!doc)
+    /* XML that never names our namespace is the inner driver's business. */
+    if (domxml && !strstr(domxml, KVMSAVE_XML_NS_URI))
+        return 0;
+    if (!(doc = kvmsaveXMLParse(domxml)))
         return -1;
 
     obj = kvmsaveXMLEval(doc, "/domain/metadata/k:*");
@@ -171,6 +182,22 @@ kvmsaveXMLGetMigrateFrom(const char *domxml, char **path)
     *path = g_strdup((const char *) content);
     xmlFree(content);
     return 1;
+}
+
+
+bool
+kvmsaveXMLPathIsRepresentable(const char *path)
+{
+    const char *p;
+
+    if (!g_utf8_validate(path, -1, NULL))
+        return false;
+    /* XML 1.0 has no way to write other control characters. */
+    for (p = path; *p; p++) {
+        if ((unsigned char) *p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
+            return false;
+    }
+    return true;
 }
 
 
@@ -213,6 +240,55 @@ kvmsaveXMLUnlinkAll(xmlDocPtr doc, const char *expr)
 }
 
 
+#define KVMSAVE_XML_INCOMING_DEFER \
+    "/domain/q:commandline/q:arg[@value='defer' and " \
+    "not(following-sibling::q:arg) and " \
+    "preceding-sibling::q:arg[1][@value='-incoming']]"
+
+
+bool
+kvmsaveXMLHasIncoming(const char *domxml)
+{
+    g_autoptr(xmlDoc) doc = NULL;
+    g_autoptr(xmlXPathObject) obj = NULL;
+
+    /* Parse errors are reported by whoever parses the XML for real. */
+    if (!domxml || !strstr(domxml, "defer"))
+        return false;
+    doc = xmlReadMemory(domxml, strlen(domxml), "domain.xml", NULL,
+                        XML_PARSE_NONET | XML_PARSE_NOWARNING | XML_PARSE_NOERROR);
+    if (!doc || !xmlDocGetRootElement(doc))
+        return false;
+    obj = kvmsaveXMLEval(doc, KVMSAVE_XML_INCOMING_DEFER);
+    return obj && obj->nodesetval && obj->nodesetval->nodeNr > 0;
+}
+
+
+/* Remove kvmsave's own trailing "-incoming defer" pair, and then a
+ * commandline it left empty. */
+static void
+kvmsaveXMLUnlinkIncoming(xmlDocPtr doc)
+{
+    kvmsaveXMLUnlinkAll(doc, KVMSAVE_XML_INCOMING_DEFER);
+    kvmsaveXMLUnlinkAll(doc,
+                        "/domain/q:commandline/q:arg[@value='-incoming' and "
+                        "not(following-sibling::q:arg)]");
+    kvmsaveXMLUnlinkAll(doc, "/domain/q:commandline[not(*)]");
+}
+
+
+char *
+kvmsaveXMLWithoutIncoming(const char *domxml)
+{
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
+
+    if (!doc)
+        return NULL;
+    kvmsaveXMLUnlinkIncoming(doc);
+    return kvmsaveXMLFormat(doc);
+}
+
+
 char *
 kvmsaveXMLForImage(const char *domxml)
 {
@@ -221,15 +297,7 @@ kvmsaveXMLForImage(const char *domxml)
     if (!doc)
         return NULL;
     kvmsaveXMLUnlinkAll(doc, "/domain/metadata/k:*");
-    /* Our "-incoming defer" pair, and then an emptied commandline. */
-    kvmsaveXMLUnlinkAll(doc,
-                        "/domain/q:commandline/q:arg[@value='defer' and "
-                        "not(following-sibling::q:arg) and "
-                        "preceding-sibling::q:arg[1][@value='-incoming']]");
-    kvmsaveXMLUnlinkAll(doc,
-                        "/domain/q:commandline/q:arg[@value='-incoming' and "
-                        "not(following-sibling::q:arg)]");
-    kvmsaveXMLUnlinkAll(doc, "/domain/q:commandline[not(*)]");
+    kvmsaveXMLUnlinkIncoming(doc);
     return kvmsaveXMLFormat(doc);
 }
 

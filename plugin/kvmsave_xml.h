@@ -13,12 +13,21 @@
  * XML carries none, -1 with an error reported. */
 int kvmsaveXMLGetMigrateFrom(const char *domxml, char **path);
 
+/* Whether @path can be written in XML at all (UTF-8, no control
+ * characters but tab, CR and LF). */
+bool kvmsaveXMLPathIsRepresentable(const char *path);
+
 /* The element to store with virDomainSetMetadata() for @path. */
 char *kvmsaveXMLFormatMigrateFrom(const char *path);
 
 /* @domxml with the kvmsave metadata and kvmsave's own "-incoming defer"
  * QEMU arguments removed: what a save image keeps. */
 char *kvmsaveXMLForImage(const char *domxml);
+
+/* Whether @domxml ends its QEMU command line with kvmsave's own
+ * "-incoming defer", and @domxml without it. */
+bool kvmsaveXMLHasIncoming(const char *domxml);
+char *kvmsaveXMLWithoutIncoming(const char *domxml);
 
 /* @domxml with "-incoming defer" added to the QEMU command line, so the
  * domain starts waiting for its state. */

@@ -64,3 +64,37 @@ def test_start_of_definition_with_migrate_from_restores_once(env, guest):
     old_boot = guest.boot
     guest.start()
     assert guest.boot != old_boot
+
+
+def test_definition_from_restored_live_xml_drops_incoming(env, guest):
+    img = env.image('live-define.img')
+    env.virsh.run('save', guest.name, img)
+    env.virsh.run('restore', img)
+    live = env.virsh.run('dumpxml', guest.name).stdout
+    assert "<qemu:arg value='-incoming'/>" in live or '-incoming' in live
+    env.virsh.destroy(guest.name)
+
+    env.virsh.define(live)
+    inactive = env.virsh.run('dumpxml', '--inactive', guest.name).stdout
+    assert '-incoming' not in inactive
+    # --force-boot ignores migrateFrom; the guest boots instead of waiting
+    # for a migration that never comes
+    old_boot = guest.boot
+    offset = guest.console.at_end(guest.console_path).offset
+    env.virsh.run('start', '--force-boot', guest.name)
+    guest.wait_booted(since=offset)
+    assert guest.boot != old_boot
+    # leave a clean definition for the next tests
+    env.virsh.define(guest.xml)
+
+
+def test_start_flags_unknown_to_restore_are_refused(env, guest):
+    img = env.image('validate.img')
+    env.virsh.run('save', guest.name, img)
+    guest.checkpoint()
+    xml = env.virsh.run('save-image-dumpxml', '--security-info', img).stdout
+    res = env.virsh.create(with_migrate_from(xml, img), '--autodestroy', check=False)
+    assert res.returncode != 0 and 'cannot be used with a domain that restores' in res.stderr
+    assert guest.state() == 'shut off'
+    env.virsh.run('restore', img)
+    guest.assert_continued()

@@ -314,19 +314,26 @@ START_TEST(test_migrate_from_refuses_unknown_kvmsave_element)
 END_TEST
 
 
+/* Malformed XML that names kvmsave's namespace is refused here; without
+ * it, the XML is left to the inner driver, which reports its own error. */
 START_TEST(test_migrate_from_refuses_malformed_xml)
 {
     const char *xmls[] = {
-        "",
-        "not xml at all",
-        "<domain type='qemu'><name>t</name>",
-        "<domain type='qemu'><name>t</domain>",
-        "<domain a='1' a='2'/>",
+        "<domain type='qemu' xmlns:k='urn:kvmsave:domain:1'><name>t</name>",
+        "<domain type='qemu' xmlns:k='urn:kvmsave:domain:1'><name>t</domain>",
+        "<domain xmlns:k='urn:kvmsave:domain:1' a='1' a='2'/>",
+        "urn:kvmsave:domain:1 is not xml at all",
     };
+    const char *foreign[] = { "", "not xml at all", "<domain a='1' a='2'/>" };
     size_t i;
 
     for (i = 0; i < G_N_ELEMENTS(xmls); i++)
         assertMigrateFromRefused(xmls[i], "cannot parse");
+    for (i = 0; i < G_N_ELEMENTS(foreign); i++) {
+        char *path = (char *) "untouched";
+        ck_assert_int_eq(kvmsaveXMLGetMigrateFrom(foreign[i], &path), 0);
+        ck_assert_ptr_null(path);
+    }
 }
 END_TEST
 
@@ -335,11 +342,62 @@ START_TEST(test_migrate_from_refuses_other_root_and_null)
 {
     char *path = (char *) "untouched";
 
-    assertMigrateFromRefused("<capabilities/>", "<domain>");
+    assertMigrateFromRefused("<capabilities xmlns:k='urn:kvmsave:domain:1'/>",
+                             "<domain>");
     virResetLastError();
     ck_assert_int_eq(kvmsaveXMLGetMigrateFrom(NULL, &path), -1);
     ck_assert_ptr_null(path);
     KT_ASSERT_ERROR(VIR_ERR_XML_ERROR, "missing");
+}
+END_TEST
+
+
+START_TEST(test_migrate_from_refuses_internal_entities)
+{
+    g_autofree char *body = migrateFromXML("/a/&x;");
+    g_autofree char *xml = g_strdup_printf(
+        "<!DOCTYPE domain [<!ENTITY x \"internal.img\">]>%s", body);
+    g_autofree char *path = NULL;
+
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFrom(xml, &path), -1);
+    ck_assert_ptr_null(path);
+    KT_ASSERT_ERROR(VIR_ERR_XML_ERROR, "document type declaration");
+}
+END_TEST
+
+
+START_TEST(test_path_representable_only_without_control_characters)
+{
+    ck_assert(kvmsaveXMLPathIsRepresentable("/a b/'q\"\\/new\nline\ttab\r.img"));
+    ck_assert(kvmsaveXMLPathIsRepresentable("/gr\xc3\xbc\xc3\x9f" "e.img"));
+    ck_assert(!kvmsaveXMLPathIsRepresentable("/bell\a.img"));
+    ck_assert(!kvmsaveXMLPathIsRepresentable("/esc\x1b" ".img"));
+    ck_assert(!kvmsaveXMLPathIsRepresentable("/latin1-\xfc" ".img"));
+}
+END_TEST
+
+
+START_TEST(test_has_incoming_and_without_incoming)
+{
+    g_autofree char *plain = domainXML(NULL, NULL, NULL);
+    g_autofree char *with = kvmsaveXMLWithIncoming(plain);
+    g_autofree char *other = domainXML(NULL, NULL,
+                                       "<qemu:arg value='-incoming'/>"
+                                       "<qemu:arg value='defer'/>"
+                                       "<qemu:arg value='-S'/>");
+    g_autofree char *without = NULL;
+
+    ck_assert_ptr_nonnull(with);
+    ck_assert(!kvmsaveXMLHasIncoming(plain));
+    ck_assert(kvmsaveXMLHasIncoming(with));
+    ck_assert(!kvmsaveXMLHasIncoming(other));   /* not kvmsave's trailing pair */
+    ck_assert(!kvmsaveXMLHasIncoming("not xml, but defer"));
+
+    without = kvmsaveXMLWithoutIncoming(with);
+    ck_assert_ptr_nonnull(without);
+    ck_assert(!kvmsaveXMLHasIncoming(without));
+    ck_assert_ptr_null(strstr(without, "commandline"));
+    ck_assert_ptr_nonnull(strstr(without, UUID));
 }
 END_TEST
 
@@ -427,7 +485,7 @@ START_TEST(test_migrate_from_does_not_expand_external_entities)
                           "external entity expanded into '%s'", path);
         } else {
             ck_assert_ptr_null(path);
-            KT_ASSERT_ERROR(VIR_ERR_XML_ERROR, "migrateFrom");
+            KT_ASSERT_ERROR(VIR_ERR_XML_ERROR, "document type declaration");
         }
     }
 
@@ -905,6 +963,8 @@ xmlSuite(void)
     tcase_add_test(tc, test_migrate_from_refuses_malformed_xml);
     tcase_add_test(tc, test_migrate_from_refuses_other_root_and_null);
     tcase_add_test(tc, test_migrate_from_refusal_prints_nothing_to_stderr);
+    tcase_add_test(tc, test_migrate_from_refuses_internal_entities);
+    tcase_add_test(tc, test_path_representable_only_without_control_characters);
     tcase_add_test(tc, test_format_migrate_from_round_trips_nasty_paths);
     suite_add_tcase(s, tc);
 
@@ -921,6 +981,7 @@ xmlSuite(void)
     tcase_add_test(tc, test_for_image_keeps_incoming_pair_not_at_the_end);
     tcase_add_test(tc, test_for_image_refuses_malformed_xml);
     tcase_add_test(tc, test_with_incoming_adds_exactly_one_pair);
+    tcase_add_test(tc, test_has_incoming_and_without_incoming);
     tcase_add_test(tc, test_with_incoming_twice_still_one_pair);
     tcase_add_test(tc, test_with_incoming_uses_existing_qemu_prefix);
     tcase_add_test(tc, test_for_image_undoes_with_incoming);
