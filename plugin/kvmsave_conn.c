@@ -38,3 +38,37 @@ kvmsaveConnOuterDomain(kvmsaveConn *priv, virDomainPtr inner)
 {
     return virGetDomain(priv->outer, inner->name, inner->uuid, inner->id);
 }
+
+
+static char *
+kvmsaveConnManagedSaveDirPath(kvmsaveConn *priv)
+{
+    return g_build_filename(priv->root, "lib", "kvmsave", "managed-save", NULL);
+}
+
+
+char *
+kvmsaveConnManagedSavePath(kvmsaveConn *priv, const unsigned char *uuid)
+{
+    g_autofree char *dir = kvmsaveConnManagedSaveDirPath(priv);
+    g_autofree char *name = NULL;
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+
+    virUUIDFormat(uuid, uuidstr);
+    name = g_strdup_printf("%s.save", uuidstr);
+    return g_build_filename(dir, name, NULL);
+}
+
+
+int
+kvmsaveConnManagedSaveDir(kvmsaveConn *priv)
+{
+    g_autofree char *dir = kvmsaveConnManagedSaveDirPath(priv);
+
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        virReportSystemError(errno, _("cannot create managed save directory '%s'"),
+                             dir);
+        return -1;
+    }
+    return 0;
+}

@@ -15,12 +15,15 @@
 /* Domain objects of the public API are libvirt objects. */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virObjectUnref);
 
+typedef struct _kvmsaveEvents kvmsaveEvents;
+
 typedef struct _kvmsaveConn kvmsaveConn;
 struct _kvmsaveConn {
     virHypervisorDriver table;      /* the outer connection's driver table */
     virHypervisorDriver *innerDriver;
     virConnectPtr outer;            /* not referenced: it owns us */
     virConnectPtr inner;
+    kvmsaveEvents *events;          /* lifecycle callbacks of @outer */
     char *root;
 };
 
@@ -33,3 +36,10 @@ virDomainPtr kvmsaveConnLookupInner(kvmsaveConn *priv,
 
 /* The user-facing (outer) domain object for an inner one. */
 virDomainPtr kvmsaveConnOuterDomain(kvmsaveConn *priv, virDomainPtr inner);
+
+/* Where the managed save image of guest @uuid lives: under the kvmsave
+ * root whatever the inner driver, ROOT/lib/kvmsave/managed-save/UUID.save. */
+char *kvmsaveConnManagedSavePath(kvmsaveConn *priv, const unsigned char *uuid);
+
+/* Create the managed save directory (0700: images hold guest memory). */
+int kvmsaveConnManagedSaveDir(kvmsaveConn *priv);

@@ -16,6 +16,8 @@
 #include "kvmsave_driver.h"
 #include "kvmsave_args.h"
 #include "kvmsave_conn.h"
+#include "kvmsave_event.h"
+#include "kvmsave_job.h"
 #include "kvmsave_restore.h"
 #include "kvmsave_save.h"
 #include "kvmsave_util.h"
@@ -35,6 +37,8 @@ VIR_LOG_INIT("kvmsave.driver");
 
 
 /* ---- save and restore ---------------------------------------------- */
+
+static int kvmsaveDomainManagedSave(virDomainPtr dom, unsigned int flags);
 
 static int
 kvmsaveDomainSaveFlags(virDomainPtr dom, const char *to, const char *dxml,
@@ -68,10 +72,13 @@ kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
         kvmsaveParseSaveParams(params, nparams, &file, &dxml) < 0)
         return -1;
     if (!file) {
-        virReportError(VIR_ERR_INVALID_ARG,
-                       _("missing the '%s' parameter: kvmsave needs the path of the image to write"),
-                       VIR_DOMAIN_SAVE_PARAM_FILE);
-        return -1;
+        /* As libvirt does: no file means a managed save. */
+        if (dxml) {
+            virReportError(VIR_ERR_INVALID_ARG, "%s",
+                           _("a managed save (no 'file' parameter) takes no 'dxml'"));
+            return -1;
+        }
+        return kvmsaveDomainManagedSave(dom, flags);
     }
     return kvmsaveDomainSaveFlags(dom, file, dxml, flags);
 }
@@ -148,7 +155,7 @@ kvmsaveDomainSaveImageDefineXML(virConnectPtr conn G_GNUC_UNUSED,
 }
 
 
-/* ---- domain creation: the migrateFrom extension ---------------------- */
+/* ---- start flags, as a restore understands them -------------------- */
 
 static int
 kvmsaveCheckStartFlags(unsigned int flags)
@@ -181,6 +188,214 @@ kvmsaveStartToRestoreFlags(unsigned int startFlags)
 }
 
 
+/* ---- managed save ------------------------------------------------------ */
+
+/* The domain's managed save image, or NULL (no error) when it has none. */
+static char *
+kvmsaveManagedSaveImage(kvmsaveConn *priv, virDomainPtr dom)
+{
+    g_autofree char *path = kvmsaveConnManagedSavePath(priv, dom->uuid);
+
+    if (access(path, F_OK) < 0)
+        return NULL;
+    return g_steal_pointer(&path);
+}
+
+
+static char *
+kvmsaveManagedSaveImageRequired(kvmsaveConn *priv, virDomainPtr dom)
+{
+    char *path = kvmsaveManagedSaveImage(priv, dom);
+
+    if (!path)
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("domain '%s' does not have a managed save image"),
+                       dom->name);
+    return path;
+}
+
+
+static int
+kvmsaveDomainManagedSave(virDomainPtr dom, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    g_autoptr(virDomain) inner = NULL;
+    g_autofree char *path = NULL;
+    int persistent;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
+        !(inner = kvmsaveConnLookupInner(priv, dom->uuid)) ||
+        (persistent = virDomainIsPersistent(inner)) < 0)
+        return -1;
+    if (!persistent) {
+        virReportError(VIR_ERR_OPERATION_INVALID, "%s",
+                       _("cannot do managed save for transient domain"));
+        return -1;
+    }
+    if (kvmsaveConnManagedSaveDir(priv) < 0)
+        return -1;
+    path = kvmsaveConnManagedSavePath(priv, dom->uuid);
+    return kvmsaveSaveDomain(priv, dom->uuid, path, NULL, flags);
+}
+
+
+static int
+kvmsaveDomainHasManagedSaveImage(virDomainPtr dom, unsigned int flags)
+{
+    g_autofree char *path = NULL;
+
+    virCheckFlags(0, -1);
+    path = kvmsaveManagedSaveImage(kvmsaveConnFromConnect(dom->conn), dom);
+    return path ? 1 : 0;
+}
+
+
+static int
+kvmsaveDomainManagedSaveRemove(virDomainPtr dom, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    g_autofree char *path = NULL;
+
+    virCheckFlags(0, -1);
+    path = kvmsaveConnManagedSavePath(priv, dom->uuid);
+    if (unlink(path) < 0 && errno != ENOENT) {
+        virReportSystemError(errno, _("cannot remove managed save image '%s'"),
+                             path);
+        return -1;
+    }
+    return 0;
+}
+
+
+static char *
+kvmsaveDomainManagedSaveGetXMLDesc(virDomainPtr dom, unsigned int flags)
+{
+    g_autofree char *path = NULL;
+
+    virCheckFlags(VIR_DOMAIN_SAVE_IMAGE_XML_SECURE, NULL);
+    if (!(path = kvmsaveManagedSaveImageRequired(kvmsaveConnFromConnect(dom->conn),
+                                                 dom)))
+        return NULL;
+    return kvmsaveRestoreImageXML(path, flags);
+}
+
+
+static int
+kvmsaveDomainManagedSaveDefineXML(virDomainPtr dom, const char *dxml,
+                                  unsigned int flags)
+{
+    g_autofree char *path = NULL;
+
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_IMAGE_DEFINE_FLAGS, __func__) < 0 ||
+        !(path = kvmsaveManagedSaveImageRequired(kvmsaveConnFromConnect(dom->conn),
+                                                 dom)))
+        return -1;
+    return kvmsaveSaveImageDefine(path, dxml, flags);
+}
+
+
+/* Start from the managed save image: 1 if restored, 0 if there is none,
+ * -1 on error (the image is kept). */
+static int
+kvmsaveManagedSaveStart(kvmsaveConn *priv, virDomainPtr dom, unsigned int flags)
+{
+    g_autofree char *path = kvmsaveManagedSaveImage(priv, dom);
+    g_autoptr(virDomain) restored = NULL;
+    unsigned int restoreFlags;
+
+    if (!path)
+        return 0;
+    if (flags & VIR_DOMAIN_START_FORCE_BOOT) {
+        if (unlink(path) < 0 && errno != ENOENT) {
+            virReportSystemError(errno, _("cannot remove managed save image '%s'"),
+                                 path);
+            return -1;
+        }
+        return 0;
+    }
+    if (kvmsaveCheckStartFlags(flags) < 0)
+        return -1;
+    /* As stock libvirt: running if it ran when saved, unless asked paused. */
+    restoreFlags = kvmsaveStartToRestoreFlags(flags) & ~VIR_DOMAIN_SAVE_RUNNING;
+    if (!(restored = kvmsaveRestoreDomain(priv, path, NULL, restoreFlags)))
+        return -1;
+    dom->id = restored->id;
+    /* The guest runs from it now: the image has served. */
+    if (unlink(path) < 0)
+        VIR_WARN("cannot remove used managed save image %s: %s", path,
+                 g_strerror(errno));
+    return 1;
+}
+
+
+static int
+kvmsaveDomainUndefineFlags(virDomainPtr dom, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    g_autofree char *path = kvmsaveManagedSaveImage(priv, dom);
+
+    if (path) {
+        if (!(flags & VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)) {
+            virReportError(VIR_ERR_OPERATION_INVALID, "%s",
+                           _("Refusing to undefine while domain managed save image exists"));
+            return -1;
+        }
+        if (unlink(path) < 0 && errno != ENOENT) {
+            virReportSystemError(errno, _("cannot remove managed save image '%s'"),
+                                 path);
+            return -1;
+        }
+    }
+    return priv->innerDriver->domainUndefineFlags(dom, flags);
+}
+
+
+static int
+kvmsaveDomainUndefine(virDomainPtr dom)
+{
+    return kvmsaveDomainUndefineFlags(dom, 0);
+}
+
+
+static int
+kvmsaveConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains,
+                             unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+    unsigned int both = VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE |
+        VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE;
+    unsigned int ms = flags & both;
+    virDomainPtr *doms = NULL;
+    int n;
+    int i;
+    int kept = 0;
+
+    /* Managed save images are kvmsave's, so it filters on them itself. */
+    if (ms == 0 || ms == both)
+        return priv->innerDriver->connectListAllDomains(conn, domains,
+                                                        flags & ~both);
+    if ((n = priv->innerDriver->connectListAllDomains(conn, &doms,
+                                                      flags & ~both)) < 0)
+        return -1;
+    for (i = 0; i < n; i++) {
+        g_autofree char *path = kvmsaveManagedSaveImage(priv, doms[i]);
+
+        if (!!path == !!(ms & VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE))
+            doms[kept++] = doms[i];
+        else
+            virObjectUnref(doms[i]);
+    }
+    doms[kept] = NULL;
+    if (domains)
+        *domains = doms;
+    else
+        virObjectListFree(doms);
+    return kept;
+}
+
+
+/* ---- domain creation: the migrateFrom extension ---------------------- */
+
 static virDomainPtr
 kvmsaveDomainCreateXML(virConnectPtr conn, const char *xml, unsigned int flags)
 {
@@ -211,6 +426,8 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
     g_autofree char *image = NULL;
     int rc;
 
+    if ((rc = kvmsaveManagedSaveStart(priv, dom, flags)) != 0)
+        return rc < 0 ? -1 : 0;
     if (!(inner = kvmsaveConnLookupInner(priv, dom->uuid)))
         return -1;
     /* Migratable, like the XML kept in images, so the ABI check compares
@@ -323,6 +540,62 @@ kvmsaveDomainCreate(virDomainPtr dom)
 }
 
 
+/* ---- jobs: progress and cancel of kvmsave's own save and restore ------ */
+
+static int
+kvmsaveDomainGetJobInfo(virDomainPtr dom, virDomainJobInfoPtr info)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+
+    if (kvmsaveJobGetInfo(dom->uuid, info) > 0)
+        return 0;
+    return priv->innerDriver->domainGetJobInfo(dom, info);
+}
+
+
+static int
+kvmsaveDomainGetJobStats(virDomainPtr dom, int *type,
+                         virTypedParameterPtr *params, int *nparams,
+                         unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    int rc;
+
+    rc = kvmsaveJobGetStats(dom->uuid,
+                            !!(flags & VIR_DOMAIN_JOB_STATS_COMPLETED),
+                            !!(flags & VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED),
+                            type, params, nparams);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    return priv->innerDriver->domainGetJobStats(dom, type, params, nparams,
+                                                flags);
+}
+
+
+static int
+kvmsaveDomainAbortJobFlags(virDomainPtr dom, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+
+    /* The job stops at its next poll; the call that runs it reports.
+     * Flags (postcopy) concern migrations only: the inner driver's. */
+    if (flags == 0) {
+        int rc = kvmsaveJobAbort(dom->uuid);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+        return priv->innerDriver->domainAbortJob(dom);
+    }
+    return priv->innerDriver->domainAbortJobFlags(dom, flags);
+}
+
+
+static int
+kvmsaveDomainAbortJob(virDomainPtr dom)
+{
+    return kvmsaveDomainAbortJobFlags(dom, 0);
+}
+
+
 /* ---- connection ------------------------------------------------------ */
 
 static int
@@ -338,6 +611,7 @@ kvmsaveConnectClose(virConnectPtr conn)
         priv->innerDriver->connectClose(conn);
     conn->privateData = NULL;
     conn->driver = NULL;
+    kvmsaveEventsFree(priv->events);
     virConnectClose(priv->inner);
     g_free(priv->root);
     g_free(priv);
@@ -367,6 +641,22 @@ kvmsaveConnectInstallTable(kvmsaveConn *priv)
     t->domainCreateWithFiles = kvmsaveDomainCreateWithFiles;
     t->domainDefineXML = kvmsaveDomainDefineXML;
     t->domainDefineXMLFlags = kvmsaveDomainDefineXMLFlags;
+    t->domainManagedSave = kvmsaveDomainManagedSave;
+    t->domainHasManagedSaveImage = kvmsaveDomainHasManagedSaveImage;
+    t->domainManagedSaveRemove = kvmsaveDomainManagedSaveRemove;
+    t->domainManagedSaveGetXMLDesc = kvmsaveDomainManagedSaveGetXMLDesc;
+    t->domainManagedSaveDefineXML = kvmsaveDomainManagedSaveDefineXML;
+    t->domainUndefine = kvmsaveDomainUndefine;
+    t->domainUndefineFlags = kvmsaveDomainUndefineFlags;
+    t->connectListAllDomains = kvmsaveConnectListAllDomains;
+    t->connectDomainEventRegister = kvmsaveEventsRegister;
+    t->connectDomainEventDeregister = kvmsaveEventsDeregister;
+    t->connectDomainEventRegisterAny = kvmsaveEventsRegisterAny;
+    t->connectDomainEventDeregisterAny = kvmsaveEventsDeregisterAny;
+    t->domainGetJobInfo = kvmsaveDomainGetJobInfo;
+    t->domainGetJobStats = kvmsaveDomainGetJobStats;
+    t->domainAbortJob = kvmsaveDomainAbortJob;
+    t->domainAbortJobFlags = kvmsaveDomainAbortJobFlags;
 }
 
 
@@ -479,6 +769,10 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
 
     priv->outer = conn;
     priv->root = g_strdup(root);
+    if (!(priv->events = kvmsaveEventsNew(conn, priv->inner))) {
+        virConnectClose(priv->inner);
+        return VIR_DRV_OPEN_ERROR;
+    }
     priv->innerDriver = priv->inner->driver;
     kvmsaveConnectInstallTable(priv);
 

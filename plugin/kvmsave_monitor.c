@@ -175,6 +175,7 @@ kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st)
                                                       &st->total));
         ignore_value(virJSONValueObjectGetNumberUlong(ram, "remaining",
                                                       &st->remaining));
+        ignore_value(virJSONValueObjectGetNumberDouble(ram, "mbps", &st->mbps));
     }
     return 0;
 }
@@ -204,7 +205,7 @@ kvmsaveMonitorQemuVersion(virDomainPtr dom)
 
 int
 kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
-                            bool (*cancelled)(void *opaque), void *opaque)
+                            kvmsaveMigrationPoll poll, void *opaque)
 {
     kvmsaveMigrationStatus st = { 0 };
     unsigned int delay = 1000; /* microseconds, growing to 50 ms */
@@ -222,8 +223,8 @@ kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
                            NULLSTR_EMPTY(st.error));
             goto cleanup;
         }
-        if (cancelled && cancelled(opaque)) {
-            /* the caller reports why */
+        if (poll && poll(&st, opaque)) {
+            ret = -2; /* the caller reports why */
             goto cleanup;
         }
         g_usleep(delay);

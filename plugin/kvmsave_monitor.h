@@ -26,6 +26,7 @@ struct _kvmsaveMigrationStatus {
     unsigned long long transferred;
     unsigned long long total;
     unsigned long long remaining;
+    double mbps;                /* QEMU's throughput, Mbit/s */
 };
 void kvmsaveMigrationStatusClear(kvmsaveMigrationStatus *st);
 
@@ -44,8 +45,11 @@ int kvmsaveMonitorMigrateCancel(virDomainPtr dom);
 int kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st);
 char *kvmsaveMonitorQemuVersion(virDomainPtr dom);
 
-/* Poll query-migrate until it completes or fails. @what names the
- * operation in errors; @cancelled, if set, is checked at every poll. */
+/* Called at every poll with QEMU's status; returns true to stop waiting. */
+typedef bool (*kvmsaveMigrationPoll)(const kvmsaveMigrationStatus *st,
+                                     void *opaque);
+
+/* Poll query-migrate until it completes (0) or fails (-1, with an error
+ * naming @what), or until @poll asks to stop (-2, no error). */
 int kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
-                                bool (*cancelled)(void *opaque),
-                                void *opaque);
+                                kvmsaveMigrationPoll poll, void *opaque);

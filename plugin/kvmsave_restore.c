@@ -17,7 +17,9 @@
 #include "full-write.h"
 
 #include "kvmsave_restore.h"
+#include "kvmsave_event.h"
 #include "kvmsave_image.h"
+#include "kvmsave_job.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
@@ -37,6 +39,7 @@ typedef struct _kvmsaveRestoreStream kvmsaveRestoreStream;
 struct _kvmsaveRestoreStream {
     int fd;                     /* write end of QEMU's pipe */
     kvmsaveImageReader *reader;
+    kvmsaveJob *job;
     volatile gint stop;
     int rc;
     virErrorPtr err;
@@ -66,6 +69,7 @@ kvmsaveRestoreStreamThread(gpointer opaque)
                                  _("cannot feed the saved state to QEMU"));
             goto error;
         }
+        kvmsaveJobAddProcessed(st->job, len);
     }
     if (rc < 0)
         goto error;
@@ -93,6 +97,15 @@ kvmsaveRestoreFinishStream(GThread **thread, kvmsaveRestoreStream *st)
 }
 
 
+/* The feeder counts progress; QEMU is only asked whether it is done. */
+static bool
+kvmsaveRestorePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
+                   void *opaque)
+{
+    return kvmsaveJobIsCancelled(opaque);
+}
+
+
 virDomainPtr
 kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
                      const char *dxml, unsigned int flags)
@@ -113,6 +126,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     bool fdPassed = false;
     virDomainPtr ret = NULL;
     virErrorPtr saved = NULL;
+    kvmsaveJob *job = NULL;
+    int rc;
 
     if (!(reader = kvmsaveImageOpen(path, !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE))))
         return NULL;
@@ -124,8 +139,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         !(startxml = kvmsaveXMLWithIncoming(xml)))
         return NULL;
 
-    if (kvmsaveJobAcquire(hdr->uuid, _("restore")) < 0)
+    if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_RESTORE)))
         return NULL;
+    kvmsaveJobSetTotal(job, kvmsaveImageReaderTrailer(reader)->streamBytes);
 
     /* The original design's lookup: the image names its guest by UUID. */
     if ((existing = virDomainLookupByUUID(priv->inner, hdr->uuid))) {
@@ -146,8 +162,29 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
 
     if (flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
         startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
-    if (!(dom = virDomainCreateXML(priv->inner, startxml, startFlags)))
+    running = (flags & VIR_DOMAIN_SAVE_RUNNING) ||
+        (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
+         (hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
+
+    /* Clients see a restore: STARTED/RESTORED, then RESUMED when we resume
+     * it, or SUSPENDED saying why it stays paused. */
+    kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_STARTED,
+                        VIR_DOMAIN_EVENT_STARTED_BOOTED,
+                        VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
+    kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_SUSPENDED,
+                        VIR_DOMAIN_EVENT_SUSPENDED_PAUSED,
+                        running ? -1 : VIR_DOMAIN_EVENT_SUSPENDED,
+                        (flags & VIR_DOMAIN_SAVE_PAUSED) ?
+                        VIR_DOMAIN_EVENT_SUSPENDED_PAUSED :
+                        VIR_DOMAIN_EVENT_SUSPENDED_RESTORED);
+    if (!(dom = virDomainCreateXML(priv->inner, startxml, startFlags))) {
+        kvmsaveEventsForget(hdr->uuid);
         goto cleanup;
+    }
+    if (kvmsaveJobIsCancelled(job)) {
+        kvmsaveJobReportCancelled(job);
+        goto cleanup;
+    }
 
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
         virReportSystemError(errno, "%s", _("cannot create a pipe for QEMU's migration stream"));
@@ -163,14 +200,18 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     stream.fd = pipefd[1];
     pipefd[1] = -1;
     stream.reader = reader;
+    stream.job = job;
     thread = g_thread_new("kvmsave-restore", kvmsaveRestoreStreamThread, &stream);
 
     if (kvmsaveMonitorMigrateIncomingFromFd(dom, fdname) < 0)
         goto cleanup;
     fdPassed = false;
 
-    if (kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
-                                    NULL, NULL) < 0)
+    rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
+                                     kvmsaveRestorePoll, job);
+    if (rc == -2)
+        kvmsaveJobReportCancelled(job);
+    if (rc < 0)
         goto cleanup;
 
     /* QEMU has read the whole stream; the image's own checks must have
@@ -181,6 +222,10 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("restore from '%s' was interrupted"), path);
         goto cleanup; /* the stream's own error is taken below */
+    }
+    if (!kvmsaveJobCommit(job)) {
+        kvmsaveJobReportCancelled(job);
+        goto cleanup;
     }
 
     /* The restored guest names its image in its live XML, when XML can
@@ -195,9 +240,6 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup;
     }
 
-    running = (flags & VIR_DOMAIN_SAVE_RUNNING) ||
-        (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
-         (hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
     if (running && virDomainResume(dom) < 0)
         goto cleanup;
 
@@ -209,12 +251,17 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         if (fdPassed && dom)
             ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
         /* Destroy first: that also unblocks a feeder stuck on the pipe. */
-        if (dom)
+        if (dom) {
+            kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_STOPPED,
+                                VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
+                                VIR_DOMAIN_EVENT_STOPPED,
+                                VIR_DOMAIN_EVENT_STOPPED_FAILED);
             ignore_value(virDomainDestroy(dom));
+        }
     }
     kvmsaveRestoreFinishStream(&thread, &stream);
     /* A bad chunk explains QEMU's failure better than QEMU does. */
-    if (!ret && stream.err) {
+    if (!ret && stream.err && !kvmsaveJobIsCancelled(job)) {
         virFreeError(saved);
         saved = g_steal_pointer(&stream.err);
     }
@@ -223,9 +270,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     VIR_FORCE_CLOSE(pipefd[1]);
     if (stream.err)
         virFreeError(stream.err);
-    kvmsaveJobRelease(hdr->uuid);
     if (saved)
         virErrorRestore(&saved);
+    kvmsaveJobEnd(job, !!ret);
     return ret;
 }
 

@@ -18,7 +18,9 @@
 #include "tempname.h"
 
 #include "kvmsave_save.h"
+#include "kvmsave_event.h"
 #include "kvmsave_image.h"
+#include "kvmsave_job.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
@@ -180,6 +182,20 @@ kvmsaveSaveHeaderInit(kvmsaveConn *priv, virDomainPtr dom, const char *dxml,
 }
 
 
+/* QEMU knows how far the guest's RAM has gone; the job shows that. */
+static bool
+kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
+{
+    kvmsaveJob *job = opaque;
+
+    if (st->total)
+        kvmsaveJobSetProgress(job, st->total, st->total - st->remaining);
+    if (st->mbps > 0)
+        kvmsaveJobSetRate(job, st->mbps * 1000 * 1000 / 8);
+    return kvmsaveJobIsCancelled(job);
+}
+
+
 int
 kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                   const char *path, const char *dxml, unsigned int flags)
@@ -203,10 +219,12 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     int reason;
     int ret = -1;
     virErrorPtr saved = NULL;
+    kvmsaveJob *job = NULL;
+    int rc;
 
     if (!(dom = kvmsaveConnLookupInner(priv, uuid)))
         return -1;
-    if (kvmsaveJobAcquire(uuid, _("save")) < 0)
+    if (!(job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)))
         return -1;
 
     /* Check everything we can before touching the guest. */
@@ -264,8 +282,11 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     fdPassed = false; /* the migration owns it now */
     migrating = true;
 
-    if (kvmsaveMonitorWaitMigration(dom, _("saving the guest's state"),
-                                    NULL, NULL) < 0)
+    rc = kvmsaveMonitorWaitMigration(dom, _("saving the guest's state"),
+                                     kvmsaveSavePoll, job);
+    if (rc == -2)
+        kvmsaveJobReportCancelled(job);
+    if (rc < 0)
         goto cleanup;
     migrating = false;
     VIR_DEBUG("QEMU's stream is complete");
@@ -281,6 +302,11 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);
         goto cleanup;
     }
+    /* A cancel up to here still leaves everything as it was. */
+    if (!kvmsaveJobCommit(job)) {
+        kvmsaveJobReportCancelled(job);
+        goto cleanup;
+    }
     if (kvmsaveCommitTemp(tmppath, path) < 0)
         goto cleanup;
     g_clear_pointer(&tmppath, g_free);
@@ -289,14 +315,21 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     /* The image is safe: now the guest may go. From here on it is never
      * resumed: a running guest and an image of it must not both exist. */
     paused = false;
-    if (virDomainDestroy(dom) < 0 && virDomainIsActive(dom) != 0) {
-        virErrorPtr err = virGetLastError();
-        g_autofree char *why = g_strdup(err && err->message ? err->message : "");
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_STOPPED,
+                        VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
+                        VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SAVED);
+    if (virDomainDestroy(dom) < 0) {
+        /* Taken before virDomainIsActive() resets it. */
+        g_autofree char *why = g_strdup(virGetLastErrorMessage());
 
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("the image '%s' is complete, but the guest could not be stopped and stays paused (%s); destroy it before restoring the image"),
-                       path, why);
-        goto cleanup;
+        if (virDomainIsActive(dom) != 0) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("the image '%s' is complete, but the guest could not be stopped and stays paused (%s); destroy it before restoring the image"),
+                           path, why);
+            goto cleanup;
+        }
+        /* Stopped after all (a reconnecting process raced us). */
+        virResetLastError();
     }
     VIR_DEBUG("guest stopped");
     ret = 0;
@@ -314,7 +347,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         g_thread_join(thread);
     }
     /* A failure of ours (disk full...) explains more than QEMU's EPIPE. */
-    if (ret < 0 && stream.err) {
+    if (ret < 0 && stream.err && !kvmsaveJobIsCancelled(job)) {
         virFreeError(saved);
         saved = g_steal_pointer(&stream.err);
     }
@@ -329,9 +362,9 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     VIR_FORCE_CLOSE(wake[1]);
     if (stream.err)
         virFreeError(stream.err);
-    kvmsaveJobRelease(uuid);
     if (saved)
         virErrorRestore(&saved);
+    kvmsaveJobEnd(job, ret == 0);
     return ret;
 }
 
@@ -347,6 +380,7 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     const unsigned char *data;
     size_t len;
     VIR_AUTOCLOSE fd = -1;
+    kvmsaveJob *job;
     int rc;
     int ret = -1;
 
@@ -354,7 +388,7 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
         return -1;
     old = kvmsaveImageReaderHeader(reader);
     memcpy(hdr->uuid, old->uuid, VIR_UUID_BUFLEN);
-    if (kvmsaveJobAcquire(hdr->uuid, _("save image define")) < 0)
+    if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_IMAGE_DEFINE)))
         return -1;
 
     if (dxml && kvmsaveXMLCheckABI(old->xml, dxml) < 0)
@@ -400,6 +434,6 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
  cleanup:
     if (tmppath)
         unlink(tmppath);
-    kvmsaveJobRelease(hdr->uuid);
+    kvmsaveJobEnd(job, ret == 0);
     return ret;
 }

@@ -9,7 +9,6 @@
 
 #include "kvmsave_util.h"
 #include "virerror.h"
-#include "viruuid.h"
 #include "virfile.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
@@ -28,42 +27,6 @@ kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len)
         len -= n;
     }
     return ~crc;
-}
-
-
-static GMutex kvmsaveJobLock;
-static GHashTable *kvmsaveJobs; /* UUID string -> what the job does */
-
-int
-kvmsaveJobAcquire(const unsigned char *uuid, const char *what)
-{
-    char uuidstr[VIR_UUID_STRING_BUFLEN];
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-
-    virUUIDFormat(uuid, uuidstr);
-    if (!kvmsaveJobs)
-        kvmsaveJobs = g_hash_table_new_full(g_str_hash, g_str_equal,
-                                            g_free, NULL);
-    if (g_hash_table_contains(kvmsaveJobs, uuidstr)) {
-        virReportError(VIR_ERR_OPERATION_INVALID,
-                       _("another save/restore job is running for this guest (%s)"),
-                       (const char *) g_hash_table_lookup(kvmsaveJobs, uuidstr));
-        return -1;
-    }
-    g_hash_table_insert(kvmsaveJobs, g_strdup(uuidstr), (gpointer) what);
-    return 0;
-}
-
-
-void
-kvmsaveJobRelease(const unsigned char *uuid)
-{
-    char uuidstr[VIR_UUID_STRING_BUFLEN];
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-
-    virUUIDFormat(uuid, uuidstr);
-    if (kvmsaveJobs)
-        g_hash_table_remove(kvmsaveJobs, uuidstr);
 }
 
 

@@ -9,10 +9,6 @@
  * feed data in any number of pieces. */
 uint32_t kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len);
 
-/* One save/restore job per guest at a time, within this process. */
-int kvmsaveJobAcquire(const unsigned char *uuid, const char *what);
-void kvmsaveJobRelease(const unsigned char *uuid);
-
 /* Absolute, canonical form of a user-supplied path. */
 char *kvmsaveAbsPath(const char *path);
 

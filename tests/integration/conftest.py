@@ -5,6 +5,7 @@ only one process at a time may hold an embedded root; the tests themselves
 only read the guest's console log and the image files.
 """
 
+import hashlib
 import os
 import uuid as uuidlib
 
@@ -15,6 +16,15 @@ from kvmsave_harness import (Console, Virsh, cleanup_root, console_path,
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
+
+
+def sha256(path):
+    """Checksum of a file, to prove an image was left untouched."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for block in iter(lambda: fh.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
 
 
 def run_wrapper():

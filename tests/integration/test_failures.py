@@ -1,16 +1,13 @@
 """Bad input gets a clear error and loses nothing: guest fine, images intact."""
 
-import hashlib
 import os
 import shutil
 import subprocess
 
 import pytest
 
+from conftest import sha256
 
-def sha256(path):
-    with open(path, 'rb') as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
 
 
 @pytest.fixture(scope='module')

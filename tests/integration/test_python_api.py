@@ -3,8 +3,6 @@
 import json
 import os
 
-import pytest
-
 
 def py(env, code):
     """Run a snippet; it prints one JSON value, which is returned."""

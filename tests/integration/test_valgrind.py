@@ -6,7 +6,6 @@ is on the allocation's stack; an invalid access, uninitialised use or bad
 syscall argument when the innermost frame outside libc is kvmsave's code.
 """
 
-import glob
 import os
 import re
 import subprocess

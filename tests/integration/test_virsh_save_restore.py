@@ -1,19 +1,13 @@
 """virsh save/restore through kvmsave on a real guest, memory checked."""
 
-import hashlib
 import os
 import re
 import stat
 
 import pytest
 
+from conftest import sha256
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as fh:
-        for block in iter(lambda: fh.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save(guest, path, *args):

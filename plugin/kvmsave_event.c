@@ -1,0 +1,310 @@
+/*
+ * kvmsave_event.c: domain lifecycle events as stock libvirt sends them
+ */
+#include <config.h>
+
+#include "kvmsave_event.h"
+#include "kvmsave_conn.h"
+#include "domain_event.h"
+#include "object_event.h"
+#include "virerror.h"
+#include "virlog.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.event");
+
+/* A rewrite the engines announced; it lapses if its event never comes. */
+typedef struct _kvmsaveEventRule kvmsaveEventRule;
+struct _kvmsaveEventRule {
+    unsigned char uuid[VIR_UUID_BUFLEN];
+    int type;
+    int detail;
+    int newType;
+    int newDetail;
+    gint64 expires;
+};
+#define KVMSAVE_EVENT_RULE_LIFETIME (10 * G_USEC_PER_SEC)
+
+/* A callback ID given to the client: kvmsave's own or the inner driver's. */
+typedef struct _kvmsaveEventCallback kvmsaveEventCallback;
+struct _kvmsaveEventCallback {
+    int id;                     /* what the client sees */
+    int realID;
+    bool ours;
+};
+
+struct _kvmsaveEvents {
+    virConnectPtr outer;        /* not referenced */
+    virConnectPtr inner;        /* not referenced */
+    virObjectEventState *state; /* the outer connection's lifecycle callbacks */
+    int innerLifecycleID;       /* our forwarder on the inner connection */
+    GList *rules;               /* of kvmsaveEventRule */
+    GArray *callbacks;          /* of kvmsaveEventCallback */
+    int nextID;
+};
+
+/* Every kvmsave connection of the process, for kvmsaveEventsExpect. */
+static GMutex kvmsaveEventsLock;
+static GList *kvmsaveEventsAll;
+
+
+kvmsaveEvents *
+kvmsaveEventsNew(virConnectPtr outer, virConnectPtr inner)
+{
+    kvmsaveEvents *ev = g_new0(kvmsaveEvents, 1);
+
+    if (!(ev->state = virObjectEventStateNew())) {
+        g_free(ev);
+        return NULL;
+    }
+    ev->outer = outer;
+    ev->inner = inner;
+    ev->innerLifecycleID = -1;
+    ev->nextID = 1;
+    ev->callbacks = g_array_new(FALSE, FALSE, sizeof(kvmsaveEventCallback));
+
+    g_mutex_lock(&kvmsaveEventsLock);
+    kvmsaveEventsAll = g_list_prepend(kvmsaveEventsAll, ev);
+    g_mutex_unlock(&kvmsaveEventsLock);
+    return ev;
+}
+
+
+void
+kvmsaveEventsFree(kvmsaveEvents *ev)
+{
+    if (!ev)
+        return;
+    g_mutex_lock(&kvmsaveEventsLock);
+    kvmsaveEventsAll = g_list_remove(kvmsaveEventsAll, ev);
+    g_list_free_full(ev->rules, g_free);
+    g_mutex_unlock(&kvmsaveEventsLock);
+
+    if (ev->innerLifecycleID >= 0)
+        ignore_value(virConnectDomainEventDeregisterAny(ev->inner,
+                                                        ev->innerLifecycleID));
+    virObjectUnref(ev->state);
+    g_array_free(ev->callbacks, TRUE);
+    g_free(ev);
+}
+
+
+void
+kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
+                    int newType, int newDetail)
+{
+    GList *l;
+    gint64 now = g_get_monotonic_time();
+
+    g_mutex_lock(&kvmsaveEventsLock);
+    for (l = kvmsaveEventsAll; l; l = l->next) {
+        kvmsaveEvents *ev = l->data;
+        kvmsaveEventRule *rule;
+
+        if (ev->innerLifecycleID < 0)
+            continue; /* nobody listens there */
+        rule = g_new0(kvmsaveEventRule, 1);
+
+        memcpy(rule->uuid, uuid, VIR_UUID_BUFLEN);
+        rule->type = type;
+        rule->detail = detail;
+        rule->newType = newType;
+        rule->newDetail = newDetail;
+        rule->expires = now + KVMSAVE_EVENT_RULE_LIFETIME;
+        ev->rules = g_list_append(ev->rules, rule);
+    }
+    g_mutex_unlock(&kvmsaveEventsLock);
+}
+
+
+void
+kvmsaveEventsForget(const unsigned char *uuid)
+{
+    GList *l;
+
+    g_mutex_lock(&kvmsaveEventsLock);
+    for (l = kvmsaveEventsAll; l; l = l->next) {
+        kvmsaveEvents *ev = l->data;
+        GList *r = ev->rules;
+
+        while (r) {
+            GList *next = r->next;
+            kvmsaveEventRule *rule = r->data;
+
+            if (memcmp(rule->uuid, uuid, VIR_UUID_BUFLEN) == 0) {
+                ev->rules = g_list_delete_link(ev->rules, r);
+                g_free(rule);
+            }
+            r = next;
+        }
+    }
+    g_mutex_unlock(&kvmsaveEventsLock);
+}
+
+
+/* Apply the first matching rule to (*type, *detail); false to drop. */
+static bool
+kvmsaveEventsRewrite(kvmsaveEvents *ev, const unsigned char *uuid,
+                     int *type, int *detail)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
+    gint64 now = g_get_monotonic_time();
+    GList *l = ev->rules;
+
+    while (l) {
+        kvmsaveEventRule *rule = l->data;
+        GList *next = l->next;
+
+        if (rule->expires < now) {
+            ev->rules = g_list_delete_link(ev->rules, l);
+            g_free(rule);
+        } else if (memcmp(rule->uuid, uuid, VIR_UUID_BUFLEN) == 0 &&
+                   rule->type == *type && rule->detail == *detail) {
+            bool keep = rule->newType >= 0;
+
+            *type = rule->newType;
+            *detail = rule->newDetail;
+            ev->rules = g_list_delete_link(ev->rules, l);
+            g_free(rule);
+            return keep;
+        }
+        l = next;
+    }
+    return true;
+}
+
+
+/* The inner driver's lifecycle event, on the event loop thread. */
+static int
+kvmsaveEventsForward(virConnectPtr inner G_GNUC_UNUSED, virDomainPtr dom,
+                     int type, int detail, void *opaque)
+{
+    kvmsaveEvents *ev = opaque;
+    virObjectEvent *event;
+
+    if (!kvmsaveEventsRewrite(ev, dom->uuid, &type, &detail)) {
+        VIR_DEBUG("dropped lifecycle event %d/%d of %s", type, detail, dom->name);
+        return 0;
+    }
+    if ((event = virDomainEventLifecycleNew(dom->id, dom->name, dom->uuid,
+                                            type, detail)))
+        virObjectEventStateQueue(ev->state, event);
+    return 0;
+}
+
+
+static kvmsaveEvents *
+kvmsaveEventsFromConnect(virConnectPtr conn)
+{
+    return kvmsaveConnFromConnect(conn)->events;
+}
+
+
+static int
+kvmsaveEventsEnsureForwarder(kvmsaveEvents *ev)
+{
+    if (ev->innerLifecycleID >= 0)
+        return 0;
+    ev->innerLifecycleID =
+        virConnectDomainEventRegisterAny(ev->inner, NULL,
+                                         VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                         VIR_DOMAIN_EVENT_CALLBACK(kvmsaveEventsForward),
+                                         ev, NULL);
+    return ev->innerLifecycleID < 0 ? -1 : 0;
+}
+
+
+static int
+kvmsaveEventsAddCallback(kvmsaveEvents *ev, int realID, bool ours)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
+    kvmsaveEventCallback cb = { .id = ev->nextID++, .realID = realID, .ours = ours };
+
+    g_array_append_val(ev->callbacks, cb);
+    return cb.id;
+}
+
+
+/* Take the callback the client knows as @id out of the table. */
+static bool
+kvmsaveEventsTakeCallback(kvmsaveEvents *ev, int id, kvmsaveEventCallback *out)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
+    size_t i;
+
+    for (i = 0; i < ev->callbacks->len; i++) {
+        if (g_array_index(ev->callbacks, kvmsaveEventCallback, i).id == id) {
+            *out = g_array_index(ev->callbacks, kvmsaveEventCallback, i);
+            g_array_remove_index(ev->callbacks, i);
+            return true;
+        }
+    }
+    return false;
+}
+
+
+int
+kvmsaveEventsRegister(virConnectPtr conn,
+                      virConnectDomainEventCallback callback,
+                      void *opaque, virFreeCallback freecb)
+{
+    kvmsaveEvents *ev = kvmsaveEventsFromConnect(conn);
+
+    if (kvmsaveEventsEnsureForwarder(ev) < 0)
+        return -1;
+    return virDomainEventStateRegister(conn, ev->state, callback, opaque, freecb);
+}
+
+
+int
+kvmsaveEventsDeregister(virConnectPtr conn,
+                        virConnectDomainEventCallback callback)
+{
+    kvmsaveEvents *ev = kvmsaveEventsFromConnect(conn);
+
+    return virDomainEventStateDeregister(conn, ev->state, callback);
+}
+
+
+int
+kvmsaveEventsRegisterAny(virConnectPtr conn, virDomainPtr dom, int eventID,
+                         virConnectDomainEventGenericCallback callback,
+                         void *opaque, virFreeCallback freecb)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+    kvmsaveEvents *ev = priv->events;
+    int realID;
+
+    if (eventID != VIR_DOMAIN_EVENT_ID_LIFECYCLE) {
+        realID = priv->innerDriver->connectDomainEventRegisterAny(conn, dom, eventID,
+                                                                  callback, opaque,
+                                                                  freecb);
+        return realID < 0 ? -1 : kvmsaveEventsAddCallback(ev, realID, false);
+    }
+
+    if (kvmsaveEventsEnsureForwarder(ev) < 0 ||
+        virDomainEventStateRegisterID(conn, ev->state, dom, eventID,
+                                      callback, opaque, freecb, &realID) < 0)
+        return -1;
+    return kvmsaveEventsAddCallback(ev, realID, true);
+}
+
+
+int
+kvmsaveEventsDeregisterAny(virConnectPtr conn, int callbackID)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
+    kvmsaveEvents *ev = priv->events;
+    kvmsaveEventCallback cb;
+
+    if (!kvmsaveEventsTakeCallback(ev, callbackID, &cb)) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("could not find event callback %d for deregistration"),
+                       callbackID);
+        return -1;
+    }
+    if (cb.ours)
+        return virObjectEventStateDeregisterID(conn, ev->state, cb.realID, true);
+    return priv->innerDriver->connectDomainEventDeregisterAny(conn, cb.realID);
+}

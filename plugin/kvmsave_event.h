@@ -1,0 +1,40 @@
+/*
+ * kvmsave_event.h: domain lifecycle events as stock libvirt sends them
+ *
+ * kvmsave drives the inner driver with plain calls (suspend, create
+ * paused, resume, destroy), whose lifecycle events say what those calls
+ * did: "destroyed", "booted". Clients expect what a save or restore is:
+ * STOPPED/SAVED, STARTED/RESTORED. So the outer connection keeps its own
+ * lifecycle callbacks, forwards the inner driver's events to them, and
+ * the engines announce, just before each call, how its event is to be
+ * rewritten (or dropped). Other event kinds go to the inner driver as is.
+ */
+#pragma once
+
+#include "kvmsave_conn.h"
+
+
+kvmsaveEvents *kvmsaveEventsNew(virConnectPtr outer, virConnectPtr inner);
+void kvmsaveEventsFree(kvmsaveEvents *ev);
+
+/* The next lifecycle event (@type, @detail) of guest @uuid becomes
+ * (@newType, @newDetail) on every kvmsave connection of this process, or
+ * is dropped when @newType is -1. */
+void kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
+                         int newType, int newDetail);
+
+/* Drop what was announced for @uuid (the call that would have caused
+ * the event failed). */
+void kvmsaveEventsForget(const unsigned char *uuid);
+
+/* Driver entry points. */
+int kvmsaveEventsRegister(virConnectPtr conn,
+                          virConnectDomainEventCallback callback,
+                          void *opaque, virFreeCallback freecb);
+int kvmsaveEventsDeregister(virConnectPtr conn,
+                            virConnectDomainEventCallback callback);
+int kvmsaveEventsRegisterAny(virConnectPtr conn, virDomainPtr dom,
+                             int eventID,
+                             virConnectDomainEventGenericCallback callback,
+                             void *opaque, virFreeCallback freecb);
+int kvmsaveEventsDeregisterAny(virConnectPtr conn, int callbackID);

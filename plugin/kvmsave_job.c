@@ -1,0 +1,315 @@
+/*
+ * kvmsave_job.c: save/restore jobs: one per guest, progress, cancel, stats
+ */
+#include <config.h>
+
+#include "kvmsave_job.h"
+#include "virerror.h"
+#include "virtypedparam.h"
+#include "viruuid.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+struct _kvmsaveJob {
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    kvmsaveJobKind kind;
+    gint64 started;             /* monotonic, microseconds */
+    gint64 elapsed;             /* set when the job ends */
+    unsigned long long total;
+    unsigned long long processed;
+    unsigned long long bps;
+    bool cancelled;
+    bool committed;             /* past the point of no return */
+    bool ended;
+    bool ok;
+    char *errmsg;
+};
+
+/* Protects both tables and every field of the jobs in them. */
+static GMutex kvmsaveJobLock;
+static GHashTable *kvmsaveJobsActive;     /* UUID string -> kvmsaveJob */
+static GHashTable *kvmsaveJobsCompleted;  /* UUID string -> kvmsaveJob */
+
+
+static void
+kvmsaveJobFree(kvmsaveJob *job)
+{
+    if (!job)
+        return;
+    g_free(job->errmsg);
+    g_free(job);
+}
+
+
+static void
+kvmsaveJobTablesInit(void)
+{
+    if (!kvmsaveJobsActive) {
+        kvmsaveJobsActive = g_hash_table_new(g_str_hash, g_str_equal);
+        kvmsaveJobsCompleted = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                                     (GDestroyNotify) kvmsaveJobFree);
+    }
+}
+
+
+static const char *
+kvmsaveJobKindName(kvmsaveJobKind kind)
+{
+    switch (kind) {
+    case KVMSAVE_JOB_SAVE: return _("save");
+    case KVMSAVE_JOB_RESTORE: return _("restore");
+    case KVMSAVE_JOB_IMAGE_DEFINE: return _("save image define");
+    }
+    return "";
+}
+
+
+kvmsaveJob *
+kvmsaveJobBegin(const unsigned char *uuid, kvmsaveJobKind kind)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    kvmsaveJob *job;
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+
+    kvmsaveJobTablesInit();
+    virUUIDFormat(uuid, uuidstr);
+    if ((job = g_hash_table_lookup(kvmsaveJobsActive, uuidstr))) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("another save/restore job is running for this guest (%s)"),
+                       kvmsaveJobKindName(job->kind));
+        return NULL;
+    }
+    job = g_new0(kvmsaveJob, 1);
+    memcpy(job->uuid, uuidstr, sizeof(uuidstr));
+    job->kind = kind;
+    job->started = g_get_monotonic_time();
+    g_hash_table_insert(kvmsaveJobsActive, job->uuid, job);
+    return job;
+}
+
+
+void
+kvmsaveJobEnd(kvmsaveJob *job, bool ok)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    if (!job)
+        return;
+    g_hash_table_remove(kvmsaveJobsActive, job->uuid);
+    job->ended = true;
+    job->ok = ok;
+    job->elapsed = g_get_monotonic_time() - job->started;
+    if (!ok)
+        job->errmsg = g_strdup(virGetLastErrorMessage());
+    if (job->kind == KVMSAVE_JOB_IMAGE_DEFINE) {
+        kvmsaveJobFree(job);
+        return;
+    }
+    g_hash_table_replace(kvmsaveJobsCompleted, job->uuid, job);
+}
+
+
+void
+kvmsaveJobSetProgress(kvmsaveJob *job, unsigned long long total,
+                      unsigned long long processed)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    job->total = total;
+    job->processed = MIN(processed, total);
+}
+
+
+void
+kvmsaveJobSetTotal(kvmsaveJob *job, unsigned long long total)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    job->total = total;
+}
+
+
+void
+kvmsaveJobAddProcessed(kvmsaveJob *job, unsigned long long bytes)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    job->processed += bytes;
+}
+
+
+void
+kvmsaveJobSetRate(kvmsaveJob *job, unsigned long long bps)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    job->bps = bps;
+}
+
+
+bool
+kvmsaveJobIsCancelled(kvmsaveJob *job)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    return job->cancelled;
+}
+
+
+void
+kvmsaveJobReportCancelled(kvmsaveJob *job)
+{
+    virReportError(VIR_ERR_OPERATION_ABORTED, _("%s job: canceled by client"),
+                   kvmsaveJobKindName(job->kind));
+}
+
+
+int
+kvmsaveJobAbort(const unsigned char *uuid)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    kvmsaveJob *job;
+
+    kvmsaveJobTablesInit();
+    virUUIDFormat(uuid, uuidstr);
+    if (!(job = g_hash_table_lookup(kvmsaveJobsActive, uuidstr)) ||
+        job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+        return 0;
+    if (job->committed) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("the %s job has completed its work and can no longer be cancelled"),
+                       kvmsaveJobKindName(job->kind));
+        return -1;
+    }
+    job->cancelled = true;
+    return 1;
+}
+
+
+bool
+kvmsaveJobCommit(kvmsaveJob *job)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    if (job->cancelled)
+        return false;
+    job->committed = true;
+    return true;
+}
+
+
+/* Elapsed time in ms and throughput in bytes/s; lock held. */
+static void
+kvmsaveJobTimes(kvmsaveJob *job, unsigned long long *elapsedMs,
+                unsigned long long *bps)
+{
+    gint64 us = job->ended ? job->elapsed : g_get_monotonic_time() - job->started;
+
+    *elapsedMs = us / 1000;
+    if (job->bps)
+        *bps = job->bps;
+    else
+        *bps = us > 0 ? job->processed * G_USEC_PER_SEC / us : 0;
+}
+
+
+int
+kvmsaveJobGetInfo(const unsigned char *uuid, virDomainJobInfoPtr info)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    unsigned long long elapsed;
+    unsigned long long bps;
+    kvmsaveJob *job;
+
+    kvmsaveJobTablesInit();
+    virUUIDFormat(uuid, uuidstr);
+    if (!(job = g_hash_table_lookup(kvmsaveJobsActive, uuidstr)) ||
+        job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+        return 0;
+
+    kvmsaveJobTimes(job, &elapsed, &bps);
+    memset(info, 0, sizeof(*info));
+    info->type = VIR_DOMAIN_JOB_UNBOUNDED;
+    info->timeElapsed = elapsed;
+    if (bps && job->total > job->processed)
+        info->timeRemaining = (job->total - job->processed) * 1000 / bps;
+    info->dataTotal = info->memTotal = job->total;
+    info->dataProcessed = info->memProcessed = job->processed;
+    info->dataRemaining = info->memRemaining = job->total - job->processed;
+    return 1;
+}
+
+
+int
+kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
+                   int *type, virTypedParameterPtr *params, int *nparams)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    virTypedParameterPtr par = NULL;
+    int npar = 0;
+    int maxpar = 0;
+    unsigned long long elapsed;
+    unsigned long long bps;
+    kvmsaveJob *job;
+
+    kvmsaveJobTablesInit();
+    virUUIDFormat(uuid, uuidstr);
+    job = g_hash_table_lookup(completed ? kvmsaveJobsCompleted : kvmsaveJobsActive,
+                              uuidstr);
+    if (!job || job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+        return 0;
+
+    kvmsaveJobTimes(job, &elapsed, &bps);
+    {
+        /* The guest's state is its memory: "data" and "memory" agree. */
+        const struct { const char *name; unsigned long long value; } fields[] = {
+            { VIR_DOMAIN_JOB_TIME_ELAPSED, elapsed },
+            { VIR_DOMAIN_JOB_DATA_TOTAL, job->total },
+            { VIR_DOMAIN_JOB_DATA_PROCESSED, job->processed },
+            { VIR_DOMAIN_JOB_DATA_REMAINING, job->total - job->processed },
+            { VIR_DOMAIN_JOB_MEMORY_TOTAL, job->total },
+            { VIR_DOMAIN_JOB_MEMORY_PROCESSED, job->processed },
+            { VIR_DOMAIN_JOB_MEMORY_REMAINING, job->total - job->processed },
+            { VIR_DOMAIN_JOB_MEMORY_BPS, bps },
+        };
+        size_t i;
+
+        if (virTypedParamsAddInt(&par, &npar, &maxpar, VIR_DOMAIN_JOB_OPERATION,
+                                 job->kind == KVMSAVE_JOB_SAVE ?
+                                 VIR_DOMAIN_JOB_OPERATION_SAVE :
+                                 VIR_DOMAIN_JOB_OPERATION_RESTORE) < 0)
+            goto error;
+        for (i = 0; i < G_N_ELEMENTS(fields); i++) {
+            if (virTypedParamsAddULLong(&par, &npar, &maxpar, fields[i].name,
+                                        fields[i].value) < 0)
+                goto error;
+        }
+    }
+
+    if (job->ended) {
+        if (virTypedParamsAddBoolean(&par, &npar, &maxpar,
+                                     VIR_DOMAIN_JOB_SUCCESS, job->ok) < 0)
+            goto error;
+        if (job->errmsg &&
+            virTypedParamsAddString(&par, &npar, &maxpar,
+                                    VIR_DOMAIN_JOB_ERRMSG, job->errmsg) < 0)
+            goto error;
+        *type = job->ok ? VIR_DOMAIN_JOB_COMPLETED :
+            job->cancelled ? VIR_DOMAIN_JOB_CANCELLED : VIR_DOMAIN_JOB_FAILED;
+    } else {
+        *type = VIR_DOMAIN_JOB_UNBOUNDED;
+    }
+
+    *params = par;
+    *nparams = npar;
+    if (completed && !keep)
+        g_hash_table_remove(kvmsaveJobsCompleted, uuidstr);
+    return 1;
+
+ error:
+    virTypedParamsFree(par, npar);
+    return -1;
+}

@@ -1,0 +1,19 @@
+"""libvirt's lifecycle event numbers (include/libvirt/libvirt-domain.h),
+so the test process need not import libvirt."""
+
+STARTED = 2
+SUSPENDED = 3
+RESUMED = 4
+STOPPED = 5
+
+STARTED_BOOTED = 0
+STARTED_RESTORED = 2
+
+SUSPENDED_PAUSED = 0
+SUSPENDED_RESTORED = 5
+
+RESUMED_UNPAUSED = 0
+
+STOPPED_DESTROYED = 2
+STOPPED_SAVED = 4
+STOPPED_FAILED = 5

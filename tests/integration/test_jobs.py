@@ -1,0 +1,189 @@
+"""Job progress and cancel of save and restore, on a guest big enough that
+a poll from a second thread (or virsh's own watch) sees the job run."""
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+
+import pytest
+
+from conftest import Env, Guest, sha256
+
+VIR_ERR_OPERATION_ABORTED = 78
+VIR_DOMAIN_JOB_UNBOUNDED = 2
+VIR_DOMAIN_JOB_COMPLETED = 3
+VIR_DOMAIN_JOB_CANCELLED = 5
+VIR_DOMAIN_JOB_OPERATION_SAVE = 2
+VIR_DOMAIN_JOB_OPERATION_RESTORE = 3
+
+
+@pytest.fixture(scope='module')
+def big_env():
+    e = Env(prefix='kvmsave-jobs-')
+    yield e
+    e.cleanup()
+
+
+@pytest.fixture(scope='module')
+def big_obj(big_env):
+    g = Guest(big_env, 'bigguest', memory_mib=1024, data_mib=512)
+    g.define()
+    g.start()
+    return g
+
+
+@pytest.fixture
+def big(big_obj):
+    big_obj.ensure_running()
+    return big_obj
+
+
+
+def run(env, code):
+    out = env.python(code, timeout=300).stdout.strip().splitlines()
+    return json.loads(out[-1])
+
+
+# A snippet that runs OP in a thread while the main thread polls the job.
+POLL = r'''
+import json, threading, time
+result = {}
+def op():
+    try:
+        OP
+        result['ok'] = True
+    except libvirt.libvirtError as e:
+        result['error'] = [e.get_error_code(), e.get_error_message()]
+t = threading.Thread(target=op)
+t.start()
+samples = []
+aborted = False
+while t.is_alive():
+    try:
+        dom = conn.lookupByName(NAME)
+        info = dom.jobInfo()
+        stats = dom.jobStats()
+    except libvirt.libvirtError:
+        time.sleep(0.005)
+        continue
+    if info[0] != 0:
+        samples.append([info[0], info[3], info[4], info[5], stats.get('operation')])
+        if ABORT and not aborted and info[4] > 0:
+            dom.abortJob()
+            aborted = True
+    time.sleep(0.01)
+t.join()
+dom = conn.lookupByName(NAME)
+try:
+    done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+except libvirt.libvirtError as e:
+    done = {'error': str(e)}
+result.update(samples=samples, completed=done, aborted=aborted,
+              state=dom.state()[0])
+print(json.dumps(result))
+'''
+
+
+def poll_job(env, guest, op, abort=False):
+    code = (POLL.replace('OP', op).replace('NAME', repr(guest.name))
+            .replace('ABORT', 'True' if abort else 'False'))
+    return run(env, code)
+
+
+def mid_job(samples, operation):
+    return [s for s in samples
+            if s[0] == VIR_DOMAIN_JOB_UNBOUNDED and s[4] == operation
+            and 0 < s[2] < s[1] and s[3] == s[1] - s[2]]
+
+
+def test_progress_is_visible_during_save_and_restore(big_env, big):
+    img = big_env.image('progress.img')
+    res = poll_job(big_env, big,
+                   f"conn.lookupByName({big.name!r}).save({img!r})")
+    assert res.get('ok'), res
+    assert mid_job(res['samples'], VIR_DOMAIN_JOB_OPERATION_SAVE), res['samples']
+    processed = [s[2] for s in res['samples']]
+    assert processed == sorted(processed)          # only goes forward
+    done = res['completed']
+    assert done['type'] == VIR_DOMAIN_JOB_COMPLETED and done['success'] is True
+    assert done['operation'] == VIR_DOMAIN_JOB_OPERATION_SAVE
+    assert done['data_total'] > 512 << 20 and done['time_elapsed'] > 0
+    big.checkpoint()
+
+    res = poll_job(big_env, big, f"conn.restore({img!r})")
+    assert res.get('ok'), res
+    assert mid_job(res['samples'], VIR_DOMAIN_JOB_OPERATION_RESTORE), res['samples']
+    done = res['completed']
+    assert done['type'] == VIR_DOMAIN_JOB_COMPLETED
+    assert done['operation'] == VIR_DOMAIN_JOB_OPERATION_RESTORE
+    assert done['data_processed'] == done['data_total'] > 512 << 20
+    big.assert_continued()
+
+
+def test_abort_during_save_keeps_the_guest_running(big_env, big):
+    img = big_env.image('aborted.img')
+    big.checkpoint()
+    res = poll_job(big_env, big,
+                   f"conn.lookupByName({big.name!r}).save({img!r})", abort=True)
+    assert res['aborted'], res
+    assert res['error'][0] == VIR_ERR_OPERATION_ABORTED, res
+    assert res['state'] == 1                       # running
+    assert res['completed']['type'] == VIR_DOMAIN_JOB_CANCELLED
+    assert not os.path.exists(img)
+    assert [f for f in os.listdir(big_env.images) if f.startswith('.kvmsave')] == []
+    big.assert_continued()
+
+
+def test_abort_during_restore_leaves_it_shut_off_and_the_image_intact(big_env, big):
+    img = big_env.image('restore-abort.img')
+    big_env.virsh.run('save', big.name, img)
+    big.checkpoint()
+    before = sha256(img)
+    res = poll_job(big_env, big, f"conn.restore({img!r})", abort=True)
+    assert res['aborted'], res
+    assert res['error'][0] == VIR_ERR_OPERATION_ABORTED, res
+    assert res['state'] == 5                       # shut off
+    assert sha256(img) == before
+    big_env.virsh.run('restore', img)
+    big.assert_continued()
+
+
+def test_ctrl_c_of_virsh_save_verbose_cancels_it(big_env, big):
+    """virsh on a terminal turns Ctrl-C into an abort of the job it watches."""
+    img = big_env.image('ctrl-c.img')
+    big.checkpoint()
+    master, slave = pty.openpty()
+    cmd = big_env.virsh.prefix + ['save', '--verbose', big.name, img]
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
+                            close_fds=True)
+    os.close(slave)
+    seen = b''
+    deadline = time.monotonic() + 60
+    sent = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:         # the terminal closed: virsh is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not sent and b'Save: [' in seen:
+            os.write(master, b'\x03')      # Ctrl-C, as typed
+            sent = True
+        if proc.poll() is not None and not ready:
+            break
+    proc.wait(timeout=60)
+    os.close(master)
+    out = seen.decode(errors='replace')
+    assert sent, f'no progress shown: {out!r}'
+    assert proc.returncode != 0, out
+    assert 'canceled by client' in out, out
+    assert big.state() == 'running'
+    assert not os.path.exists(img)
+    big.assert_continued()
