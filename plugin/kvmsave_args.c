@@ -78,3 +78,34 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
     }
     return 0;
 }
+
+
+int
+kvmsaveCheckStartFlags(unsigned int flags)
+{
+    unsigned int allowed = VIR_DOMAIN_START_PAUSED |
+        VIR_DOMAIN_START_BYPASS_CACHE | VIR_DOMAIN_START_RESET_NVRAM;
+
+    if (flags & ~allowed) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("start flags 0x%x cannot be used with a domain that restores from <kvmsave:migrateFrom> (only paused, bypass-cache and reset-nvram)"),
+                       flags & ~allowed);
+        return -1;
+    }
+    return 0;
+}
+
+
+unsigned int
+kvmsaveStartToRestoreFlags(unsigned int startFlags)
+{
+    unsigned int flags = VIR_DOMAIN_SAVE_RUNNING;
+
+    if (startFlags & VIR_DOMAIN_START_PAUSED)
+        flags = VIR_DOMAIN_SAVE_PAUSED;
+    if (startFlags & VIR_DOMAIN_START_BYPASS_CACHE)
+        flags |= VIR_DOMAIN_SAVE_BYPASS_CACHE;
+    if (startFlags & VIR_DOMAIN_START_RESET_NVRAM)
+        flags |= VIR_DOMAIN_SAVE_RESET_NVRAM;
+    return flags;
+}

@@ -23,3 +23,10 @@ int kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
  * parameter is absent. */
 int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                            const char **file, const char **dxml);
+
+/* Start flags (virDomainCreate*) a restore can honour: paused,
+ * bypass-cache, reset-nvram; VIR_ERR_INVALID_ARG for the others. */
+int kvmsaveCheckStartFlags(unsigned int flags);
+
+/* The restore flags for start flags: running unless paused was asked. */
+unsigned int kvmsaveStartToRestoreFlags(unsigned int startFlags);

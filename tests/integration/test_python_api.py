@@ -80,7 +80,6 @@ def test_python_bad_arguments_are_invalid_arg(env, guest):
             except libvirt.libvirtError as e:
                 out[name] = [e.get_error_code(), e.get_error_message()]
         code('unknown-param', lambda: dom.saveParams({{'file': {img!r}, 'bogus': 'x'}}))
-        code('no-file', lambda: dom.saveParams({{}}))
         code('both-flags', lambda: dom.saveFlags({img!r}, None,
              libvirt.VIR_DOMAIN_SAVE_RUNNING | libvirt.VIR_DOMAIN_SAVE_PAUSED))
         code('unknown-flag', lambda: dom.saveFlags({img!r}, None, 1 << 20))

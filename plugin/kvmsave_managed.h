@@ -1,0 +1,23 @@
+/*
+ * kvmsave_managed.h: managed save, kvmsave's own
+ */
+#pragma once
+
+#include "kvmsave_conn.h"
+
+/* Driver entry points. */
+int kvmsaveDomainManagedSave(virDomainPtr dom, unsigned int flags);
+int kvmsaveDomainHasManagedSaveImage(virDomainPtr dom, unsigned int flags);
+int kvmsaveDomainManagedSaveRemove(virDomainPtr dom, unsigned int flags);
+char *kvmsaveDomainManagedSaveGetXMLDesc(virDomainPtr dom, unsigned int flags);
+int kvmsaveDomainManagedSaveDefineXML(virDomainPtr dom, const char *dxml,
+                                      unsigned int flags);
+int kvmsaveDomainUndefine(virDomainPtr dom);
+int kvmsaveDomainUndefineFlags(virDomainPtr dom, unsigned int flags);
+int kvmsaveConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains,
+                                 unsigned int flags);
+
+/* Start @dom from its managed save image: 1 if restored, 0 if it has none
+ * (or --force-boot discarded it), -1 on error (the image is kept). */
+int kvmsaveManagedSaveStart(kvmsaveConn *priv, virDomainPtr dom,
+                            unsigned int flags);
