@@ -214,8 +214,12 @@ kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
     for (;;) {
         if (kvmsaveMonitorQueryMigrate(dom, &st) < 0)
             goto cleanup;
-        if (st.state == KVMSAVE_MIGRATION_COMPLETED)
+        if (st.state == KVMSAVE_MIGRATION_COMPLETED) {
+            /* Let the caller see the final figures too (all of it done). */
+            if (poll)
+                ignore_value(poll(&st, opaque));
             break;
+        }
         if (st.state == KVMSAVE_MIGRATION_FAILED) {
             virReportError(VIR_ERR_OPERATION_FAILED,
                            _("%s failed in QEMU: migration %s%s%s"),

@@ -240,8 +240,17 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup;
     }
 
-    if (running && virDomainResume(dom) < 0)
-        goto cleanup;
+    /* As stock libvirt: the guest resumes "from snapshot". */
+    if (running) {
+        kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_RESUMED,
+                            VIR_DOMAIN_EVENT_RESUMED_UNPAUSED,
+                            VIR_DOMAIN_EVENT_RESUMED,
+                            VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT);
+        if (virDomainResume(dom) < 0) {
+            kvmsaveEventsForget(hdr->uuid);
+            goto cleanup;
+        }
+    }
 
     ret = kvmsaveConnOuterDomain(priv, dom);
 
@@ -252,6 +261,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
             ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
         /* Destroy first: that also unblocks a feeder stuck on the pipe. */
         if (dom) {
+            kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_SHUTDOWN,
+                                VIR_DOMAIN_EVENT_SHUTDOWN_HOST, -1, 0);
             kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_STOPPED,
                                 VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
                                 VIR_DOMAIN_EVENT_STOPPED,

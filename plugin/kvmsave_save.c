@@ -188,7 +188,9 @@ kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
 {
     kvmsaveJob *job = opaque;
 
-    if (st->total)
+    if (st->state == KVMSAVE_MIGRATION_COMPLETED)
+        kvmsaveJobSetProgress(job, st->total, st->total);
+    else if (st->total)
         kvmsaveJobSetProgress(job, st->total, st->total - st->remaining);
     if (st->mbps > 0)
         kvmsaveJobSetRate(job, st->mbps * 1000 * 1000 / 8);
@@ -315,6 +317,8 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     /* The image is safe: now the guest may go. From here on it is never
      * resumed: a running guest and an image of it must not both exist. */
     paused = false;
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_SHUTDOWN,
+                        VIR_DOMAIN_EVENT_SHUTDOWN_HOST, -1, 0);
     kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_STOPPED,
                         VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
                         VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SAVED);

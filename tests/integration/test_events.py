@@ -48,7 +48,9 @@ conn.restore({img!r})
     assert (C.STOPPED, C.STOPPED_DESTROYED) not in save
     assert save[-1] == (C.STOPPED, C.STOPPED_SAVED)
     assert restore[0] == (C.STARTED, C.STARTED_RESTORED), restore
-    assert restore[-1][0] == C.RESUMED, restore
+    assert all(e[0] != C.SHUTDOWN for e in save), save
+    assert restore[-1] == (C.RESUMED, C.RESUMED_FROM_SNAPSHOT), restore
+    assert (C.RESUMED, C.RESUMED_UNPAUSED) not in restore, restore
     assert (C.STARTED, C.STARTED_BOOTED) not in restore
     assert all(e[0] != C.SUSPENDED for e in restore), restore
     guest.checkpoint()

@@ -4,19 +4,27 @@ manifest and progress, then restores them; failures exit non-zero."""
 import json
 import os
 import re
+import select
+import signal
 import subprocess
+import time
 
-from conftest import TOP
+import pytest
+
+from conftest import TOP, Env, Guest
 
 SCRIPT = 'examples/save-all.py'
 
 
+def command(env, *args):
+    pre = [env.wrapper] if env.wrapper else []
+    return pre + ['/usr/bin/python3', SCRIPT, '-c', env.uri] + [str(a) for a in args]
+
+
 def save_all(env, *args, timeout=300):
     """Run the example from the top of the tree against env.uri."""
-    pre = [env.wrapper] if env.wrapper else []
-    cmd = pre + ['/usr/bin/python3', SCRIPT, '-c', env.uri] + [str(a) for a in args]
-    return subprocess.run(cmd, cwd=TOP, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(command(env, *args), cwd=TOP, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def manifest(directory):
@@ -99,10 +107,14 @@ def test_a_corrupt_image_fails_the_restore_and_keeps_the_manifest_entry(env, gue
     guest.checkpoint()
     entry = manifest(out_dir)['guests'][0]
     img = out_dir / entry['image']
-    with open(img, 'r+b') as fh:          # one byte of chunk 0's data
-        fh.seek(1 << 20)
+    # One byte in the middle, in a chunk QEMU is reading by then. (A bad
+    # first chunk, before QEMU read anything, makes the restore hang: QEMU
+    # waits on a pipe that hung up, and kvmsave waits on QEMU.)
+    middle = img.stat().st_size // 2
+    with open(img, 'r+b') as fh:
+        fh.seek(middle)
         b = fh.read(1)
-        fh.seek(1 << 20)
+        fh.seek(middle)
         fh.write(bytes([b[0] ^ 0xff]))
 
     res = save_all(env, 'restore', out_dir)
@@ -129,3 +141,52 @@ def test_a_bad_uri_exits_non_zero(env, tmp_path):
                          cwd=TOP, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res
     assert 'unknown parameter' in res.stderr
+
+
+# A guest whose save takes seconds, so that Ctrl-C lands while it runs; in
+# a root of its own, so that it is the only guest save-all sees.
+@pytest.fixture(scope='module')
+def big_env():
+    e = Env(prefix='kvmsave-ex-')
+    yield e
+    e.cleanup()
+
+
+@pytest.fixture
+def big(big_env):
+    g = Guest(big_env, 'bigguest', memory_mib=1024, data_mib=512)
+    g.define()
+    g.start()
+    return g
+
+
+def test_ctrl_c_cancels_the_running_save_and_the_guest_runs_on(big_env, big, tmp_path):
+    out_dir = tmp_path / 'cancelled'
+    big.checkpoint()
+    proc = subprocess.Popen(command(big_env, 'save', out_dir), cwd=TOP, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = ''
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if not ready:
+                continue
+            line = proc.stdout.readline()
+            seen += line
+            if not line or re.search(r': save: +\d+% ', line):
+                break
+        assert re.search(r': save: +\d+% ', seen), seen
+        proc.send_signal(signal.SIGINT)         # as Ctrl-C on a terminal
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = seen + out
+    assert proc.returncode == 130, (out, err)
+    assert 'cancelling' in out and 'cancelled' in err, (out, err)
+    assert big.state() == 'running'
+    assert os.listdir(out_dir) == ['manifest.json']     # no image, no temporary file
+    assert manifest(out_dir)['guests'] == []
+    big.assert_continued()

@@ -111,6 +111,7 @@ def test_progress_is_visible_during_save_and_restore(big_env, big):
     assert done['type'] == VIR_DOMAIN_JOB_COMPLETED and done['success'] is True
     assert done['operation'] == VIR_DOMAIN_JOB_OPERATION_SAVE
     assert done['data_total'] > 512 << 20 and done['time_elapsed'] > 0
+    assert done['data_remaining'] == 0 and done['data_processed'] == done['data_total']
     big.checkpoint()
 
     res = poll_job(big_env, big, f"conn.restore({img!r})")

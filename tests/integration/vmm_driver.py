@@ -103,6 +103,10 @@ class AgentError(AssertionError):
     """The agent reported a failure (its message names what it saw)."""
 
 
+class GuiError(RuntimeError):
+    """virt-manager shows an error dialog (raised in the agent)."""
+
+
 class VirtManagerSession:
     """Xvfb + D-Bus session + virt-manager on `uri` + a dogtail agent.
 
@@ -345,20 +349,24 @@ class Agent:
     that says what was on screen.
     """
 
-    def __init__(self, tree, rawinput, env):
+    def __init__(self, tree, env):
         self.tree = tree
-        self.rawinput = rawinput
         self.env = env
         self.app = None
 
     # -- finding things ----------------------------------------------------
 
-    @staticmethod
-    def _wait(what, timeout, fn, poll=0.2):
+    def _wait(self, what, timeout, fn, poll=0.2):
+        """Poll fn() until it returns something true; fail early on an
+        error dialog."""
         deadline = time.monotonic() + timeout
         while True:
+            if self.app is not None:
+                self._check_errors()
             try:
                 result = fn()
+            except GuiError:
+                raise
             except Exception:           # the tree changes under us
                 result = None
             if result:
@@ -366,6 +374,12 @@ class Agent:
             if time.monotonic() >= deadline:
                 raise RuntimeError(f'timed out after {timeout}s waiting for {what}')
             time.sleep(poll)
+
+    def _find_app(self):
+        for app in self.tree.root.applications():
+            if app.name == 'virt-manager':
+                return app
+        return None
 
     def _windows(self):
         return [w for w in self.app.children if w is not None]
@@ -417,6 +431,13 @@ class Agent:
                 continue
         return out
 
+    def _check_errors(self):
+        """Raise GuiError if virt-manager shows an error or warning dialog."""
+        for d in self._dialogs():
+            if d['role'] == 'alert' or d['title'].startswith('Error') or \
+                    any(t.startswith('Error') for t in d['texts']):
+                raise GuiError(f'virt-manager shows an error: {d["title"]!r}: {d["texts"]}')
+
     # -- commands ----------------------------------------------------------
 
     def wait_connected(self, timeout=120):
@@ -426,7 +447,7 @@ class Agent:
         """
         t0 = time.monotonic()
         self.app = self._wait('virt-manager on the accessibility bus', timeout,
-                              lambda: self.tree.root.application('virt-manager'))
+                              self._find_app)
         table = self._wait('the manager window', timeout,
                            lambda: self._find(self._manager(), 'tree table', 'vm-list'))
 
@@ -476,6 +497,8 @@ class Agent:
         try:
             self._wait('the row to be selected by focus', 3, selected)
             return 'focus'
+        except GuiError:
+            raise
         except RuntimeError:
             pass
         cell.click()            # XTest at the cell's AT-SPI extents
@@ -538,9 +561,7 @@ class Agent:
                     rec['shot'] = take_screenshot(prefix + '.png', self.env)
                 if prefix and f and 'shot_progress' not in rec:
                     rec['shot_progress'] = take_screenshot(prefix + '-progress.png', self.env)
-                if d['role'] == 'alert' or any(t.startswith('Error') for t in d['texts']):
-                    raise RuntimeError(f'virt-manager shows an error: {d["title"]!r}: '
-                                       f'{d["texts"]}')
+            self._check_errors()
             if status == want:
                 return {'seconds': round(now - t0, 2), 'dialogs': seen,
                         'statuses': status_log}
@@ -602,9 +623,9 @@ def agent_main():
     config.config.actionDelay = 0.1
     config.config.defaultDelay = 0.1
     config.config.searchBackoffDuration = 0.2
-    from dogtail import rawinput, tree
+    from dogtail import tree
 
-    agent = Agent(tree, rawinput, dict(os.environ))
+    agent = Agent(tree, dict(os.environ))
     proto.write('ready\n')
     for line in sys.stdin:
         req = json.loads(line)
