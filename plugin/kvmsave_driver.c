@@ -3,8 +3,9 @@
  *
  * libvirt loads this module for kvmsave:///embed?root=DIR. Opening it opens
  * an inner connection (libvirt's QEMU driver embedded under DIR, or the
- * URI given as uri=...) and serves every API from it, except save, restore,
- * the save-image calls and domain creation, which kvmsave implements.
+ * URI given as uri=...) and serves every API from it, except those kvmsave
+ * implements: save, restore, the save-image calls, managed save, domain
+ * creation and definition (migrateFrom), jobs and lifecycle events.
  */
 #include <config.h>
 
