@@ -81,15 +81,15 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
 
 
 int
-kvmsaveCheckStartFlags(unsigned int flags)
+kvmsaveCheckStartFlags(unsigned int flags, const char *source)
 {
     unsigned int allowed = VIR_DOMAIN_START_PAUSED |
         VIR_DOMAIN_START_BYPASS_CACHE | VIR_DOMAIN_START_RESET_NVRAM;
 
     if (flags & ~allowed) {
         virReportError(VIR_ERR_INVALID_ARG,
-                       _("start flags 0x%x cannot be used with a domain that restores from <kvmsave:migrateFrom> (only paused, bypass-cache and reset-nvram)"),
-                       flags & ~allowed);
+                       _("start flags 0x%x cannot be used when the domain restores from %s (only paused, bypass-cache and reset-nvram)"),
+                       flags & ~allowed, source);
         return -1;
     }
     return 0;

@@ -25,8 +25,9 @@ int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                            const char **file, const char **dxml);
 
 /* Start flags (virDomainCreate*) a restore can honour: paused,
- * bypass-cache, reset-nvram; VIR_ERR_INVALID_ARG for the others. */
-int kvmsaveCheckStartFlags(unsigned int flags);
+ * bypass-cache, reset-nvram; VIR_ERR_INVALID_ARG for the others, naming
+ * @source, what the domain restores from. */
+int kvmsaveCheckStartFlags(unsigned int flags, const char *source);
 
 /* The restore flags for start flags: running unless paused was asked. */
 unsigned int kvmsaveStartToRestoreFlags(unsigned int startFlags);

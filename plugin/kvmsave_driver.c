@@ -170,7 +170,7 @@ kvmsaveDomainCreateXML(virConnectPtr conn, const char *xml, unsigned int flags)
         return priv->innerDriver->domainCreateXML(conn, xml, flags);
 
     /* The guest comes from the image, described by this XML. */
-    if (kvmsaveCheckStartFlags(flags) < 0)
+    if (kvmsaveCheckStartFlags(flags, "<kvmsave:migrateFrom>") < 0)
         return NULL;
     return kvmsaveRestoreDomain(priv, image, xml,
                                 kvmsaveStartToRestoreFlags(flags));
@@ -202,7 +202,7 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
     if (rc == 0 || (flags & VIR_DOMAIN_START_FORCE_BOOT))
         return priv->innerDriver->domainCreateWithFlags(dom, flags);
 
-    if (kvmsaveCheckStartFlags(flags) < 0)
+    if (kvmsaveCheckStartFlags(flags, "<kvmsave:migrateFrom>") < 0)
         return -1;
     if (!(restored = kvmsaveRestoreDomain(priv, image, xml,
                                           kvmsaveStartToRestoreFlags(flags))))
@@ -219,6 +219,16 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
         virResetLastError();
     }
     return 0;
+}
+
+
+/* What libvirt itself says when a driver lacks an entry. */
+static void
+kvmsaveReportInnerUnsupported(const char *api)
+{
+    virReportError(VIR_ERR_NO_SUPPORT,
+                   _("this function is not supported by the connection driver: %s"),
+                   api);
 }
 
 
@@ -247,6 +257,10 @@ kvmsaveDomainCreateXMLWithFiles(virConnectPtr conn, const char *xml,
 
     if (kvmsaveRefuseFilesWithMigrateFrom(xml) < 0)
         return NULL;
+    if (!priv->innerDriver->domainCreateXMLWithFiles) {
+        kvmsaveReportInnerUnsupported("virDomainCreateXMLWithFiles");
+        return NULL;
+    }
     return priv->innerDriver->domainCreateXMLWithFiles(conn, xml, nfiles,
                                                        files, flags);
 }
@@ -266,6 +280,10 @@ kvmsaveDomainCreateWithFiles(virDomainPtr dom, unsigned int nfiles,
     if (!(flags & VIR_DOMAIN_START_FORCE_BOOT) &&
         kvmsaveRefuseFilesWithMigrateFrom(xml) < 0)
         return -1;
+    if (!priv->innerDriver->domainCreateWithFiles) {
+        kvmsaveReportInnerUnsupported("virDomainCreateWithFiles");
+        return -1;
+    }
     return priv->innerDriver->domainCreateWithFiles(dom, nfiles, files, flags);
 }
 

@@ -146,7 +146,8 @@ kvmsaveManagedSaveStart(kvmsaveConn *priv, virDomainPtr dom, unsigned int flags)
         }
         return 0;
     }
-    if (kvmsaveCheckStartFlags(flags) < 0)
+    /* TRANSLATORS: what the domain restores from, in "restores from %s" */
+    if (kvmsaveCheckStartFlags(flags, _("its managed save image")) < 0)
         return -1;
     /* As stock libvirt: running if it ran when saved, unless asked paused. */
     restoreFlags = kvmsaveStartToRestoreFlags(flags) & ~VIR_DOMAIN_SAVE_RUNNING;

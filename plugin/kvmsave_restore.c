@@ -41,6 +41,7 @@ struct _kvmsaveRestoreStream {
     kvmsaveImageReader *reader;
     kvmsaveJob *job;
     volatile gint stop;
+    volatile gint failed;       /* set before the thread ends on an error */
     int rc;
     virErrorPtr err;
 };
@@ -79,6 +80,7 @@ kvmsaveRestoreStreamThread(gpointer opaque)
 
  error:
     st->err = virErrorCopyNew(virGetLastError());
+    g_atomic_int_set(&st->failed, 1);
  stopped:
     /* QEMU sees the stream end early and fails its incoming migration. */
     VIR_FORCE_CLOSE(st->fd);
@@ -97,12 +99,17 @@ kvmsaveRestoreFinishStream(GThread **thread, kvmsaveRestoreStream *st)
 }
 
 
-/* The feeder counts progress; QEMU is only asked whether it is done. */
+/* The feeder counts progress; QEMU is only asked whether it is done. A
+ * feeder that failed ends the wait too: QEMU may never notice a stream
+ * that ends before it began to read. */
 static bool
 kvmsaveRestorePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
                    void *opaque)
 {
-    return kvmsaveJobIsCancelled(opaque);
+    kvmsaveRestoreStream *stream = opaque;
+
+    return kvmsaveJobIsCancelled(stream->job) ||
+        g_atomic_int_get(&stream->failed);
 }
 
 
@@ -208,9 +215,10 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     fdPassed = false;
 
     rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
-                                     kvmsaveRestorePoll, job);
-    if (rc == -2)
+                                     kvmsaveRestorePoll, &stream);
+    if (rc == -2 && kvmsaveJobIsCancelled(job))
         kvmsaveJobReportCancelled(job);
+    /* else the feeder failed: its error is taken below */
     if (rc < 0)
         goto cleanup;
 

@@ -114,6 +114,25 @@ def test_flipped_byte_is_refused_and_image_kept(env, guest):
     guest.assert_continued()
 
 
+def test_bad_first_chunk_fails_instead_of_hanging(env, guest):
+    """QEMU never notices a stream that ends before it began to read; the
+    restore must fail on the feeder's error, not wait forever."""
+    img = fresh_image(env, guest, 'first-chunk.img')
+    bad = env.image('first-chunk-bad.img')
+    shutil.copyfile(img, bad)
+    with open(bad, 'r+b') as fh:
+        fh.seek(4096 + 32 + 100)        # inside chunk 0's payload
+        b = fh.read(1)
+        fh.seek(4096 + 32 + 100)
+        fh.write(bytes([b[0] ^ 0x20]))
+    res = env.virsh.run('restore', bad, check=False, timeout=120)
+    assert res.returncode != 0
+    assert 'chunk 0' in res.stderr and 'checksum mismatch' in res.stderr, res.stderr
+    assert guest.state() == 'shut off'
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+
+
 def test_foreign_file_is_refused(env, guest):
     foreign = env.image('foreign.img')
     with open(foreign, 'w') as fh:

@@ -1,6 +1,8 @@
 """The <kvmsave:migrateFrom> extension: create and start restore from an image."""
 
 import re
+import subprocess
+import tempfile
 
 NS = "xmlns:kvmsave='urn:kvmsave:domain:1'"
 
@@ -95,6 +97,33 @@ def test_start_flags_unknown_to_restore_are_refused(env, guest):
     xml = env.virsh.run('save-image-dumpxml', '--security-info', img).stdout
     res = env.virsh.create(with_migrate_from(xml, img), '--autodestroy', check=False)
     assert res.returncode != 0 and 'cannot be used with a domain that restores' in res.stderr
+    assert guest.state() == 'shut off'
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+
+
+def test_pass_fds_is_refused_cleanly(env, guest):
+    """Files cannot reach a restored guest, and libvirt's QEMU driver has no
+    start-with-files at all: both are errors, never a crash."""
+    img = env.image('pass-fds.img')
+    env.virsh.run('save', guest.name, img)
+    guest.checkpoint()
+    xml = env.virsh.run('save-image-dumpxml', '--security-info', img).stdout
+    with open(img, 'rb') as fh:
+        fd = fh.fileno()
+        for args in (['start', '--pass-fds', str(fd), guest.name],
+                     ['start', '--force-boot', '--pass-fds', str(fd), guest.name]):
+            res = subprocess.run(env.virsh.prefix + args, pass_fds=[fd],
+                                 capture_output=True, text=True, timeout=120)
+            assert res.returncode == 1, (args, res.returncode, res.stderr)
+            assert 'not supported' in res.stderr, res.stderr
+        with tempfile.NamedTemporaryFile('w', suffix='.xml') as x:
+            x.write(with_migrate_from(xml, img))
+            x.flush()
+            res = subprocess.run(env.virsh.prefix + ['create', '--pass-fds', str(fd), x.name],
+                                 pass_fds=[fd], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1, res.stderr
+        assert 'file descriptors cannot be passed' in res.stderr, res.stderr
     assert guest.state() == 'shut off'
     env.virsh.run('restore', img)
     guest.assert_continued()
