@@ -6,7 +6,8 @@ The test guest (tests/guest/, built by tests/guest/build-guest) prints a small
 protocol on its serial console, which the domain writes to a file:
 
     KVMSAVE-BOOT <bootid>          once per boot, random boot id
-    KVMSAVE-MEM-READY <md5>        DATA MiB of random data in guest RAM, its md5
+    KVMSAVE-MEM-READY <md5>        DATA MiB of data in guest RAM (random by
+                                   default, see domain_xml's fill), its md5
     KVMSAVE-HB <n> <bootid>        every second, n = 1, 2, ... (restarts on reboot)
     KVMSAVE-MEM-OK <n> <md5>       every 5th beat: the data still hashes right
     KVMSAVE-MEM-BAD <n> <md5>      ... or not
@@ -33,7 +34,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 __all__ = [
     'DEFAULT_GUEST_DIR', 'DEFAULT_QEMU_CONF', 'BUILD_GUEST',
-    'guest_dir', 'guest_paths', 'ensure_guest', 'make_root', 'cleanup_root', 'embed_uri', 'console_path', 'domain_xml',
+    'guest_dir', 'guest_paths', 'ensure_guest', 'make_root', 'cleanup_root', 'embed_uri', 'console_path',
+    'FILLS', 'domain_xml',
     'Event', 'Console', 'CommandFailed', 'Virsh', 'SYSTEM_PYTHON', 'run_python',
 ]
 
@@ -170,8 +172,12 @@ def cleanup_root(root, virsh=None, timeout=60):
 # Domain XML
 # ---------------------------------------------------------------------------
 
+# Contents of the guest's data region (tests/guest/init, kvmsave.fill=).
+FILLS = ('random', 'text', 'zero')
+
+
 def domain_xml(name, console_path, uuid=None, memory_mib=256, data_mib=32,
-               extra_metadata=''):
+               extra_metadata='', fill='random'):
     """Domain XML for a test guest.
 
     type='qemu' (TCG: nested KVM does not boot Linux on the test machines),
@@ -179,10 +185,15 @@ def domain_xml(name, console_path, uuid=None, memory_mib=256, data_mib=32,
     balloon, no USB; the serial console goes to `console_path` with
     append='on' so that a restarted QEMU (restore, reboot) does not truncate
     it.  `extra_metadata` (raw XML) is inserted inside <metadata>.
+    `fill` is the content of the guest's data region (kernel parameter
+    kvmsave.fill): 'random' (incompressible), 'text' (compressible text and
+    code, about 3-4x with zstd) or 'zero' (allocated, all zeros).
     `console_path`'s directory must be traversable by user libvirt-qemu.
     """
+    if fill not in FILLS:
+        raise ValueError(f'fill must be one of {", ".join(FILLS)}, not {fill!r}')
     kernel, initrd = guest_paths()
-    cmdline = f'console=ttyS0 quiet kvmsave.data={int(data_mib)}'
+    cmdline = f'console=ttyS0 quiet kvmsave.data={int(data_mib)} kvmsave.fill={fill}'
     uuid_xml = f'\n  <uuid>{escape(str(uuid))}</uuid>' if uuid else ''
     src = f'<source path={quoteattr(console_path)} append=\'on\'/>'
     return f"""<domain type='qemu'>

@@ -96,7 +96,7 @@ def test_start_flags_unknown_to_restore_are_refused(env, guest):
     guest.checkpoint()
     xml = env.virsh.run('save-image-dumpxml', '--security-info', img).stdout
     res = env.virsh.create(with_migrate_from(xml, img), '--autodestroy', check=False)
-    assert res.returncode != 0 and 'cannot be used with a domain that restores' in res.stderr
+    assert res.returncode != 0 and 'cannot be used when the domain restores from' in res.stderr
     assert guest.state() == 'shut off'
     env.virsh.run('restore', img)
     guest.assert_continued()
