@@ -10,5 +10,8 @@ AC_DEFUN([KVMSAVE_CHECK_DEPS], [
     [AC_MSG_ERROR([libisal not found: install libisal-dev])])
   AC_SUBST([ISAL_LIBS])
 
+  dnl zstd compresses image chunks (image_format "zstd").
+  PKG_CHECK_MODULES([ZSTD], [libzstd >= 1.4])
+
   AC_CHECK_FUNCS([posix_fadvise])
 ])

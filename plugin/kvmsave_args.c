@@ -30,14 +30,18 @@ kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
 
 int
 kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
-                       const char **file, const char **dxml)
+                       const char **file, const char **dxml,
+                       const char **format)
 {
     int i;
     bool seenFile = false;
     bool seenDxml = false;
+    bool seenFormat = false;
 
     *file = NULL;
     *dxml = NULL;
+    if (format)
+        *format = NULL;
     if (nparams < 0 || (nparams > 0 && !params)) {
         virReportError(VIR_ERR_INVALID_ARG, "%s",
                        _("invalid typed parameter list"));
@@ -53,13 +57,24 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
         } else if (STREQ(params[i].field, VIR_DOMAIN_SAVE_PARAM_DXML)) {
             slot = dxml;
             seen = &seenDxml;
+        } else if (format &&
+                   STREQ(params[i].field, KVMSAVE_SAVE_PARAM_IMAGE_FORMAT)) {
+            slot = format;
+            seen = &seenFormat;
         }
 
         if (!slot) {
-            virReportError(VIR_ERR_INVALID_ARG,
-                           _("unknown parameter '%s' (kvmsave takes '%s' and '%s')"),
-                           params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE,
-                           VIR_DOMAIN_SAVE_PARAM_DXML);
+            if (format)
+                virReportError(VIR_ERR_INVALID_ARG,
+                               _("unknown parameter '%s' (kvmsave takes '%s', '%s' and '%s')"),
+                               params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE,
+                               VIR_DOMAIN_SAVE_PARAM_DXML,
+                               KVMSAVE_SAVE_PARAM_IMAGE_FORMAT);
+            else
+                virReportError(VIR_ERR_INVALID_ARG,
+                               _("unknown parameter '%s' (kvmsave takes '%s' and '%s')"),
+                               params[i].field, VIR_DOMAIN_SAVE_PARAM_FILE,
+                               VIR_DOMAIN_SAVE_PARAM_DXML);
             return -1;
         }
         if (params[i].type != VIR_TYPED_PARAM_STRING) {

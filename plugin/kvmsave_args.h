@@ -18,11 +18,15 @@
 int kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
                           const char *func);
 
-/* Take "file" and "dxml" from typed parameters; anything else, a wrong
- * type or a repeated name is VIR_ERR_INVALID_ARG. *file is NULL when the
- * parameter is absent. */
+/* libvirt 11.2's name for the image format of a save. */
+#define KVMSAVE_SAVE_PARAM_IMAGE_FORMAT "image_format"
+
+/* Take "file", "dxml" and, when @format is not NULL, "image_format" from
+ * typed parameters; anything else, a wrong type or a repeated name is
+ * VIR_ERR_INVALID_ARG. Absent parameters are NULL. */
 int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
-                           const char **file, const char **dxml);
+                           const char **file, const char **dxml,
+                           const char **format);
 
 /* Start flags (virDomainCreate*) a restore can honour: paused,
  * bypass-cache, reset-nvram; VIR_ERR_INVALID_ARG for the others, naming

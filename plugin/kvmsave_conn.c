@@ -3,7 +3,11 @@
  */
 #include <config.h>
 
+#include <unistd.h>
+
 #include "kvmsave_conn.h"
+#include "kvmsave_image.h"
+#include "virconf.h"
 #include "virerror.h"
 #include "viruuid.h"
 
@@ -68,6 +72,32 @@ kvmsaveConnManagedSaveDir(kvmsaveConn *priv)
     if (g_mkdir_with_parents(dir, 0700) < 0) {
         virReportSystemError(errno, _("cannot create managed save directory '%s'"),
                              dir);
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+kvmsaveConnLoadConfig(kvmsaveConn *priv)
+{
+    g_autofree char *path = g_build_filename(priv->root, "etc", "kvmsave.conf",
+                                             NULL);
+    g_autoptr(virConf) conf = NULL;
+    g_autofree char *format = NULL;
+
+    priv->imageFormat = KVMSAVE_IMAGE_ENCODING_RAW;
+    if (access(path, F_OK) < 0)
+        return 0;
+    if (!(conf = virConfReadFile(path, 0)))
+        return -1;
+    if (virConfGetValueString(conf, "image_format", &format) < 0)
+        return -1;
+    if (format &&
+        (priv->imageFormat = kvmsaveImageFormatFromString(format)) < 0) {
+        virReportError(VIR_ERR_CONF_SYNTAX,
+                       _("invalid image_format '%s' in '%s': kvmsave writes 'raw' or 'zstd'"),
+                       format, path);
         return -1;
     }
     return 0;

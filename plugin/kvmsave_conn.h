@@ -25,6 +25,7 @@ struct _kvmsaveConn {
     virConnectPtr inner;
     kvmsaveEvents *events;          /* lifecycle callbacks of @outer */
     char *root;
+    int imageFormat;                /* default KVMSAVE_IMAGE_ENCODING_* */
 };
 
 /* The kvmsave connection behind @conn, an outer connection. */
@@ -43,3 +44,7 @@ char *kvmsaveConnManagedSavePath(kvmsaveConn *priv, const unsigned char *uuid);
 
 /* Create the managed save directory (0700: images hold guest memory). */
 int kvmsaveConnManagedSaveDir(kvmsaveConn *priv);
+
+/* Read ROOT/etc/kvmsave.conf, if there is one, into @priv: the default
+ * image format (image_format = "raw" | "zstd"; raw without the file). */
+int kvmsaveConnLoadConfig(kvmsaveConn *priv);

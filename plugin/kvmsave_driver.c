@@ -18,6 +18,7 @@
 #include "kvmsave_args.h"
 #include "kvmsave_conn.h"
 #include "kvmsave_event.h"
+#include "kvmsave_image.h"
 #include "kvmsave_job.h"
 #include "kvmsave_managed.h"
 #include "kvmsave_restore.h"
@@ -41,16 +42,25 @@ VIR_LOG_INIT("kvmsave.driver");
 /* ---- save and restore ---------------------------------------------- */
 
 static int
-kvmsaveDomainSaveFlags(virDomainPtr dom, const char *to, const char *dxml,
-                       unsigned int flags)
+kvmsaveDomainSaveAs(kvmsaveConn *priv, virDomainPtr dom, const char *to,
+                    const char *dxml, int format, unsigned int flags)
 {
     g_autofree char *path = NULL;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
         !(path = kvmsaveAbsPath(to)))
         return -1;
-    return kvmsaveSaveDomain(kvmsaveConnFromConnect(dom->conn), dom->uuid,
-                             path, dxml, flags);
+    return kvmsaveSaveDomain(priv, dom->uuid, path, dxml, format, flags);
+}
+
+
+static int
+kvmsaveDomainSaveFlags(virDomainPtr dom, const char *to, const char *dxml,
+                       unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+
+    return kvmsaveDomainSaveAs(priv, dom, to, dxml, priv->imageFormat, flags);
 }
 
 
@@ -65,12 +75,22 @@ static int
 kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
                         int nparams, unsigned int flags)
 {
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
     const char *file;
     const char *dxml;
+    const char *formatName;
+    int format = priv->imageFormat;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
-        kvmsaveParseSaveParams(params, nparams, &file, &dxml) < 0)
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml, &formatName) < 0)
         return -1;
+    if (formatName &&
+        (format = kvmsaveImageFormatFromString(formatName)) < 0) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("unknown image format '%s': kvmsave writes 'raw' or 'zstd'"),
+                       formatName);
+        return -1;
+    }
     if (!file) {
         /* As libvirt does: no file means a managed save. */
         if (dxml) {
@@ -78,9 +98,9 @@ kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
                            _("a managed save (no 'file' parameter) takes no 'dxml'"));
             return -1;
         }
-        return kvmsaveDomainManagedSave(dom, flags);
+        return kvmsaveManagedSaveAs(priv, dom, format, flags);
     }
-    return kvmsaveDomainSaveFlags(dom, file, dxml, flags);
+    return kvmsaveDomainSaveAs(priv, dom, file, dxml, format, flags);
 }
 
 
@@ -116,7 +136,7 @@ kvmsaveDomainRestoreParams(virConnectPtr conn, virTypedParameterPtr params,
     const char *dxml;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
-        kvmsaveParseSaveParams(params, nparams, &file, &dxml) < 0)
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml, NULL) < 0)
         return -1;
     if (!file) {
         virReportError(VIR_ERR_INVALID_ARG,
@@ -536,6 +556,11 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
         return VIR_DRV_OPEN_ERROR;
 
     priv = g_new0(kvmsaveConn, 1);
+    priv->root = g_strdup(root);
+    if (kvmsaveConnLoadConfig(priv) < 0) {
+        g_free(priv->root);
+        return VIR_DRV_OPEN_ERROR;
+    }
     VIR_DEBUG("opening inner connection %s", inner);
     if (auth)
         priv->inner = virConnectOpenAuth(inner, auth, flags);
@@ -543,13 +568,19 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
         priv->inner = virConnectOpenReadOnly(inner);
     else
         priv->inner = virConnectOpen(inner);
-    if (!priv->inner)
+    if (!priv->inner) {
+        g_free(priv->root);
         return VIR_DRV_OPEN_ERROR;
+    }
 
     priv->outer = conn;
-    priv->root = g_strdup(root);
     if (!(priv->events = kvmsaveEventsNew(conn, priv->inner))) {
+        virErrorPtr saved = NULL;
+
+        virErrorPreserveLast(&saved);
         virConnectClose(priv->inner);
+        virErrorRestore(&saved);
+        g_free(priv->root);
         return VIR_DRV_OPEN_ERROR;
     }
     priv->innerDriver = priv->inner->driver;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "kvmsave_image.h"
 #include "kvmsave_util.h"
@@ -63,6 +64,39 @@ alignUp(size_t n, size_t a)
 {
     return (n + a - 1) / a * a;
 }
+
+
+static const char *const kvmsaveImageFormatNames[] = {
+    [KVMSAVE_IMAGE_ENCODING_RAW] = "raw",
+    [KVMSAVE_IMAGE_ENCODING_ZSTD] = "zstd",
+};
+
+
+int
+kvmsaveImageFormatFromString(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < G_N_ELEMENTS(kvmsaveImageFormatNames); i++) {
+        if (STREQ_NULLABLE(name, kvmsaveImageFormatNames[i]))
+            return i;
+    }
+    return -1;
+}
+
+
+const char *
+kvmsaveImageFormatToString(int format)
+{
+    if (format < 0 || format >= G_N_ELEMENTS(kvmsaveImageFormatNames))
+        return NULL;
+    return kvmsaveImageFormatNames[format];
+}
+
+
+/* zstd level: its fastest setting still shrinks zero and text pages a lot
+ * and keeps up with the disk on one core. */
+#define KVMSAVE_IMAGE_ZSTD_LEVEL 1
 
 
 kvmsaveImageHeader *
@@ -365,6 +399,10 @@ alignedAlloc(size_t size)
 
 
 struct _kvmsaveImageWriter {
+    int format;                 /* KVMSAVE_IMAGE_ENCODING_* */
+    ZSTD_CCtx *zctx;
+    unsigned char *zbuf;
+    size_t zbufSize;
     int fd;
     char *path;
     bool direct;
@@ -396,8 +434,29 @@ kvmsaveImageWriterFree(kvmsaveImageWriter *w)
     if (!w)
         return;
     free(w->buf);
+    ZSTD_freeCCtx(w->zctx);
+    g_free(w->zbuf);
     g_free(w->path);
     g_free(w);
+}
+
+
+void
+kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format)
+{
+    w->format = format;
+    if (format == KVMSAVE_IMAGE_ENCODING_ZSTD && !w->zctx) {
+        w->zctx = ZSTD_createCCtx();
+        if (!w->zctx)
+            abort(); /* out of memory, as g_malloc */
+        ZSTD_CCtx_setParameter(w->zctx, ZSTD_c_compressionLevel,
+                               KVMSAVE_IMAGE_ZSTD_LEVEL);
+        /* A checksum of the decoded data in each frame, verified on read:
+         * it also covers the decoder itself. */
+        ZSTD_CCtx_setParameter(w->zctx, ZSTD_c_checksumFlag, 1);
+        w->zbufSize = ZSTD_compressBound(KVMSAVE_IMAGE_CHUNK_MAX);
+        w->zbuf = g_malloc(w->zbufSize);
+    }
 }
 
 
@@ -464,17 +523,38 @@ int
 kvmsaveImageWriteChunk(kvmsaveImageWriter *w, const void *data, size_t len)
 {
     unsigned char ch[KVMSAVE_IMAGE_CHUNK_HEADER_LEN];
+    int encoding = KVMSAVE_IMAGE_ENCODING_RAW;
+    const void *stored = data;
+    size_t storedLen = len;
+
+    if (w->format == KVMSAVE_IMAGE_ENCODING_ZSTD && len > 0) {
+        size_t n = ZSTD_compress2(w->zctx, w->zbuf, w->zbufSize, data, len);
+
+        if (ZSTD_isError(n)) {
+            virReportError(VIR_ERR_INTERNAL_ERROR,
+                           _("cannot compress chunk %llu of save image '%s': %s"),
+                           (unsigned long long) w->chunks, w->path,
+                           ZSTD_getErrorName(n));
+            return -1;
+        }
+        /* Incompressible data (random pages) is kept as it is. */
+        if (n < len) {
+            encoding = KVMSAVE_IMAGE_ENCODING_ZSTD;
+            stored = w->zbuf;
+            storedLen = n;
+        }
+    }
 
     memcpy(ch, KVMSAVE_IMAGE_CHUNK_MAGIC, 4);
-    putLE32(ch + 4, KVMSAVE_IMAGE_ENCODING_RAW);
+    putLE32(ch + 4, encoding);
     putLE64(ch + 8, w->chunks);
-    putLE32(ch + 16, len);
+    putLE32(ch + 16, storedLen);
     putLE32(ch + 20, len);
-    putLE32(ch + 24, kvmsaveCrc32c(0, data, len));
+    putLE32(ch + 24, kvmsaveCrc32c(0, stored, storedLen));
     putLE32(ch + 28, kvmsaveCrc32c(0, ch, 28));
 
     if (writerAppend(w, ch, sizeof(ch)) < 0 ||
-        writerAppend(w, data, len) < 0)
+        writerAppend(w, stored, storedLen) < 0)
         return -1;
     w->chunks++;
     w->streamBytes += len;
@@ -533,6 +613,9 @@ struct _kvmsaveImageReader {
     uint64_t pos;               /* file offset of the next record */
     uint64_t chunkIndex;
     uint64_t streamBytes;
+    ZSTD_DCtx *zctx;
+    unsigned char *zbuf;        /* a decoded chunk */
+    int lastEncoding;           /* of the chunk read last */
 };
 
 
@@ -542,6 +625,8 @@ kvmsaveImageReaderFree(kvmsaveImageReader *r)
     if (!r)
         return;
     VIR_FORCE_CLOSE(r->fd);
+    ZSTD_freeDCtx(r->zctx);
+    g_free(r->zbuf);
     kvmsaveImageHeaderFree(r->hdr);
     free(r->buf);
     g_free(r->path);
@@ -784,13 +869,16 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
                        r->path, off, (unsigned long long) getLE64(ch + 8), idx);
         return -1;
     }
-    if (encoding != KVMSAVE_IMAGE_ENCODING_RAW) {
+    if (encoding != KVMSAVE_IMAGE_ENCODING_RAW &&
+        encoding != KVMSAVE_IMAGE_ENCODING_ZSTD) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s': chunk %llu uses encoding %u, which this kvmsave does not support"),
                        r->path, idx, encoding);
         return -1;
     }
-    if (stored != raw || stored > KVMSAVE_IMAGE_CHUNK_MAX ||
+    if ((encoding == KVMSAVE_IMAGE_ENCODING_RAW && stored != raw) ||
+        (encoding == KVMSAVE_IMAGE_ENCODING_ZSTD && (stored >= raw || stored == 0)) ||
+        raw > KVMSAVE_IMAGE_CHUNK_MAX ||
         stored > r->tr.dataEnd - r->pos - KVMSAVE_IMAGE_CHUNK_HEADER_LEN) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: chunk %llu at offset %llu has an invalid length %u"),
@@ -811,10 +899,38 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
 
     *data = ch + KVMSAVE_IMAGE_CHUNK_HEADER_LEN;
     *len = stored;
+    if (encoding == KVMSAVE_IMAGE_ENCODING_ZSTD) {
+        size_t n;
+
+        if (!r->zctx) {
+            if (!(r->zctx = ZSTD_createDCtx()))
+                abort(); /* out of memory, as g_malloc */
+            r->zbuf = g_malloc(KVMSAVE_IMAGE_CHUNK_MAX);
+        }
+        n = ZSTD_decompressDCtx(r->zctx, r->zbuf, KVMSAVE_IMAGE_CHUNK_MAX,
+                                *data, stored);
+        if (ZSTD_isError(n) || n != raw) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("save image '%s' is corrupt: chunk %llu at offset %llu does not decompress (%s)"),
+                           r->path, idx, off,
+                           ZSTD_isError(n) ? ZSTD_getErrorName(n) : _("wrong size"));
+            return -1;
+        }
+        *data = r->zbuf;
+        *len = raw;
+    }
+    r->lastEncoding = encoding;
     r->pos += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + stored;
     r->chunkIndex++;
-    r->streamBytes += stored;
+    r->streamBytes += raw;
     return 1;
+}
+
+
+int
+kvmsaveImageReaderLastEncoding(kvmsaveImageReader *r)
+{
+    return r->lastEncoding;
 }
 
 

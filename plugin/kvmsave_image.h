@@ -14,7 +14,7 @@
 #define KVMSAVE_IMAGE_MAGIC "KVMSAVE\n"
 #define KVMSAVE_IMAGE_MAGIC_LEN 8
 #define KVMSAVE_IMAGE_MAJOR 1
-#define KVMSAVE_IMAGE_MINOR 0
+#define KVMSAVE_IMAGE_MINOR 1
 
 #define KVMSAVE_IMAGE_ALIGN 4096
 #define KVMSAVE_IMAGE_FIXED_HEADER_LEN 64
@@ -47,7 +47,13 @@ typedef enum {
 /* Chunk encodings */
 typedef enum {
     KVMSAVE_IMAGE_ENCODING_RAW = 0,
+    KVMSAVE_IMAGE_ENCODING_ZSTD = 1,    /* one zstd frame, since 1.1 */
 } kvmsaveImageEncoding;
+
+/* The image formats a save can be asked for (typed parameter
+ * "image_format"): how its chunks are encoded. */
+int kvmsaveImageFormatFromString(const char *name);
+const char *kvmsaveImageFormatToString(int format);
 
 typedef struct _kvmsaveImageHeader kvmsaveImageHeader;
 struct _kvmsaveImageHeader {
@@ -105,6 +111,9 @@ kvmsaveImageWriter *kvmsaveImageWriterNew(int fd, const char *path,
 void kvmsaveImageWriterFree(kvmsaveImageWriter *w);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageWriter, kvmsaveImageWriterFree);
 
+/* Encode the chunks that follow with @format (KVMSAVE_IMAGE_ENCODING_*); a
+ * chunk that does not shrink is stored raw. */
+void kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format);
 int kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr);
 int kvmsaveImageWriteChunk(kvmsaveImageWriter *w,
                            const void *data, size_t len);
@@ -128,5 +137,7 @@ const kvmsaveImageTrailer *kvmsaveImageReaderTrailer(kvmsaveImageReader *r);
  * stays valid until the next call. */
 int kvmsaveImageReadChunk(kvmsaveImageReader *r,
                           const unsigned char **data, size_t *len);
+/* The encoding the chunk read last was stored with. */
+int kvmsaveImageReaderLastEncoding(kvmsaveImageReader *r);
 /* Read every chunk, checking all checksums. */
 int kvmsaveImageVerify(kvmsaveImageReader *r);

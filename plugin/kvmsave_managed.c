@@ -52,6 +52,15 @@ int
 kvmsaveDomainManagedSave(virDomainPtr dom, unsigned int flags)
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+
+    return kvmsaveManagedSaveAs(priv, dom, priv->imageFormat, flags);
+}
+
+
+int
+kvmsaveManagedSaveAs(kvmsaveConn *priv, virDomainPtr dom, int format,
+                     unsigned int flags)
+{
     g_autoptr(virDomain) inner = NULL;
     g_autofree char *path = NULL;
     int persistent;
@@ -68,7 +77,7 @@ kvmsaveDomainManagedSave(virDomainPtr dom, unsigned int flags)
     if (kvmsaveConnManagedSaveDir(priv) < 0)
         return -1;
     path = kvmsaveConnManagedSavePath(priv, dom->uuid);
-    return kvmsaveSaveDomain(priv, dom->uuid, path, NULL, flags);
+    return kvmsaveSaveDomain(priv, dom->uuid, path, NULL, format, flags);
 }
 
 

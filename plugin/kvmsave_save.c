@@ -200,7 +200,8 @@ kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
 
 int
 kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
-                  const char *path, const char *dxml, unsigned int flags)
+                  const char *path, const char *dxml, int format,
+                  unsigned int flags)
 {
     g_autoptr(virDomain) dom = NULL;
     g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
@@ -250,6 +251,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     if ((fd = kvmsaveCreateTemp(path, direct, &tmppath)) < 0)
         goto cleanup;
     writer = kvmsaveImageWriterNew(fd, tmppath, direct);
+    kvmsaveImageWriterSetFormat(writer, format);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
         goto cleanup;
 
@@ -421,6 +423,8 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
         goto cleanup;
     while ((rc = kvmsaveImageReadChunk(reader, &data, &len)) > 0) {
+        /* Each chunk keeps the encoding it had. */
+        kvmsaveImageWriterSetFormat(writer, kvmsaveImageReaderLastEncoding(reader));
         if (kvmsaveImageWriteChunk(writer, data, len) < 0)
             goto cleanup;
     }

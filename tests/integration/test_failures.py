@@ -149,7 +149,7 @@ def test_kvmsave_image_tool_verifies_images(env, good_image):
     if not os.path.exists(tool):
         tool = 'kvmsave-image'
     info = subprocess.run([tool, 'info', good_image], capture_output=True, text=True)
-    assert info.returncode == 0 and 'kvmsave image 1.0' in info.stdout
+    assert info.returncode == 0 and 'kvmsave image 1.1' in info.stdout
     ok = subprocess.run([tool, 'verify', good_image], capture_output=True, text=True)
     assert ok.returncode == 0 and 'every checksum verified' in ok.stdout
     bad = env.image('verify-bad.img')

@@ -125,12 +125,37 @@ START_TEST(test_parse_params_takes_file_and_dxml)
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/var/lib/x.img");
     setStringParam(&params[1], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL), 0);
     KT_ASSERT_NO_ERROR();
     ck_assert_ptr_eq(file, params[0].value.s);
     ck_assert_ptr_eq(dxml, params[1].value.s);
     ck_assert_str_eq(file, "/var/lib/x.img");
     ck_assert_str_eq(dxml, "<domain/>");
+}
+END_TEST
+
+
+START_TEST(test_parse_params_image_format_only_where_taken)
+{
+    virTypedParameter params[2];
+    const char *file = NULL;
+    const char *dxml = NULL;
+    const char *format = NULL;
+
+    setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
+    setStringParam(&params[1], KVMSAVE_SAVE_PARAM_IMAGE_FORMAT, "zstd");
+    /* saveParams takes it ... */
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format), 0);
+    ck_assert_str_eq(format, "zstd");
+    ck_assert_ptr_null(dxml);
+    /* ... restoreParams does not */
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "image_format");
+    virResetLastError();
+    /* and only once */
+    setStringParam(&params[0], KVMSAVE_SAVE_PARAM_IMAGE_FORMAT, "raw");
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
 }
 END_TEST
 
@@ -143,7 +168,7 @@ START_TEST(test_parse_params_order_does_not_matter)
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
     setStringParam(&params[1], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL), 0);
     ck_assert_str_eq(file, "/x.img");
     ck_assert_str_eq(dxml, "<domain/>");
 }
@@ -157,7 +182,7 @@ START_TEST(test_parse_params_file_only_leaves_dxml_null)
     const char *dxml = "stale";
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL), 0);
     ck_assert_str_eq(file, "/x.img");
     ck_assert_ptr_null(dxml);
 }
@@ -169,7 +194,7 @@ START_TEST(test_parse_params_empty_list_gives_nulls)
     const char *file = "stale";
     const char *dxml = "stale";
 
-    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 0, &file, &dxml), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 0, &file, &dxml, NULL), 0);
     KT_ASSERT_NO_ERROR();
     ck_assert_ptr_null(file);
     ck_assert_ptr_null(dxml);
@@ -185,7 +210,7 @@ START_TEST(test_parse_params_refuses_unknown_name)
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
     setStringParam(&params[1], "bandwidth", "100");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "'bandwidth'");
 }
 END_TEST
@@ -198,13 +223,13 @@ START_TEST(test_parse_params_refuses_wrong_type)
     const char *dxml = NULL;
 
     setIntParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, 42);
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be a string");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, VIR_DOMAIN_SAVE_PARAM_FILE);
 
     virResetLastError();
     setIntParam(&params[0], VIR_DOMAIN_SAVE_PARAM_DXML, 0);
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be a string");
 }
 END_TEST
@@ -219,13 +244,13 @@ START_TEST(test_parse_params_refuses_duplicate)
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/a.img");
     setStringParam(&params[1], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
     setStringParam(&params[2], VIR_DOMAIN_SAVE_PARAM_FILE, "/b.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, VIR_DOMAIN_SAVE_PARAM_FILE);
 
     virResetLastError();
     setStringParam(&params[2], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, VIR_DOMAIN_SAVE_PARAM_DXML);
 }
@@ -239,11 +264,11 @@ START_TEST(test_parse_params_refuses_invalid_list)
     const char *dxml = NULL;
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/a.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, -1, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, -1, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "invalid typed parameter list");
 
     virResetLastError();
-    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 1, &file, &dxml), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 1, &file, &dxml, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "invalid typed parameter list");
 }
 END_TEST
@@ -264,6 +289,7 @@ flagsSuite(void)
 
     tc = ktTCase("save_params", 10);
     tcase_add_test(tc, test_parse_params_takes_file_and_dxml);
+    tcase_add_test(tc, test_parse_params_image_format_only_where_taken);
     tcase_add_test(tc, test_parse_params_order_does_not_matter);
     tcase_add_test(tc, test_parse_params_file_only_leaves_dxml_null);
     tcase_add_test(tc, test_parse_params_empty_list_gives_nulls);
