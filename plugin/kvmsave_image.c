@@ -409,6 +409,7 @@ struct _kvmsaveImageWriter {
     unsigned char *buf;
     size_t fill;
     uint64_t offset;            /* file offset of buf[0] */
+    uint64_t released;          /* written back and dropped from the cache */
     uint64_t chunks;
     uint64_t streamBytes;
     uint32_t headerCrc;
@@ -460,6 +461,32 @@ kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format)
 }
 
 
+/* A save must not push the host's page cache out with pages nobody will
+ * read again: start writeback of the block just written, wait for the one
+ * before it and drop it from the cache. Writeback also runs alongside the
+ * stream this way, so the final fdatasync has little left to do. Direct
+ * I/O bypasses the cache already. */
+static void
+kvmsaveImageWriterRelease(kvmsaveImageWriter *w, uint64_t off, size_t len)
+{
+    if (w->direct || len == 0)
+        return;
+    ignore_value(sync_file_range(w->fd, off, len, SYNC_FILE_RANGE_WRITE));
+    if (w->released < off) {
+        uint64_t prev = w->released;
+
+        ignore_value(sync_file_range(w->fd, prev, off - prev,
+                                     SYNC_FILE_RANGE_WAIT_BEFORE |
+                                     SYNC_FILE_RANGE_WRITE |
+                                     SYNC_FILE_RANGE_WAIT_AFTER));
+#ifdef HAVE_POSIX_FADVISE
+        ignore_value(posix_fadvise(w->fd, prev, off - prev, POSIX_FADV_DONTNEED));
+#endif
+        w->released = off;
+    }
+}
+
+
 static int
 writerFlush(kvmsaveImageWriter *w)
 {
@@ -477,6 +504,7 @@ writerFlush(kvmsaveImageWriter *w)
         }
         done += n;
     }
+    kvmsaveImageWriterRelease(w, w->offset, w->fill);
     w->offset += w->fill;
     w->fill = 0;
     return 0;
@@ -595,6 +623,10 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
                              w->path);
         return -1;
     }
+#ifdef HAVE_POSIX_FADVISE
+    if (!w->direct)
+        ignore_value(posix_fadvise(w->fd, 0, 0, POSIX_FADV_DONTNEED));
+#endif
     return 0;
 }
 
