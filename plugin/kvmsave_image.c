@@ -643,6 +643,8 @@ struct _kvmsaveImageReader {
     uint64_t bufOffset;         /* file offset of buf[0], aligned */
     size_t bufLen;              /* bytes valid in buf */
     uint64_t pos;               /* file offset of the next record */
+    uint64_t dropped;           /* dropped from the page cache up to here */
+    bool streaming;             /* header and trailer read: chunks follow */
     uint64_t chunkIndex;
     uint64_t streamBytes;
     ZSTD_DCtx *zctx;
@@ -686,6 +688,14 @@ readerEnsure(kvmsaveImageReader *r, size_t need, const char *what)
 
     /* Keep what is still needed at the front of the buffer. */
     start = r->pos / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
+#ifdef HAVE_POSIX_FADVISE
+    /* What is behind us is not read again: leave the cache to others. */
+    if (!r->direct && r->streaming && start > r->dropped) {
+        ignore_value(posix_fadvise(r->fd, r->dropped, start - r->dropped,
+                                   POSIX_FADV_DONTNEED));
+        r->dropped = start;
+    }
+#endif
     if (start >= r->bufOffset && start < r->bufOffset + r->bufLen) {
         size_t keep = r->bufOffset + r->bufLen - start;
         memmove(r->buf, r->buf + (start - r->bufOffset), keep);
@@ -827,6 +837,8 @@ kvmsaveImageOpen(const char *path, bool direct)
     r->pos = r->hdr->headerSize;
     r->bufLen = 0;
     r->bufOffset = 0;
+    r->dropped = 0;
+    r->streaming = true;
     return g_steal_pointer(&r);
 }
 
