@@ -1,0 +1,973 @@
+#!/usr/bin/python3
+"""kvmsave benchmark: stock libvirt's virsh save/restore against kvmsave's,
+side by side on the same kind of guest, and against the disk itself.
+
+    bench/run --memory 1024 --data 512 --fill random --repeat 3
+    /usr/bin/python3 bench/bench.py ...        (the guest must be built)
+
+See bench/README.md for what is measured and how.  Needs root (drop_caches),
+the build tree's ./run (the uninstalled plugin) and the test guest
+(tests/guest/build-guest, which bench/run runs first).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid as uuidlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.normpath(os.path.join(HERE, '..'))
+sys.path.insert(0, os.path.join(TOP, 'tests', 'integration'))
+
+# The benchmark's guest lives in its own directory by default, so that a test
+# suite running from another checkout (whose init may differ) never rebuilds
+# it under us, nor we under it.  The harness reads the variable at call time.
+DEFAULT_BENCH_GUEST_DIR = '/var/cache/kvmsave-bench/guest'
+os.environ.setdefault('KVMSAVE_GUEST_DIR', DEFAULT_BENCH_GUEST_DIR)
+
+import kvmsave_harness as h   # noqa: E402
+
+MIB = 1024 * 1024
+STOCK = 'stock'
+
+# libvirt logging for every timed virsh (both tools alike): kvmsave's debug
+# points, QMP traffic at info level (commands sent, replies and events), the
+# rest at error.  Each step logs to its own file; the stage breakdown is
+# read from the timestamps.  A few dozen lines per step.
+LOG_FILTERS = '1:kvmsave 2:qemu.qemu_monitor 4:*'
+
+
+# Saves in a format other than raw: virsh 9.0 cannot pass typed parameters,
+# so a Python client calls virDomainSaveParams with 'image_format' (libvirt
+# 11.2's name).  Its no-op twin gives the Python client's baseline RSS.
+_PY_CONNECT = '''
+import sys, threading, libvirt
+libvirt.virEventRegisterDefaultImpl()
+def _loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+threading.Thread(target=_loop, daemon=True).start()
+conn = libvirt.open(sys.argv[1])
+dom = conn.lookupByName(sys.argv[2])
+'''
+PY_SAVE = _PY_CONNECT + '''
+dom.saveParams({'file': sys.argv[3], 'image_format': sys.argv[4]}, 0)
+conn.close()
+'''
+PY_NOOP = _PY_CONNECT + '''
+dom.state()
+conn.close()
+'''
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+def die(msg):
+    print(f'bench: {msg}', file=sys.stderr)
+    sys.exit(1)
+
+
+def note(msg):
+    print(f'bench: {msg}', file=sys.stderr, flush=True)
+
+
+def drop_caches():
+    """Write back dirty pages, then drop the page cache (and slab caches)."""
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as fh:
+        fh.write('3\n')
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def clean_env(extra=None):
+    """The environment without the build tree's module redirection.
+
+    Stock virsh must load only libvirt's installed modules; kvmsave's virsh
+    gets its own through ./run.
+    """
+    env = dict(os.environ)
+    for k in ('LIBVIRT_DRIVER_DIR', 'KVMSAVE_LOCALEDIR', 'LIBVIRT_LOG_OUTPUTS',
+              'LIBVIRT_LOG_FILTERS', 'LIBVIRT_DEBUG'):
+        env.pop(k, None)
+    env['LC_ALL'] = 'C.UTF-8'
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Timed:
+    """A finished command: wall time, exit status, peak RSS, output."""
+
+    def __init__(self, argv, seconds, status, maxrss_kib, stdout, stderr, t0, t1):
+        self.argv = argv
+        self.seconds = seconds
+        self.status = status
+        self.maxrss_mib = maxrss_kib / 1024.0
+        self.stdout = stdout
+        self.stderr = stderr
+        self.t0 = t0          # wall clock (epoch) at start and end, to
+        self.t1 = t1          # line up with libvirt's log timestamps
+
+    def check(self, what):
+        if self.status != 0:
+            argv = ' '.join('<python code>' if '\n' in a else a for a in self.argv)
+            raise RuntimeError(f'{what} failed (exit {self.status}): {argv}\n'
+                               f'--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}---')
+        return self
+
+
+def timed(argv, env=None, timeout=900):
+    """Run argv, wait with wait4(2): wall time and the child's peak RSS.
+
+    ru_maxrss from wait4 is the largest resident set of the process (the
+    maximum over the exec'ed program too, so a `./run` wrapper that execs
+    virsh counts as virsh) and of the descendants it waited for.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.time()
+        m0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        deadline = m0 + timeout
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, ru = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                raise RuntimeError(f'timed out after {timeout}s: {" ".join(argv)}')
+            time.sleep(0.002)
+        m1 = time.monotonic()
+        t1 = time.time()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Timed(argv, m1 - m0, proc.returncode, ru.ru_maxrss,
+                     out.read().decode(errors='replace'), err.read().decode(errors='replace'), t0, t1)
+
+
+# ---------------------------------------------------------------------------
+# libvirt logs: stages of a save or a restore
+# ---------------------------------------------------------------------------
+
+_LOG_LINE = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\+0000: \d+: (\w+) : (\w+):\d+ : (.*)$')
+_EXECUTE = re.compile(r'QEMU_MONITOR_SEND_MSG: .*?"execute":"([^"]+)"')
+_EVENT = re.compile(r'QEMU_MONITOR_RECV_EVENT: .*?"event": "([A-Z_]+)"(?:, "data": \{"status": "(\w+)")?')
+
+
+def _log_time(stamp):
+    return datetime.datetime.strptime(stamp, '%Y-%m-%d %H:%M:%S.%f').replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def log_markers(path):
+    """(time, marker) for each line of interest, in order.
+
+    Markers: 'send:<command>', 'event:<EVENT>' or 'event:MIGRATION:<status>',
+    'close' (libvirt closed the monitor: QEMU is gone), and kvmsave's debug
+    points 'ks:paused' (header written), 'ks:stream-done', 'ks:image-done',
+    'ks:stopped'.
+    """
+    out = []
+    try:
+        fh = open(path, errors='replace')
+    except FileNotFoundError:
+        return out
+    with fh:
+        for line in fh:
+            m = _LOG_LINE.match(line)
+            if not m:
+                continue
+            t = _log_time(m.group(1))
+            msg = m.group(4)
+            if 'QEMU_MONITOR_SEND_MSG' in msg:
+                e = _EXECUTE.search(msg)
+                if e:
+                    out.append((t, 'send:' + e.group(1)))
+            elif 'QEMU_MONITOR_RECV_EVENT' in msg:
+                e = _EVENT.search(msg)
+                if e:
+                    out.append((t, 'event:' + e.group(1) + (':' + e.group(2) if e.group(2) else '')))
+            elif 'QEMU_MONITOR_CLOSE' in msg:
+                out.append((t, 'close'))
+            elif m.group(3) == 'kvmsaveSaveDomain':
+                if msg.startswith('header written'):
+                    out.append((t, 'ks:paused'))
+                elif msg.startswith("QEMU's stream is complete"):
+                    out.append((t, 'ks:stream-done'))
+                elif msg.startswith('image ') and 'complete, stopping' in msg:
+                    out.append((t, 'ks:image-done'))
+                elif msg.startswith('guest stopped'):
+                    out.append((t, 'ks:stopped'))
+    return out
+
+
+def _first(markers, name, after=None):
+    for t, m in markers:
+        if m == name and (after is None or t >= after):
+            return t
+    return None
+
+
+def _segments(points):
+    """[(name, t)...] in order -> {segment: seconds}; a missing point
+    merges its segment into the next one."""
+    known = [(n, t) for n, t in points if t is not None]
+    out = {}
+    for (a, ta), (b, tb) in zip(known, known[1:]):
+        out[b] = round(max(tb - ta, 0.0), 4)
+    return out
+
+
+def save_stages(path, run, qemu):
+    """Where a save's time went (seconds per stage).
+
+    connect: virsh start, connection, reconnect to QEMU, up to QMP "stop"
+    pause:   "stop" to "migrate" (getfd, migration parameters)
+    stream:  "migrate" to QEMU's MIGRATION "completed" event
+    finish:  completed to QEMU's exit (it is a zombie): the image finished
+             (kvmsave: poll lag, thread join, fdatasync, rename, fsync of the
+             directory) and QEMU killed
+    reap:    QEMU a zombie until its parent (PID 1: QEMU daemonizes) reaps it;
+             libvirt's kill waits for that (`virProcessKillPainfully`)
+    exit:    the rest of libvirt's cleanup and virsh's exit
+    finish.poll, finish.sync (kvmsave only, part of finish): QEMU done to
+             kvmsave noticing it, and from there to the image committed.
+    `qemu` is a QemuWatch of the guest's QEMU during the save.
+    """
+    mk = log_markers(path)
+    stop = _first(mk, 'send:stop')
+    migrate = _first(mk, 'send:migrate', stop)
+    done = _first(mk, 'event:MIGRATION:completed', migrate)
+    seg = _segments([('start', run.t0), ('connect', stop), ('pause', migrate), ('stream', done),
+                     ('finish', qemu.zombie), ('reap', qemu.gone), ('exit', run.t1)])
+    sd = _first(mk, 'ks:stream-done', done)
+    img = _first(mk, 'ks:image-done', sd)
+    if done and sd and img:
+        seg['finish.poll'] = round(sd - done, 4)
+        seg['finish.sync'] = round(img - sd, 4)
+    return seg
+
+
+class Reaper(threading.Thread):
+    """--reap: this process becomes a child subreaper and reaps QEMU at once.
+
+    QEMU daemonizes, so its parent is the nearest subreaper: normally PID 1,
+    which on a usual host (systemd) reaps it at once.  In some containers
+    PID 1 reaps slowly, and libvirt's kill of QEMU waits until the zombie is
+    gone.  With PR_SET_CHILD_SUBREAPER the QEMUs that virsh starts from here
+    on become this process's children; this thread reaps any that exited
+    (zombie QEMUs only: virsh and dd are waited for by their callers).
+    """
+
+    PR_SET_CHILD_SUBREAPER = 36
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
+        self.reaped = 0
+
+    @staticmethod
+    def children():
+        pids = set()
+        for tid in os.listdir('/proc/self/task'):
+            try:
+                with open(f'/proc/self/task/{tid}/children') as fh:
+                    pids.update(int(x) for x in fh.read().split())
+            except OSError:
+                pass
+        return pids
+
+    def run(self):
+        while True:
+            for pid in self.children():
+                try:
+                    with open(f'/proc/{pid}/stat') as fh:
+                        stat = fh.read()
+                except OSError:
+                    continue
+                comm = stat[stat.find('(') + 1:stat.rfind(')')]
+                state = stat[stat.rfind(')') + 2:].split()[0]
+                if state == 'Z' and comm.startswith('qemu'):
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                        self.reaped += 1
+                    except ChildProcessError:
+                        pass
+            time.sleep(0.002)
+
+
+class QemuWatch(threading.Thread):
+    """Watches a QEMU process: when it exits (zombie) and when it is gone.
+
+    Polls /proc/PID/stat every 2 ms.  A process reaped at once
+    counts as a zombie for no time.
+    """
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.zombie = None
+        self.gone = None
+        self._halt = threading.Event()
+
+    def run(self):
+        path = f'/proc/{self.pid}/stat'
+        while not self._halt.is_set():
+            try:
+                with open(path) as fh:
+                    state = fh.read().rsplit(')', 1)[1].split()[0]
+            except (OSError, IndexError):
+                self.gone = time.time()
+                if self.zombie is None:
+                    self.zombie = self.gone
+                return
+            if state in ('Z', 'X') and self.zombie is None:
+                self.zombie = time.time()
+            time.sleep(0.002)
+
+    def finish(self):
+        self._halt.set()
+        self.join()
+        return self
+
+
+def restore_stages(path, run):
+    """Where a restore's time went (seconds per stage).
+
+    launch: virsh start, connection, QEMU started and its monitor up
+            (first "qmp_capabilities")
+    setup:  to "migrate-incoming" (or to the stream's start)
+    stream: "migrate-incoming" to the MIGRATION "completed" event
+    resume: completed to the RESUME event ("cont")
+    exit:   to the end of the virsh process
+    """
+    mk = log_markers(path)
+    qmp = _first(mk, 'send:qmp_capabilities')
+    inc = _first(mk, 'send:migrate-incoming', qmp)
+    done = _first(mk, 'event:MIGRATION:completed', qmp)
+    resume = _first(mk, 'event:RESUME', done)
+    return _segments([('start', run.t0), ('launch', qmp), ('setup', inc), ('stream', done),
+                      ('resume', resume), ('exit', run.t1)])
+
+
+# ---------------------------------------------------------------------------
+# Guests in embedded roots
+# ---------------------------------------------------------------------------
+
+class Side:
+    """One driver under test: its root, its virsh, its guest."""
+
+    def __init__(self, label, scheme, fmt, prefix, env, root, args, logdir):
+        self.label = label            # 'stock' or 'kvmsave raw' ...
+        self.scheme = scheme          # 'qemu' or 'kvmsave'
+        self.fmt = fmt                # None (stock) or the kvmsave image format
+        self.root = root
+        self.uri = h.embed_uri(root, scheme)
+        self.prefix = list(prefix) + ['virsh', '-c', self.uri]
+        self.env = env
+        self.virsh = h.Virsh(self.prefix, env=env)
+        self.name = 'bench'
+        self.console_path = h.console_path(root, self.name)
+        self.xml = h.domain_xml(self.name, self.console_path, uuid=str(uuidlib.uuid4()),
+                                memory_mib=args.memory, data_mib=args.data, fill=args.fill)
+        self.console = h.Console(self.console_path)
+        self.imgdir = os.path.join(root, 'images')
+        os.makedirs(self.imgdir, mode=0o755, exist_ok=True)
+        self.logdir = logdir
+        self.boot = None
+        self.md5 = None
+        self.paused = False
+        self.samples = []             # one dict per repeat
+
+    def log_env(self, tag):
+        path = os.path.join(self.logdir, f'{self.key}-{tag}.log')
+        return path, dict(self.env, LIBVIRT_LOG_OUTPUTS=f'1:file:{path}',
+                          LIBVIRT_LOG_FILTERS=LOG_FILTERS)
+
+    @property
+    def key(self):
+        return self.label.replace(' ', '-')
+
+    def suspend(self):
+        if not self.paused:
+            self.virsh.run('suspend', self.name)
+            self.paused = True
+
+    def resume(self):
+        if self.paused:
+            self.virsh.run('resume', self.name)
+            self.paused = False
+
+
+def wait_quiet(con, timeout):
+    """Wait for a fresh console line that promises a quiet guest.
+
+    The guest hashes its whole data region after every 5th heartbeat (beat
+    n % 5 == 0, ended by MEM-OK), which keeps one host CPU busy for seconds.
+    A save is started only right after a MEM-OK or a beat n % 5 in (1, 2):
+    the next hash is then at least 2 s away, and the save pauses the guest
+    well before that.
+    """
+    seen = len(con.events())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        evs = con.events()
+        for e in evs:
+            if e.kind in ('ERROR', 'MEM-BAD'):
+                raise AssertionError(f'guest reports {e.kind} {e.value}\n{con.tail()}')
+        if len(evs) > seen:
+            last = evs[-1]
+            if last.kind == 'MEM-OK' or (last.kind == 'HB' and last.n % 5 in (1, 2)):
+                return
+            seen = len(evs)
+        time.sleep(0.05)
+    raise AssertionError(f'guest not quiet within {timeout}s\n{con.tail()}')
+
+
+# ---------------------------------------------------------------------------
+# Machine description
+# ---------------------------------------------------------------------------
+
+def _cmd(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ''
+
+
+def machine_info(path):
+    info = {'nproc': os.cpu_count(), 'kernel': platform.release()}
+    try:
+        with open('/proc/meminfo') as fh:
+            kib = int(re.search(r'MemTotal:\s+(\d+)', fh.read()).group(1))
+        info['memory_gib'] = round(kib / 1024 / 1024, 1)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open('/proc/cpuinfo') as fh:
+            m = re.search(r'model name\s*:\s*(.*)', fh.read())
+        info['cpu'] = m.group(1).strip() if m else ''
+    except OSError:
+        pass
+    src = _cmd(['findmnt', '-no', 'SOURCE,FSTYPE', '-T', path]).split()
+    if src:
+        info['filesystem'] = src[1] if len(src) > 1 else ''
+        dev = src[0]
+        info['device'] = dev
+        parent = _cmd(['lsblk', '-no', 'PKNAME', dev]) or os.path.basename(dev)
+        blk = parent.splitlines()[0] if parent else ''
+        base = f'/sys/block/{blk}'
+        def sysread(p):
+            try:
+                with open(os.path.join(base, p)) as fh:
+                    return fh.read().strip()
+            except OSError:
+                return ''
+        info['disk'] = {
+            'name': blk,
+            'model': sysread('device/model') or
+                     ('virtio-blk' if sysread('device/vendor') == '0x1af4' else sysread('device/vendor')),
+            'size_gib': round(int(sysread('size') or 0) * 512 / 1024 ** 3, 1),
+            'rotational': sysread('queue/rotational'),
+            'scheduler': sysread('queue/scheduler'),
+        }
+    info['libvirt'] = _cmd(['virsh', '--version'])
+    info['libvirt_package'] = _cmd(['dpkg-query', '-W', '-f=${Version}', 'libvirt0'])
+    info['qemu'] = _cmd(['qemu-system-x86_64', '--version']).splitlines()[0:1]
+    info['qemu'] = info['qemu'][0] if info['qemu'] else ''
+    info['zstd'] = _cmd(['dpkg-query', '-W', '-f=${Version}', 'libzstd1'])
+    info['hostname'] = platform.node()
+    return info
+
+
+def tree_version(path):
+    """`git describe` of the kvmsave tree that is measured, '-dirty' if it has
+    uncommitted changes; '' outside a git work tree."""
+    return _cmd(['git', '-C', path, 'describe', '--always', '--dirty'])
+
+
+def others_running(our_roots):
+    """Other QEMU guests and pytest runs on the host (noise in the numbers)."""
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as fh:
+                argv = fh.read().split(b'\0')
+        except OSError:
+            continue
+        exe = os.path.basename(argv[0]).decode(errors='replace')
+        line = b' '.join(argv).decode(errors='replace')
+        if exe.startswith('qemu-system') and not any(r in line for r in our_roots):
+            found.append(f'qemu pid {pid}')
+        elif 'pytest' in line and 'bench.py' not in line:
+            found.append(f'pytest pid {pid}')
+    return found
+
+
+# ---------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------
+
+class Bench:
+
+    def __init__(self, args):
+        self.args = args
+        self.runwrap = args.run
+        self.sides = []
+        self.disk = []                # one dict per repeat
+        self.baseline = {}            # label -> [Timed of a no-op virsh]
+        self.destroys = {}            # label -> seconds of the final virsh destroy
+        self.same_guest = {}          # label -> image sizes of one guest state
+        self.scratch = None
+
+    # -- setup -------------------------------------------------------------
+
+    def setup(self):
+        a = self.args
+        base = tempfile.mkdtemp(prefix='kvmsave-bench-', dir=a.dir)
+        os.chmod(base, 0o755)
+        self.scratch = base
+        self.logdir = os.path.join(base, 'logs')
+        os.makedirs(self.logdir)
+        qemu_conf = h.DEFAULT_QEMU_CONF
+
+        def mkroot(name):
+            r = os.path.join(base, name)
+            os.makedirs(os.path.join(r, 'etc'), mode=0o755)
+            os.chmod(r, 0o755)
+            with open(os.path.join(r, 'etc', 'qemu.conf'), 'w') as fh:
+                fh.write(qemu_conf)
+            return r
+
+        # One root per driver.  A root shared by both would work (kvmsave's
+        # inner driver is qemu:///embed on the same root), but libvirt keys
+        # its QEMU capability cache to the newest loaded module's ctime:
+        # every switch between a process with and one without the kvmsave
+        # module re-probes QEMU (seconds), inside the timed steps.
+        self.sides.append(Side(STOCK, 'qemu', None, [], clean_env(), mkroot('stock'), a, self.logdir))
+        for fmt in a.formats:
+            self.sides.append(Side(f'kvmsave {fmt}', 'kvmsave', fmt, [self.runwrap],
+                                   clean_env(), mkroot(f'kvmsave-{fmt}'), a, self.logdir))
+
+        note(f'scratch directory {base}')
+        self.module_seen = self.module_ctime()
+        for s in self.sides:
+            # Probe QEMU's capabilities now (all emulators), not in a timed step.
+            s.virsh.run('capabilities', timeout=300)
+        for s in self.sides:
+            s.virsh.create(s.xml, timeout=300)
+        t_fill = 300 + a.data * 0.2
+        for s in self.sides:
+            s.md5 = s.console.wait_mem_ready(timeout=t_fill)
+            s.boot = s.console.boot_id()
+            note(f'{s.label}: guest up, {a.data} MiB {a.fill} data, md5 {s.md5}')
+        for s in self.sides:
+            s.console.wait_mem_ok(0, timeout=self.guest_timeout())
+            s.suspend()
+
+    def guest_timeout(self):
+        # Hashing the data region in TCG: about 150 MB/s.
+        return 120 + self.args.data * 0.05
+
+    # -- one tool --------------------------------------------------------
+
+    def image_path(self, side, rep):
+        return os.path.join(side.imgdir, f'r{rep}.img')
+
+    def module_ctime(self):
+        mod = os.path.join(os.path.dirname(os.path.abspath(self.runwrap)), '.drivers',
+                           'libvirt_driver_kvmsave.so')
+        try:
+            return os.stat(mod).st_ctime
+        except OSError:
+            return None
+
+    def check_module(self):
+        """Re-probe QEMU (untimed) if the kvmsave module was rebuilt.
+
+        libvirt's capability cache is keyed to the newest ctime of the modules
+        a process loaded, so a rebuilt module makes the next kvmsave process
+        probe QEMU again, for seconds, inside a timed step.
+        """
+        now = self.module_ctime()
+        if now == self.module_seen:
+            return
+        note('warning: the kvmsave module changed during the run (rebuilt?); probing QEMU again')
+        self.noise = sorted(set(getattr(self, 'noise', [])) | {'kvmsave module rebuilt during the run'})
+        for s in self.sides:
+            if s.scheme == 'kvmsave':
+                s.virsh.run('capabilities', timeout=300)
+        self.module_seen = now
+
+    def run_side(self, side, rep):
+        a = self.args
+        self.check_module()
+        for other in self.sides:
+            if other is not side:
+                other.suspend()
+        side.resume()
+        img = self.image_path(side, rep)
+        sample = {'repeat': rep}
+
+        # A no-op virsh of the same connection: startup, reconnect, RSS.
+        drop_caches()
+        base = timed(self.noop_argv(side), env=side.env).check('no-op')
+        sample['noop_s'] = base.seconds
+        sample['noop_rss_mib'] = base.maxrss_mib
+
+        drop_caches()
+        wait_quiet(side.console, self.guest_timeout())
+        before_n, boot = side.console.last_heartbeat()
+        log, env = side.log_env(f'save-r{rep}')
+        pids = h._root_qemu_pids(side.root)
+        if len(pids) != 1:
+            raise RuntimeError(f'{side.label}: expected one QEMU in {side.root}, found {pids}')
+        watch = QemuWatch(pids[0])
+        watch.start()
+        run = timed(self.save_argv(side, img), env=env).check(f'{side.label} save')
+        watch.finish()
+        sample['save_s'] = run.seconds
+        sample['save_rss_mib'] = run.maxrss_mib
+        sample['save_stages'] = save_stages(log, run, watch)
+        sample['image_bytes'] = os.path.getsize(img)
+
+        drop_caches()
+        log, env = side.log_env(f'restore-r{rep}')
+        run = timed(side.prefix + ['restore', img], env=env).check(f'{side.label} restore')
+        sample['restore_s'] = run.seconds
+        sample['restore_rss_mib'] = run.maxrss_mib
+        sample['restore_stages'] = restore_stages(log, run)
+
+        # Never measure a broken restore: the guest must go on counting,
+        # same boot, same memory.
+        assert boot == side.boot
+        side.console.assert_continued(before_n, boot, side.md5, timeout=self.guest_timeout())
+        side.suspend()
+        side.samples.append(sample)
+        if a.verbose:
+            st = ' '.join(f'{k}={v:.3f}' for k, v in sample['save_stages'].items())
+            rt = ' '.join(f'{k}={v:.3f}' for k, v in sample['restore_stages'].items())
+            print(f'  r{rep} {side.label:<14} save {sample["save_s"]:.3f}s restore {sample["restore_s"]:.3f}s '
+                  f'image {sample["image_bytes"]} B  RSS save {sample["save_rss_mib"]:.1f} '
+                  f'restore {sample["restore_rss_mib"]:.1f} no-op {sample["noop_rss_mib"]:.1f} MiB '
+                  f'(no-op virsh {sample["noop_s"]:.3f}s)\n'
+                  f'       save:    {st}\n       restore: {rt}', flush=True)
+
+    def save_argv(self, side, img):
+        if side.fmt in (None, 'raw'):
+            # Stock, and kvmsave's default format: plain `virsh save` (the
+            # bench roots hold no kvmsave configuration, so the default is
+            # kvmsave's built-in one, raw).
+            return side.prefix + ['save', side.name, img]
+        # Other formats: virsh 9.0 has no option for typed parameters; the
+        # Python binding calls virDomainSaveParams with 'image_format'.
+        return [self.runwrap, h.SYSTEM_PYTHON, '-c', PY_SAVE, side.uri, side.name, img, side.fmt]
+
+    def noop_argv(self, side):
+        if side.fmt in (None, 'raw'):
+            return side.prefix + ['domstate', side.name]
+        return [self.runwrap, h.SYSTEM_PYTHON, '-c', PY_NOOP, side.uri, side.name]
+
+    # -- the disk --------------------------------------------------------
+
+    def run_disk(self, rep):
+        """The disk's own sequential write (with fdatasync) of as many bytes
+        as each image, and its cold sequential read of each image."""
+        for s in self.sides:
+            s.suspend()
+        d = {'repeat': rep, 'write_s': {}, 'read_s': {}, 'bytes': {}}
+        order = self.sides if rep % 2 == 0 else list(reversed(self.sides))
+        for _ in range(self.args.disk_runs):
+            for s in order:
+                img = self.image_path(s, rep)
+                n = os.path.getsize(img)
+                f = os.path.join(self.scratch, 'dd.tmp')
+                drop_caches()
+                run = timed(['dd', 'if=/dev/zero', f'of={f}', 'bs=4M', f'count={n}',
+                             'iflag=count_bytes', 'conv=fdatasync', 'status=none'], env=clean_env())
+                run.check('dd write')
+                os.unlink(f)
+                d['write_s'].setdefault(s.label, []).append(run.seconds)
+                d['bytes'][s.label] = n
+                drop_caches()
+                run = timed(['dd', f'if={img}', 'of=/dev/null', 'bs=4M', 'status=none'], env=clean_env())
+                run.check('dd read')
+                d['read_s'].setdefault(s.label, []).append(run.seconds)
+        self.disk.append(d)
+        if self.args.verbose:
+            fmt = lambda xs: '/'.join(f'{x:.3f}' for x in xs)  # noqa: E731
+            print('  r%d disk          ' % rep + '  '.join(
+                f'{k}: write {fmt(d["write_s"][k])}s read {fmt(d["read_s"][k])}s ({d["bytes"][k]} B)'
+                for k in d['write_s']), flush=True)
+        if not self.args.keep:
+            for s in self.sides:
+                try:
+                    os.unlink(self.image_path(s, rep))
+                except FileNotFoundError:
+                    pass
+
+    # -- the run -----------------------------------------------------------
+
+    def run(self):
+        a = self.args
+        self.machine = machine_info(a.dir)
+        if a.reap:
+            Reaper().start()
+        self.setup()
+        for rep in range(a.repeat):
+            # Alternate the order of the drivers from one repeat to the next.
+            order = self.sides if rep % 2 == 0 else list(reversed(self.sides))
+            busy = others_running([s.root for s in self.sides])
+            if busy:
+                note('warning: other guests or test runs on this host: ' + ', '.join(busy))
+                self.noise = sorted(set(getattr(self, 'noise', [])) | set(busy))
+            note(f'repeat {rep + 1}/{a.repeat}: ' + ', then '.join(s.label for s in order))
+            for s in order:
+                self.run_side(s, rep)
+            self.run_disk(rep)
+        for s in self.sides:
+            if s.scheme == 'kvmsave':
+                self.same_guest_sizes(s)
+
+    def same_guest_sizes(self, side):
+        """Image sizes of one guest state, kvmsave's and stock's (untimed).
+
+        The timed rows compare two guests, whose memory differs a little
+        outside the data region (a few MiB, more with --fill zero).  Here
+        the kvmsave guest is saved by kvmsave, restored, and at once saved
+        by stock libvirt on the same root (plain virsh on qemu:///embed,
+        which makes libvirt probe QEMU again: untimed), then restored by
+        stock libvirt: the same guest a few seconds apart.
+        """
+        for other in self.sides:
+            if other is not side:
+                other.suspend()
+        side.resume()
+        a = os.path.join(side.imgdir, 'same-kvmsave.img')
+        b = os.path.join(side.imgdir, 'same-stock.img')
+        stock = h.Virsh(['virsh', '-c', h.embed_uri(side.root, 'qemu')], env=clean_env())
+        wait_quiet(side.console, self.guest_timeout())
+        n, boot = side.console.last_heartbeat()
+        timed(self.save_argv(side, a), env=side.env).check(f'{side.label} save (same guest)')
+        timed(side.prefix + ['restore', a], env=side.env).check(f'{side.label} restore (same guest)')
+        side.console.assert_continued(n, boot, side.md5, timeout=self.guest_timeout())
+        stock.run('save', side.name, b, timeout=600)
+        stock.run('restore', b, timeout=600)
+        side.console.assert_continued(n, boot, side.md5, timeout=self.guest_timeout())
+        self.same_guest[side.label] = {'kvmsave_bytes': os.path.getsize(a),
+                                       'stock_bytes': os.path.getsize(b)}
+        side.virsh.run('capabilities', timeout=300)     # probe again for kvmsave
+        side.suspend()
+        if not self.args.keep:
+            os.unlink(a)
+            os.unlink(b)
+        if self.args.verbose:
+            g = self.same_guest[side.label]
+            print(f'  same guest      {side.label}: {g["kvmsave_bytes"]} B, stock libvirt: '
+                  f'{g["stock_bytes"]} B ({g["kvmsave_bytes"] / g["stock_bytes"]:.4f})', flush=True)
+
+    def teardown(self):
+        for s in self.sides:
+            try:
+                s.resume()
+                t = timed(s.prefix + ['destroy', s.name], env=s.env)
+                self.destroys[s.label] = t.seconds
+            except Exception:       # noqa: BLE001 - cleanup below kills QEMU anyway
+                pass
+            if not self.args.keep:
+                h.cleanup_root(s.root, s.virsh)
+        if self.scratch and not self.args.keep:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # -- results -----------------------------------------------------------
+
+    def results(self):
+        a = self.args
+        res = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+               'command': ' '.join([os.path.relpath(sys.argv[0], TOP)] + sys.argv[1:]),
+               'config': {'memory_mib': a.memory, 'data_mib': a.data, 'fill': a.fill,
+                          'repeat': a.repeat, 'formats': a.formats, 'disk_runs': a.disk_runs,
+                          'reap': a.reap,
+                          'kvmsave_run': os.path.abspath(a.run),
+                          'kvmsave_tree': tree_version(os.path.dirname(os.path.abspath(a.run)))},
+               'machine': self.machine,
+               'noise': getattr(self, 'noise', []),
+               'rows': {}, 'samples': {}, 'disk_samples': self.disk,
+               'final_destroy_s': self.destroys,
+               'same_guest_sizes': self.same_guest}
+        stock = None
+        for s in self.sides:
+            sm = s.samples
+            row = {
+                'save_s': median([x['save_s'] for x in sm]),
+                'restore_s': median([x['restore_s'] for x in sm]),
+                'image_bytes': int(median([x['image_bytes'] for x in sm])),
+                'save_rss_mib': max(x['save_rss_mib'] for x in sm),
+                'restore_rss_mib': max(x['restore_rss_mib'] for x in sm),
+                'noop_rss_mib': max(x['noop_rss_mib'] for x in sm),
+                'noop_s': median([x['noop_s'] for x in sm]),
+                'disk_write_s': median([x for d in self.disk for x in d['write_s'][s.label]]),
+                'disk_read_s': median([x for d in self.disk for x in d['read_s'][s.label]]),
+                'save_stages': {k: median([x['save_stages'].get(k) for x in sm])
+                                for k in sm[0]['save_stages']},
+                'restore_stages': {k: median([x['restore_stages'].get(k) for x in sm])
+                                   for k in sm[0]['restore_stages']},
+            }
+            if s.label == STOCK:
+                stock = row
+            res['rows'][s.label] = row
+            res['samples'][s.label] = sm
+        for label, row in res['rows'].items():
+            row['save_speedup_vs_stock'] = stock['save_s'] / row['save_s']
+            row['restore_speedup_vs_stock'] = stock['restore_s'] / row['restore_s']
+            row['save_vs_disk'] = row['save_s'] / row['disk_write_s']
+            row['restore_vs_disk'] = row['restore_s'] / row['disk_read_s']
+            row['image_vs_stock'] = row['image_bytes'] / stock['image_bytes']
+            g = self.same_guest.get(label)
+            if g:
+                # Same guest state: the fair size ratio.
+                row['image_vs_stock'] = g['kvmsave_bytes'] / g['stock_bytes']
+        return res
+
+
+def format_table(res):
+    c = res['config']
+    lines = []
+    lines.append(f"guest {c['memory_mib']} MiB RAM, {c['data_mib']} MiB {c['fill']} data; "
+                 f"medians of {c['repeat']} repeats; {res['date']}"
+                 + ('; QEMU reaped by the bench (--reap)' if c['reap'] else '')
+                 + (f"; kvmsave {c['kvmsave_tree']}" if c['kvmsave_tree'] else ''))
+    hdr = ('', 'save s', 'stock/t', 't/disk', 'restore s', 'stock/t', 't/disk',
+           'image MiB', 'x stock', 'RSS save', 'RSS rest.', 'RSS no-op')
+    rows = []
+    for label, r in res['rows'].items():
+        rows.append((label, f"{r['save_s']:.2f}", f"{r['save_speedup_vs_stock']:.2f}",
+                     f"{r['save_vs_disk']:.2f}", f"{r['restore_s']:.2f}",
+                     f"{r['restore_speedup_vs_stock']:.2f}", f"{r['restore_vs_disk']:.2f}",
+                     f"{r['image_bytes'] / MIB:.1f}", f"{r['image_vs_stock']:.3f}",
+                     f"{r['save_rss_mib']:.1f}", f"{r['restore_rss_mib']:.1f}",
+                     f"{r['noop_rss_mib']:.1f}"))
+    for label, r in res['rows'].items():
+        rows.append((f'disk, {label} bytes', f"{r['disk_write_s']:.2f}", '', '',
+                     f"{r['disk_read_s']:.2f}", '', '', f"{r['image_bytes'] / MIB:.1f}", '', '', '', ''))
+    widths = [max(len(x[i]) for x in rows + [hdr]) for i in range(len(hdr))]
+    fmt = lambda row: '  '.join(  # noqa: E731
+        (v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])) for i, v in enumerate(row))
+    lines.append(fmt(hdr))
+    lines.extend(fmt(r) for r in rows)
+    lines.extend(textwrap.wrap(
+        'stock/t: stock time / this time (speedup); t/disk: this time / the disk\'s '
+        '(write+fdatasync of as many bytes for save, cold read of the image for '
+        'restore); x stock: image size / stock\'s for one guest state (saved by both '
+        'a few seconds apart); RSS: peak MiB of the virsh process (no-op: virsh domstate)',
+        width=110))
+    if res['noise']:
+        lines.append('warning: other guests or test runs were on the host: ' + ', '.join(res['noise']))
+    return '\n'.join(lines)
+
+
+def format_stages(res):
+    lines = ['where the time goes (medians, seconds; stream rate = image bytes / stream time):']
+    for label, r in res['rows'].items():
+        rate = lambda st: (f"  ({r['image_bytes'] / st['stream'] / 1e6:.0f} MB/s)"  # noqa: E731
+                           if st.get('stream') else '')
+        lines.append(f'  {label:<14} save:    ' +
+                     '  '.join(f'{k} {v:.3f}' for k, v in r['save_stages'].items() if v is not None) +
+                     rate(r['save_stages']))
+        lines.append(f'  {"":<14} restore: ' +
+                     '  '.join(f'{k} {v:.3f}' for k, v in r['restore_stages'].items() if v is not None) +
+                     rate(r['restore_stages']))
+        lines.append(f'  {"":<14} no-op virsh (domstate): {r["noop_s"]:.3f}')
+    if res['final_destroy_s']:
+        lines.append('  final virsh destroy: ' + '  '.join(
+            f'{k} {v:.3f}' for k, v in res['final_destroy_s'].items()))
+    return '\n'.join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description='Benchmark kvmsave against stock libvirt save/restore and the disk.')
+    p.add_argument('--memory', type=int, default=1024, help='guest RAM, MiB (default 1024)')
+    p.add_argument('--data', type=int, default=512,
+                   help='MiB of data the guest fills and checks (default 512)')
+    p.add_argument('--fill', choices=h.FILLS, default='random',
+                   help='content of the data: random, text (compressible), zero (default random)')
+    p.add_argument('--repeat', type=int, default=3, help='repeats (default 3)')
+    p.add_argument('--formats', default='raw',
+                   help='comma-separated kvmsave image formats (default raw)')
+    p.add_argument('--disk-runs', type=int, default=3,
+                   help='dd runs per image and repeat (default 3; all go into the median)')
+    p.add_argument('--dir', default='/var/tmp',
+                   help='where roots and images go (default /var/tmp; the disk measured)')
+    p.add_argument('--run', default=os.path.join(TOP, 'run'),
+                   help="the build tree's ./run wrapper (default: the one next to bench/)")
+    p.add_argument('--reap', action='store_true',
+                   help='become a child subreaper and reap exited QEMUs at once (as systemd '
+                        'would), instead of leaving them to this machine\'s PID 1')
+    p.add_argument('--json', metavar='FILE', help='write all results and samples as JSON')
+    p.add_argument('--verbose', '-v', action='store_true',
+                   help='print every sample and the stage breakdown')
+    p.add_argument('--keep', action='store_true', help='keep the roots, images and logs')
+    a = p.parse_args(argv)
+    a.formats = [f for f in a.formats.split(',') if f]
+    if not a.formats:
+        p.error('--formats needs at least one format')
+    if a.data >= a.memory:
+        p.error('--data must be smaller than --memory')
+    if a.repeat < 1 or a.disk_runs < 1:
+        p.error('--repeat and --disk-runs must be at least 1')
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if os.geteuid() != 0:
+        die('needs root (drop_caches, embedded QEMU)')
+    if not os.access(a.run, os.X_OK):
+        die(f'{a.run} is missing: build kvmsave first (scripts/build), or give --run')
+    try:
+        h.guest_paths()
+    except FileNotFoundError as e:
+        die(f'{e} (bench/run builds it)')
+    bench = Bench(a)
+    try:
+        bench.run()
+    finally:
+        bench.teardown()
+    res = bench.results()
+    if a.verbose:
+        print(format_stages(res))
+    print(format_table(res), flush=True)
+    if a.json:
+        with open(a.json, 'w') as fh:
+            json.dump(res, fh, indent=2, sort_keys=False)
+            fh.write('\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
