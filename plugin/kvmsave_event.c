@@ -119,6 +119,17 @@ kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
 
 
 void
+kvmsaveEventsExpectDestroy(const unsigned char *uuid, int stoppedDetail)
+{
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_SHUTDOWN,
+                        VIR_DOMAIN_EVENT_SHUTDOWN_HOST, -1, 0);
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_STOPPED,
+                        VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
+                        VIR_DOMAIN_EVENT_STOPPED, stoppedDetail);
+}
+
+
+void
 kvmsaveEventsForget(const unsigned char *uuid)
 {
     GList *l;

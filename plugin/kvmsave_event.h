@@ -23,6 +23,10 @@ void kvmsaveEventsFree(kvmsaveEvents *ev);
 void kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
                          int newType, int newDetail);
 
+/* kvmsave destroys guest @uuid's QEMU: clients see no SHUTDOWN, and its
+ * STOPPED/DESTROYED event as STOPPED/@stoppedDetail. */
+void kvmsaveEventsExpectDestroy(const unsigned char *uuid, int stoppedDetail);
+
 /* Drop what was announced for @uuid (the call that would have caused
  * the event failed). */
 void kvmsaveEventsForget(const unsigned char *uuid);

@@ -164,6 +164,23 @@ kvmsaveJobReportCancelled(kvmsaveJob *job)
 }
 
 
+/* The save or restore job of a guest, from @table; image defines are no
+ * domain jobs to clients. Lock held. */
+static kvmsaveJob *
+kvmsaveJobLookup(GHashTable **table, const unsigned char *uuid,
+                 char uuidstr[VIR_UUID_STRING_BUFLEN])
+{
+    kvmsaveJob *job;
+
+    kvmsaveJobTablesInit();
+    virUUIDFormat(uuid, uuidstr);
+    if (!(job = g_hash_table_lookup(*table, uuidstr)) ||
+        job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+        return NULL;
+    return job;
+}
+
+
 int
 kvmsaveJobAbort(const unsigned char *uuid)
 {
@@ -171,10 +188,7 @@ kvmsaveJobAbort(const unsigned char *uuid)
     char uuidstr[VIR_UUID_STRING_BUFLEN];
     kvmsaveJob *job;
 
-    kvmsaveJobTablesInit();
-    virUUIDFormat(uuid, uuidstr);
-    if (!(job = g_hash_table_lookup(kvmsaveJobsActive, uuidstr)) ||
-        job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid, uuidstr)))
         return 0;
     if (job->committed) {
         virReportError(VIR_ERR_OPERATION_INVALID,
@@ -223,10 +237,7 @@ kvmsaveJobGetInfo(const unsigned char *uuid, virDomainJobInfoPtr info)
     unsigned long long bps;
     kvmsaveJob *job;
 
-    kvmsaveJobTablesInit();
-    virUUIDFormat(uuid, uuidstr);
-    if (!(job = g_hash_table_lookup(kvmsaveJobsActive, uuidstr)) ||
-        job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid, uuidstr)))
         return 0;
 
     kvmsaveJobTimes(job, &elapsed, &bps);
@@ -255,11 +266,8 @@ kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
     unsigned long long bps;
     kvmsaveJob *job;
 
-    kvmsaveJobTablesInit();
-    virUUIDFormat(uuid, uuidstr);
-    job = g_hash_table_lookup(completed ? kvmsaveJobsCompleted : kvmsaveJobsActive,
-                              uuidstr);
-    if (!job || job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
+    if (!(job = kvmsaveJobLookup(completed ? &kvmsaveJobsCompleted :
+                                 &kvmsaveJobsActive, uuid, uuidstr)))
         return 0;
 
     kvmsaveJobTimes(job, &elapsed, &bps);

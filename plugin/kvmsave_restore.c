@@ -120,7 +120,6 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autoptr(kvmsaveImageReader) reader = NULL;
     g_autoptr(virDomain) existing = NULL;
     g_autoptr(virDomain) dom = NULL;
-    g_autofree char *xml = NULL;
     g_autofree char *startxml = NULL;
     g_autofree char *meta = NULL;
     g_autofree char *fdname = kvmsaveFdName("restore");
@@ -142,8 +141,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
 
     if (dxml && kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
         return NULL;
-    if (!(xml = kvmsaveXMLForImage(dxml ? dxml : hdr->xml)) ||
-        !(startxml = kvmsaveXMLWithIncoming(xml)))
+    if (!(startxml = kvmsaveXMLWithIncoming(dxml ? dxml : hdr->xml)))
         return NULL;
 
     if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_RESTORE)))
@@ -269,12 +267,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
             ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
         /* Destroy first: that also unblocks a feeder stuck on the pipe. */
         if (dom) {
-            kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_SHUTDOWN,
-                                VIR_DOMAIN_EVENT_SHUTDOWN_HOST, -1, 0);
-            kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_STOPPED,
-                                VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
-                                VIR_DOMAIN_EVENT_STOPPED,
-                                VIR_DOMAIN_EVENT_STOPPED_FAILED);
+            kvmsaveEventsExpectDestroy(hdr->uuid,
+                                       VIR_DOMAIN_EVENT_STOPPED_FAILED);
             ignore_value(virDomainDestroy(dom));
         }
     }

@@ -319,11 +319,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     /* The image is safe: now the guest may go. From here on it is never
      * resumed: a running guest and an image of it must not both exist. */
     paused = false;
-    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_SHUTDOWN,
-                        VIR_DOMAIN_EVENT_SHUTDOWN_HOST, -1, 0);
-    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_STOPPED,
-                        VIR_DOMAIN_EVENT_STOPPED_DESTROYED,
-                        VIR_DOMAIN_EVENT_STOPPED, VIR_DOMAIN_EVENT_STOPPED_SAVED);
+    kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_SAVED);
     if (virDomainDestroy(dom) < 0) {
         /* Taken before virDomainIsActive() resets it. */
         g_autofree char *why = g_strdup(virGetLastErrorMessage());

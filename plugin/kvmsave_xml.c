@@ -289,6 +289,16 @@ kvmsaveXMLWithoutIncoming(const char *domxml)
 }
 
 
+/* What neither an image nor a start may carry over: kvmsave's metadata
+ * and its own -incoming. */
+static void
+kvmsaveXMLStripForImage(xmlDocPtr doc)
+{
+    kvmsaveXMLUnlinkAll(doc, "/domain/metadata/k:*");
+    kvmsaveXMLUnlinkIncoming(doc);
+}
+
+
 char *
 kvmsaveXMLForImage(const char *domxml)
 {
@@ -296,8 +306,7 @@ kvmsaveXMLForImage(const char *domxml)
 
     if (!doc)
         return NULL;
-    kvmsaveXMLUnlinkAll(doc, "/domain/metadata/k:*");
-    kvmsaveXMLUnlinkIncoming(doc);
+    kvmsaveXMLStripForImage(doc);
     return kvmsaveXMLFormat(doc);
 }
 
@@ -305,16 +314,16 @@ kvmsaveXMLForImage(const char *domxml)
 char *
 kvmsaveXMLWithIncoming(const char *domxml)
 {
-    g_autoptr(xmlDoc) doc = NULL;
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
     g_autoptr(xmlXPathObject) obj = NULL;
-    g_autofree char *clean = kvmsaveXMLForImage(domxml);
     xmlNodePtr root;
     xmlNodePtr cmdline;
     xmlNsPtr ns;
     xmlNodePtr arg;
 
-    if (!clean || !(doc = kvmsaveXMLParse(clean)))
+    if (!doc)
         return NULL;
+    kvmsaveXMLStripForImage(doc);
     root = xmlDocGetRootElement(doc);
     if (!(ns = xmlSearchNsByHref(doc, root, BAD_CAST QEMU_NS_URI)))
         ns = xmlNewNs(root, BAD_CAST QEMU_NS_URI, BAD_CAST "qemu");
