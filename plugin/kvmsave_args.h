@@ -21,12 +21,19 @@ int kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
 /* libvirt 11.2's name for the image format of a save. */
 #define KVMSAVE_SAVE_PARAM_IMAGE_FORMAT "image_format"
 
-/* Take "file", "dxml" and, when @format is not NULL, "image_format" from
- * typed parameters; anything else, a wrong type or a repeated name is
- * VIR_ERR_INVALID_ARG. Absent parameters are NULL. */
+/* libvirt's name for the number of parallel channels between QEMU and
+ * the image; kvmsave's are the chunk pipeline's workers (architecture.md). */
+#define KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS "parallel.channels"
+#define KVMSAVE_PARALLEL_CHANNELS_MAX 16
+
+/* Take "file", "dxml" and, when @format resp. @channels is not NULL,
+ * "image_format" and "parallel.channels" (an int, 1 to
+ * KVMSAVE_PARALLEL_CHANNELS_MAX) from typed parameters; anything else, a
+ * wrong type or value or a repeated name is VIR_ERR_INVALID_ARG. Absent
+ * parameters are NULL resp. 0. */
 int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                            const char **file, const char **dxml,
-                           const char **format);
+                           const char **format, int *channels);
 
 /* Start flags (virDomainCreate*) a restore can honour: paused,
  * bypass-cache, reset-nvram; VIR_ERR_INVALID_ARG for the others, naming

@@ -43,14 +43,16 @@ VIR_LOG_INIT("kvmsave.driver");
 
 static int
 kvmsaveDomainSaveAs(kvmsaveConn *priv, virDomainPtr dom, const char *to,
-                    const char *dxml, int format, unsigned int flags)
+                    const char *dxml, int format, int channels,
+                    unsigned int flags)
 {
     g_autofree char *path = NULL;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
         !(path = kvmsaveAbsPath(to)))
         return -1;
-    return kvmsaveSaveDomain(priv, dom->uuid, path, dxml, format, flags);
+    return kvmsaveSaveDomain(priv, dom->uuid, path, dxml, format, channels,
+                             flags);
 }
 
 
@@ -60,7 +62,7 @@ kvmsaveDomainSaveFlags(virDomainPtr dom, const char *to, const char *dxml,
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
 
-    return kvmsaveDomainSaveAs(priv, dom, to, dxml, priv->imageFormat, flags);
+    return kvmsaveDomainSaveAs(priv, dom, to, dxml, priv->imageFormat, 0, flags);
 }
 
 
@@ -80,9 +82,11 @@ kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
     const char *dxml;
     const char *formatName;
     int format = priv->imageFormat;
+    int channels;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
-        kvmsaveParseSaveParams(params, nparams, &file, &dxml, &formatName) < 0)
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml, &formatName,
+                               &channels) < 0)
         return -1;
     if (formatName &&
         (format = kvmsaveImageFormatFromString(formatName)) < 0) {
@@ -98,15 +102,15 @@ kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
                            _("a managed save (no 'file' parameter) takes no 'dxml'"));
             return -1;
         }
-        return kvmsaveManagedSaveAs(priv, dom, format, flags);
+        return kvmsaveManagedSaveAs(priv, dom, format, channels, flags);
     }
-    return kvmsaveDomainSaveAs(priv, dom, file, dxml, format, flags);
+    return kvmsaveDomainSaveAs(priv, dom, file, dxml, format, channels, flags);
 }
 
 
 static int
-kvmsaveDomainRestoreFlags(virConnectPtr conn, const char *from,
-                          const char *dxml, unsigned int flags)
+kvmsaveDomainRestoreAs(virConnectPtr conn, const char *from, const char *dxml,
+                       int channels, unsigned int flags)
 {
     g_autofree char *path = NULL;
     g_autoptr(virDomain) dom = NULL;
@@ -115,9 +119,17 @@ kvmsaveDomainRestoreFlags(virConnectPtr conn, const char *from,
         !(path = kvmsaveAbsPath(from)))
         return -1;
     if (!(dom = kvmsaveRestoreDomain(kvmsaveConnFromConnect(conn), path,
-                                     dxml, flags)))
+                                     dxml, channels, flags)))
         return -1;
     return 0;
+}
+
+
+static int
+kvmsaveDomainRestoreFlags(virConnectPtr conn, const char *from,
+                          const char *dxml, unsigned int flags)
+{
+    return kvmsaveDomainRestoreAs(conn, from, dxml, 0, flags);
 }
 
 
@@ -134,9 +146,11 @@ kvmsaveDomainRestoreParams(virConnectPtr conn, virTypedParameterPtr params,
 {
     const char *file;
     const char *dxml;
+    int channels;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
-        kvmsaveParseSaveParams(params, nparams, &file, &dxml, NULL) < 0)
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml, NULL,
+                               &channels) < 0)
         return -1;
     if (!file) {
         virReportError(VIR_ERR_INVALID_ARG,
@@ -144,7 +158,7 @@ kvmsaveDomainRestoreParams(virConnectPtr conn, virTypedParameterPtr params,
                        VIR_DOMAIN_SAVE_PARAM_FILE);
         return -1;
     }
-    return kvmsaveDomainRestoreFlags(conn, file, dxml, flags);
+    return kvmsaveDomainRestoreAs(conn, file, dxml, channels, flags);
 }
 
 
@@ -192,7 +206,7 @@ kvmsaveDomainCreateXML(virConnectPtr conn, const char *xml, unsigned int flags)
     /* The guest comes from the image, described by this XML. */
     if (kvmsaveCheckStartFlags(flags, "<kvmsave:migrateFrom>") < 0)
         return NULL;
-    return kvmsaveRestoreDomain(priv, image, xml,
+    return kvmsaveRestoreDomain(priv, image, xml, 0,
                                 kvmsaveStartToRestoreFlags(flags));
 }
 
@@ -224,7 +238,7 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
 
     if (kvmsaveCheckStartFlags(flags, "<kvmsave:migrateFrom>") < 0)
         return -1;
-    if (!(restored = kvmsaveRestoreDomain(priv, image, xml,
+    if (!(restored = kvmsaveRestoreDomain(priv, image, xml, 0,
                                           kvmsaveStartToRestoreFlags(flags))))
         return -1;
     dom->id = restored->id;

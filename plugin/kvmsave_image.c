@@ -9,15 +9,22 @@
 #include <zstd.h>
 
 #include "kvmsave_image.h"
+#include "kvmsave_chunkq.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
-/* Buffers are a multiple of the alignment and hold a whole chunk. */
+/* The write buffer (header, trailer, O_DIRECT data): a multiple of the
+ * alignment that holds a whole chunk. */
 #define KVMSAVE_IMAGE_BUFSIZE (8 * 1024 * 1024)
-#define KVMSAVE_IMAGE_READAHEAD (4 * 1024 * 1024)
+/* Chunks in flight between the stream and the disk, each up to two
+ * buffers of a chunk (raw and encoded): this bounds the memory a save or
+ * restore uses, whatever the guest's size and the CPU count. */
+#define KVMSAVE_IMAGE_SLOTS_MAX 4
+/* Preallocation steps of the file being written. */
+#define KVMSAVE_IMAGE_PREALLOC_STEP (256 * 1024 * 1024)
 
 
 static void
@@ -398,21 +405,28 @@ alignedAlloc(size_t size)
 }
 
 
+/* Writing: the caller fills chunk buffers with QEMU's stream; workers
+ * encode and checksum them; a writer thread puts them on disk in order. */
 struct _kvmsaveImageWriter {
-    int format;                 /* KVMSAVE_IMAGE_ENCODING_* */
-    ZSTD_CCtx *zctx;
-    unsigned char *zbuf;
-    size_t zbufSize;
+    int format;                 /* KVMSAVE_IMAGE_ENCODING_* for what follows */
     int fd;
     char *path;
     bool direct;
-    unsigned char *buf;
+    size_t threads;             /* encoding workers */
+    unsigned char *buf;         /* aligned: header, trailer, O_DIRECT data */
     size_t fill;
     uint64_t offset;            /* file offset of buf[0] */
     uint64_t released;          /* written back and dropped from the cache */
-    uint64_t chunks;
+    uint64_t allocated;         /* preallocated up to here */
+    bool noPrealloc;            /* the filesystem cannot, or is full */
+    uint64_t chunks;            /* queued so far */
     uint64_t streamBytes;
     uint32_t headerCrc;
+
+    kvmsaveChunkQueue *queue;
+    kvmsaveChunk *filling;      /* handed to the caller, not queued yet */
+    GThread *thread;
+    virErrorPtr err;            /* why the writer thread stopped */
 };
 
 
@@ -424,8 +438,22 @@ kvmsaveImageWriterNew(int fd, const char *path, bool direct)
     w->fd = fd;
     w->path = g_strdup(path);
     w->direct = direct;
+    w->threads = kvmsaveChunkQueueDefaultWorkers();
     w->buf = alignedAlloc(KVMSAVE_IMAGE_BUFSIZE);
     return w;
+}
+
+
+static void
+kvmsaveImageWriterStop(kvmsaveImageWriter *w)
+{
+    if (!w->queue)
+        return;
+    kvmsaveChunkQueueAbort(w->queue);
+    if (w->thread)
+        g_thread_join(w->thread);
+    w->thread = NULL;
+    g_clear_pointer(&w->queue, kvmsaveChunkQueueFree);
 }
 
 
@@ -434,9 +462,9 @@ kvmsaveImageWriterFree(kvmsaveImageWriter *w)
 {
     if (!w)
         return;
+    kvmsaveImageWriterStop(w);
+    virFreeError(w->err);
     free(w->buf);
-    ZSTD_freeCCtx(w->zctx);
-    g_free(w->zbuf);
     g_free(w->path);
     g_free(w);
 }
@@ -446,18 +474,14 @@ void
 kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format)
 {
     w->format = format;
-    if (format == KVMSAVE_IMAGE_ENCODING_ZSTD && !w->zctx) {
-        w->zctx = ZSTD_createCCtx();
-        if (!w->zctx)
-            abort(); /* out of memory, as g_malloc */
-        ZSTD_CCtx_setParameter(w->zctx, ZSTD_c_compressionLevel,
-                               KVMSAVE_IMAGE_ZSTD_LEVEL);
-        /* A checksum of the decoded data in each frame, verified on read:
-         * it also covers the decoder itself. */
-        ZSTD_CCtx_setParameter(w->zctx, ZSTD_c_checksumFlag, 1);
-        w->zbufSize = ZSTD_compressBound(KVMSAVE_IMAGE_CHUNK_MAX);
-        w->zbuf = g_malloc(w->zbufSize);
-    }
+}
+
+
+void
+kvmsaveImageWriterSetThreads(kvmsaveImageWriter *w, size_t threads)
+{
+    if (threads > 0)
+        w->threads = threads;
 }
 
 
@@ -488,13 +512,13 @@ kvmsaveImageWriterRelease(kvmsaveImageWriter *w, uint64_t off, size_t len)
 
 
 static int
-writerFlush(kvmsaveImageWriter *w)
+writerPwrite(kvmsaveImageWriter *w, const void *data, size_t len, uint64_t off)
 {
     size_t done = 0;
 
-    while (done < w->fill) {
-        ssize_t n = pwrite(w->fd, w->buf + done, w->fill - done,
-                           w->offset + done);
+    while (done < len) {
+        ssize_t n = pwrite(w->fd, (const char *) data + done, len - done,
+                           off + done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -504,6 +528,15 @@ writerFlush(kvmsaveImageWriter *w)
         }
         done += n;
     }
+    return 0;
+}
+
+
+static int
+writerFlush(kvmsaveImageWriter *w)
+{
+    if (writerPwrite(w, w->buf, w->fill, w->offset) < 0)
+        return -1;
     kvmsaveImageWriterRelease(w, w->offset, w->fill);
     w->offset += w->fill;
     w->fill = 0;
@@ -534,6 +567,149 @@ writerAppend(kvmsaveImageWriter *w, const void *data, size_t len)
 }
 
 
+/* Allocating the file's blocks ahead in large steps, rather than as
+ * writeback finds them, measured about a third faster on ext4 (600 MB:
+ * 0.35 s -> 0.23 s with fdatasync). Finish cuts the file to its size. A
+ * filesystem that cannot, or a step that does not fit in what is left,
+ * just ends preallocation: writing finds the real end of the disk. */
+static void
+writerPreallocate(kvmsaveImageWriter *w, uint64_t end)
+{
+    if (w->noPrealloc || end <= w->allocated)
+        return;
+    if (fallocate(w->fd, 0, w->allocated, KVMSAVE_IMAGE_PREALLOC_STEP) < 0) {
+        w->noPrealloc = true;
+        return;
+    }
+    w->allocated += KVMSAVE_IMAGE_PREALLOC_STEP;
+}
+
+
+/* Through the page cache, chunks go to the file from where they are:
+ * only O_DIRECT needs them gathered into the aligned buffer. */
+static int
+writerPutChunk(kvmsaveImageWriter *w, const kvmsaveChunk *c)
+{
+    writerPreallocate(w, w->offset + w->fill + KVMSAVE_IMAGE_CHUNK_HEADER_LEN +
+                      c->dataLen);
+    if (w->direct)
+        return writerAppend(w, c->head, KVMSAVE_IMAGE_CHUNK_HEADER_LEN) < 0 ||
+            writerAppend(w, c->data, c->dataLen) < 0 ? -1 : 0;
+
+    if (w->fill > 0 && writerFlush(w) < 0)
+        return -1;
+    if (writerPwrite(w, c->head, KVMSAVE_IMAGE_CHUNK_HEADER_LEN, w->offset) < 0 ||
+        writerPwrite(w, c->data, c->dataLen,
+                     w->offset + KVMSAVE_IMAGE_CHUNK_HEADER_LEN) < 0)
+        return -1;
+    kvmsaveImageWriterRelease(w, w->offset,
+                              KVMSAVE_IMAGE_CHUNK_HEADER_LEN + c->dataLen);
+    w->offset += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + c->dataLen;
+    return 0;
+}
+
+
+static void
+writerFreeCtx(void *ctx)
+{
+    ZSTD_freeCCtx(ctx);
+}
+
+
+/* Worker: compress when asked and worth it, checksum, build the header. */
+static int
+writerEncodeChunk(kvmsaveChunk *c, void *opaque)
+{
+    kvmsaveImageWriter *w = opaque;
+    uint32_t want = c->encoding;
+
+    c->encoding = KVMSAVE_IMAGE_ENCODING_RAW;
+    c->data = c->buf;
+    c->dataLen = c->len;
+
+    if (want == KVMSAVE_IMAGE_ENCODING_ZSTD && c->len > 0) {
+        size_t n;
+
+        if (!c->ctx) {
+            if (!(c->ctx = ZSTD_createCCtx()))
+                abort(); /* out of memory, as g_malloc */
+            ZSTD_CCtx_setParameter(c->ctx, ZSTD_c_compressionLevel,
+                                   KVMSAVE_IMAGE_ZSTD_LEVEL);
+            /* A checksum of the decoded data in each frame, verified on
+             * read: it also covers the decoder itself. */
+            ZSTD_CCtx_setParameter(c->ctx, ZSTD_c_checksumFlag, 1);
+        }
+        if (!c->out) {
+            c->outSize = ZSTD_compressBound(KVMSAVE_IMAGE_CHUNK_MAX);
+            c->out = g_malloc(c->outSize);
+        }
+        n = ZSTD_compress2(c->ctx, c->out, c->outSize, c->buf, c->len);
+        if (ZSTD_isError(n)) {
+            virReportError(VIR_ERR_INTERNAL_ERROR,
+                           _("cannot compress chunk %llu of save image '%s': %s"),
+                           (unsigned long long) c->seq, w->path,
+                           ZSTD_getErrorName(n));
+            return -1;
+        }
+        /* Incompressible data (random pages) is kept as it is. */
+        if (n < c->len) {
+            c->encoding = KVMSAVE_IMAGE_ENCODING_ZSTD;
+            c->data = c->out;
+            c->dataLen = n;
+        }
+    }
+
+    memcpy(c->head, KVMSAVE_IMAGE_CHUNK_MAGIC, 4);
+    putLE32(c->head + 4, c->encoding);
+    putLE64(c->head + 8, c->seq);
+    putLE32(c->head + 16, c->dataLen);
+    putLE32(c->head + 20, c->len);
+    putLE32(c->head + 24, kvmsaveCrc32c(0, c->data, c->dataLen));
+    putLE32(c->head + 28, kvmsaveCrc32c(0, c->head, 28));
+    return 0;
+}
+
+
+static gpointer
+kvmsaveImageWriterThread(gpointer opaque)
+{
+    kvmsaveImageWriter *w = opaque;
+    kvmsaveChunk *c;
+
+    while ((c = kvmsaveChunkQueuePop(w->queue))) {
+        bool end = c->end;
+
+        if (c->err)
+            virSetError(c->err);
+        if (c->err || (!end && writerPutChunk(w, c) < 0)) {
+            w->err = virErrorCopyNew(virGetLastError());
+            kvmsaveChunkQueueRelease(w->queue, c);
+            /* The caller's next call fails with this error. */
+            kvmsaveChunkQueueAbort(w->queue);
+            break;
+        }
+        kvmsaveChunkQueueRelease(w->queue, c);
+        if (end)
+            break;
+        kvmsaveTestChunkDelay();
+    }
+    return NULL;
+}
+
+
+/* The writer thread stopped on an error: make it the caller's. */
+static int
+writerFailed(kvmsaveImageWriter *w)
+{
+    if (w->err)
+        virSetError(w->err);
+    else
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("writing save image '%s' stopped"), w->path);
+    return -1;
+}
+
+
 int
 kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr)
 {
@@ -547,46 +723,58 @@ kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr)
 }
 
 
-int
-kvmsaveImageWriteChunk(kvmsaveImageWriter *w, const void *data, size_t len)
+unsigned char *
+kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w)
 {
-    unsigned char ch[KVMSAVE_IMAGE_CHUNK_HEADER_LEN];
-    int encoding = KVMSAVE_IMAGE_ENCODING_RAW;
-    const void *stored = data;
-    size_t storedLen = len;
-
-    if (w->format == KVMSAVE_IMAGE_ENCODING_ZSTD && len > 0) {
-        size_t n = ZSTD_compress2(w->zctx, w->zbuf, w->zbufSize, data, len);
-
-        if (ZSTD_isError(n)) {
-            virReportError(VIR_ERR_INTERNAL_ERROR,
-                           _("cannot compress chunk %llu of save image '%s': %s"),
-                           (unsigned long long) w->chunks, w->path,
-                           ZSTD_getErrorName(n));
-            return -1;
-        }
-        /* Incompressible data (random pages) is kept as it is. */
-        if (n < len) {
-            encoding = KVMSAVE_IMAGE_ENCODING_ZSTD;
-            stored = w->zbuf;
-            storedLen = n;
-        }
+    if (!w->queue) {
+        /* Enough slots that the workers, the writer and the caller all
+         * have one; no more, to keep memory bounded. */
+        w->queue = kvmsaveChunkQueueNew(MIN(w->threads + 2, KVMSAVE_IMAGE_SLOTS_MAX),
+                                        w->threads,
+                                        KVMSAVE_IMAGE_CHUNK_MAX,
+                                        writerEncodeChunk,
+                                        writerFreeCtx, w);
+        w->thread = g_thread_new("kvmsave-write", kvmsaveImageWriterThread, w);
     }
+    if (!w->filling && !(w->filling = kvmsaveChunkQueueGetFree(w->queue))) {
+        writerFailed(w);
+        return NULL;
+    }
+    return w->filling->buf;
+}
 
-    memcpy(ch, KVMSAVE_IMAGE_CHUNK_MAGIC, 4);
-    putLE32(ch + 4, encoding);
-    putLE64(ch + 8, w->chunks);
-    putLE32(ch + 16, storedLen);
-    putLE32(ch + 20, len);
-    putLE32(ch + 24, kvmsaveCrc32c(0, stored, storedLen));
-    putLE32(ch + 28, kvmsaveCrc32c(0, ch, 28));
 
-    if (writerAppend(w, ch, sizeof(ch)) < 0 ||
-        writerAppend(w, stored, storedLen) < 0)
+int
+kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len)
+{
+    kvmsaveChunk *c = g_steal_pointer(&w->filling);
+
+    if (!c || len > KVMSAVE_IMAGE_CHUNK_MAX) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("cannot queue a chunk of %zu bytes for save image '%s'"),
+                       len, w->path);
         return -1;
+    }
+    c->len = len;
+    c->encoding = w->format;
+    kvmsaveChunkQueuePush(w->queue, c);
     w->chunks++;
     w->streamBytes += len;
     return 0;
+}
+
+
+int
+kvmsaveImageWriteChunk(kvmsaveImageWriter *w, const void *data, size_t len)
+{
+    unsigned char *buf;
+
+    if (len > KVMSAVE_IMAGE_CHUNK_MAX)
+        return kvmsaveImageWriterQueue(w, len);
+    if (!(buf = kvmsaveImageWriterNextBuffer(w)))
+        return -1;
+    memcpy(buf, data, len);
+    return kvmsaveImageWriterQueue(w, len);
 }
 
 
@@ -604,6 +792,22 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
     unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN];
     uint64_t end;
 
+    /* Everything queued goes to disk first. */
+    if (w->queue) {
+        kvmsaveChunk *c;
+
+        if (!(c = w->filling ? g_steal_pointer(&w->filling) :
+              kvmsaveChunkQueueGetFree(w->queue)))
+            return writerFailed(w);
+        c->end = true;
+        kvmsaveChunkQueuePush(w->queue, c);
+        g_thread_join(w->thread);
+        w->thread = NULL;
+        if (w->err)
+            return writerFailed(w);
+        kvmsaveImageWriterStop(w);
+    }
+
     tr.chunks = w->chunks;
     tr.streamBytes = w->streamBytes;
     tr.dataEnd = w->offset + w->fill;
@@ -617,6 +821,12 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
     if (writerAppend(w, buf, sizeof(buf)) < 0 ||
         writerFlush(w) < 0)
         return -1;
+    /* The trailer must be the last bytes of the file. */
+    if (w->allocated > w->offset && ftruncate(w->fd, w->offset) < 0) {
+        virReportSystemError(errno, _("cannot truncate save image '%s'"),
+                             w->path);
+        return -1;
+    }
 
     if (fdatasync(w->fd) < 0) {
         virReportSystemError(errno, _("cannot flush save image '%s' to disk"),
@@ -631,6 +841,8 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
 }
 
 
+/* Reading: a reader thread fetches chunks ahead into the queue's buffers,
+ * workers verify and decompress them, the caller takes them in order. */
 struct _kvmsaveImageReader {
     int fd;
     char *path;
@@ -638,19 +850,43 @@ struct _kvmsaveImageReader {
     kvmsaveImageHeader *hdr;
     kvmsaveImageTrailer tr;
     uint64_t fileSize;
+    size_t threads;             /* verifying workers */
+
+    /* Header and trailer, read when the image is opened. */
     unsigned char *buf;
     size_t bufSize;
     uint64_t bufOffset;         /* file offset of buf[0], aligned */
     size_t bufLen;              /* bytes valid in buf */
-    uint64_t pos;               /* file offset of the next record */
+
+    /* The reader thread's position. */
+    uint64_t pos;               /* file offset of the next chunk */
     uint64_t dropped;           /* dropped from the page cache up to here */
-    bool streaming;             /* header and trailer read: chunks follow */
     uint64_t chunkIndex;
     uint64_t streamBytes;
-    ZSTD_DCtx *zctx;
-    unsigned char *zbuf;        /* a decoded chunk */
+    unsigned char *peek;        /* two aligned blocks: a chunk's header */
+
+    /* The caller's side. */
+    kvmsaveChunkQueue *queue;
+    GThread *thread;
+    kvmsaveChunk *held;         /* returned last, released on the next call */
+    bool ended;
+    virErrorPtr endErr;         /* why reading ended, if it failed */
     int lastEncoding;           /* of the chunk read last */
 };
+
+
+static void
+kvmsaveImageReaderStop(kvmsaveImageReader *r)
+{
+    if (!r->queue)
+        return;
+    kvmsaveChunkQueueAbort(r->queue);
+    if (r->thread)
+        g_thread_join(r->thread);
+    r->thread = NULL;
+    r->held = NULL;
+    g_clear_pointer(&r->queue, kvmsaveChunkQueueFree);
+}
 
 
 void
@@ -658,73 +894,47 @@ kvmsaveImageReaderFree(kvmsaveImageReader *r)
 {
     if (!r)
         return;
+    kvmsaveImageReaderStop(r);
     VIR_FORCE_CLOSE(r->fd);
-    ZSTD_freeDCtx(r->zctx);
-    g_free(r->zbuf);
+    virFreeError(r->endErr);
     kvmsaveImageHeaderFree(r->hdr);
     free(r->buf);
+    free(r->peek);
     g_free(r->path);
     g_free(r);
 }
 
 
-/* Make [pos, pos + need) available in the buffer; reading past the end of
- * the file is an error naming @what. */
-static int
-readerEnsure(kvmsaveImageReader *r, size_t need, const char *what)
+void
+kvmsaveImageReaderSetThreads(kvmsaveImageReader *r, size_t threads)
 {
-    uint64_t start;
+    if (threads > 0)
+        r->threads = threads;
+}
 
-    if (r->pos >= r->bufOffset &&
-        r->pos + need <= r->bufOffset + r->bufLen)
-        return 0;
 
-    if (r->pos + need > r->fileSize) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is truncated: %s at offset %llu runs past the end of the file"),
-                       r->path, what, (unsigned long long) r->pos);
-        return -1;
-    }
+static void
+readerTruncated(kvmsaveImageReader *r, const char *what, uint64_t pos)
+{
+    virReportError(VIR_ERR_OPERATION_FAILED,
+                   _("save image '%s' is truncated: %s at offset %llu runs past the end of the file"),
+                   r->path, what, (unsigned long long) pos);
+}
 
-    /* Keep what is still needed at the front of the buffer. */
-    start = r->pos / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
-#ifdef HAVE_POSIX_FADVISE
-    /* What is behind us is not read again: leave the cache to others. */
-    if (!r->direct && r->streaming && start > r->dropped) {
-        ignore_value(posix_fadvise(r->fd, r->dropped, start - r->dropped,
-                                   POSIX_FADV_DONTNEED));
-        r->dropped = start;
-    }
-#endif
-    if (start >= r->bufOffset && start < r->bufOffset + r->bufLen) {
-        size_t keep = r->bufOffset + r->bufLen - start;
-        memmove(r->buf, r->buf + (start - r->bufOffset), keep);
-        r->bufLen = keep;
-    } else {
-        r->bufLen = 0;
-    }
-    r->bufOffset = start;
 
-    if (r->pos - start + need > r->bufSize) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: %s at offset %llu is too large"),
-                       r->path, what, (unsigned long long) r->pos);
-        return -1;
-    }
+/* Read [off, off + len) into @buf, in whole blocks as O_DIRECT needs;
+ * at least @need bytes must be there (an image's size is a multiple of the
+ * block, so a chunk's blocks are all there unless it shrank under us).
+ * Returns the bytes read. */
+static ssize_t
+readerPread(kvmsaveImageReader *r, unsigned char *buf, size_t len,
+            size_t need, uint64_t off, const char *what, uint64_t pos)
+{
+    size_t done = 0;
 
-    while (r->bufOffset + r->bufLen < r->pos + need) {
-        uint64_t end = r->bufOffset + r->bufLen;
-        /* Read what is missing plus some read-ahead, bounded. */
-        size_t want = alignUp(r->pos + need - end, KVMSAVE_IMAGE_ALIGN) +
-            KVMSAVE_IMAGE_READAHEAD;
-        ssize_t n;
+    while (done < len) {
+        ssize_t n = pread(r->fd, buf + done, len - done, off + done);
 
-        want = MIN(want, r->bufSize - r->bufLen);
-        /* Up to the end of the file, in whole blocks as O_DIRECT needs
-         * (the read stops short at the end of the file). */
-        if (want > alignUp(r->fileSize - end, KVMSAVE_IMAGE_ALIGN))
-            want = alignUp(r->fileSize - end, KVMSAVE_IMAGE_ALIGN);
-        n = pread(r->fd, r->buf + r->bufLen, want, r->bufOffset + r->bufLen);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -732,14 +942,45 @@ readerEnsure(kvmsaveImageReader *r, size_t need, const char *what)
                                  r->path);
             return -1;
         }
-        if (n == 0) {
-            virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("save image '%s' is truncated: %s at offset %llu runs past the end of the file"),
-                           r->path, what, (unsigned long long) r->pos);
-            return -1;
-        }
-        r->bufLen += n;
+        if (n == 0)
+            break;
+        done += n;
     }
+    if (done < need) {
+        readerTruncated(r, what, pos);
+        return -1;
+    }
+    return done;
+}
+
+
+/* Make [pos, pos + need) of the header or trailer available in r->buf. */
+static int
+readerEnsure(kvmsaveImageReader *r, uint64_t pos, size_t need,
+             const char *what)
+{
+    uint64_t start = pos / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
+    size_t len;
+    ssize_t n;
+
+    if (pos >= r->bufOffset && pos + need <= r->bufOffset + r->bufLen)
+        return 0;
+    if (pos + need > r->fileSize) {
+        readerTruncated(r, what, pos);
+        return -1;
+    }
+    len = alignUp(pos + need - start, KVMSAVE_IMAGE_ALIGN);
+    if (len > r->bufSize) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' is corrupt: %s at offset %llu is too large"),
+                       r->path, what, (unsigned long long) pos);
+        return -1;
+    }
+    r->bufLen = 0;
+    r->bufOffset = start;
+    if ((n = readerPread(r, r->buf, len, pos + need - start, start, what, pos)) < 0)
+        return -1;
+    r->bufLen = n;
     return 0;
 }
 
@@ -755,8 +996,8 @@ kvmsaveImageOpen(const char *path, bool direct)
 
     r->path = g_strdup(path);
     r->direct = direct;
-    r->bufSize = KVMSAVE_IMAGE_CHUNK_MAX + KVMSAVE_IMAGE_READAHEAD +
-        2 * KVMSAVE_IMAGE_ALIGN;
+    r->threads = kvmsaveChunkQueueDefaultWorkers();
+    r->bufSize = KVMSAVE_IMAGE_HEADER_MAX + KVMSAVE_IMAGE_ALIGN;
     r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (direct ? O_DIRECT : 0));
     if (r->fd < 0) {
         virReportSystemError(errno, _("cannot open save image '%s'%s"), path,
@@ -785,7 +1026,7 @@ kvmsaveImageOpen(const char *path, bool direct)
                        path, (unsigned long long) r->fileSize);
         return NULL;
     }
-    if (readerEnsure(r, MIN(r->fileSize, KVMSAVE_IMAGE_ALIGN), _("header")) < 0)
+    if (readerEnsure(r, 0, MIN(r->fileSize, KVMSAVE_IMAGE_ALIGN), _("header")) < 0)
         return NULL;
     rc = kvmsaveImageHeaderDecode(r->buf, r->bufLen, path, &needed, &r->hdr);
     if (rc > 0) {
@@ -795,7 +1036,7 @@ kvmsaveImageOpen(const char *path, bool direct)
                            path);
             return NULL;
         }
-        if (readerEnsure(r, needed, _("header")) < 0)
+        if (readerEnsure(r, 0, needed, _("header")) < 0)
             return NULL;
         rc = kvmsaveImageHeaderDecode(r->buf, r->bufLen, path, NULL, &r->hdr);
     }
@@ -810,11 +1051,10 @@ kvmsaveImageOpen(const char *path, bool direct)
                        path, (unsigned long long) r->fileSize);
         return NULL;
     }
-    r->pos = r->fileSize - KVMSAVE_IMAGE_ALIGN;
-    if (readerEnsure(r, KVMSAVE_IMAGE_ALIGN, _("trailer")) < 0)
+    if (readerEnsure(r, r->fileSize - KVMSAVE_IMAGE_ALIGN, KVMSAVE_IMAGE_ALIGN,
+                     _("trailer")) < 0)
         return NULL;
-    tail = r->buf + (r->pos - r->bufOffset) + KVMSAVE_IMAGE_ALIGN -
-        KVMSAVE_IMAGE_TRAILER_LEN;
+    tail = r->buf + (r->fileSize - r->bufOffset) - KVMSAVE_IMAGE_TRAILER_LEN;
     if (kvmsaveImageTrailerDecode(tail, path, &r->tr) < 0)
         return NULL;
     if (r->tr.headerCrc != r->hdr->crc) {
@@ -834,11 +1074,11 @@ kvmsaveImageOpen(const char *path, bool direct)
         return NULL;
     }
 
-    r->pos = r->hdr->headerSize;
+    /* The chunks are read into the queue's buffers: this one is done. */
+    g_clear_pointer(&r->buf, free);
     r->bufLen = 0;
-    r->bufOffset = 0;
-    r->dropped = 0;
-    r->streaming = true;
+    r->pos = r->hdr->headerSize;
+    r->peek = alignedAlloc(2 * KVMSAVE_IMAGE_ALIGN);
     return g_steal_pointer(&r);
 }
 
@@ -857,16 +1097,19 @@ kvmsaveImageReaderTrailer(kvmsaveImageReader *r)
 }
 
 
-int
-kvmsaveImageReadChunk(kvmsaveImageReader *r,
-                      const unsigned char **data, size_t *len)
+/* Reader thread: check the next chunk's header and read its data into @c.
+ * Returns 1 for a chunk, 0 at the end of the data (totals checked against
+ * the trailer), -1 with an error reported. */
+static int
+readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
 {
-    const unsigned char *ch;
     unsigned long long idx = r->chunkIndex;
     unsigned long long off = r->pos;
+    uint64_t start = r->pos / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
+    const unsigned char *ch;
+    uint64_t end;
     uint32_t stored;
     uint32_t raw;
-    uint32_t crc;
     uint32_t encoding;
 
     if (r->pos == r->tr.dataEnd) {
@@ -887,18 +1130,21 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
                        r->path, idx, off);
         return -1;
     }
-    if (readerEnsure(r, KVMSAVE_IMAGE_CHUNK_HEADER_LEN, _("chunk header")) < 0)
-        return -1;
 
-    ch = r->buf + (r->pos - r->bufOffset);
+    /* The header may straddle a block boundary: read two. The data end
+     * lies a trailer before the aligned end of the file, so both exist. */
+    if (readerPread(r, r->peek, MIN(2 * KVMSAVE_IMAGE_ALIGN, r->fileSize - start),
+                    r->pos + KVMSAVE_IMAGE_CHUNK_HEADER_LEN - start,
+                    start, _("chunk header"), off) < 0)
+        return -1;
+    ch = r->peek + (r->pos - start);
     if (memcmp(ch, KVMSAVE_IMAGE_CHUNK_MAGIC, 4) != 0) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: chunk %llu at offset %llu has a bad magic"),
                        r->path, idx, off);
         return -1;
     }
-    crc = kvmsaveCrc32c(0, ch, 28);
-    if (crc != getLE32(ch + 28)) {
+    if (kvmsaveCrc32c(0, ch, 28) != getLE32(ch + 28)) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: chunk %llu at offset %llu has a bad header checksum"),
                        r->path, idx, off);
@@ -929,44 +1175,155 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
                        r->path, idx, off, stored);
         return -1;
     }
-    if (readerEnsure(r, KVMSAVE_IMAGE_CHUNK_HEADER_LEN + stored,
-                     _("chunk data")) < 0)
-        return -1;
-    ch = r->buf + (r->pos - r->bufOffset);
-    crc = kvmsaveCrc32c(0, ch + KVMSAVE_IMAGE_CHUNK_HEADER_LEN, stored);
-    if (crc != getLE32(ch + 24)) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk %llu at offset %llu has a data checksum mismatch (stored %08x, computed %08x)"),
-                       r->path, idx, off, getLE32(ch + 24), crc);
-        return -1;
-    }
+    memcpy(c->head, ch, KVMSAVE_IMAGE_CHUNK_HEADER_LEN);
 
-    *data = ch + KVMSAVE_IMAGE_CHUNK_HEADER_LEN;
-    *len = stored;
-    if (encoding == KVMSAVE_IMAGE_ENCODING_ZSTD) {
-        size_t n;
-
-        if (!r->zctx) {
-            if (!(r->zctx = ZSTD_createDCtx()))
-                abort(); /* out of memory, as g_malloc */
-            r->zbuf = g_malloc(KVMSAVE_IMAGE_CHUNK_MAX);
-        }
-        n = ZSTD_decompressDCtx(r->zctx, r->zbuf, KVMSAVE_IMAGE_CHUNK_MAX,
-                                *data, stored);
-        if (ZSTD_isError(n) || n != raw) {
-            virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("save image '%s' is corrupt: chunk %llu at offset %llu does not decompress (%s)"),
-                           r->path, idx, off,
-                           ZSTD_isError(n) ? ZSTD_getErrorName(n) : _("wrong size"));
-            return -1;
-        }
-        *data = r->zbuf;
-        *len = raw;
+    /* Straight into the slot's buffer, in whole blocks. */
+    end = alignUp(r->pos + KVMSAVE_IMAGE_CHUNK_HEADER_LEN + stored,
+                  KVMSAVE_IMAGE_ALIGN);
+    if (readerPread(r, c->buf, end - start, end - start, start,
+                    _("chunk data"), off) < 0)
+        return -1;
+#ifdef HAVE_POSIX_FADVISE
+    /* Read and kept: the cache may let these pages go (all but the last
+     * block, which holds the next chunk's header). */
+    if (!r->direct && end - KVMSAVE_IMAGE_ALIGN > r->dropped) {
+        ignore_value(posix_fadvise(r->fd, r->dropped,
+                                   end - KVMSAVE_IMAGE_ALIGN - r->dropped,
+                                   POSIX_FADV_DONTNEED));
+        r->dropped = end - KVMSAVE_IMAGE_ALIGN;
     }
-    r->lastEncoding = encoding;
+#endif
+
+    c->offset = r->pos;
+    c->encoding = encoding;
+    c->rawLen = raw;
+    c->storedLen = stored;
+    c->crc = getLE32(ch + 24);
+    c->data = c->buf + (r->pos - start) + KVMSAVE_IMAGE_CHUNK_HEADER_LEN;
+    c->dataLen = stored;
     r->pos += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + stored;
     r->chunkIndex++;
     r->streamBytes += raw;
+    return 1;
+}
+
+
+static gpointer
+kvmsaveImageReaderThread(gpointer opaque)
+{
+    kvmsaveImageReader *r = opaque;
+    kvmsaveChunk *c;
+
+    while ((c = kvmsaveChunkQueueGetFree(r->queue))) {
+        int rc = readerFetchChunk(r, c);
+
+        if (rc <= 0) {
+            /* The end, good or bad, travels in order like a chunk. */
+            c->end = true;
+            if (rc < 0)
+                c->err = virErrorCopyNew(virGetLastError());
+            virResetLastError();
+            kvmsaveChunkQueuePush(r->queue, c);
+            break;
+        }
+        kvmsaveChunkQueuePush(r->queue, c);
+        kvmsaveTestChunkDelay();
+    }
+    return NULL;
+}
+
+
+static void
+readerFreeCtx(void *ctx)
+{
+    ZSTD_freeDCtx(ctx);
+}
+
+
+/* Worker: the data checksum, then the decoding. */
+static int
+readerDecodeChunk(kvmsaveChunk *c, void *opaque)
+{
+    kvmsaveImageReader *r = opaque;
+    unsigned long long idx = c->seq;
+    unsigned long long off = c->offset;
+    uint32_t crc = kvmsaveCrc32c(0, c->data, c->storedLen);
+    size_t n;
+
+    if (crc != c->crc) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' is corrupt: chunk %llu at offset %llu has a data checksum mismatch (stored %08x, computed %08x)"),
+                       r->path, idx, off, c->crc, crc);
+        return -1;
+    }
+    if (c->encoding != KVMSAVE_IMAGE_ENCODING_ZSTD)
+        return 0;
+
+    if (!c->ctx && !(c->ctx = ZSTD_createDCtx()))
+        abort(); /* out of memory, as g_malloc */
+    if (!c->out) {
+        c->outSize = KVMSAVE_IMAGE_CHUNK_MAX;
+        c->out = g_malloc(c->outSize);
+    }
+    n = ZSTD_decompressDCtx(c->ctx, c->out, c->outSize, c->data, c->storedLen);
+    if (ZSTD_isError(n) || n != c->rawLen) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' is corrupt: chunk %llu at offset %llu does not decompress (%s)"),
+                       r->path, idx, off,
+                       ZSTD_isError(n) ? ZSTD_getErrorName(n) : _("wrong size"));
+        return -1;
+    }
+    c->data = c->out;
+    c->dataLen = n;
+    return 0;
+}
+
+
+int
+kvmsaveImageReadChunk(kvmsaveImageReader *r,
+                      const unsigned char **data, size_t *len)
+{
+    kvmsaveChunk *c;
+
+    if (r->ended) {
+        if (!r->endErr)
+            return 0;
+        virSetError(r->endErr);
+        return -1;
+    }
+    if (!r->queue) {
+        /* Read ahead as far as the workers can use, no further. */
+        r->queue = kvmsaveChunkQueueNew(MIN(r->threads + 2, KVMSAVE_IMAGE_SLOTS_MAX),
+                                        r->threads,
+                                        KVMSAVE_IMAGE_CHUNK_MAX +
+                                        KVMSAVE_IMAGE_CHUNK_HEADER_LEN +
+                                        2 * KVMSAVE_IMAGE_ALIGN,
+                                        readerDecodeChunk,
+                                        readerFreeCtx, r);
+        r->thread = g_thread_new("kvmsave-read", kvmsaveImageReaderThread, r);
+    }
+    if (r->held)
+        kvmsaveChunkQueueRelease(r->queue, g_steal_pointer(&r->held));
+
+    if (!(c = kvmsaveChunkQueuePop(r->queue))) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("reading save image '%s' stopped"), r->path);
+        return -1;
+    }
+    if (c->end || c->err) {
+        r->ended = true;
+        r->endErr = g_steal_pointer(&c->err);
+        kvmsaveChunkQueueRelease(r->queue, c);
+        kvmsaveImageReaderStop(r);
+        if (!r->endErr)
+            return 0;
+        virSetError(r->endErr);
+        return -1;
+    }
+    r->held = c;
+    r->lastEncoding = c->encoding;
+    *data = c->data;
+    *len = c->dataLen;
     return 1;
 }
 

@@ -114,10 +114,21 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageWriter, kvmsaveImageWriterFree);
 /* Encode the chunks that follow with @format (KVMSAVE_IMAGE_ENCODING_*); a
  * chunk that does not shrink is stored raw. */
 void kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format);
+/* Encoding workers for the chunks (default: one per CPU, at most 4). */
+void kvmsaveImageWriterSetThreads(kvmsaveImageWriter *w, size_t threads);
 int kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr);
+/* The buffer for the next chunk's raw bytes (KVMSAVE_IMAGE_CHUNK_MAX
+ * long), waiting while the disk is behind; NULL with an error when writing
+ * failed. The same buffer is returned until it is queued. */
+unsigned char *kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w);
+/* Queue the first @len bytes of that buffer as the next chunk. Workers
+ * encode chunks in parallel and a writer thread puts them on disk in
+ * order; a failure there shows in a later call. */
+int kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len);
+/* NextBuffer, a copy of @data, Queue. */
 int kvmsaveImageWriteChunk(kvmsaveImageWriter *w,
                            const void *data, size_t len);
-/* Write padding and trailer, flush and fdatasync. */
+/* Wait for every queued chunk, write padding and trailer, fdatasync. */
 int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
 uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);
 
@@ -130,11 +141,14 @@ kvmsaveImageReader *kvmsaveImageOpen(const char *path, bool direct);
 void kvmsaveImageReaderFree(kvmsaveImageReader *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
 
+/* Verifying and decoding workers (default: one per CPU, at most 4). */
+void kvmsaveImageReaderSetThreads(kvmsaveImageReader *r, size_t threads);
 const kvmsaveImageHeader *kvmsaveImageReaderHeader(kvmsaveImageReader *r);
 const kvmsaveImageTrailer *kvmsaveImageReaderTrailer(kvmsaveImageReader *r);
 /* Next chunk's raw payload, checked; returns 1 with data, 0 at the end
  * (after checking the totals against the trailer), -1 on error. The data
- * stays valid until the next call. */
+ * stays valid until the next call. The first call starts a thread that
+ * reads ahead and workers that verify and decode chunks in parallel. */
 int kvmsaveImageReadChunk(kvmsaveImageReader *r,
                           const unsigned char **data, size_t *len);
 /* The encoding the chunk read last was stored with. */

@@ -53,13 +53,13 @@ kvmsaveDomainManagedSave(virDomainPtr dom, unsigned int flags)
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
 
-    return kvmsaveManagedSaveAs(priv, dom, priv->imageFormat, flags);
+    return kvmsaveManagedSaveAs(priv, dom, priv->imageFormat, 0, flags);
 }
 
 
 int
 kvmsaveManagedSaveAs(kvmsaveConn *priv, virDomainPtr dom, int format,
-                     unsigned int flags)
+                     int channels, unsigned int flags)
 {
     g_autoptr(virDomain) inner = NULL;
     g_autofree char *path = NULL;
@@ -77,7 +77,8 @@ kvmsaveManagedSaveAs(kvmsaveConn *priv, virDomainPtr dom, int format,
     if (kvmsaveConnManagedSaveDir(priv) < 0)
         return -1;
     path = kvmsaveConnManagedSavePath(priv, dom->uuid);
-    return kvmsaveSaveDomain(priv, dom->uuid, path, NULL, format, flags);
+    return kvmsaveSaveDomain(priv, dom->uuid, path, NULL, format, channels,
+                             flags);
 }
 
 
@@ -160,7 +161,7 @@ kvmsaveManagedSaveStart(kvmsaveConn *priv, virDomainPtr dom, unsigned int flags)
         return -1;
     /* As stock libvirt: running if it ran when saved, unless asked paused. */
     restoreFlags = kvmsaveStartToRestoreFlags(flags) & ~VIR_DOMAIN_SAVE_RUNNING;
-    if (!(restored = kvmsaveRestoreDomain(priv, path, NULL, restoreFlags)))
+    if (!(restored = kvmsaveRestoreDomain(priv, path, NULL, 0, restoreFlags)))
         return -1;
     dom->id = restored->id;
     /* The guest runs from it now: the image has served. */

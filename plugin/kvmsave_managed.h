@@ -17,9 +17,10 @@ int kvmsaveDomainUndefineFlags(virDomainPtr dom, unsigned int flags);
 int kvmsaveConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains,
                                  unsigned int flags);
 
-/* A managed save writing chunks in @format (KVMSAVE_IMAGE_ENCODING_*). */
+/* A managed save writing chunks in @format (KVMSAVE_IMAGE_ENCODING_*)
+ * with @channels workers (0: the default). */
 int kvmsaveManagedSaveAs(kvmsaveConn *priv, virDomainPtr dom, int format,
-                         unsigned int flags);
+                         int channels, unsigned int flags);
 
 /* Start @dom from its managed save image: 1 if restored, 0 if it has none
  * (or --force-boot discarded it), -1 on error (the image is kept). */

@@ -115,7 +115,7 @@ kvmsaveRestorePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
 
 virDomainPtr
 kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
-                     const char *dxml, unsigned int flags)
+                     const char *dxml, int channels, unsigned int flags)
 {
     g_autoptr(kvmsaveImageReader) reader = NULL;
     g_autoptr(virDomain) existing = NULL;
@@ -138,6 +138,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     if (!(reader = kvmsaveImageOpen(path, !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE))))
         return NULL;
     hdr = kvmsaveImageReaderHeader(reader);
+    kvmsaveImageReaderSetThreads(reader, channels);
 
     if (dxml && kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
         return NULL;

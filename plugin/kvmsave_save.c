@@ -91,7 +91,6 @@ static gpointer
 kvmsaveSaveStreamThread(gpointer opaque)
 {
     kvmsaveSaveStream *st = opaque;
-    g_autofree unsigned char *buf = g_malloc(KVMSAVE_IMAGE_CHUNK_SIZE);
     bool eof = false;
     sigset_t set;
 
@@ -102,7 +101,11 @@ kvmsaveSaveStreamThread(gpointer opaque)
     st->rc = -1;
     while (!eof) {
         size_t fill = 0;
+        unsigned char *buf;
 
+        /* QEMU's bytes go straight into the chunk the workers encode. */
+        if (!(buf = kvmsaveImageWriterNextBuffer(st->writer)))
+            goto error;
         while (fill < KVMSAVE_IMAGE_CHUNK_SIZE) {
             struct pollfd fds[2] = {
                 { .fd = st->fd, .events = POLLIN },
@@ -132,7 +135,7 @@ kvmsaveSaveStreamThread(gpointer opaque)
             fill += n;
         }
         if (fill > 0 &&
-            kvmsaveImageWriteChunk(st->writer, buf, fill) < 0)
+            kvmsaveImageWriterQueue(st->writer, fill) < 0)
             goto error;
     }
     st->rc = 0;
@@ -201,7 +204,7 @@ kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
 int
 kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                   const char *path, const char *dxml, int format,
-                  unsigned int flags)
+                  int channels, unsigned int flags)
 {
     g_autoptr(virDomain) dom = NULL;
     g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
@@ -252,6 +255,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         goto cleanup;
     writer = kvmsaveImageWriterNew(fd, tmppath, direct);
     kvmsaveImageWriterSetFormat(writer, format);
+    kvmsaveImageWriterSetThreads(writer, channels);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
         goto cleanup;
 

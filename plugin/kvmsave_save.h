@@ -7,11 +7,12 @@
 
 /* Save the running or paused guest @uuid into an image at @path (absolute),
  * stopping it. @dxml, if set, replaces the saved XML (ABI-checked).
- * @format: KVMSAVE_IMAGE_ENCODING_* of the chunks.
+ * @format: KVMSAVE_IMAGE_ENCODING_* of the chunks. @channels: workers
+ * encoding chunks in parallel, 0 for the default.
  * @flags: VIR_DOMAIN_SAVE_BYPASS_CACHE, _RUNNING, _PAUSED. */
 int kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                       const char *path, const char *dxml, int format,
-                      unsigned int flags);
+                      int channels, unsigned int flags);
 
 /* Rewrite the XML (and the running/paused choice) of the image at @path,
  * atomically. */

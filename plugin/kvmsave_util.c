@@ -64,3 +64,24 @@ kvmsaveFdName(const char *what)
     return g_strdup_printf("kvmsave-%s-%lld-%d", what, (long long) getpid(),
                            g_atomic_int_add(&counter, 1));
 }
+
+
+/* Tests slow the data path down, so that a cancel or a kill lands in the
+ * middle of a stream however fast the machine is. Not for production: it
+ * only ever makes saves and restores slower. */
+void
+kvmsaveTestChunkDelay(void)
+{
+    static gsize once;
+    static unsigned int delayMs;
+
+    if (g_once_init_enter(&once)) {
+        const char *v = g_getenv("KVMSAVE_TEST_CHUNK_DELAY_MS");
+
+        if (v)
+            delayMs = MIN(g_ascii_strtoull(v, NULL, 10), 10000);
+        g_once_init_leave(&once, 1);
+    }
+    if (delayMs)
+        g_usleep(delayMs * 1000);
+}

@@ -17,3 +17,7 @@ int kvmsaveSyncParentDir(const char *path);
 
 /* A name for a file descriptor handed to QEMU, unique to this job. */
 char *kvmsaveFdName(const char *what);
+
+/* Sleep KVMSAVE_TEST_CHUNK_DELAY_MS (environment, read once; tests only)
+ * per chunk of a save or restore stream. */
+void kvmsaveTestChunkDelay(void);

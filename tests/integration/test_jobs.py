@@ -36,7 +36,10 @@ def big_obj(big_env):
 
 
 @pytest.fixture
-def big(big_obj):
+def big(big_obj, monkeypatch):
+    # 20 ms per 4 MiB chunk: a save or restore of this guest takes some
+    # 3 s, however fast the machine, so a poll or a Ctrl-C lands mid-job.
+    monkeypatch.setenv('KVMSAVE_TEST_CHUNK_DELAY_MS', '20')
     big_obj.ensure_running()
     return big_obj
 

@@ -205,6 +205,21 @@ fillRandom(unsigned char *buf, size_t len, uint64_t seed)
     }
 }
 
+/* A chunk of kind 'r' (random), 'z' (zero) or 't' (text): zstd keeps the
+ * first raw and shrinks the others. */
+static void
+fillKind(unsigned char *c, size_t len, char kind, uint64_t seed)
+{
+    size_t j;
+
+    if (kind == 'r') {
+        fillRandom(c, len, seed);
+        return;
+    }
+    for (j = 0; j < len; j++)
+        c[j] = kind == 'z' ? 0 : "kvmsave saves guests. "[j % 22];
+}
+
 static kvmsaveImageHeader *
 testHeader(const char *uuidstr)
 {
@@ -543,7 +558,6 @@ writeZstdImage(const char *path, const char *kinds, size_t chunkLen,
     size_t n = strlen(kinds);
     unsigned char *all = g_malloc(n * chunkLen);
     size_t i;
-    size_t j;
     int fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
 
     ck_assert_int_ge(fd, 0);
@@ -552,20 +566,8 @@ writeZstdImage(const char *path, const char *kinds, size_t chunkLen,
     ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
     for (i = 0; i < n; i++) {
         unsigned char *c = all + i * chunkLen;
-        uint64_t seed = 0x9E3779B97F4A7C15ULL * (i + 1);
 
-        for (j = 0; j < chunkLen; j++) {
-            if (kinds[i] == 'z') {
-                c[j] = 0;
-            } else if (kinds[i] == 't') {
-                c[j] = "kvmsave saves guests. "[j % 22];
-            } else {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                c[j] = seed >> 24;
-            }
-        }
+        fillKind(c, chunkLen, kinds[i], i + 1);
         ck_assert_int_eq(kvmsaveImageWriteChunk(w, c, chunkLen), 0);
     }
     ck_assert_int_eq(kvmsaveImageWriterFinish(w), 0);
@@ -1747,6 +1749,168 @@ START_TEST(test_trailer_codec)
 END_TEST
 
 
+
+/* ---- the parallel pipeline ---- */
+
+
+#define PIPE_CHUNKS 23
+#define PIPE_CHUNK_LEN (256 * 1024 + 17)
+
+/* Write through NextBuffer/Queue with @threads workers; the bytes between
+ * header and trailer go to *body. */
+static void
+writePipelineImage(const char *path, int format, size_t threads,
+                   unsigned char **body, size_t *bodyLen)
+{
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autofree unsigned char *file = NULL;
+    size_t size;
+    size_t i;
+    int fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+
+    ck_assert_int_ge(fd, 0);
+    w = kvmsaveImageWriterNew(fd, path, false);
+    kvmsaveImageWriterSetFormat(w, format);
+    kvmsaveImageWriterSetThreads(w, threads);
+    ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
+    for (i = 0; i < PIPE_CHUNKS; i++) {
+        unsigned char *buf = kvmsaveImageWriterNextBuffer(w);
+
+        ck_assert_msg(buf != NULL, "%s", virGetLastErrorMessage());
+        /* The buffer stays the same until it is queued. */
+        ck_assert_ptr_eq(kvmsaveImageWriterNextBuffer(w), buf);
+        fillKind(buf, PIPE_CHUNK_LEN, "rtzrrt"[i % 6], i);
+        ck_assert_int_eq(kvmsaveImageWriterQueue(w, PIPE_CHUNK_LEN), 0);
+    }
+    ck_assert_msg(kvmsaveImageWriterFinish(w) == 0, "%s", virGetLastErrorMessage());
+    close(fd);
+
+    file = fileRead(path, &size);
+    *bodyLen = size - hdr->headerSize - KVMSAVE_IMAGE_TRAILER_LEN;
+    *body = g_malloc(*bodyLen);
+    memcpy(*body, file + hdr->headerSize, *bodyLen);
+}
+
+static void
+readPipelineImage(const char *path, size_t threads)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
+    g_autofree unsigned char *expect = g_malloc(PIPE_CHUNK_LEN);
+    const unsigned char *data;
+    size_t len;
+    size_t i;
+
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    kvmsaveImageReaderSetThreads(r, threads);
+    for (i = 0; i < PIPE_CHUNKS; i++) {
+        ck_assert_msg(kvmsaveImageReadChunk(r, &data, &len) == 1,
+                      "chunk %zu: %s", i, virGetLastErrorMessage());
+        fillKind(expect, PIPE_CHUNK_LEN, "rtzrrt"[i % 6], i);
+        ck_assert_uint_eq(len, PIPE_CHUNK_LEN);
+        ck_assert_msg(memcmp(data, expect, len) == 0, "chunk %zu differs", i);
+    }
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 0);
+}
+
+START_TEST(test_pipeline_image_is_the_same_for_any_thread_count)
+{
+    static const size_t threads[] = { 1, 2, 3, 8 };
+    int format;
+
+    for (format = KVMSAVE_IMAGE_ENCODING_RAW;
+         format <= KVMSAVE_IMAGE_ENCODING_ZSTD; format++) {
+        g_autofree unsigned char *first = NULL;
+        size_t firstLen = 0;
+        size_t i;
+
+        for (i = 0; i < G_N_ELEMENTS(threads); i++) {
+            g_autofree char *path = scratchPath("pipeline.img");
+            g_autofree unsigned char *body = NULL;
+            size_t bodyLen;
+            size_t j;
+
+            writePipelineImage(path, format, threads[i], &body, &bodyLen);
+            if (!first) {
+                first = g_steal_pointer(&body);
+                firstLen = bodyLen;
+            } else {
+                /* Chunks land in order, encoded the same way. */
+                ck_assert_uint_eq(bodyLen, firstLen);
+                ck_assert_msg(memcmp(body, first, bodyLen) == 0,
+                              "%s image written with %zu threads differs",
+                              kvmsaveImageFormatToString(format), threads[i]);
+            }
+            for (j = 0; j < G_N_ELEMENTS(threads); j++)
+                readPipelineImage(path, threads[j]);
+        }
+    }
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+/* A payload error found by a worker and a header error found by the
+ * reader thread further on: the caller gets the chunks before the first
+ * bad one, then the first bad one's error, and that error stays. */
+START_TEST(test_pipeline_reports_the_first_bad_chunk_in_order)
+{
+    static const size_t sizes[] = { 70000, 70000, 70000, 70000, 70000,
+                                    70000, 70000, 70000 };
+    TestImage img;
+    const unsigned char *data;
+    size_t len;
+    size_t threads;
+
+    writeImage(&img, "order.img", sizes, G_N_ELEMENTS(sizes), 5);
+    fileFlip(img.path, img.chunkOff[3] + KVMSAVE_IMAGE_CHUNK_HEADER_LEN + 100, 0x01);
+    fileFlip(img.path, img.chunkOff[6], 0x01);      /* its magic */
+
+    for (threads = 1; threads <= 4; threads++) {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        size_t i;
+
+        ck_assert_ptr_nonnull(r);
+        kvmsaveImageReaderSetThreads(r, threads);
+        for (i = 0; i < 3; i++)
+            ck_assert_msg(kvmsaveImageReadChunk(r, &data, &len) == 1,
+                          "chunk %zu: %s", i, virGetLastErrorMessage());
+        ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), -1);
+        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "chunk 3 at offset");
+        ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), -1);
+        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "data checksum mismatch");
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+/* A caller that stops early (a restore that failed) frees a reader whose
+ * thread is still reading ahead. */
+START_TEST(test_pipeline_reader_freed_mid_stream)
+{
+    g_autofree size_t *sizes = g_new(size_t, 40);
+    TestImage img;
+    const unsigned char *data;
+    size_t len;
+    size_t i;
+
+    for (i = 0; i < 40; i++)
+        sizes[i] = 50000;
+    writeImage(&img, "early.img", sizes, 40, 9);
+    for (i = 0; i < 3; i++) {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+
+        ck_assert_ptr_nonnull(r);
+        if (i > 0)
+            ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 1);
+        if (i > 1)
+            ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 1);
+    }
+    KT_ASSERT_NO_ERROR();
+    testImageClear(&img);
+}
+END_TEST
+
+
 START_TEST(test_writer_reports_write_failure)
 {
     g_autofree char *path = scratchPath("readonly.img");
@@ -1794,6 +1958,9 @@ imageSuite(void)
     tcase_add_test(tc, test_round_trip_minimal_header);
     tcase_add_test(tc, test_round_trip_multi_block_header);
     tcase_add_test(tc, test_writer_reports_write_failure);
+    tcase_add_test(tc, test_pipeline_image_is_the_same_for_any_thread_count);
+    tcase_add_test(tc, test_pipeline_reports_the_first_bad_chunk_in_order);
+    tcase_add_test(tc, test_pipeline_reader_freed_mid_stream);
     suite_add_tcase(s, tc);
 
     tc = ktTCase("corruption", 120);
