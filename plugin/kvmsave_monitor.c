@@ -208,7 +208,10 @@ kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
                             kvmsaveMigrationPoll poll, void *opaque)
 {
     kvmsaveMigrationStatus st = { 0 };
-    unsigned int delay = 1000; /* microseconds, growing to 50 ms */
+    /* Microseconds, growing to 10 ms: a later look at a finished stream
+     * is time lost on every save and restore (50 ms cost some 40 ms
+     * each), a look costs a QMP round trip of a fraction of that. */
+    unsigned int delay = 1000;
     int ret = -1;
 
     for (;;) {
@@ -232,7 +235,7 @@ kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
             goto cleanup;
         }
         g_usleep(delay);
-        delay = MIN(delay * 2, 50000);
+        delay = MIN(delay * 2, 10000);
     }
     ret = 0;
 
