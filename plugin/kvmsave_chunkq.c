@@ -11,10 +11,8 @@
  */
 #include <config.h>
 
-#include <signal.h>
-
 #include "kvmsave_chunkq.h"
-#include "kvmsave_image.h"
+#include "kvmsave_util.h"
 #include "virerror.h"
 #include "virthread.h"
 
@@ -50,11 +48,6 @@ static gpointer
 kvmsaveChunkQueueWorker(gpointer opaque)
 {
     kvmsaveChunkQueue *q = opaque;
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     virMutexLock(&q->lock);
     for (;;) {
@@ -103,14 +96,10 @@ kvmsaveChunkQueueNew(size_t slots, size_t workers, size_t bufSize,
     q->chunks = g_new0(kvmsaveChunk, q->nslots);
     q->state = g_new0(kvmsaveChunkState, q->nslots);
     for (i = 0; i < q->nslots; i++) {
-        void *p = NULL;
-
         q->chunks[i].slot = i;
         /* Large and aligned: O_DIRECT reads straight into it. Its pages
          * are only touched as far as chunks fill them. */
-        if (posix_memalign(&p, KVMSAVE_IMAGE_ALIGN, bufSize) != 0)
-            abort(); /* out of memory, as g_malloc */
-        q->chunks[i].buf = p;
+        q->chunks[i].buf = kvmsaveAlignedAlloc(bufSize);
     }
     q->work = work;
     q->ctxFree = ctxFree;
@@ -158,6 +147,19 @@ kvmsaveChunkQueueFree(kvmsaveChunkQueue *q)
     virMutexDestroy(&q->lock);
     ignore_value(virCondDestroy(&q->cond));
     g_free(q);
+}
+
+
+void
+kvmsaveChunkQueueStop(kvmsaveChunkQueue **q, GThread **thread)
+{
+    if (!*q)
+        return;
+    kvmsaveChunkQueueAbort(*q);
+    if (*thread)
+        g_thread_join(*thread);
+    *thread = NULL;
+    g_clear_pointer(q, kvmsaveChunkQueueFree);
 }
 
 

@@ -52,6 +52,10 @@ kvmsaveChunkQueue *kvmsaveChunkQueueNew(size_t slots, size_t workers,
 void kvmsaveChunkQueueFree(kvmsaveChunkQueue *q);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveChunkQueue, kvmsaveChunkQueueFree);
 
+/* Abort *@q, join *@thread (its producer or consumer), free the queue;
+ * both set to NULL. Nothing when *@q is NULL. */
+void kvmsaveChunkQueueStop(kvmsaveChunkQueue **q, GThread **thread);
+
 /* Producer: the next slot to fill, waiting until the consumer gave it
  * back; NULL once the queue is aborted. The same slot is returned until it
  * is pushed. */

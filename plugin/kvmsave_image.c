@@ -394,17 +394,6 @@ kvmsaveImageTrailerDecode(const unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN],
 }
 
 
-static unsigned char *
-alignedAlloc(size_t size)
-{
-    void *p = NULL;
-
-    if (posix_memalign(&p, KVMSAVE_IMAGE_ALIGN, size) != 0)
-        abort(); /* as g_malloc does on OOM */
-    return p;
-}
-
-
 /* Writing: the caller fills chunk buffers with QEMU's stream; workers
  * encode and checksum them; a writer thread puts them on disk in order. */
 struct _kvmsaveImageWriter {
@@ -439,21 +428,8 @@ kvmsaveImageWriterNew(int fd, const char *path, bool direct)
     w->path = g_strdup(path);
     w->direct = direct;
     w->threads = kvmsaveChunkQueueDefaultWorkers();
-    w->buf = alignedAlloc(KVMSAVE_IMAGE_BUFSIZE);
+    w->buf = kvmsaveAlignedAlloc(KVMSAVE_IMAGE_BUFSIZE);
     return w;
-}
-
-
-static void
-kvmsaveImageWriterStop(kvmsaveImageWriter *w)
-{
-    if (!w->queue)
-        return;
-    kvmsaveChunkQueueAbort(w->queue);
-    if (w->thread)
-        g_thread_join(w->thread);
-    w->thread = NULL;
-    g_clear_pointer(&w->queue, kvmsaveChunkQueueFree);
 }
 
 
@@ -462,7 +438,7 @@ kvmsaveImageWriterFree(kvmsaveImageWriter *w)
 {
     if (!w)
         return;
-    kvmsaveImageWriterStop(w);
+    kvmsaveChunkQueueStop(&w->queue, &w->thread);
     virFreeError(w->err);
     free(w->buf);
     g_free(w->path);
@@ -805,7 +781,7 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
         w->thread = NULL;
         if (w->err)
             return writerFailed(w);
-        kvmsaveImageWriterStop(w);
+        kvmsaveChunkQueueStop(&w->queue, &w->thread);
     }
 
     tr.chunks = w->chunks;
@@ -875,17 +851,12 @@ struct _kvmsaveImageReader {
 };
 
 
+/* The held chunk belongs to the queue: it goes with it. */
 static void
 kvmsaveImageReaderStop(kvmsaveImageReader *r)
 {
-    if (!r->queue)
-        return;
-    kvmsaveChunkQueueAbort(r->queue);
-    if (r->thread)
-        g_thread_join(r->thread);
-    r->thread = NULL;
     r->held = NULL;
-    g_clear_pointer(&r->queue, kvmsaveChunkQueueFree);
+    kvmsaveChunkQueueStop(&r->queue, &r->thread);
 }
 
 
@@ -1017,7 +988,7 @@ kvmsaveImageOpen(const char *path, bool direct)
 #ifdef HAVE_POSIX_FADVISE
     ignore_value(posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL));
 #endif
-    r->buf = alignedAlloc(r->bufSize);
+    r->buf = kvmsaveAlignedAlloc(r->bufSize);
 
     /* The first block holds the fixed header and usually all of it. */
     if (r->fileSize < KVMSAVE_IMAGE_MAGIC_LEN) {
@@ -1078,7 +1049,7 @@ kvmsaveImageOpen(const char *path, bool direct)
     g_clear_pointer(&r->buf, free);
     r->bufLen = 0;
     r->pos = r->hdr->headerSize;
-    r->peek = alignedAlloc(2 * KVMSAVE_IMAGE_ALIGN);
+    r->peek = kvmsaveAlignedAlloc(2 * KVMSAVE_IMAGE_ALIGN);
     return g_steal_pointer(&r);
 }
 

@@ -13,6 +13,17 @@
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
+unsigned char *
+kvmsaveAlignedAlloc(size_t size)
+{
+    void *p = NULL;
+
+    if (posix_memalign(&p, 4096, size) != 0)
+        abort(); /* as g_malloc does on OOM */
+    return p;
+}
+
+
 uint32_t
 kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len)
 {

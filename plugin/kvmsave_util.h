@@ -9,6 +9,10 @@
  * feed data in any number of pieces. */
 uint32_t kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len);
 
+/* @size bytes aligned for O_DIRECT (4096); aborts on OOM as g_malloc
+ * does. Free with free(). */
+unsigned char *kvmsaveAlignedAlloc(size_t size);
+
 /* Absolute, canonical form of a user-supplied path. */
 char *kvmsaveAbsPath(const char *path);
 

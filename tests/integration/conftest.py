@@ -5,8 +5,10 @@ only one process at a time may hold an embedded root; the tests themselves
 only read the guest's console log and the image files.
 """
 
+import contextlib
 import hashlib
 import os
+import subprocess
 import uuid as uuidlib
 
 import pytest
@@ -25,6 +27,18 @@ def sha256(path):
         for block in iter(lambda: fh.read(1 << 20), b''):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def tmpfs(path, options):
+    """A tmpfs mounted at PATH (created) with mount OPTIONS, for the block."""
+    path.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', str(path)], check=True)
 
 
 def run_wrapper():

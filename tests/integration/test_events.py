@@ -2,9 +2,9 @@
 
 import json
 import os
-import subprocess
 
 import libvirt_consts as C
+from conftest import tmpfs
 
 # Runs in a client process: register a lifecycle callback, do OPS on the
 # same connection, print the guest's events as JSON.
@@ -34,16 +34,23 @@ def lifecycle_events(env, guest, ops):
     return [tuple(e) for e in json.loads(out)]
 
 
-def test_save_sends_stopped_saved_and_restore_started_restored_resumed(env, guest):
-    img = env.image('events.img')
+def save_restore_events(env, guest, name, restore):
+    """The events of a save to image NAME and of RESTORE (a call, with
+    {img!r} for the image), as two lists."""
+    img = env.image(name)
+    restore = restore.format(img=img)
     evs = lifecycle_events(env, guest, f'''
 dom.save({img!r})
 settle()
 events.append(['mark', 0])
-conn.restore({img!r})
+{restore}
 ''')
     mark = evs.index(('mark', 0))
-    save, restore = evs[:mark], evs[mark + 1:]
+    return evs[:mark], evs[mark + 1:]
+
+
+def test_save_sends_stopped_saved_and_restore_started_restored_resumed(env, guest):
+    save, restore = save_restore_events(env, guest, 'events.img', 'conn.restore({img!r})')
     assert (C.STOPPED, C.STOPPED_SAVED) in save
     assert (C.STOPPED, C.STOPPED_DESTROYED) not in save
     assert save[-1] == (C.STOPPED, C.STOPPED_SAVED)
@@ -57,25 +64,16 @@ conn.restore({img!r})
 
 
 def test_paused_restore_ends_with_suspended(env, guest):
-    img = env.image('events-paused.img')
-    evs = lifecycle_events(env, guest, f'''
-dom.save({img!r})
-settle()
-events.append(['mark', 0])
-conn.restoreFlags({img!r}, None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
-''')
-    restore = evs[evs.index(('mark', 0)) + 1:]
+    _, restore = save_restore_events(
+        env, guest, 'events-paused.img',
+        'conn.restoreFlags({img!r}, None, libvirt.VIR_DOMAIN_SAVE_PAUSED)')
     assert restore == [(C.STARTED, C.STARTED_RESTORED),
                        (C.SUSPENDED, C.SUSPENDED_PAUSED)], restore
     env.virsh.run('resume', guest.name)
 
 
 def test_failed_save_sends_resumed(env, guest, tmp_path):
-    small = tmp_path / 'small'
-    small.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', str(small)],
-                   check=True)
-    try:
+    with tmpfs(tmp_path / 'small', 'size=16m') as small:
         img = str(small / 'full.img')
         evs = lifecycle_events(env, guest, f'''
 try:
@@ -90,5 +88,3 @@ except libvirt.libvirtError as e:
                              (C.RESUMED, C.RESUMED_UNPAUSED)], evs
         assert os.listdir(small) == []
         assert guest.state() == 'running'
-    finally:
-        subprocess.run(['umount', str(small)], check=True)

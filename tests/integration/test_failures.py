@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import sha256
+from conftest import sha256, tmpfs
 
 
 
@@ -24,19 +24,13 @@ def good_image(env, guest_obj):
 
 
 def test_unwritable_directory(env, guest, tmp_path):
-    ro = tmp_path / 'ro'
-    ro.mkdir()
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(ro)],
-                   check=True)
-    try:
+    with tmpfs(tmp_path / 'ro', 'ro,size=1m') as ro:
         guest.checkpoint()
         err = env.virsh.fails('save', guest.name, str(ro / 'x.img'))
         assert 'cannot create a save image in directory' in err
         assert 'Read-only file system' in err
         assert guest.state() == 'running'
         guest.assert_continued()
-    finally:
-        subprocess.run(['umount', str(ro)], check=True)
 
 
 def test_target_is_a_directory(env, guest):

@@ -614,6 +614,20 @@ START_TEST(test_zstd_round_trip_shrinks_and_keeps_random_raw)
 END_TEST
 
 
+/* The image at @path opens, and its first chunk is refused with @substr. */
+static void
+assertFirstChunkRefused(const char *path, const char *substr)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
+    const unsigned char *data;
+    size_t len;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, substr);
+}
+
+
 START_TEST(test_zstd_chunk_corruption_is_refused)
 {
     g_autofree char *path = scratchPath("zstd-bad.img");
@@ -633,30 +647,14 @@ START_TEST(test_zstd_chunk_corruption_is_refused)
     /* A flipped byte in the compressed data: its checksum catches it. */
     file[first + 32 + stored / 2] ^= 0x10;
     fileWrite(path, file, size);
-    {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
-        const unsigned char *data;
-        size_t len;
-
-        ck_assert_ptr_nonnull(r);
-        ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), -1);
-        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "chunk 0");
-    }
+    assertFirstChunkRefused(path, "chunk 0");
 
     /* The same damage with the checksums made to match: the zstd frame's
      * own checksum refuses it. */
     le32(file + first + 24, kvmsaveCrc32c(0, file + first + 32, stored));
     le32(file + first + 28, kvmsaveCrc32c(0, file + first, 28));
     fileWrite(path, file, size);
-    {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
-        const unsigned char *data;
-        size_t len;
-
-        ck_assert_ptr_nonnull(r);
-        ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), -1);
-        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "does not decompress");
-    }
+    assertFirstChunkRefused(path, "does not decompress");
 }
 END_TEST
 
