@@ -506,14 +506,58 @@ class Virsh:
         return _run(self.prefix + [str(a) for a in args], check, timeout,
                     input=input, env=self.env)
 
+    # virsh 9.0 runs these in a worker thread and watches it with a GLib
+    # main loop (virshWatchJob).  A worker that fails at once can call
+    # g_main_loop_quit() before the main thread reaches g_main_loop_run();
+    # the quit is lost and virsh hangs after printing "error: Failed to ...".
+    WATCHED_JOBS = ('save', 'managedsave', 'dump', 'migrate')
+
     def fails(self, *args, timeout=120):
-        """Run a command that must fail; return its stderr."""
-        proc = self.run(*args, check=False, timeout=timeout)
+        """Run a command that must fail; return its stderr.
+
+        A watched-job command caught by virsh's lost-quit race (above) is run
+        once more: its first run failed before the hang, as it should.
+        """
+        if args and args[0] in self.WATCHED_JOBS:
+            proc = self._watched_job(args, timeout)
+            if proc is None:        # lost the race: the first run failed
+                proc = self._watched_job(args, timeout)
+        else:
+            proc = self.run(*args, check=False, timeout=timeout)
         if proc.returncode == 0:
             raise AssertionError(
                 f'expected {self.prefix + list(args)!r} to fail, but it succeeded\n'
                 f'--- stdout ---\n{proc.stdout}--- stderr ---\n{proc.stderr}---')
         return proc.stderr
+
+    def _watched_job(self, args, timeout, grace=10):
+        """Run a watched-job command; None if virsh hung after its job failed
+        (it printed "error: Failed to ..." and did not exit within `grace`
+        seconds)."""
+        cmd = self.prefix + [str(a) for a in args]
+        with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+            p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                 text=True, env=self.env)
+            deadline = time.monotonic() + timeout
+            failed_at = None
+            while p.poll() is None:
+                now = time.monotonic()
+                if now > deadline:
+                    p.kill()
+                    p.wait()
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                if failed_at is None:
+                    err.seek(0)
+                    if 'error: Failed to' in err.read():
+                        failed_at = now
+                elif now - failed_at > grace:
+                    p.kill()
+                    p.wait()
+                    return None
+                time.sleep(0.2)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
 
     def domstate(self, name, reason=False):
         """'running', 'paused', 'shut off', ... (with reason: 'paused (user)')."""
