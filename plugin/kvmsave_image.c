@@ -822,7 +822,8 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
 struct _kvmsaveImageReader {
     int fd;
     char *path;
-    bool direct;
+    bool direct;                /* O_DIRECT is on */
+    bool directOptional;        /* ...and may be turned off if refused */
     kvmsaveImageHeader *hdr;
     kvmsaveImageTrailer tr;
     uint64_t fileSize;
@@ -908,6 +909,16 @@ readerPread(kvmsaveImageReader *r, unsigned char *buf, size_t len,
 
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EINVAL && r->direct && r->directOptional) {
+            /* Opened with O_DIRECT, but the file system refuses to read
+             * that way: read through the cache instead. */
+            int fl = fcntl(r->fd, F_GETFL);
+
+            if (fl >= 0 && fcntl(r->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+                r->direct = false;
+                continue;
+            }
+        }
         if (n < 0) {
             virReportSystemError(errno, _("cannot read save image '%s'"),
                                  r->path);
@@ -957,8 +968,9 @@ readerEnsure(kvmsaveImageReader *r, uint64_t pos, size_t need,
 
 
 kvmsaveImageReader *
-kvmsaveImageOpen(const char *path, bool direct)
+kvmsaveImageOpen(const char *path, kvmsaveImageIO io)
 {
+    int oflags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
     g_autoptr(kvmsaveImageReader) r = g_new0(kvmsaveImageReader, 1);
     struct stat sb;
     size_t needed = 0;
@@ -966,13 +978,20 @@ kvmsaveImageOpen(const char *path, bool direct)
     unsigned char *tail;
 
     r->path = g_strdup(path);
-    r->direct = direct;
+    r->direct = io != KVMSAVE_IMAGE_IO_CACHED;
+    r->directOptional = io == KVMSAVE_IMAGE_IO_STREAM;
     r->threads = kvmsaveChunkQueueDefaultWorkers();
     r->bufSize = KVMSAVE_IMAGE_HEADER_MAX + KVMSAVE_IMAGE_ALIGN;
-    r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (direct ? O_DIRECT : 0));
+    r->fd = open(path, oflags | (r->direct ? O_DIRECT : 0));
+    if (r->fd < 0 && errno == EINVAL && r->directOptional) {
+        /* No direct I/O on this file system (tmpfs before Linux 6.6). */
+        r->direct = false;
+        r->fd = open(path, oflags);
+    }
     if (r->fd < 0) {
         virReportSystemError(errno, _("cannot open save image '%s'%s"), path,
-                             direct ? _(" for direct I/O (bypass cache)") : "");
+                             io == KVMSAVE_IMAGE_IO_DIRECT ?
+                             _(" for direct I/O (bypass cache)") : "");
         return NULL;
     }
     if (fstat(r->fd, &sb) < 0) {

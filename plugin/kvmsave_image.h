@@ -136,8 +136,16 @@ uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);
 /* Reading an image: header, trailer, then chunk by chunk. */
 typedef struct _kvmsaveImageReader kvmsaveImageReader;
 
+/* How an image's bytes come off the disk. */
+typedef enum {
+    KVMSAVE_IMAGE_IO_CACHED,    /* through the page cache */
+    KVMSAVE_IMAGE_IO_DIRECT,    /* O_DIRECT or fail (VIR_DOMAIN_SAVE_BYPASS_CACHE) */
+    KVMSAVE_IMAGE_IO_STREAM,    /* O_DIRECT where the file system has it, else
+                                 * cached: a restore reads every byte once */
+} kvmsaveImageIO;
+
 /* Open @path, read and check header and trailer. */
-kvmsaveImageReader *kvmsaveImageOpen(const char *path, bool direct);
+kvmsaveImageReader *kvmsaveImageOpen(const char *path, kvmsaveImageIO io);
 void kvmsaveImageReaderFree(kvmsaveImageReader *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
 

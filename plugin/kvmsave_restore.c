@@ -3,7 +3,7 @@
  *
  * Read and check the image's header and trailer -> find the guest by UUID
  * on the inner driver -> start its QEMU paused, waiting for an incoming
- * migration (-incoming defer) -> hand QEMU a pipe through libvirt's
+ * migration (-incoming defer) -> hand QEMU a socket through libvirt's
  * monitor -> a thread feeds it the stream, checking every chunk -> when
  * QEMU has it all and every check passed, resume (or stay paused). Any
  * failure destroys the new QEMU; the image is only ever read.
@@ -31,13 +31,12 @@
 
 VIR_LOG_INIT("kvmsave.restore");
 
-#define KVMSAVE_PIPE_SIZE (1024 * 1024)
 
 
 /* The thread that feeds QEMU the image's stream, chunk by checked chunk. */
 typedef struct _kvmsaveRestoreStream kvmsaveRestoreStream;
 struct _kvmsaveRestoreStream {
-    int fd;                     /* write end of QEMU's pipe */
+    int fd;                     /* our end of QEMU's stream socket */
     kvmsaveImageReader *reader;
     kvmsaveJob *job;
     volatile gint stop;
@@ -126,7 +125,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     const kvmsaveImageHeader *hdr;
     kvmsaveRestoreStream stream = { .fd = -1 };
     GThread *thread = NULL;
-    int pipefd[2] = { -1, -1 };
+    int chan[2] = { -1, -1 };
     unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
     bool running;
     bool fdPassed = false;
@@ -135,7 +134,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     kvmsaveJob *job = NULL;
     int rc;
 
-    if (!(reader = kvmsaveImageOpen(path, !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE))))
+    if (!(reader = kvmsaveImageOpen(path, (flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) ?
+                                      KVMSAVE_IMAGE_IO_DIRECT :
+                                      KVMSAVE_IMAGE_IO_STREAM)))
         return NULL;
     hdr = kvmsaveImageReaderHeader(reader);
     kvmsaveImageReaderSetThreads(reader, channels);
@@ -192,19 +193,15 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup;
     }
 
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        virReportSystemError(errno, "%s", _("cannot create a pipe for QEMU's migration stream"));
+    if (kvmsaveStreamChannelNew(chan) < 0)
         goto cleanup;
-    }
-    ignore_value(fcntl(pipefd[1], F_SETPIPE_SZ, KVMSAVE_PIPE_SIZE));
-
-    if (kvmsaveMonitorGetFd(dom, fdname, pipefd[0]) < 0)
+    if (kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
         goto cleanup;
     fdPassed = true;
-    VIR_FORCE_CLOSE(pipefd[0]);
+    VIR_FORCE_CLOSE(chan[1]);
 
-    stream.fd = pipefd[1];
-    pipefd[1] = -1;
+    stream.fd = chan[0];
+    chan[0] = -1;
     stream.reader = reader;
     stream.job = job;
     thread = g_thread_new("kvmsave-restore", kvmsaveRestoreStreamThread, &stream);
@@ -266,7 +263,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         virErrorPreserveLast(&saved);
         if (fdPassed && dom)
             ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
-        /* Destroy first: that also unblocks a feeder stuck on the pipe. */
+        /* Destroy first: that also unblocks a feeder stuck on the socket. */
         if (dom) {
             kvmsaveEventsExpectDestroy(hdr->uuid,
                                        VIR_DOMAIN_EVENT_STOPPED_FAILED);
@@ -280,8 +277,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         saved = g_steal_pointer(&stream.err);
     }
     VIR_FORCE_CLOSE(stream.fd);
-    VIR_FORCE_CLOSE(pipefd[0]);
-    VIR_FORCE_CLOSE(pipefd[1]);
+    VIR_FORCE_CLOSE(chan[0]);
+    VIR_FORCE_CLOSE(chan[1]);
     if (stream.err)
         virFreeError(stream.err);
     if (saved)
@@ -297,7 +294,7 @@ kvmsaveRestoreImageXML(const char *path, unsigned int flags)
     g_autoptr(kvmsaveImageReader) reader = NULL;
     const kvmsaveImageHeader *hdr;
 
-    if (!(reader = kvmsaveImageOpen(path, false)))
+    if (!(reader = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED)))
         return NULL;
     hdr = kvmsaveImageReaderHeader(reader);
     if (flags & VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)

@@ -2,7 +2,7 @@
  * kvmsave_save.c: the save engine
  *
  * check -> write the header to a temporary file next to the target ->
- * pause -> QEMU migrates into a pipe we hand it through libvirt's monitor ->
+ * pause -> QEMU migrates into a socket we hand it through libvirt's monitor ->
  * a thread cuts the stream into checksummed chunks -> trailer, fdatasync ->
  * rename over the target -> stop the guest. Any failure before the rename
  * resumes the guest as it was and removes the temporary file.
@@ -32,7 +32,6 @@
 
 VIR_LOG_INIT("kvmsave.save");
 
-#define KVMSAVE_PIPE_SIZE (1024 * 1024)
 
 
 int
@@ -79,7 +78,7 @@ kvmsaveCommitTemp(const char *tmppath, const char *path)
 /* The thread that turns QEMU's stream into image chunks. */
 typedef struct _kvmsaveSaveStream kvmsaveSaveStream;
 struct _kvmsaveSaveStream {
-    int fd;                     /* read end of QEMU's pipe */
+    int fd;                     /* our end of QEMU's stream socket */
     int wakefd;                 /* readable when the thread must stop */
     kvmsaveImageWriter *writer;
     int rc;
@@ -214,7 +213,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     kvmsaveSaveStream stream = { .fd = -1, .wakefd = -1 };
     GThread *thread = NULL;
     VIR_AUTOCLOSE fd = -1;
-    int pipefd[2] = { -1, -1 };
+    int chan[2] = { -1, -1 };
     int wake[2] = { -1, -1 };
     bool direct = !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
     bool wasRunning;
@@ -259,15 +258,15 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
         goto cleanup;
 
-    if (pipe2(pipefd, O_CLOEXEC) < 0 || pipe2(wake, O_CLOEXEC) < 0) {
-        virReportSystemError(errno, "%s", _("cannot create a pipe for QEMU's migration stream"));
+    if (kvmsaveStreamChannelNew(chan) < 0)
+        goto cleanup;
+    if (pipe2(wake, O_CLOEXEC) < 0) {
+        virReportSystemError(errno, "%s", _("cannot create a pipe to stop the save's stream thread"));
         goto cleanup;
     }
-    /* A large pipe lets QEMU write big pieces; failure is harmless. */
-    ignore_value(fcntl(pipefd[0], F_SETPIPE_SZ, KVMSAVE_PIPE_SIZE));
 
-    stream.fd = pipefd[0];
-    pipefd[0] = -1;
+    stream.fd = chan[0];
+    chan[0] = -1;
     stream.wakefd = wake[0];
     stream.writer = writer;
     thread = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread, &stream);
@@ -279,10 +278,10 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         paused = true;
     }
 
-    if (kvmsaveMonitorGetFd(dom, fdname, pipefd[1]) < 0)
+    if (kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
         goto cleanup;
     fdPassed = true;
-    VIR_FORCE_CLOSE(pipefd[1]);
+    VIR_FORCE_CLOSE(chan[1]);
 
     if (kvmsaveMonitorSetUnlimitedBandwidth(dom) < 0 ||
         kvmsaveMonitorMigrateToFd(dom, fdname) < 0)
@@ -362,8 +361,8 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     if (tmppath)
         unlink(tmppath);
     VIR_FORCE_CLOSE(stream.fd);
-    VIR_FORCE_CLOSE(pipefd[0]);
-    VIR_FORCE_CLOSE(pipefd[1]);
+    VIR_FORCE_CLOSE(chan[0]);
+    VIR_FORCE_CLOSE(chan[1]);
     VIR_FORCE_CLOSE(wake[0]);
     VIR_FORCE_CLOSE(wake[1]);
     if (stream.err)
@@ -390,7 +389,7 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     int rc;
     int ret = -1;
 
-    if (!(reader = kvmsaveImageOpen(path, false)))
+    if (!(reader = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED)))
         return -1;
     old = kvmsaveImageReaderHeader(reader);
     memcpy(hdr->uuid, old->uuid, VIR_UUID_BUFLEN);

@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <isa-l/crc.h>
 
@@ -21,6 +22,19 @@ kvmsaveAlignedAlloc(size_t size)
     if (posix_memalign(&p, 4096, size) != 0)
         abort(); /* as g_malloc does on OOM */
     return p;
+}
+
+
+int
+kvmsaveStreamChannelNew(int fds[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
+        virReportSystemError(errno, "%s",
+                             _("cannot create the socket pair for QEMU's migration stream"));
+        fds[0] = fds[1] = -1;
+        return -1;
+    }
+    return 0;
 }
 
 

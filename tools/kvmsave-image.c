@@ -79,7 +79,7 @@ main(int argc, char **argv)
         return 1;
     }
 
-    if (!(r = kvmsaveImageOpen(file, false))) {
+    if (!(r = kvmsaveImageOpen(file, KVMSAVE_IMAGE_IO_CACHED))) {
         printError(file);
         return 1;
     }

@@ -334,10 +334,10 @@ writeStdImage(TestImage *img, const char *name)
  * -1 when reading a chunk fails (*nread chunks were read before), 0 when
  * every chunk was read and the end checked. */
 static int
-readImage(const char *path, bool direct, unsigned char **data, size_t *len,
-          size_t *nread)
+readImageIO(const char *path, kvmsaveImageIO io, unsigned char **data,
+            size_t *len, size_t *nread)
 {
-    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, direct);
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, io);
     GByteArray *out;
     const unsigned char *chunk;
     size_t clen;
@@ -356,6 +356,14 @@ readImage(const char *path, bool direct, unsigned char **data, size_t *len,
     *len = out->len;
     *data = g_byte_array_free(out, FALSE);
     return rc < 0 ? -1 : 0;
+}
+
+static int
+readImage(const char *path, bool direct, unsigned char **data, size_t *len,
+          size_t *nread)
+{
+    return readImageIO(path, direct ? KVMSAVE_IMAGE_IO_DIRECT :
+                       KVMSAVE_IMAGE_IO_CACHED, data, len, nread);
 }
 
 /* Expect the image at @path to open but reading to fail at chunk
@@ -389,7 +397,7 @@ assertChunkFailure(const TestImage *img, size_t failAt, ...)
 
     /* kvmsaveImageVerify agrees. */
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img->path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img->path, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_ptr_nonnull(r);
         ck_assert_int_eq(kvmsaveImageVerify(r), -1);
     }
@@ -403,7 +411,7 @@ assertOpenFailsDirect(const char *path, bool direct, int code,
     g_autoptr(kvmsaveImageReader) r = NULL;
 
     virResetLastError();
-    r = kvmsaveImageOpen(path, direct);
+    r = kvmsaveImageOpen(path, direct ? KVMSAVE_IMAGE_IO_DIRECT : KVMSAVE_IMAGE_IO_CACHED);
     ck_assert_msg(r == NULL, "'%s' opened, expected \"%s\"", path, substr);
     KT_ASSERT_ERROR(code, substr);
     KT_ASSERT_ERROR(code, path);
@@ -597,7 +605,7 @@ START_TEST(test_zstd_round_trip_shrinks_and_keeps_random_raw)
     ck_assert_uint_lt(size, (1 << 20) + 3 * 65536 + 3 * ALIGN);
     ck_assert_uint_gt(size, 1 << 20);
 
-    r = kvmsaveImageOpen(path, false);
+    r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
     ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
     ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->minor, KVMSAVE_IMAGE_MINOR);
     for (i = 0; i < 4; i++) {
@@ -618,7 +626,7 @@ END_TEST
 static void
 assertFirstChunkRefused(const char *path, const char *substr)
 {
-    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
     const unsigned char *data;
     size_t len;
 
@@ -688,7 +696,7 @@ START_TEST(test_round_trip_header_and_data)
     ck_assert_uint_eq(img.headerSize % ALIGN, 0);
     ck_assert_uint_eq(img.size, alignUp(img.dataEnd + KVMSAVE_IMAGE_TRAILER_LEN, ALIGN));
 
-    r = kvmsaveImageOpen(img.path, false);
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
     ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
     hdr = kvmsaveImageReaderHeader(r);
     assertStdHeader(hdr);
@@ -734,7 +742,7 @@ START_TEST(test_round_trip_empty_stream)
     ck_assert_uint_eq(nread, 0);
     ck_assert_uint_eq(len, 0);
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_ptr_nonnull(r);
         assertStdHeader(kvmsaveImageReaderHeader(r));
         ck_assert_uint_eq(kvmsaveImageReaderTrailer(r)->chunks, 0);
@@ -815,7 +823,9 @@ START_TEST(test_round_trip_large_stream_crosses_buffers)
 END_TEST
 
 
-START_TEST(test_round_trip_direct_io)
+/* Write chunks of odd and full sizes, read them back with @io. */
+static void
+assertRoundTripIO(const char *name, kvmsaveImageIO io, unsigned int seed)
 {
     static const size_t sizes[] = {
         KVMSAVE_IMAGE_CHUNK_SIZE, 123457, KVMSAVE_IMAGE_CHUNK_SIZE, 4096, 99,
@@ -825,15 +835,30 @@ START_TEST(test_round_trip_direct_io)
     size_t len;
     size_t nread;
 
-    if (!scratchHasDirectIO())
-        return;
-    writeImage(&img, "direct.img", sizes, G_N_ELEMENTS(sizes), 11);
-    ck_assert_msg(readImage(img.path, true, &data, &len, &nread) == 0,
+    writeImage(&img, name, sizes, G_N_ELEMENTS(sizes), seed);
+    ck_assert_msg(readImageIO(img.path, io, &data, &len, &nread) == 0,
                   "%s", virGetLastErrorMessage());
     ck_assert_uint_eq(nread, G_N_ELEMENTS(sizes));
     ck_assert_uint_eq(len, img.dataLen);
     ck_assert(memcmp(data, img.data, len) == 0);
     testImageClear(&img);
+}
+
+
+START_TEST(test_round_trip_direct_io)
+{
+    if (!scratchHasDirectIO())
+        return;
+    assertRoundTripIO("direct.img", KVMSAVE_IMAGE_IO_DIRECT, 11);
+}
+END_TEST
+
+
+/* A restore's reads: O_DIRECT where the scratch file system has it, the
+ * page cache where it has not; the same bytes either way. */
+START_TEST(test_round_trip_streaming_reads_direct_where_possible)
+{
+    assertRoundTripIO("stream.img", KVMSAVE_IMAGE_IO_STREAM, 12);
 }
 END_TEST
 
@@ -847,7 +872,7 @@ START_TEST(test_round_trip_minimal_header)
     hdr->xml = g_strdup("<domain/>");
     writeImageHdr(&img, "minimal.img", hdr, sizes, 1, 3);
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
         const kvmsaveImageHeader *h;
 
         ck_assert_ptr_nonnull(r);
@@ -885,7 +910,7 @@ START_TEST(test_round_trip_multi_block_header)
     writeImageHdr(&img, "bighdr.img", hdr, sizes, 2, 4);
     ck_assert_uint_eq(img.headerSize, 3 * ALIGN);
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
 
         ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
         ck_assert_str_eq(kvmsaveImageReaderHeader(r)->xml, big);
@@ -979,7 +1004,7 @@ START_TEST(test_open_refuses_header_byte_flips)
     }
     /* Sanity: undone flips leave a good image. */
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_ptr_nonnull(r);
         ck_assert_int_eq(kvmsaveImageVerify(r), 0);
     }
@@ -1051,7 +1076,7 @@ START_TEST(test_open_refuses_trailer_byte_flips)
     assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "no trailer");
     fileFlip(img.path, base + 3, 0x01);
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_ptr_nonnull(r);
     }
     testImageClear(&img);
@@ -1351,7 +1376,7 @@ START_TEST(test_read_refuses_trailer_with_wrong_totals)
 
     writeTrailer(&img, &good);
     {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_ptr_nonnull(r);
         ck_assert_int_eq(kvmsaveImageVerify(r), 0);
     }
@@ -1640,7 +1665,7 @@ START_TEST(test_header_decode_refuses_unknown_critical_field)
         kvmsaveImageTrailerEncode(&tr, file + total - KVMSAVE_IMAGE_TRAILER_LEN);
         fileWrite(path, file, total);
         {
-            g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
+            g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
             ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
             ck_assert_int_eq(kvmsaveImageVerify(r), 0);
         }
@@ -1793,7 +1818,7 @@ writePipelineImage(const char *path, int format, size_t threads,
 static void
 readPipelineImage(const char *path, size_t threads)
 {
-    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, false);
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
     g_autofree unsigned char *expect = g_malloc(PIPE_CHUNK_LEN);
     const unsigned char *data;
     size_t len;
@@ -1864,7 +1889,7 @@ START_TEST(test_pipeline_reports_the_first_bad_chunk_in_order)
     fileFlip(img.path, img.chunkOff[6], 0x01);      /* its magic */
 
     for (threads = 1; threads <= 4; threads++) {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
         size_t i;
 
         ck_assert_ptr_nonnull(r);
@@ -1895,7 +1920,7 @@ START_TEST(test_pipeline_reader_freed_mid_stream)
         sizes[i] = 50000;
     writeImage(&img, "early.img", sizes, 40, 9);
     for (i = 0; i < 3; i++) {
-        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, false);
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
 
         ck_assert_ptr_nonnull(r);
         if (i > 0)
@@ -1953,6 +1978,7 @@ imageSuite(void)
     tcase_add_test(tc, test_round_trip_trailer_alignment_edges);
     tcase_add_test(tc, test_round_trip_large_stream_crosses_buffers);
     tcase_add_test(tc, test_round_trip_direct_io);
+    tcase_add_test(tc, test_round_trip_streaming_reads_direct_where_possible);
     tcase_add_test(tc, test_round_trip_minimal_header);
     tcase_add_test(tc, test_round_trip_multi_block_header);
     tcase_add_test(tc, test_writer_reports_write_failure);
