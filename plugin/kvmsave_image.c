@@ -497,9 +497,17 @@ writerPwrite(kvmsaveImageWriter *w, const void *data, size_t len, uint64_t off)
                            off + done);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
-            virReportSystemError(n < 0 ? errno : ENOSPC,
-                                 _("cannot write save image '%s'"), w->path);
+        if (n == 0)
+            errno = ENOSPC;
+        if (n <= 0 && (errno == ENOSPC || errno == EDQUOT)) {
+            virReportSystemError(errno,
+                                 _("the disk is full: save image '%s' does not fit; free some space or save elsewhere"),
+                                 w->path);
+            return -1;
+        }
+        if (n < 0) {
+            virReportSystemError(errno, _("cannot write save image '%s'"),
+                                 w->path);
             return -1;
         }
         done += n;

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "tempname.h"
@@ -60,6 +61,45 @@ kvmsaveCreateTemp(const char *path, bool direct, char **tmppath)
     }
     *tmppath = g_steal_pointer(&tmpl);
     return fd;
+}
+
+
+/* Room for video RAM, ROMs and device state beyond the guest's RAM, and
+ * for the image's header, chunk headers and trailer. */
+#define KVMSAVE_SAVE_SPACE_SLACK (64ULL * 1024 * 1024)
+
+/* Before the guest is paused: refuse a save that cannot fit. The worst
+ * case is every page of the guest's RAM in the stream, stored raw (zstd
+ * stores a chunk raw when it does not shrink); zero pages cost nearly
+ * nothing, so most images are much smaller. An older image at the target
+ * stays until the new one is complete, so its space does not count. */
+static int
+kvmsaveSaveCheckSpace(virDomainPtr dom, int fd, const char *path)
+{
+    unsigned long maxmem = virDomainGetMaxMemory(dom); /* KiB */
+    unsigned long long need;
+    unsigned long long avail;
+    struct statvfs sv;
+
+    if (maxmem == 0)
+        return -1;
+    need = maxmem * 1024ULL + KVMSAVE_SAVE_SPACE_SLACK;
+    if (fstatvfs(fd, &sv) < 0) {
+        virReportSystemError(errno, _("cannot find the free space for save image '%s'"),
+                             path);
+        return -1;
+    }
+    /* root may use the blocks reserved for it, others may not */
+    avail = (unsigned long long) (geteuid() == 0 ? sv.f_bfree : sv.f_bavail) *
+        sv.f_frsize;
+    if (avail < need) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("not enough free space for save image '%s': the guest's %llu MiB of RAM may need up to %llu MiB, the file system has %llu MiB free; free some space or save elsewhere"),
+                       path, (unsigned long long) maxmem / 1024,
+                       need / (1024 * 1024), avail / (1024 * 1024));
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -251,6 +291,8 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         goto cleanup;
 
     if ((fd = kvmsaveCreateTemp(path, direct, &tmppath)) < 0)
+        goto cleanup;
+    if (kvmsaveSaveCheckSpace(dom, fd, path) < 0)
         goto cleanup;
     writer = kvmsaveImageWriterNew(fd, tmppath, direct);
     kvmsaveImageWriterSetFormat(writer, format);

@@ -7,6 +7,7 @@ only read the guest's console log and the image files.
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import uuid as uuidlib
@@ -39,6 +40,37 @@ def tmpfs(path, options):
         yield path
     finally:
         subprocess.run(['umount', str(path)], check=True)
+
+
+# Runs in a client process: register a lifecycle callback, do OPS on the
+# same connection, print the guest's events as JSON.
+EVENTS = r'''
+import json, threading, time
+dom = conn.lookupByName(NAME)
+events = []
+def cb(conn, d, event, detail, opaque):
+    if d.UUIDString() == dom.UUIDString():
+        events.append([event, detail])
+conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, cb, None)
+def settle():
+    end = time.time() + 3
+    n = -1
+    while time.time() < end and n != len(events):
+        n = len(events)
+        time.sleep(0.5)
+OPS
+settle()
+print(json.dumps(events))
+'''
+
+
+def lifecycle_events(env, guest, ops):
+    """Run OPS (Python, with `dom` and `events`) in a client that records
+    the guest's lifecycle events; return them as (event, detail) tuples,
+    with whatever OPS appended itself."""
+    code = EVENTS.replace('NAME', repr(guest.name)).replace('OPS', ops)
+    out = env.python(code).stdout.strip().splitlines()[-1]
+    return [tuple(e) for e in json.loads(out)]
 
 
 def run_wrapper():

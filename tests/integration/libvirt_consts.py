@@ -1,5 +1,8 @@
-"""libvirt's lifecycle event numbers (include/libvirt/libvirt-domain.h),
-so the test process need not import libvirt."""
+"""libvirt's lifecycle event numbers (include/libvirt/libvirt-domain.h)
+and error codes (virerror.h), so the test process need not import libvirt."""
+
+VIR_ERR_OPERATION_FAILED = 9
+VIR_ERR_OPERATION_INVALID = 55
 
 STARTED = 2
 SUSPENDED = 3

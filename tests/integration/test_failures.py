@@ -33,6 +33,23 @@ def test_unwritable_directory(env, guest, tmp_path):
         guest.assert_continued()
 
 
+def test_save_refused_before_pausing_when_the_disk_cannot_hold_the_guest(env, guest, tmp_path):
+    # 256 MiB of guest RAM may need up to 320 MiB; the tmpfs has 64.
+    with tmpfs(tmp_path / 'small', 'size=64m') as small:
+        old = small / 'old.img'
+        old.write_bytes(os.urandom(1 << 20))
+        before = sha256(old)
+        guest.checkpoint()
+        err = env.virsh.fails('save', guest.name, str(old))
+        assert 'not enough free space for save image' in err, err
+        assert "the guest's 256 MiB of RAM may need up to 320 MiB" in err, err
+        assert 'free some space or save elsewhere' in err, err
+        assert os.listdir(small) == ['old.img']
+        assert sha256(old) == before
+        assert guest.state() == 'running'
+        guest.assert_continued()
+
+
 def test_target_is_a_directory(env, guest):
     d = env.image('a-directory')
     os.mkdir(d)

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import Env, Guest, sha256
+import libvirt_consts as C
+from conftest import Env, Guest, lifecycle_events, sha256, tmpfs
 
 VIR_ERR_OPERATION_ABORTED = 78
 VIR_DOMAIN_JOB_UNBOUNDED = 2
@@ -191,3 +192,50 @@ def test_ctrl_c_of_virsh_save_verbose_cancels_it(big_env, big):
     assert big.state() == 'running'
     assert not os.path.exists(img)
     big.assert_continued()
+
+
+# Fills the image's file system once the save has begun: the preflight
+# passed (1024 MiB of RAM, a 1200 MiB tmpfs), then the disk runs full.
+FILL_DURING_SAVE = r'''
+import glob, os, threading
+def fill():
+    while not glob.glob(os.path.join(DIR, '.kvmsave-*.tmp')):
+        time.sleep(0.005)
+    fd = os.open(os.path.join(DIR, 'filler'), os.O_WRONLY | os.O_CREAT, 0o600)
+    st = os.statvfs(DIR)
+    size = st.f_bfree * st.f_frsize
+    while size > 0:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            break
+        except OSError:
+            size -= 1 << 20
+    os.close(fd)
+filler = threading.Thread(target=fill)
+filler.start()
+try:
+    dom.save(IMG)
+    events.append(['saved', ''])
+except libvirt.libvirtError as e:
+    events.append(['error', e.get_error_message()])
+filler.join()
+'''
+
+
+def test_disk_full_mid_save_resumes_the_guest_and_keeps_the_old_image(big_env, big, tmp_path):
+    with tmpfs(tmp_path / 'full', 'size=1200m') as full:
+        img = full / 'big.img'
+        img.write_bytes(os.urandom(1 << 20))      # an older image at the target
+        before = sha256(img)
+        big.checkpoint()
+        code = FILL_DURING_SAVE.replace('DIR', repr(str(full))).replace('IMG', repr(str(img)))
+        evs = lifecycle_events(big_env, big, code)
+        assert evs[-1][0] == 'error', evs
+        assert 'the disk is full' in evs[-1][1], evs
+        assert 'free some space or save elsewhere' in evs[-1][1], evs
+        assert evs[:-1] == [(C.SUSPENDED, C.SUSPENDED_PAUSED),
+                            (C.RESUMED, C.RESUMED_UNPAUSED)], evs
+        assert sorted(os.listdir(full)) == ['big.img', 'filler']
+        assert sha256(img) == before
+        assert big.state() == 'running'
+        big.assert_continued()
