@@ -20,6 +20,7 @@
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
+#include "viruuid.h"
 #include "kvmsave_managed.h"
 #include "kvmsave_restore.h"
 #include "kvmsave_save.h"
@@ -221,6 +222,8 @@ kvmsaveDomainCreateWithFlags(virDomainPtr dom, unsigned int flags)
     g_autofree char *image = NULL;
     int rc;
 
+    if (kvmsaveJobCheckIdle(dom->uuid) < 0)
+        return -1;
     if ((rc = kvmsaveManagedSaveStart(priv, dom, flags)) != 0)
         return rc < 0 ? -1 : 0;
     if (!(inner = kvmsaveConnLookupInner(priv, dom->uuid)))
@@ -308,6 +311,8 @@ kvmsaveDomainCreateWithFiles(virDomainPtr dom, unsigned int nfiles,
     g_autoptr(virDomain) inner = NULL;
     g_autofree char *xml = NULL;
 
+    if (kvmsaveJobCheckIdle(dom->uuid) < 0)
+        return -1;
     if (!(inner = kvmsaveConnLookupInner(priv, dom->uuid)) ||
         !(xml = virDomainGetXMLDesc(inner, VIR_DOMAIN_XML_INACTIVE)))
         return -1;
@@ -325,6 +330,27 @@ kvmsaveDomainCreateWithFiles(virDomainPtr dom, unsigned int nfiles,
 /* A restored guest's live XML carries kvmsave's "-incoming defer"; a
  * definition made from it must not, or the next plain start would wait
  * for a migration forever. */
+/* A define replaces the definition of the guest with the XML's UUID, or
+ * else of the guest with its name: neither may be saved or restored now.
+ * XML that does not parse is left to the inner driver to refuse. */
+static int
+kvmsaveDefineCheckIdle(kvmsaveConn *priv, const char *xml)
+{
+    g_autofree char *uuidstr = kvmsaveXMLGetUUID(xml);
+    g_autofree char *name = NULL;
+    g_autoptr(virDomain) dom = NULL;
+    unsigned char uuid[VIR_UUID_BUFLEN];
+
+    if (uuidstr && virUUIDParse(uuidstr, uuid) == 0)
+        return kvmsaveJobCheckIdle(uuid);
+    if ((name = kvmsaveXMLGetName(xml)) &&
+        (dom = virDomainLookupByName(priv->inner, name)))
+        return kvmsaveJobCheckIdle(dom->uuid);
+    virResetLastError();
+    return 0;
+}
+
+
 static virDomainPtr
 kvmsaveDomainDefineXMLFlags(virConnectPtr conn, const char *xml,
                             unsigned int flags)
@@ -332,6 +358,8 @@ kvmsaveDomainDefineXMLFlags(virConnectPtr conn, const char *xml,
     kvmsaveConn *priv = kvmsaveConnFromConnect(conn);
     g_autofree char *clean = NULL;
 
+    if (kvmsaveDefineCheckIdle(priv, xml) < 0)
+        return NULL;
     if (kvmsaveXMLHasIncoming(xml) && !(clean = kvmsaveXMLWithoutIncoming(xml)))
         return NULL;
     return priv->innerDriver->domainDefineXMLFlags(conn, clean ? clean : xml,
@@ -350,6 +378,29 @@ static int
 kvmsaveDomainCreate(virDomainPtr dom)
 {
     return kvmsaveDomainCreateWithFlags(dom, 0);
+}
+
+
+/* A destroy would pull the guest from under a save or restore. */
+static int
+kvmsaveDomainDestroyFlags(virDomainPtr dom, unsigned int flags)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+
+    if (kvmsaveJobCheckIdle(dom->uuid) < 0)
+        return -1;
+    return priv->innerDriver->domainDestroyFlags(dom, flags);
+}
+
+
+static int
+kvmsaveDomainDestroy(virDomainPtr dom)
+{
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+
+    if (kvmsaveJobCheckIdle(dom->uuid) < 0)
+        return -1;
+    return priv->innerDriver->domainDestroy(dom);
 }
 
 
@@ -459,6 +510,8 @@ kvmsaveConnectInstallTable(kvmsaveConn *priv)
     t->domainManagedSaveRemove = kvmsaveDomainManagedSaveRemove;
     t->domainManagedSaveGetXMLDesc = kvmsaveDomainManagedSaveGetXMLDesc;
     t->domainManagedSaveDefineXML = kvmsaveDomainManagedSaveDefineXML;
+    t->domainDestroy = kvmsaveDomainDestroy;
+    t->domainDestroyFlags = kvmsaveDomainDestroyFlags;
     t->domainUndefine = kvmsaveDomainUndefine;
     t->domainUndefineFlags = kvmsaveDomainUndefineFlags;
     t->connectListAllDomains = kvmsaveConnectListAllDomains;

@@ -64,6 +64,15 @@ kvmsaveJobKindName(kvmsaveJobKind kind)
 }
 
 
+static void
+kvmsaveJobReportBusy(kvmsaveJob *job)
+{
+    virReportError(VIR_ERR_OPERATION_INVALID,
+                   _("another save/restore job is running for this guest (%s)"),
+                   kvmsaveJobKindName(job->kind));
+}
+
+
 kvmsaveJob *
 kvmsaveJobBegin(const unsigned char *uuid, kvmsaveJobKind kind)
 {
@@ -74,9 +83,7 @@ kvmsaveJobBegin(const unsigned char *uuid, kvmsaveJobKind kind)
     kvmsaveJobTablesInit();
     virUUIDFormat(uuid, uuidstr);
     if ((job = g_hash_table_lookup(kvmsaveJobsActive, uuidstr))) {
-        virReportError(VIR_ERR_OPERATION_INVALID,
-                       _("another save/restore job is running for this guest (%s)"),
-                       kvmsaveJobKindName(job->kind));
+        kvmsaveJobReportBusy(job);
         return NULL;
     }
     job = g_new0(kvmsaveJob, 1);
@@ -178,6 +185,20 @@ kvmsaveJobLookup(GHashTable **table, const unsigned char *uuid,
         job->kind == KVMSAVE_JOB_IMAGE_DEFINE)
         return NULL;
     return job;
+}
+
+
+int
+kvmsaveJobCheckIdle(const unsigned char *uuid)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    kvmsaveJob *job;
+
+    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid, uuidstr)))
+        return 0;
+    kvmsaveJobReportBusy(job);
+    return -1;
 }
 
 

@@ -21,6 +21,10 @@ typedef struct _kvmsaveJob kvmsaveJob;
 
 /* Start a job for @uuid; VIR_ERR_OPERATION_INVALID if one runs already. */
 kvmsaveJob *kvmsaveJobBegin(const unsigned char *uuid, kvmsaveJobKind kind);
+/* 0 if no save or restore of @uuid runs; else -1 with the same error as
+ * kvmsaveJobBegin, for operations that must not overlap one (destroy,
+ * undefine, define, start). */
+int kvmsaveJobCheckIdle(const unsigned char *uuid);
 /* End it; @ok false takes the current error as the job's error message.
  * Completed statistics are kept for save and restore jobs. */
 void kvmsaveJobEnd(kvmsaveJob *job, bool ok);

@@ -13,6 +13,7 @@
 
 #include "kvmsave_managed.h"
 #include "kvmsave_args.h"
+#include "kvmsave_job.h"
 #include "kvmsave_restore.h"
 #include "kvmsave_save.h"
 #include "virerror.h"
@@ -176,9 +177,11 @@ int
 kvmsaveDomainUndefineFlags(virDomainPtr dom, unsigned int flags)
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
-    g_autofree char *path = kvmsaveManagedSaveImage(priv, dom);
+    g_autofree char *path = NULL;
 
-    if (path) {
+    if (kvmsaveJobCheckIdle(dom->uuid) < 0)
+        return -1;
+    if ((path = kvmsaveManagedSaveImage(priv, dom))) {
         if (!(flags & VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)) {
             virReportError(VIR_ERR_OPERATION_INVALID, "%s",
                            _("Refusing to undefine while domain managed save image exists"));

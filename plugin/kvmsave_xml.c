@@ -373,6 +373,20 @@ kvmsaveXMLGetString(const char *xml, const char *rootName, const char *expr)
 
 
 char *
+kvmsaveXMLGetName(const char *domxml)
+{
+    return kvmsaveXMLGetString(domxml, "domain", "/domain/name");
+}
+
+
+char *
+kvmsaveXMLGetUUID(const char *domxml)
+{
+    return kvmsaveXMLGetString(domxml, "domain", "/domain/uuid");
+}
+
+
+char *
 kvmsaveXMLGetMachine(const char *domxml)
 {
     return kvmsaveXMLGetString(domxml, "domain", "/domain/os/type/@machine");

@@ -40,6 +40,11 @@ char *kvmsaveXMLStripSecure(const char *domxml);
  * whose ABI matches the one saved with @savedxml. */
 int kvmsaveXMLCheckABI(const char *savedxml, const char *newxml);
 
+/* The <name> and <uuid> of @domxml, or NULL (also when it does not parse:
+ * the error is then reported). */
+char *kvmsaveXMLGetName(const char *domxml);
+char *kvmsaveXMLGetUUID(const char *domxml);
+
 /* The <os><type machine=...> of @domxml, or NULL. */
 char *kvmsaveXMLGetMachine(const char *domxml);
 

@@ -239,3 +239,83 @@ def test_disk_full_mid_save_resumes_the_guest_and_keeps_the_old_image(big_env, b
         assert sha256(img) == before
         assert big.state() == 'running'
         big.assert_continued()
+
+
+# While OP runs in a thread, try every operation of ATTEMPTS (name -> call)
+# on the same guest and connection; each must fail at once.
+OVERLAP = r'''
+import json, threading, time
+dom = conn.lookupByName(NAME)
+xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+result = {}
+def op():
+    try:
+        OP
+        result['op'] = 'ok'
+    except libvirt.libvirtError as e:
+        result['op'] = e.get_error_message()
+t = threading.Thread(target=op)
+t.start()
+def busy():
+    try:
+        return dom.jobInfo()[0] != 0
+    except libvirt.libvirtError:      # shut off until the restore starts it
+        return False
+while not busy() and t.is_alive():
+    time.sleep(0.002)
+attempts = {}
+for name, call in ATTEMPTS.items():
+    try:
+        call()
+        attempts[name] = 'succeeded'
+    except libvirt.libvirtError as e:
+        attempts[name] = [e.get_error_code(), e.get_error_message()]
+result['overlapped'] = t.is_alive()
+t.join()
+result['attempts'] = attempts
+print(json.dumps(result))
+'''
+
+
+def overlap(env, guest, op, attempts):
+    code = (OVERLAP.replace('NAME', repr(guest.name)).replace('OP', op)
+            .replace('ATTEMPTS', attempts))
+    res = run(env, code)
+    assert res['overlapped'], f'{op} ended before the attempts did: {res}'
+    assert res['op'] == 'ok', res
+    for name, got in res['attempts'].items():
+        assert got != 'succeeded', f'{name} ran during {op}: {res}'
+        assert got[0] == C.VIR_ERR_OPERATION_INVALID, (name, got)
+        assert 'another save/restore job is running for this guest' in got[1], (name, got)
+    return res
+
+
+def test_one_job_per_guest_refuses_every_overlapping_operation(big_env, big):
+    img = big_env.image('overlap.img')
+    other = big_env.image('overlap-other.img')
+    big.checkpoint()
+    overlap(big_env, big, f'dom.save({img!r})', f'''{{
+    'second save': lambda: dom.save({other!r}),
+    'managed save': lambda: dom.managedSave(),
+    'destroy': lambda: dom.destroy(),
+    'destroyFlags': lambda: dom.destroyFlags(0),
+    'undefine': lambda: dom.undefine(),
+    'define': lambda: conn.defineXML(xml),
+}}''')
+    assert not os.path.exists(other)
+    assert big.state() == 'shut off'
+
+    # The saved image is good: restore it, and overlap that restore.
+    before = sha256(img)
+    overlap(big_env, big, f'conn.restore({img!r})', f'''{{
+    'second restore of the image': lambda: conn.restore({img!r}),
+    'save': lambda: dom.save({other!r}),
+    'start': lambda: dom.create(),
+    'destroy': lambda: dom.destroy(),
+    'undefine': lambda: dom.undefine(),
+    'define': lambda: conn.defineXML(xml),
+}}''')
+    assert sha256(img) == before
+    assert not os.path.exists(other)
+    assert big.state() == 'running'
+    big.assert_continued()
