@@ -170,6 +170,25 @@ class Env:
         cleanup_root(self.root, self.virsh)
 
 
+def module_env(prefix):
+    """A module-scoped fixture: an Env of its own, cleaned up after the
+    module (``big_env = module_env('kvmsave-jobs-')``)."""
+    @pytest.fixture(scope='module')
+    def fixture():
+        e = Env(prefix=prefix)
+        yield e
+        e.cleanup()
+    return fixture
+
+
+def started_guest(env, name, **kw):
+    """A new persistent guest in ENV, booted and running its checks."""
+    g = Guest(env, name, **kw)
+    g.define()
+    g.start()
+    return g
+
+
 @pytest.fixture(scope='session', autouse=True)
 def built_guest():
     return ensure_guest()
@@ -184,10 +203,7 @@ def env():
 
 @pytest.fixture(scope='module')
 def guest_obj(env):
-    g = Guest(env, 'guest1')
-    g.define()
-    g.start()
-    return g
+    return started_guest(env, 'guest1')
 
 
 @pytest.fixture

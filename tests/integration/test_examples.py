@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import TOP, Env, Guest
+from conftest import TOP, module_env, started_guest
 
 SCRIPT = 'examples/save-all.py'
 
@@ -145,19 +145,12 @@ def test_a_bad_uri_exits_non_zero(env, tmp_path):
 
 # A guest whose save takes seconds, so that Ctrl-C lands while it runs; in
 # a root of its own, so that it is the only guest save-all sees.
-@pytest.fixture(scope='module')
-def big_env():
-    e = Env(prefix='kvmsave-ex-')
-    yield e
-    e.cleanup()
+big_env = module_env('kvmsave-ex-')
 
 
 @pytest.fixture
 def big(big_env):
-    g = Guest(big_env, 'bigguest', memory_mib=1024, data_mib=512)
-    g.define()
-    g.start()
-    return g
+    return started_guest(big_env, 'bigguest', memory_mib=1024, data_mib=512)
 
 
 def test_ctrl_c_cancels_the_running_save_and_the_guest_runs_on(big_env, big, tmp_path):

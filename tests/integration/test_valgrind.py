@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import Env, Guest
+from conftest import module_env, started_guest
 
 VALGRIND = ['valgrind', '--leak-check=full', '--show-leak-kinds=definite',
             '--errors-for-leak-kinds=definite', '--num-callers=40',
@@ -23,11 +23,7 @@ ERROR_KINDS = re.compile(
     r'Syscall param|Source and destination overlap|definitely lost')
 
 
-@pytest.fixture(scope='module')
-def vg_env():
-    e = Env(prefix='kvmsave-vg-')
-    yield e
-    e.cleanup()
+vg_env = module_env('kvmsave-vg-')
 
 
 def records(log):
@@ -82,9 +78,7 @@ def run_under_valgrind(env, tmp_path, *args):
 
 
 def test_valgrind_finds_nothing_from_kvmsave(vg_env, tmp_path):
-    g = Guest(vg_env, 'vgguest', memory_mib=128, data_mib=8)
-    g.define()
-    g.start()
+    g = started_guest(vg_env, 'vgguest', memory_mib=128, data_mib=8)
     img = vg_env.image('vg.img')
 
     log = run_under_valgrind(vg_env, tmp_path, 'save', g.name, img)
