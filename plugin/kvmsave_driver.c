@@ -20,6 +20,7 @@
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
+#include "kvmsave_journal.h"
 #include "viruuid.h"
 #include "kvmsave_managed.h"
 #include "kvmsave_restore.h"
@@ -651,6 +652,9 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
         return VIR_DRV_OPEN_ERROR;
     }
     priv->innerDriver = priv->inner->driver;
+    /* Jobs of clients that were killed: finish or undo them first. */
+    if (!(flags & VIR_CONNECT_RO))
+        kvmsaveJournalRecover(priv);
     kvmsaveConnectInstallTable(priv);
 
     /* Serve everything else from the inner connection's drivers. */

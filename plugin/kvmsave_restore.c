@@ -20,6 +20,7 @@
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
+#include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
@@ -132,6 +133,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     virDomainPtr ret = NULL;
     virErrorPtr saved = NULL;
     kvmsaveJob *job = NULL;
+    kvmsaveJournal *journal = NULL;
     int rc;
 
     if (!(reader = kvmsaveImageOpen(path, (flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) ?
@@ -149,6 +151,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_RESTORE)))
         return NULL;
     kvmsaveJobSetTotal(job, kvmsaveImageReaderTrailer(reader)->streamBytes);
+    if (!(journal = kvmsaveJournalBegin(priv, hdr->uuid, KVMSAVE_JOURNAL_RESTORE)))
+        goto cleanup;
+    kvmsaveJournalSet(journal, "image", path);
 
     /* The original design's lookup: the image names its guest by UUID. */
     if ((existing = virDomainLookupByUUID(priv->inner, hdr->uuid))) {
@@ -184,10 +189,16 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
                         (flags & VIR_DOMAIN_SAVE_PAUSED) ?
                         VIR_DOMAIN_EVENT_SUSPENDED_PAUSED :
                         VIR_DOMAIN_EVENT_SUSPENDED_RESTORED);
+    kvmsaveJournalSetInt(journal, "running", running);
+    if (kvmsaveJournalWrite(journal, "starting") < 0)
+        goto cleanup;
     if (!(dom = virDomainCreateXML(priv->inner, startxml, startFlags))) {
         kvmsaveEventsForget(hdr->uuid);
         goto cleanup;
     }
+    kvmsaveJournalSetInt(journal, "domid", virDomainGetID(dom));
+    if (kvmsaveJournalWrite(journal, "started") < 0)
+        goto cleanup;
     if (kvmsaveJobIsCancelled(job)) {
         kvmsaveJobReportCancelled(job);
         goto cleanup;
@@ -231,6 +242,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         kvmsaveJobReportCancelled(job);
         goto cleanup;
     }
+    if (kvmsaveJournalWrite(journal, "loaded") < 0)
+        goto cleanup;
 
     /* The restored guest names its image in its live XML, when XML can
      * spell the name at all. */
@@ -283,6 +296,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         virFreeError(stream.err);
     if (saved)
         virErrorRestore(&saved);
+    kvmsaveJournalEnd(journal);
     kvmsaveJobEnd(job, !!ret);
     return ret;
 }

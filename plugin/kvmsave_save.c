@@ -22,6 +22,7 @@
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
+#include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
@@ -265,12 +266,15 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     int ret = -1;
     virErrorPtr saved = NULL;
     kvmsaveJob *job = NULL;
+    kvmsaveJournal *journal = NULL;
     int rc;
 
     if (!(dom = kvmsaveConnLookupInner(priv, uuid)))
         return -1;
     if (!(job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)))
         return -1;
+    if (!(journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE)))
+        goto cleanup;
 
     /* Check everything we can before touching the guest. */
     if (virDomainGetState(dom, &state, &reason, 0) < 0)
@@ -292,7 +296,13 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
 
     if ((fd = kvmsaveCreateTemp(path, direct, &tmppath)) < 0)
         goto cleanup;
-    if (kvmsaveSaveCheckSpace(dom, fd, path) < 0)
+    /* From here a killed client is recovered on the next open. */
+    kvmsaveJournalSet(journal, "name", virDomainGetName(dom));
+    kvmsaveJournalSet(journal, "target", path);
+    kvmsaveJournalSet(journal, "temp", tmppath);
+    kvmsaveJournalSetInt(journal, "paused", wasRunning);
+    if (kvmsaveJournalWrite(journal, "prepared") < 0 ||
+        kvmsaveSaveCheckSpace(dom, fd, path) < 0)
         goto cleanup;
     writer = kvmsaveImageWriterNew(fd, tmppath, direct);
     kvmsaveImageWriterSetFormat(writer, format);
@@ -314,6 +324,8 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     thread = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread, &stream);
 
     VIR_DEBUG("header written to %s, pausing the guest", tmppath);
+    if (kvmsaveJournalWrite(journal, "paused") < 0)
+        goto cleanup;
     if (wasRunning) {
         if (virDomainSuspend(dom) < 0)
             goto cleanup;
@@ -356,7 +368,11 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         kvmsaveJobReportCancelled(job);
         goto cleanup;
     }
-    if (kvmsaveCommitTemp(tmppath, path) < 0)
+    /* Recorded before the rename: a client killed from here on leaves a
+     * complete image, which recovery puts in place before it stops the
+     * guest. */
+    if (kvmsaveJournalWrite(journal, "committed") < 0 ||
+        kvmsaveCommitTemp(tmppath, path) < 0)
         goto cleanup;
     g_clear_pointer(&tmppath, g_free);
     VIR_DEBUG("image %s complete, stopping the guest", path);
@@ -411,6 +427,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         virFreeError(stream.err);
     if (saved)
         virErrorRestore(&saved);
+    kvmsaveJournalEnd(journal);
     kvmsaveJobEnd(job, ret == 0);
     return ret;
 }

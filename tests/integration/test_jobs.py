@@ -11,7 +11,7 @@ import time
 import pytest
 
 import libvirt_consts as C
-from conftest import Env, Guest, lifecycle_events, sha256, tmpfs
+from conftest import lifecycle_events, module_env, sha256, started_guest, tmpfs
 
 VIR_ERR_OPERATION_ABORTED = 78
 VIR_DOMAIN_JOB_UNBOUNDED = 2
@@ -21,19 +21,12 @@ VIR_DOMAIN_JOB_OPERATION_SAVE = 2
 VIR_DOMAIN_JOB_OPERATION_RESTORE = 3
 
 
-@pytest.fixture(scope='module')
-def big_env():
-    e = Env(prefix='kvmsave-jobs-')
-    yield e
-    e.cleanup()
+big_env = module_env('kvmsave-jobs-')
 
 
 @pytest.fixture(scope='module')
 def big_obj(big_env):
-    g = Guest(big_env, 'bigguest', memory_mib=1024, data_mib=512)
-    g.define()
-    g.start()
-    return g
+    return started_guest(big_env, 'bigguest', memory_mib=1024, data_mib=512)
 
 
 @pytest.fixture

@@ -49,6 +49,19 @@ def test_de_po_is_complete(tmp_path):
     assert cmp.returncode == 0, cmp.stderr
 
 
+def test_every_source_with_messages_is_in_potfiles():
+    with open(os.path.join(PO, 'POTFILES.in')) as fh:
+        listed = {l.strip() for l in fh if l.strip() and not l.startswith('#')}
+    sources = set()
+    for d in ('plugin', 'tools'):
+        for f in os.listdir(os.path.join(TOP, d)):
+            if f.endswith('.c'):
+                with open(os.path.join(TOP, d, f)) as fh:
+                    if '_("' in fh.read():
+                        sources.add(f'{d}/{f}')
+    assert sources - listed == set(), 'missing from po/POTFILES.in'
+
+
 def test_virsh_restore_error_in_german(env):
     missing = '/nonexistent/file.img'
     cmd = ['virsh', '-c', env.uri, 'restore', missing]

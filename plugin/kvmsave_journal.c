@@ -1,0 +1,413 @@
+/*
+ * kvmsave_journal.c: job journals, and recovery after a killed client
+ *
+ * One small text file per running job, ROOT/run/kvmsave/jobs/UUID.job,
+ * "key=value" lines (values escaped as C strings), rewritten in place at
+ * each phase. The job holds an open file description lock on it
+ * (F_OFD_SETLK) from creation to removal; a journal that can be locked
+ * belongs to a dead process. Page cache is enough: the journal only has
+ * to outlive the process, not the host (a host crash takes QEMU with it).
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "kvmsave_journal.h"
+#include "kvmsave_image.h"
+#include "kvmsave_job.h"
+#include "kvmsave_monitor.h"
+#include "kvmsave_save.h"
+#include "virerror.h"
+#include "virfile.h"
+#include "virlog.h"
+#include "viruuid.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.journal");
+
+struct _kvmsaveJournal {
+    int fd;
+    char *path;
+    kvmsaveJournalKind kind;
+    GString *fields;            /* "key=value\n" set so far */
+};
+
+
+static const char *
+kvmsaveJournalKindName(kvmsaveJournalKind kind)
+{
+    return kind == KVMSAVE_JOURNAL_SAVE ? "save" : "restore";
+}
+
+
+static char *
+kvmsaveJournalDir(kvmsaveConn *priv)
+{
+    return g_build_filename(priv->root, "run", "kvmsave", "jobs", NULL);
+}
+
+
+/* 1 if this process now holds the lock of @fd, 0 if another one does. */
+static int
+kvmsaveJournalLock(int fd, const char *path)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+        return 1;
+    if (errno == EAGAIN || errno == EACCES)
+        return 0;
+    virReportSystemError(errno, _("cannot lock job journal '%s'"), path);
+    return -1;
+}
+
+
+static void kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd);
+
+
+kvmsaveJournal *
+kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
+                    kvmsaveJournalKind kind)
+{
+    g_autofree char *dir = kvmsaveJournalDir(priv);
+    g_autofree char *tmp = NULL;
+    g_autofree char *path = NULL;
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    kvmsaveJournal *j;
+    VIR_AUTOCLOSE fd = -1;
+    VIR_AUTOCLOSE old = -1;
+
+    virUUIDFormat(uuid, uuidstr);
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        virReportSystemError(errno, _("cannot create the job journal directory '%s'"),
+                             dir);
+        return NULL;
+    }
+    path = g_strdup_printf("%s/%s.job", dir, uuidstr);
+
+    /* Another process's job on this guest, or the journal of a dead one. */
+    if ((old = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)) >= 0) {
+        int rc = kvmsaveJournalLock(old, path);
+
+        if (rc < 0)
+            return NULL;
+        if (rc == 0) {
+            virReportError(VIR_ERR_OPERATION_INVALID, "%s",
+                           _("another save/restore job is running for this guest (in another process)"));
+            return NULL;
+        }
+        kvmsaveJournalRecoverOne(priv, path, old);
+    }
+
+    /* Locked before it has its name, so no one sees it unlocked. */
+    tmp = g_strdup_printf("%s/.%s-XXXXXX", dir, uuidstr);
+    if ((fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0600)) < 0) {
+        virReportSystemError(errno, _("cannot create a job journal in '%s'"), dir);
+        return NULL;
+    }
+    if (kvmsaveJournalLock(fd, tmp) <= 0) {
+        unlink(tmp);
+        return NULL;
+    }
+    if (link(tmp, path) < 0) {
+        int err = errno;
+
+        unlink(tmp);
+        if (err == EEXIST) {
+            virReportError(VIR_ERR_OPERATION_INVALID, "%s",
+                           _("another save/restore job is running for this guest (in another process)"));
+        } else {
+            virReportSystemError(err, _("cannot create job journal '%s'"), path);
+        }
+        return NULL;
+    }
+    unlink(tmp);
+
+    j = g_new0(kvmsaveJournal, 1);
+    j->fd = fd;
+    fd = -1;
+    j->path = g_steal_pointer(&path);
+    j->kind = kind;
+    j->fields = g_string_new(NULL);
+    kvmsaveJournalSet(j, "uuid", uuidstr);
+    return j;
+}
+
+
+void
+kvmsaveJournalSet(kvmsaveJournal *j, const char *key, const char *value)
+{
+    g_autofree char *esc = g_strescape(value ? value : "", NULL);
+
+    g_string_append_printf(j->fields, "%s=%s\n", key, esc);
+}
+
+
+void
+kvmsaveJournalSetInt(kvmsaveJournal *j, const char *key, long long value)
+{
+    g_autofree char *s = g_strdup_printf("%lld", value);
+
+    kvmsaveJournalSet(j, key, s);
+}
+
+
+int
+kvmsaveJournalWrite(kvmsaveJournal *j, const char *phase)
+{
+    g_autofree char *text = g_strdup_printf("kind=%s\nphase=%s\n%s",
+                                            kvmsaveJournalKindName(j->kind),
+                                            phase, j->fields->str);
+    size_t len = strlen(text);
+
+    /* One small pwrite: a killed process leaves all of it or none. */
+    if (pwrite(j->fd, text, len, 0) != (ssize_t) len ||
+        ftruncate(j->fd, len) < 0) {
+        virReportSystemError(errno, _("cannot write job journal '%s'"), j->path);
+        return -1;
+    }
+    return 0;
+}
+
+
+void
+kvmsaveJournalEnd(kvmsaveJournal *j)
+{
+    if (!j)
+        return;
+    /* Removed while still locked: nobody recovers a job that ended. */
+    if (unlink(j->path) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove job journal %s: %s", j->path, g_strerror(errno));
+    VIR_FORCE_CLOSE(j->fd);
+    g_string_free(j->fields, TRUE);
+    g_free(j->path);
+    g_free(j);
+}
+
+
+/* ---- recovery ----------------------------------------------------------- */
+
+static GHashTable *
+kvmsaveJournalParse(int fd)
+{
+    g_autoptr(GHashTable) kv = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                     g_free, g_free);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    char buf[8192];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    size_t i;
+
+    if (n < 0)
+        return NULL;
+    buf[n] = '\0';
+    lines = g_strsplit(buf, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        char *eq = strchr(lines[i], '=');
+
+        if (!eq)
+            continue;
+        *eq = '\0';
+        g_hash_table_replace(kv, g_strdup(lines[i]), g_strcompress(eq + 1));
+    }
+    return g_steal_pointer(&kv);
+}
+
+
+static long long
+kvmsaveJournalInt(GHashTable *kv, const char *key)
+{
+    const char *v = g_hash_table_lookup(kv, key);
+
+    return v ? g_ascii_strtoll(v, NULL, 10) : -1;
+}
+
+
+/* The guest's QEMU, if the domain still runs one. */
+static virDomainPtr
+kvmsaveJournalActiveDomain(kvmsaveConn *priv, GHashTable *kv)
+{
+    const char *uuidstr = g_hash_table_lookup(kv, "uuid");
+    unsigned char uuid[VIR_UUID_BUFLEN];
+    virDomainPtr dom;
+
+    if (!uuidstr || virUUIDParse(uuidstr, uuid) < 0)
+        return NULL;
+    if (!(dom = virDomainLookupByUUID(priv->inner, uuid))) {
+        virResetLastError();
+        return NULL;
+    }
+    if (virDomainIsActive(dom) != 1) {
+        virResetLastError();
+        virObjectUnref(dom);
+        return NULL;
+    }
+    return dom;
+}
+
+
+static bool
+kvmsaveJournalIsPaused(virDomainPtr dom)
+{
+    int state;
+
+    if (virDomainGetState(dom, &state, NULL, 0) < 0) {
+        virResetLastError();
+        return false;
+    }
+    return state == VIR_DOMAIN_PAUSED;
+}
+
+
+/* A save: before its image was complete, undo it (migration cancelled,
+ * the guest resumed if the save paused it, the temporary file removed);
+ * once complete ("committed"), finish it (image in place, guest stopped). */
+static void
+kvmsaveJournalRecoverSave(kvmsaveConn *priv, GHashTable *kv, const char *phase)
+{
+    const char *name = g_hash_table_lookup(kv, "name");
+    const char *target = g_hash_table_lookup(kv, "target");
+    const char *temp = g_hash_table_lookup(kv, "temp");
+    g_autoptr(virDomain) dom = kvmsaveJournalActiveDomain(priv, kv);
+    bool committed = STREQ(phase, "committed");
+
+    if (committed && temp && target && access(temp, F_OK) == 0) {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(temp, KVMSAVE_IMAGE_IO_CACHED);
+
+        if (!r || kvmsaveCommitTemp(temp, target) < 0) {
+            VIR_WARN("interrupted save of guest %s: its finished image %s cannot be put in place (%s); undoing the save",
+                     NULLSTR(name), temp, virGetLastErrorMessage());
+            virResetLastError();
+            committed = false;
+        }
+    }
+
+    if (committed) {
+        if (dom && virDomainDestroy(dom) < 0) {
+            VIR_WARN("interrupted save of guest %s: the image %s is complete, but the guest cannot be stopped: %s",
+                     NULLSTR(name), NULLSTR(target), virGetLastErrorMessage());
+            virResetLastError();
+            return;
+        }
+        VIR_WARN("recovered an interrupted save of guest %s: the image %s is complete, the guest %s",
+                 NULLSTR(name), NULLSTR(target),
+                 dom ? "was stopped" : "was already stopped");
+        return;
+    }
+
+    if (temp && unlink(temp) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove %s: %s", temp, g_strerror(errno));
+    if (dom && STRNEQ(phase, "prepared")) {
+        ignore_value(kvmsaveMonitorMigrateCancel(dom));
+        virResetLastError();
+        if (kvmsaveJournalInt(kv, "paused") == 1 && kvmsaveJournalIsPaused(dom) &&
+            virDomainResume(dom) < 0) {
+            VIR_WARN("interrupted save of guest %s: cannot resume the guest: %s",
+                     NULLSTR(name), virGetLastErrorMessage());
+            virResetLastError();
+            return;
+        }
+    }
+    VIR_WARN("recovered an interrupted save of guest %s: no image was made, the temporary file is removed, the guest %s",
+             NULLSTR(name), dom ? "runs on as before" : "is not running");
+}
+
+
+/* A restore: a guest whose state was not all loaded is stopped (the image
+ * was only ever read); a loaded one is resumed as the restore would have. */
+static void
+kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phase)
+{
+    const char *image = g_hash_table_lookup(kv, "image");
+    g_autoptr(virDomain) dom = kvmsaveJournalActiveDomain(priv, kv);
+    long long domid = kvmsaveJournalInt(kv, "domid");
+    const char *name = dom ? virDomainGetName(dom) : NULL;
+
+    if (!dom) {
+        VIR_WARN("recovered an interrupted restore from %s: nothing was started",
+                 NULLSTR(image));
+        return;
+    }
+    /* Only the QEMU this restore started (a "starting" restore died
+     * before it knew the ID: the guest is then paused waiting for it). */
+    if (domid >= 0 ? virDomainGetID(dom) != (unsigned int) domid :
+        !kvmsaveJournalIsPaused(dom)) {
+        VIR_WARN("interrupted restore from %s: guest %s runs, but not from this restore; left alone",
+                 NULLSTR(image), name);
+        return;
+    }
+    if (STREQ(phase, "loaded")) {
+        if (kvmsaveJournalInt(kv, "running") == 1 && kvmsaveJournalIsPaused(dom) &&
+            virDomainResume(dom) < 0) {
+            VIR_WARN("interrupted restore from %s: cannot resume guest %s: %s",
+                     NULLSTR(image), name, virGetLastErrorMessage());
+            virResetLastError();
+            return;
+        }
+        VIR_WARN("recovered an interrupted restore from %s: its state was loaded, guest %s %s",
+                 NULLSTR(image), name,
+                 kvmsaveJournalInt(kv, "running") == 1 ? "resumed" : "stays paused");
+        return;
+    }
+    if (virDomainDestroy(dom) < 0) {
+        VIR_WARN("interrupted restore from %s: cannot stop the half-restored guest %s: %s",
+                 NULLSTR(image), name, virGetLastErrorMessage());
+        virResetLastError();
+        return;
+    }
+    VIR_WARN("recovered an interrupted restore from %s: the half-restored guest %s was stopped, the image is intact",
+             NULLSTR(image), name);
+}
+
+
+/* @fd is @path's, locked by us. */
+static void
+kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
+{
+    g_autoptr(GHashTable) kv = kvmsaveJournalParse(fd);
+    const char *kind = kv ? g_hash_table_lookup(kv, "kind") : NULL;
+    const char *phase = kv ? g_hash_table_lookup(kv, "phase") : NULL;
+
+    if (!kind || !phase)
+        VIR_WARN("removing job journal %s: it records nothing yet", path);
+    else if (STREQ(kind, "save"))
+        kvmsaveJournalRecoverSave(priv, kv, phase);
+    else if (STREQ(kind, "restore"))
+        kvmsaveJournalRecoverRestore(priv, kv, phase);
+    else
+        VIR_WARN("removing job journal %s of unknown kind '%s'", path, kind);
+    if (unlink(path) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove job journal %s: %s", path, g_strerror(errno));
+}
+
+
+void
+kvmsaveJournalRecover(kvmsaveConn *priv)
+{
+    g_autofree char *dir = kvmsaveJournalDir(priv);
+    g_autoptr(DIR) dh = NULL;
+    struct dirent *ent;
+
+    if (!(dh = opendir(dir)))
+        return;
+    while ((ent = readdir(dh))) {
+        g_autofree char *path = g_build_filename(dir, ent->d_name, NULL);
+        VIR_AUTOCLOSE fd = -1;
+
+        if (STREQ(ent->d_name, ".") || STREQ(ent->d_name, ".."))
+            continue;
+        if ((fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)) < 0)
+            continue;
+        if (kvmsaveJournalLock(fd, path) != 1) {
+            virResetLastError();
+            continue;           /* a live job */
+        }
+        if (ent->d_name[0] == '.')
+            unlink(path);       /* died before its journal had a name */
+        else
+            kvmsaveJournalRecoverOne(priv, path, fd);
+    }
+}

@@ -1,0 +1,150 @@
+"""A client killed (SIGKILL) at a random point of a save or a restore, in
+embedded mode: the process that dies holds the embedded driver.  The next
+connection to the root finishes or undoes the job from its journal; after
+it the guest runs on as before, or it is shut off with a complete image at
+the target, never anything in between, and its memory is intact.
+
+The kill points come from a seeded generator: the seed is printed, and
+KVMSAVE_KILL_SEED=N replays a run.  KVMSAVE_KILL_TRIALS sets the number of
+trials per operation (default 20)."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import module_env, sha256, started_guest
+
+TRIALS = int(os.environ.get('KVMSAVE_KILL_TRIALS', '20'))
+SEED = int(os.environ.get('KVMSAVE_KILL_SEED', str(int(time.time()))))
+# 20 ms per 4 MiB chunk: the stream of this guest lasts about half a second, so
+# the kill points spread over connect, pause, stream, finish and stop.
+CHUNK_DELAY_MS = '20'
+
+
+kenv = module_env('kvmsave-kill-')
+
+
+@pytest.fixture(scope='module')
+def kguest(kenv):
+    return started_guest(kenv, 'killguest', memory_mib=256, data_mib=64)
+
+
+def tool(env):
+    path = os.path.join(os.path.dirname(env.wrapper or ''), 'tools', 'kvmsave-image')
+    return path if env.wrapper else 'kvmsave-image'
+
+
+def killed(env, args, delay):
+    """Run virsh ARGS and SIGKILL it (its whole process group) after DELAY
+    seconds; returns its exit status (negative: killed)."""
+    p = subprocess.Popen(env.virsh.prefix + list(args), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, KVMSAVE_TEST_CHUNK_DELAY_MS=CHUNK_DELAY_MS))
+    try:
+        p.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+    return p.wait(timeout=60)
+
+
+def leftovers(env, kguest):
+    """Temporary image files and job journals: none may survive recovery."""
+    tmp = [f for f in os.listdir(env.images) if f.startswith('.kvmsave-')]
+    jobs = os.path.join(env.root, 'run', 'kvmsave', 'jobs')
+    journals = os.listdir(jobs) if os.path.isdir(jobs) else []
+    return tmp + journals
+
+
+def recovered_state(env, kguest):
+    # The first connection after the kill recovers; domstate opens one.
+    return kguest.state()
+
+
+def timed(env, args):
+    """Seconds of an uninterrupted virsh ARGS (with the same chunk delay):
+    the kill points spread over 0 to a little more than that."""
+    t = time.monotonic()
+    assert killed(env, args, 600) == 0
+    return time.monotonic() - t
+
+
+def recoveries(env, what):
+    """The log lines of recoveries of WHAT ('save' or 'restore') so far."""
+    log = os.path.join(env.root, 'log', 'kvmsave.log')
+    if not os.path.exists(log):
+        return []
+    with open(log, errors='replace') as fh:
+        return [l for l in fh if f'recovered an interrupted {what}' in l]
+
+
+def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest):
+    rng = random.Random(SEED)
+    print(f'seed {SEED} (KVMSAVE_KILL_SEED={SEED} replays this run)')
+    kguest.ensure_running()
+    calib = kenv.image('kill-calibrate.img')
+    for _ in range(2):          # the first one also probes QEMU's capabilities
+        span = timed(kenv, ['save', kguest.name, calib]) * 1.1
+        kenv.virsh.run('restore', calib)
+        os.unlink(calib)
+    outcomes = []
+    for i in range(TRIALS):
+        delay = rng.uniform(0.0, span)
+        where = f'seed {SEED}, trial {i}, kill after {delay:.3f} s'
+        img = kenv.image(f'kill-save-{i}.img')
+        kguest.ensure_running()
+        kguest.checkpoint()
+        rc = killed(kenv, ['save', kguest.name, img], delay)
+        state = recovered_state(kenv, kguest)
+        assert leftovers(kenv, kguest) == [], where
+        if os.path.exists(img):
+            # Complete and valid, and the guest is gone.
+            assert state == 'shut off', (where, state)
+            subprocess.run([tool(kenv), 'verify', img], check=True,
+                           capture_output=True)
+            kenv.virsh.run('restore', img)
+            os.unlink(img)
+            outcomes.append('saved' if rc == 0 else 'killed, image completed')
+        else:
+            assert state == 'running', (where, state)
+            outcomes.append('killed, guest resumed' if rc != 0 else 'saved?')
+        kguest.assert_continued()
+        print(f'{where}: {outcomes[-1]}')
+    print('outcomes:', {o: outcomes.count(o) for o in set(outcomes)})
+    assert recoveries(kenv, 'save'), 'no kill landed inside a save job'
+
+
+def test_killed_restores_leave_the_guest_restored_or_shut_off_with_the_image(kenv, kguest):
+    rng = random.Random(SEED + 1)
+    print(f'seed {SEED} (KVMSAVE_KILL_SEED={SEED} replays this run)')
+    img = kenv.image('kill-restore.img')
+    kguest.ensure_running()
+    for _ in range(2):
+        kenv.virsh.run('save', kguest.name, img)
+        span = timed(kenv, ['restore', img]) * 1.1
+    outcomes = []
+    for i in range(TRIALS):
+        delay = rng.uniform(0.0, span)
+        where = f'seed {SEED}, trial {i}, kill after {delay:.3f} s'
+        kguest.ensure_running()
+        kenv.virsh.run('save', kguest.name, img)
+        kguest.checkpoint()
+        before = sha256(img)
+        rc = killed(kenv, ['restore', img], delay)
+        state = recovered_state(kenv, kguest)
+        assert leftovers(kenv, kguest) == [], where
+        assert sha256(img) == before, where
+        if state == 'shut off':
+            kenv.virsh.run('restore', img)
+            outcomes.append('killed, restore undone')
+        else:
+            # Never half-restored: a restored guest runs (the image says so).
+            assert state == 'running', (where, state)
+            outcomes.append('restored' if rc == 0 else 'killed, restore finished')
+        kguest.assert_continued()
+        print(f'{where}: {outcomes[-1]}')
+    print('outcomes:', {o: outcomes.count(o) for o in set(outcomes)})
+    assert recoveries(kenv, 'restore'), 'no kill landed inside a restore job'

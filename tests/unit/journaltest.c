@@ -1,0 +1,204 @@
+/*
+ * journaltest.c: unit tests of the job journal (kvmsave_journal.c): its
+ * lock tells a live job from a dead one, and recovery of a dead save that
+ * had not paused its guest removes what it left. (Recovery of guests:
+ * tests/integration/test_kill.py.)
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "kvmsave_journal.h"
+#include "viruuid.h"
+
+static const unsigned char uuid[VIR_UUID_BUFLEN] = {
+    0x6b, 0x61, 0x65, 0x6e, 0x00, 0x01, 0x40, 0x00,
+    0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+};
+
+
+/* A connection with a root and no inner driver: recovery then finds no
+ * guest to stop or resume. */
+static kvmsaveConn *
+testConn(void)
+{
+    kvmsaveConn *priv = g_new0(kvmsaveConn, 1);
+
+    priv->root = g_dir_make_tmp("kvmsave-journaltest-XXXXXX", NULL);
+    ck_assert_ptr_nonnull(priv->root);
+    return priv;
+}
+
+
+static void
+testConnFree(kvmsaveConn *priv)
+{
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", priv->root);
+
+    ck_assert_int_eq(system(cmd), 0);
+    g_free(priv->root);
+    g_free(priv);
+}
+
+
+static char *
+journalPath(kvmsaveConn *priv)
+{
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+
+    virUUIDFormat(uuid, uuidstr);
+    return g_strdup_printf("%s/run/kvmsave/jobs/%s.job", priv->root, uuidstr);
+}
+
+
+/* In a child: begin a save journal that names @temp, reach "prepared",
+ * tell the parent through @ready, then wait to be killed. */
+static pid_t
+childJob(kvmsaveConn *priv, const char *temp)
+{
+    int ready[2];
+    pid_t pid;
+    char c;
+
+    ck_assert_int_eq(pipe(ready), 0);
+    if ((pid = fork()) == 0) {
+        kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE);
+
+        if (!j)
+            _exit(1);
+        kvmsaveJournalSet(j, "name", "guest\nwith a newline");
+        kvmsaveJournalSet(j, "temp", temp);
+        kvmsaveJournalSetInt(j, "paused", 1);
+        if (kvmsaveJournalWrite(j, "prepared") < 0)
+            _exit(2);
+        ignore_value(write(ready[1], "r", 1));
+        pause();
+        _exit(0);
+    }
+    close(ready[1]);
+    ck_assert_int_eq(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    return pid;
+}
+
+
+static void
+killChild(pid_t pid)
+{
+    int status;
+
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+}
+
+
+START_TEST(test_live_journal_of_another_process_refuses_a_second_job)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *temp = g_build_filename(priv->root, ".kvmsave-x.tmp", NULL);
+    g_autofree char *path = journalPath(priv);
+    pid_t pid = childJob(priv, temp);
+
+    virResetLastError();
+    ck_assert_ptr_null(kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE));
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_INVALID,
+                    "another save/restore job is running for this guest (in another process)");
+    /* A live job is not recovered. */
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(path, F_OK), 0);
+
+    killChild(pid);
+    testConnFree(priv);
+}
+END_TEST
+
+
+/* The journal of a save killed after it created its temporary file,
+ * which it returns. */
+static char *
+deadSave(kvmsaveConn *priv)
+{
+    char *temp = g_build_filename(priv->root, ".kvmsave-x.tmp", NULL);
+    g_autofree char *path = journalPath(priv);
+
+    ck_assert(g_file_set_contents(temp, "partial image", -1, NULL));
+    killChild(childJob(priv, temp));
+    ck_assert_int_eq(access(path, F_OK), 0);
+    return temp;
+}
+
+
+START_TEST(test_dead_save_is_recovered_on_open)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    g_autofree char *temp = deadSave(priv);
+
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(temp, F_OK), -1);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    testConnFree(priv);
+}
+END_TEST
+
+
+START_TEST(test_dead_journal_is_recovered_when_a_job_begins)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    g_autofree char *temp = deadSave(priv);
+    kvmsaveJournal *j;
+
+    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE));
+    ck_assert_int_eq(access(temp, F_OK), -1);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    kvmsaveJournalEnd(j);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    testConnFree(priv);
+}
+END_TEST
+
+
+START_TEST(test_ended_job_leaves_no_journal_and_frees_the_guest)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE);
+
+    ck_assert_ptr_nonnull(j);
+    kvmsaveJournalSet(j, "image", "/images/a b.img");
+    ck_assert_int_eq(kvmsaveJournalWrite(j, "starting"), 0);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    kvmsaveJournalEnd(j);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE));
+    kvmsaveJournalEnd(j);
+    testConnFree(priv);
+}
+END_TEST
+
+
+static Suite *
+journalSuite(void)
+{
+    Suite *s = suite_create("kvmsave_journal");
+    TCase *tc = ktTCase("journal", 30);
+
+    tcase_add_test(tc, test_live_journal_of_another_process_refuses_a_second_job);
+    tcase_add_test(tc, test_dead_save_is_recovered_on_open);
+    tcase_add_test(tc, test_dead_journal_is_recovered_when_a_job_begins);
+    tcase_add_test(tc, test_ended_job_leaves_no_journal_and_frees_the_guest);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+
+int
+main(void)
+{
+    return ktRunSuite(journalSuite);
+}
