@@ -267,57 +267,6 @@ def save_stages(path, run, qemu):
     return seg
 
 
-class Reaper(threading.Thread):
-    """--reap: this process becomes a child subreaper and reaps QEMU at once.
-
-    QEMU daemonizes, so its parent is the nearest subreaper: normally PID 1,
-    which on a usual host (systemd) reaps it at once.  In some containers
-    PID 1 reaps slowly, and libvirt's kill of QEMU waits until the zombie is
-    gone.  With PR_SET_CHILD_SUBREAPER the QEMUs that virsh starts from here
-    on become this process's children; this thread reaps any that exited
-    (zombie QEMUs only: virsh and dd are waited for by their callers).
-    """
-
-    PR_SET_CHILD_SUBREAPER = 36
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
-        self.reaped = 0
-
-    @staticmethod
-    def children():
-        pids = set()
-        for tid in os.listdir('/proc/self/task'):
-            try:
-                with open(f'/proc/self/task/{tid}/children') as fh:
-                    pids.update(int(x) for x in fh.read().split())
-            except OSError:
-                pass
-        return pids
-
-    def run(self):
-        while True:
-            for pid in self.children():
-                try:
-                    with open(f'/proc/{pid}/stat') as fh:
-                        stat = fh.read()
-                except OSError:
-                    continue
-                comm = stat[stat.find('(') + 1:stat.rfind(')')]
-                state = stat[stat.rfind(')') + 2:].split()[0]
-                if state == 'Z' and comm.startswith('qemu'):
-                    try:
-                        os.waitpid(pid, os.WNOHANG)
-                        self.reaped += 1
-                    except ChildProcessError:
-                        pass
-            time.sleep(0.002)
-
-
 class QemuWatch(threading.Thread):
     """Watches a QEMU process: when it exits (zombie) and when it is gone.
 
@@ -736,7 +685,7 @@ class Bench:
         a = self.args
         self.machine = machine_info(a.dir)
         if a.reap:
-            Reaper().start()
+            h.QemuReaper(interval=0.002).start()
         self.setup()
         for rep in range(a.repeat):
             # Alternate the order of the drivers from one repeat to the next.

@@ -14,8 +14,9 @@ import uuid as uuidlib
 
 import pytest
 
-from kvmsave_harness import (Console, Virsh, cleanup_root, console_path,
-                             domain_xml, ensure_guest, make_root, run_python)
+from kvmsave_harness import (Console, QemuReaper, Virsh, cleanup_root,
+                             console_path, domain_xml, ensure_guest, make_root,
+                             run_python)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
@@ -187,6 +188,17 @@ def started_guest(env, name, **kw):
     g.define()
     g.start()
     return g
+
+
+@pytest.fixture(scope='session', autouse=True)
+def qemu_reaper():
+    """The QEMUs the tests start are reaped as soon as they exit, as
+    systemd would: where PID 1 reaps late (this project's containers),
+    every stop of a QEMU would otherwise wait for it, 1-2 s, because
+    libvirt polls until the process is gone."""
+    reaper = QemuReaper()
+    reaper.start()
+    return reaper
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 from collections import namedtuple
 from xml.sax.saxutils import escape, quoteattr
@@ -463,6 +464,59 @@ class Console:
             return None
         return self._wait(f'the guest to continue after heartbeat {before_n} of boot '
                           f'{boot_id} with memory md5 {md5}', timeout, check)
+
+
+class QemuReaper(threading.Thread):
+    """This process becomes a child subreaper and reaps exited QEMUs at once.
+
+    QEMU daemonizes, so its parent is the nearest subreaper: normally PID 1,
+    which on a usual host (systemd) reaps it at once.  In some containers
+    PID 1 reaps slowly, and libvirt's kill of QEMU waits until the zombie is
+    gone.  With PR_SET_CHILD_SUBREAPER the QEMUs that virsh starts from here
+    on become this process's children; this thread reaps any that exited
+    (zombie QEMUs only: virsh, dd and the like are waited for by whoever
+    started them).  Used by bench.py --reap and by the integration tests.
+    """
+
+    PR_SET_CHILD_SUBREAPER = 36
+
+    def __init__(self, interval=0.01):
+        super().__init__(daemon=True)
+        self.interval = interval
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
+        self.reaped = 0
+
+    @staticmethod
+    def children():
+        pids = set()
+        for tid in os.listdir('/proc/self/task'):
+            try:
+                with open(f'/proc/self/task/{tid}/children') as fh:
+                    pids.update(int(x) for x in fh.read().split())
+            except OSError:
+                pass
+        return pids
+
+    def run(self):
+        while True:
+            for pid in self.children():
+                try:
+                    with open(f'/proc/{pid}/stat') as fh:
+                        stat = fh.read()
+                except OSError:
+                    continue
+                comm = stat[stat.find('(') + 1:stat.rfind(')')]
+                state = stat[stat.rfind(')') + 2:].split()[0]
+                if state == 'Z' and comm.startswith('qemu'):
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                        self.reaped += 1
+                    except ChildProcessError:
+                        pass
+            time.sleep(self.interval)
 
 
 # ---------------------------------------------------------------------------
