@@ -12,6 +12,7 @@
 
 #include <fcntl.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmsave_journal.h"
@@ -19,6 +20,7 @@
 #include "kvmsave_job.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_save.h"
+#include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
 #include "virlog.h"
@@ -50,18 +52,32 @@ kvmsaveJournalDir(kvmsaveConn *priv)
 }
 
 
-/* 1 if this process now holds the lock of @fd, 0 if another one does. */
+enum {
+    KVMSAVE_JOURNAL_LOCK_HELD = 0,      /* another process holds it: live */
+    KVMSAVE_JOURNAL_LOCK_OURS = 1,      /* ours now, and still named @path */
+    KVMSAVE_JOURNAL_LOCK_GONE = 2,      /* ours, but removed meanwhile */
+};
+
+/* Lock @fd, opened from @path; -1 on error. A file another process
+ * recovered or ended between our open and our lock is no longer @path's:
+ * it must not be recovered (again), nor @path removed for it. */
 static int
 kvmsaveJournalLock(int fd, const char *path)
 {
     struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    struct stat fsb;
+    struct stat psb;
 
-    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
-        return 1;
-    if (errno == EAGAIN || errno == EACCES)
-        return 0;
-    virReportSystemError(errno, _("cannot lock job journal '%s'"), path);
-    return -1;
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+        if (errno == EAGAIN || errno == EACCES)
+            return KVMSAVE_JOURNAL_LOCK_HELD;
+        virReportSystemError(errno, _("cannot lock job journal '%s'"), path);
+        return -1;
+    }
+    if (fstat(fd, &fsb) < 0 || stat(path, &psb) < 0 ||
+        fsb.st_ino != psb.st_ino || fsb.st_dev != psb.st_dev)
+        return KVMSAVE_JOURNAL_LOCK_GONE;
+    return KVMSAVE_JOURNAL_LOCK_OURS;
 }
 
 
@@ -70,7 +86,7 @@ static void kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd
 
 kvmsaveJournal *
 kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
-                    kvmsaveJournalKind kind)
+                    kvmsaveJournalKind kind, bool *recovered)
 {
     g_autofree char *dir = kvmsaveJournalDir(priv);
     g_autofree char *tmp = NULL;
@@ -94,21 +110,29 @@ kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
 
         if (rc < 0)
             return NULL;
-        if (rc == 0) {
+        if (rc == KVMSAVE_JOURNAL_LOCK_HELD) {
             virReportError(VIR_ERR_OPERATION_INVALID, "%s",
                            _("another save/restore job is running for this guest (in another process)"));
             return NULL;
         }
-        kvmsaveJournalRecoverOne(priv, path, old);
+        if (rc == KVMSAVE_JOURNAL_LOCK_OURS) {
+            kvmsaveJournalRecoverOne(priv, path, old);
+            if (recovered)
+                *recovered = true;
+        }
     }
 
-    /* Locked before it has its name, so no one sees it unlocked. */
+    /* Locked before it has its name, so no job sees it unlocked; recovery
+     * leaves young unnamed journals alone (kvmsaveJournalRecover). */
     tmp = g_strdup_printf("%s/.%s-XXXXXX", dir, uuidstr);
     if ((fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0600)) < 0) {
         virReportSystemError(errno, _("cannot create a job journal in '%s'"), dir);
         return NULL;
     }
-    if (kvmsaveJournalLock(fd, tmp) <= 0) {
+    if (kvmsaveJournalLock(fd, tmp) != KVMSAVE_JOURNAL_LOCK_OURS) {
+        if (virGetLastErrorCode() == VIR_ERR_OK)
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("cannot lock job journal '%s'"), tmp);
         unlink(tmp);
         return NULL;
     }
@@ -155,17 +179,26 @@ kvmsaveJournalSetInt(kvmsaveJournal *j, const char *key, long long value)
 }
 
 
+/* The first line checks the rest: a rewrite cut short by a kill (a write
+ * can stop between pages) mixes new and old text and must not be read. */
+#define KVMSAVE_JOURNAL_CHECK_FMT "check=%08x %zu\n"
+
 int
 kvmsaveJournalWrite(kvmsaveJournal *j, const char *phase)
 {
-    g_autofree char *text = g_strdup_printf("kind=%s\nphase=%s\n%s",
+    g_autofree char *body = g_strdup_printf("kind=%s\nphase=%s\n%s",
                                             kvmsaveJournalKindName(j->kind),
                                             phase, j->fields->str);
+    size_t blen = strlen(body);
+    g_autofree char *text = g_strdup_printf(KVMSAVE_JOURNAL_CHECK_FMT "%s",
+                                            kvmsaveCrc32c(0, body, blen),
+                                            blen, body);
     size_t len = strlen(text);
+    ssize_t n = pwrite(j->fd, text, len, 0);
 
-    /* One small pwrite: a killed process leaves all of it or none. */
-    if (pwrite(j->fd, text, len, 0) != (ssize_t) len ||
-        ftruncate(j->fd, len) < 0) {
+    if (n >= 0 && n != (ssize_t) len)
+        errno = EIO;
+    if (n != (ssize_t) len || ftruncate(j->fd, len) < 0) {
         virReportSystemError(errno, _("cannot write job journal '%s'"), j->path);
         return -1;
     }
@@ -190,21 +223,30 @@ kvmsaveJournalEnd(kvmsaveJournal *j)
 
 /* ---- recovery ----------------------------------------------------------- */
 
+/* The fields of a journal, or NULL if it is empty, torn or unreadable. */
 static GHashTable *
 kvmsaveJournalParse(int fd)
 {
     g_autoptr(GHashTable) kv = g_hash_table_new_full(g_str_hash, g_str_equal,
                                                      g_free, g_free);
-    g_autofree char *text = NULL;
+    g_autofree char *buf = NULL;
     g_auto(GStrv) lines = NULL;
-    char buf[8192];
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    struct stat sb;
+    const char *body;
+    unsigned int crc;
+    size_t blen;
+    ssize_t n;
     size_t i;
 
-    if (n < 0)
+    if (fstat(fd, &sb) < 0 || sb.st_size == 0 || sb.st_size > 1024 * 1024)
         return NULL;
-    buf[n] = '\0';
-    lines = g_strsplit(buf, "\n", -1);
+    buf = g_new0(char, sb.st_size + 1);
+    if ((n = pread(fd, buf, sb.st_size, 0)) != sb.st_size ||
+        sscanf(buf, "check=%08x %zu\n", &crc, &blen) != 2 ||
+        !(body = strchr(buf, '\n')) ||
+        strlen(++body) != blen || kvmsaveCrc32c(0, body, blen) != crc)
+        return NULL;
+    lines = g_strsplit(body, "\n", -1);
     for (i = 0; lines[i]; i++) {
         char *eq = strchr(lines[i], '=');
 
@@ -371,7 +413,10 @@ kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
     const char *kind = kv ? g_hash_table_lookup(kv, "kind") : NULL;
     const char *phase = kv ? g_hash_table_lookup(kv, "phase") : NULL;
 
-    if (!kind || !phase)
+    if (!kv)
+        VIR_WARN("removing job journal %s: it is empty or was cut short by the kill; check the guest and the target directory of its job",
+                 path);
+    else if (!kind || !phase)
         VIR_WARN("removing job journal %s: it records nothing yet", path);
     else if (STREQ(kind, "save"))
         kvmsaveJournalRecoverSave(priv, kv, phase);
@@ -390,6 +435,7 @@ kvmsaveJournalRecover(kvmsaveConn *priv)
     g_autofree char *dir = kvmsaveJournalDir(priv);
     g_autoptr(DIR) dh = NULL;
     struct dirent *ent;
+    struct stat sb;
 
     if (!(dh = opendir(dir)))
         return;
@@ -401,13 +447,17 @@ kvmsaveJournalRecover(kvmsaveConn *priv)
             continue;
         if ((fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)) < 0)
             continue;
-        if (kvmsaveJournalLock(fd, path) != 1) {
+        if (kvmsaveJournalLock(fd, path) != KVMSAVE_JOURNAL_LOCK_OURS) {
             virResetLastError();
-            continue;           /* a live job */
+            continue;           /* a live job, or one just ended */
         }
-        if (ent->d_name[0] == '.')
-            unlink(path);       /* died before its journal had a name */
-        else
+        if (ent->d_name[0] == '.') {
+            /* Died before its journal had a name; a young one may be a
+             * live job between creating and locking it. */
+            if (fstat(fd, &sb) == 0 && sb.st_mtime < time(NULL) - 60)
+                unlink(path);
+        } else {
             kvmsaveJournalRecoverOne(priv, path, fd);
+        }
     }
 }

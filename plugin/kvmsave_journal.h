@@ -21,10 +21,13 @@ typedef enum {
 
 /* Start the journal of a job on guest @uuid (not written until the first
  * kvmsaveJournalWrite). A live journal of another process for the same
- * guest: VIR_ERR_OPERATION_INVALID, as a second job in this process. */
+ * guest: VIR_ERR_OPERATION_INVALID, as a second job in this process. A
+ * dead one is recovered first, and *@recovered (if given) set: that may
+ * have put a new image in place, which a restore must then read. */
 kvmsaveJournal *kvmsaveJournalBegin(kvmsaveConn *priv,
                                     const unsigned char *uuid,
-                                    kvmsaveJournalKind kind);
+                                    kvmsaveJournalKind kind,
+                                    bool *recovered);
 
 /* Set a field (kept until the next write). */
 void kvmsaveJournalSet(kvmsaveJournal *j, const char *key, const char *value);

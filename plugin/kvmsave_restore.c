@@ -113,6 +113,30 @@ kvmsaveRestorePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
 }
 
 
+/* Open the image at @path, check @dxml against it, and make the XML to
+ * start its QEMU with. */
+static int
+kvmsaveRestoreOpen(const char *path, const char *dxml, int channels,
+                   unsigned int flags, kvmsaveImageReader **reader,
+                   char **startxml)
+{
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    const kvmsaveImageHeader *hdr;
+
+    if (!(r = kvmsaveImageOpen(path, (flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) ?
+                               KVMSAVE_IMAGE_IO_DIRECT : KVMSAVE_IMAGE_IO_STREAM)))
+        return -1;
+    hdr = kvmsaveImageReaderHeader(r);
+    kvmsaveImageReaderSetThreads(r, channels);
+    if (dxml && kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
+        return -1;
+    if (!(*startxml = kvmsaveXMLWithIncoming(dxml ? dxml : hdr->xml)))
+        return -1;
+    *reader = g_steal_pointer(&r);
+    return 0;
+}
+
+
 virDomainPtr
 kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
                      const char *dxml, int channels, unsigned int flags)
@@ -136,23 +160,37 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     kvmsaveJournal *journal = NULL;
     int rc;
 
-    if (!(reader = kvmsaveImageOpen(path, (flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) ?
-                                      KVMSAVE_IMAGE_IO_DIRECT :
-                                      KVMSAVE_IMAGE_IO_STREAM)))
+    bool recovered = false;
+
+    if (kvmsaveRestoreOpen(path, dxml, channels, flags, &reader, &startxml) < 0)
         return NULL;
     hdr = kvmsaveImageReaderHeader(reader);
-    kvmsaveImageReaderSetThreads(reader, channels);
-
-    if (dxml && kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
-        return NULL;
-    if (!(startxml = kvmsaveXMLWithIncoming(dxml ? dxml : hdr->xml)))
-        return NULL;
 
     if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_RESTORE)))
         return NULL;
-    kvmsaveJobSetTotal(job, kvmsaveImageReaderTrailer(reader)->streamBytes);
-    if (!(journal = kvmsaveJournalBegin(priv, hdr->uuid, KVMSAVE_JOURNAL_RESTORE)))
+    if (!(journal = kvmsaveJournalBegin(priv, hdr->uuid, KVMSAVE_JOURNAL_RESTORE,
+                                        &recovered)))
         goto cleanup;
+    if (recovered) {
+        /* A killed save of this guest was just finished, which may have
+         * put its new image at @path: restore what is there now. */
+        unsigned char uuid[VIR_UUID_BUFLEN];
+
+        memcpy(uuid, hdr->uuid, VIR_UUID_BUFLEN);
+        g_clear_pointer(&reader, kvmsaveImageReaderFree);
+        g_clear_pointer(&startxml, g_free);
+        hdr = NULL;
+        if (kvmsaveRestoreOpen(path, dxml, channels, flags, &reader, &startxml) < 0)
+            goto cleanup;
+        hdr = kvmsaveImageReaderHeader(reader);
+        if (memcmp(uuid, hdr->uuid, VIR_UUID_BUFLEN) != 0) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("save image '%s' was replaced by another guest's while it was opened; try again"),
+                           path);
+            goto cleanup;
+        }
+    }
+    kvmsaveJobSetTotal(job, kvmsaveImageReaderTrailer(reader)->streamBytes);
     kvmsaveJournalSet(journal, "image", path);
 
     /* The original design's lookup: the image names its guest by UUID. */

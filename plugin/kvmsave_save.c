@@ -112,7 +112,14 @@ kvmsaveCommitTemp(const char *tmppath, const char *path)
                              path);
         return -1;
     }
-    return kvmsaveSyncParentDir(path);
+    /* Renamed is done: the image is in place and the guest must go. A
+     * failed directory sync only weakens durability against a host crash. */
+    if (kvmsaveSyncParentDir(path) < 0) {
+        VIR_WARN("save image %s is in place, but its directory could not be synced: %s",
+                 path, virGetLastErrorMessage());
+        virResetLastError();
+    }
+    return 0;
 }
 
 
@@ -273,7 +280,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         return -1;
     if (!(job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)))
         return -1;
-    if (!(journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE)))
+    if (!(journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL)))
         goto cleanup;
 
     /* Check everything we can before touching the guest. */

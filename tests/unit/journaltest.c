@@ -66,7 +66,7 @@ childJob(kvmsaveConn *priv, const char *temp)
 
     ck_assert_int_eq(pipe(ready), 0);
     if ((pid = fork()) == 0) {
-        kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE);
+        kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL);
 
         if (!j)
             _exit(1);
@@ -104,7 +104,7 @@ START_TEST(test_live_journal_of_another_process_refuses_a_second_job)
     pid_t pid = childJob(priv, temp);
 
     virResetLastError();
-    ck_assert_ptr_null(kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE));
+    ck_assert_ptr_null(kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE, NULL));
     KT_ASSERT_ERROR(VIR_ERR_OPERATION_INVALID,
                     "another save/restore job is running for this guest (in another process)");
     /* A live job is not recovered. */
@@ -152,8 +152,11 @@ START_TEST(test_dead_journal_is_recovered_when_a_job_begins)
     g_autofree char *path = journalPath(priv);
     g_autofree char *temp = deadSave(priv);
     kvmsaveJournal *j;
+    bool recovered = false;
 
-    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE));
+    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE,
+                                                  &recovered));
+    ck_assert(recovered);
     ck_assert_int_eq(access(temp, F_OK), -1);
     ck_assert_int_eq(access(path, F_OK), 0);
     kvmsaveJournalEnd(j);
@@ -163,11 +166,33 @@ START_TEST(test_dead_journal_is_recovered_when_a_job_begins)
 END_TEST
 
 
+/* A journal whose rewrite a kill cut short mixes two versions: its check
+ * line does not match, so recovery acts on none of it. */
+START_TEST(test_torn_journal_is_removed_without_acting_on_it)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    g_autofree char *temp = deadSave(priv);
+    g_autofree char *text = NULL;
+    size_t len;
+
+    ck_assert(g_file_get_contents(path, &text, &len, NULL));
+    text[len - 2] ^= 1;     /* a byte of the last field */
+    ck_assert(g_file_set_contents(path, text, len, NULL));
+
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ck_assert_int_eq(access(temp, F_OK), 0);
+    testConnFree(priv);
+}
+END_TEST
+
+
 START_TEST(test_ended_job_leaves_no_journal_and_frees_the_guest)
 {
     kvmsaveConn *priv = testConn();
     g_autofree char *path = journalPath(priv);
-    kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE);
+    kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE, NULL);
 
     ck_assert_ptr_nonnull(j);
     kvmsaveJournalSet(j, "image", "/images/a b.img");
@@ -175,7 +200,7 @@ START_TEST(test_ended_job_leaves_no_journal_and_frees_the_guest)
     ck_assert_int_eq(access(path, F_OK), 0);
     kvmsaveJournalEnd(j);
     ck_assert_int_eq(access(path, F_OK), -1);
-    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE));
+    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL));
     kvmsaveJournalEnd(j);
     testConnFree(priv);
 }
@@ -191,6 +216,7 @@ journalSuite(void)
     tcase_add_test(tc, test_live_journal_of_another_process_refuses_a_second_job);
     tcase_add_test(tc, test_dead_save_is_recovered_on_open);
     tcase_add_test(tc, test_dead_journal_is_recovered_when_a_job_begins);
+    tcase_add_test(tc, test_torn_journal_is_removed_without_acting_on_it);
     tcase_add_test(tc, test_ended_job_leaves_no_journal_and_frees_the_guest);
     suite_add_tcase(s, tc);
     return s;
