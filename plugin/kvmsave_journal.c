@@ -12,6 +12,8 @@
 
 #include <fcntl.h>
 #include <dirent.h>
+#include <ftw.h>
+#include <glob.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -358,6 +360,71 @@ kvmsaveJournalRecoverSave(kvmsaveConn *priv, GHashTable *kv, const char *phase)
 }
 
 
+/* libvirt's machine name for guest @name of the embedded root: the
+ * characters virDomainDriverGenerateMachineName keeps. */
+static void
+kvmsaveJournalMachineNameAppend(GString *buf, const char *name)
+{
+    bool skip = true;
+
+    for (; *name && buf->len < 64; name++) {
+        if (*name == '.' || *name == '-') {
+            if (!skip)
+                g_string_append_c(buf, *name);
+            skip = true;
+        } else if (g_ascii_isalnum(*name)) {
+            g_string_append_c(buf, *name);
+            skip = false;
+        }
+    }
+    while (buf->len > 0 && strchr("-.", buf->str[buf->len - 1]))
+        g_string_truncate(buf, buf->len - 1);
+}
+
+
+static int
+kvmsaveJournalRmdir(const char *path, const struct stat *sb G_GNUC_UNUSED,
+                    int type, struct FTW *ftw G_GNUC_UNUSED)
+{
+    if (type == FTW_DP)
+        ignore_value(rmdir(path));      /* fails while a task is in it */
+    return 0;
+}
+
+
+/* libvirt 9.0 makes a cgroup v1 cpuset group with mkdir and only then
+ * copies its parent's CPUs and memory nodes into it. A client killed in
+ * between leaves an empty cpuset that the next start of the guest reuses
+ * as it is, and fails ("Unable to write to '.../tasks': No space left on
+ * device"). Once the guest is known not to run, its groups go. */
+static void
+kvmsaveJournalRemoveStaleCgroups(kvmsaveConn *priv, const char *name)
+{
+    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256,
+                                                          priv->root, -1);
+    g_autoptr(GString) machine = g_string_new(NULL);
+    g_autofree char *pattern = NULL;
+    glob_t g = { 0 };
+    size_t i;
+
+    if (!hash || !name)
+        return;
+    kvmsaveJournalMachineNameAppend(machine, name);
+    pattern = g_strdup_printf("/sys/fs/cgroup/*/machine/qemu-embed-%.8s-*-%s.libvirt-qemu",
+                              hash, machine->str);
+    if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0) {
+        for (i = 0; i < g.gl_pathc; i++) {
+            ignore_value(nftw(g.gl_pathv[i], kvmsaveJournalRmdir, 8,
+                              FTW_DEPTH | FTW_PHYS));
+            if (access(g.gl_pathv[i], F_OK) < 0)
+                VIR_WARN("removed the cgroup %s that a killed start of guest %s left",
+                         g.gl_pathv[i], name);
+        }
+    }
+    globfree(&g);
+}
+
+
 /* A restore: a guest whose state was not all loaded is stopped (the image
  * was only ever read); a loaded one is resumed as the restore would have. */
 static void
@@ -369,7 +436,8 @@ kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phas
     const char *name = dom ? virDomainGetName(dom) : NULL;
 
     if (!dom) {
-        VIR_WARN("recovered an interrupted restore from %s: nothing was started",
+        kvmsaveJournalRemoveStaleCgroups(priv, g_hash_table_lookup(kv, "name"));
+        VIR_WARN("recovered an interrupted restore from %s: the guest is not running, the image is intact",
                  NULLSTR(image));
         return;
     }

@@ -192,6 +192,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     }
     kvmsaveJobSetTotal(job, kvmsaveImageReaderTrailer(reader)->streamBytes);
     kvmsaveJournalSet(journal, "image", path);
+    kvmsaveJournalSet(journal, "name", hdr->name);
 
     /* The original design's lookup: the image names its guest by UUID. */
     if ((existing = virDomainLookupByUUID(priv->inner, hdr->uuid))) {
