@@ -194,15 +194,15 @@ import glob, os, threading
 def fill():
     while not glob.glob(os.path.join(DIR, '.kvmsave-*.tmp')):
         time.sleep(0.005)
+    # Write until the file system is full: the save writes meanwhile, so
+    # a size taken from statvfs beforehand may no longer fit.
     fd = os.open(os.path.join(DIR, 'filler'), os.O_WRONLY | os.O_CREAT, 0o600)
-    st = os.statvfs(DIR)
-    size = st.f_bfree * st.f_frsize
-    while size > 0:
-        try:
-            os.posix_fallocate(fd, 0, size)
-            break
-        except OSError:
-            size -= 1 << 20
+    block = b'\0' * (1 << 20)
+    try:
+        while True:
+            os.write(fd, block)
+    except OSError:
+        pass
     os.close(fd)
 filler = threading.Thread(target=fill)
 filler.start()
