@@ -284,14 +284,13 @@ class QemuWatch(threading.Thread):
     def run(self):
         path = f'/proc/{self.pid}/stat'
         while not self._halt.is_set():
-            try:
-                with open(path) as fh:
-                    state = fh.read().rsplit(')', 1)[1].split()[0]
-            except (OSError, IndexError):
+            st = h.proc_stat(path)
+            if not st:
                 self.gone = time.time()
                 if self.zombie is None:
                     self.zombie = self.gone
                 return
+            state = st[1][0]
             if state in ('Z', 'X') and self.zombie is None:
                 self.zombie = time.time()
             time.sleep(0.002)

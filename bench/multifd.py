@@ -108,6 +108,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, '..'))
+sys.path.insert(0, os.path.join(TOP, 'tests', 'integration'))
+from kvmsave_harness import proc_stat   # noqa: E402
 DEFAULT_GUEST_DIR = '/var/cache/kvmsave-bench/multifd-guest'
 QEMU = 'qemu-system-x86_64'
 
@@ -227,8 +229,10 @@ def migration_done(e):
 
 def proc_cpu(pid):
     """utime+stime of a process (all its threads, dead ones too), seconds."""
-    with open(f'/proc/{pid}/stat') as fh:
-        f = fh.read().rsplit(')', 1)[1].split()
+    st = proc_stat(f'/proc/{pid}/stat')
+    if not st:
+        raise ProcessLookupError(pid)
+    f = st[1]
     return (int(f[11]) + int(f[12])) / CLK_TCK
 
 
@@ -253,14 +257,10 @@ class ThreadSampler:
         except OSError:
             return out
         for tid in tids:
-            try:
-                with open(f'/proc/{self.pid}/task/{tid}/stat') as fh:
-                    s = fh.read()
-            except OSError:
-                continue
-            comm = s[s.index('(') + 1:s.rindex(')')]
-            f = s.rsplit(')', 1)[1].split()
-            out[tid] = (comm, (int(f[11]) + int(f[12])) / CLK_TCK)
+            st = proc_stat(f'/proc/{self.pid}/task/{tid}/stat')
+            if st:
+                f = st[1]
+                out[tid] = (st[0], (int(f[11]) + int(f[12])) / CLK_TCK)
         return out
 
     def _run(self):
@@ -497,21 +497,16 @@ def save(src, channels, outdir, sockdir, to_disk, timeout):
         return os.path.join(outdir, f'c{channels}-{tag}-{i}.bin') if to_disk else None
 
     drop_caches()
-    if channels == 'fd':
-        rfd, wfd = os.pipe2(os.O_CLOEXEC)
-        fcntl.fcntl(wfd, F_SETPIPE_SZ, PIPE_SIZE)
-        qmp.cmd('getfd', {'fdname': 'bench'}, fds=[wfd])
-        os.close(wfd)
-        r = Receiver(rfd, target(0), 0)
-        receivers.append(r)
-        r.start()
-        uri = 'fd:bench'
-        lst = None
-    elif channels == 'fdsock':
-        mine, qemus = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        qmp.cmd('getfd', {'fdname': 'bench'}, fds=[qemus.fileno()])
-        qemus.close()
-        mine.settimeout(timeout)
+    if channels in ('fd', 'fdsock'):
+        if channels == 'fd':
+            mine, theirs = os.pipe2(os.O_CLOEXEC)
+            fcntl.fcntl(theirs, F_SETPIPE_SZ, PIPE_SIZE)
+        else:
+            mine, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            mine.settimeout(timeout)
+            theirs = peer.detach()
+        qmp.cmd('getfd', {'fdname': 'bench'}, fds=[theirs])
+        os.close(theirs)
         r = Receiver(mine, target(0), 0)
         receivers.append(r)
         r.start()
@@ -693,15 +688,15 @@ class Watch(threading.Thread):
         for pid in os.listdir('/proc'):
             if not pid.isdigit():
                 continue
+            st = proc_stat(f'/proc/{pid}/stat')
             try:
-                with open(f'/proc/{pid}/stat') as fh:
-                    st = fh.read()
                 with open(f'/proc/{pid}/cmdline', 'rb') as fh:
                     cmd = fh.read().replace(b'\0', b' ').decode('utf-8', 'replace').strip()
             except OSError:
                 continue
-            comm = st[st.index('(') + 1:st.rindex(')')]
-            state, ppid = st.rsplit(')', 1)[1].split()[:2]
+            if not st:
+                continue
+            comm, (state, ppid) = st[0], st[1][:2]
             if state == 'Z' or int(ppid) == me:
                 continue
             if comm.startswith('qemu-system') or comm in Watch.COMPILERS \

@@ -174,9 +174,9 @@ kvmsaveJobReportCancelled(kvmsaveJob *job)
 /* The save or restore job of a guest, from @table; image defines are no
  * domain jobs to clients. Lock held. */
 static kvmsaveJob *
-kvmsaveJobLookup(GHashTable **table, const unsigned char *uuid,
-                 char uuidstr[VIR_UUID_STRING_BUFLEN])
+kvmsaveJobLookup(GHashTable **table, const unsigned char *uuid)
 {
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
     kvmsaveJob *job;
 
     kvmsaveJobTablesInit();
@@ -192,10 +192,9 @@ int
 kvmsaveJobCheckIdle(const unsigned char *uuid)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    char uuidstr[VIR_UUID_STRING_BUFLEN];
     kvmsaveJob *job;
 
-    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid, uuidstr)))
+    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid)))
         return 0;
     kvmsaveJobReportBusy(job);
     return -1;
@@ -206,10 +205,9 @@ int
 kvmsaveJobAbort(const unsigned char *uuid)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    char uuidstr[VIR_UUID_STRING_BUFLEN];
     kvmsaveJob *job;
 
-    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid, uuidstr)))
+    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid)))
         return 0;
     if (job->committed) {
         virReportError(VIR_ERR_OPERATION_INVALID,
@@ -253,12 +251,11 @@ int
 kvmsaveJobGetInfo(const unsigned char *uuid, virDomainJobInfoPtr info)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    char uuidstr[VIR_UUID_STRING_BUFLEN];
     unsigned long long elapsed;
     unsigned long long bps;
     kvmsaveJob *job;
 
-    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid, uuidstr)))
+    if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid)))
         return 0;
 
     kvmsaveJobTimes(job, &elapsed, &bps);
@@ -279,7 +276,6 @@ kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
                    int *type, virTypedParameterPtr *params, int *nparams)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    char uuidstr[VIR_UUID_STRING_BUFLEN];
     virTypedParameterPtr par = NULL;
     int npar = 0;
     int maxpar = 0;
@@ -288,7 +284,7 @@ kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
     kvmsaveJob *job;
 
     if (!(job = kvmsaveJobLookup(completed ? &kvmsaveJobsCompleted :
-                                 &kvmsaveJobsActive, uuid, uuidstr)))
+                                 &kvmsaveJobsActive, uuid)))
         return 0;
 
     kvmsaveJobTimes(job, &elapsed, &bps);
@@ -334,8 +330,10 @@ kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
 
     *params = par;
     *nparams = npar;
-    if (completed && !keep)
-        g_hash_table_remove(kvmsaveJobsCompleted, uuidstr);
+    if (completed && !keep) {
+        g_hash_table_steal(kvmsaveJobsCompleted, job->uuid);
+        kvmsaveJobFree(job);
+    }
     return 1;
 
  error:

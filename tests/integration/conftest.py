@@ -167,6 +167,12 @@ class Env:
     def image(self, name):
         return os.path.join(self.images, name)
 
+    @property
+    def image_tool(self):
+        """kvmsave-image of the build tree under test, else the installed one."""
+        tool = os.path.join(os.path.dirname(self.wrapper or ''), 'tools', 'kvmsave-image')
+        return tool if self.wrapper and os.path.exists(tool) else 'kvmsave-image'
+
     def cleanup(self):
         cleanup_root(self.root, self.virsh)
 

@@ -466,6 +466,17 @@ class Console:
                           f'{boot_id} with memory md5 {md5}', timeout, check)
 
 
+def proc_stat(path):
+    """A /proc/PID[/task/TID]/stat file as (comm, fields after the comm:
+    state, ppid, ...), or None once the process is gone."""
+    try:
+        with open(path) as fh:
+            st = fh.read()
+    except OSError:
+        return None
+    return st[st.index('(') + 1:st.rindex(')')], st.rsplit(')', 1)[1].split()
+
+
 class QemuReaper(threading.Thread):
     """This process becomes a child subreaper and reaps exited QEMUs at once.
 
@@ -503,14 +514,8 @@ class QemuReaper(threading.Thread):
     def run(self):
         while True:
             for pid in self.children():
-                try:
-                    with open(f'/proc/{pid}/stat') as fh:
-                        stat = fh.read()
-                except OSError:
-                    continue
-                comm = stat[stat.find('(') + 1:stat.rfind(')')]
-                state = stat[stat.rfind(')') + 2:].split()[0]
-                if state == 'Z' and comm.startswith('qemu'):
+                st = proc_stat(f'/proc/{pid}/stat')
+                if st and st[1][0] == 'Z' and st[0].startswith('qemu'):
                     try:
                         os.waitpid(pid, os.WNOHANG)
                         self.reaped += 1

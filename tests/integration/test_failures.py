@@ -156,9 +156,7 @@ def test_foreign_file_is_refused(env, guest):
 
 
 def test_kvmsave_image_tool_verifies_images(env, good_image):
-    tool = os.path.join(os.path.dirname(env.wrapper or ''), 'tools', 'kvmsave-image')
-    if not os.path.exists(tool):
-        tool = 'kvmsave-image'
+    tool = env.image_tool
     info = subprocess.run([tool, 'info', good_image], capture_output=True, text=True)
     assert info.returncode == 0 and 'kvmsave image 1.1' in info.stdout
     ok = subprocess.run([tool, 'verify', good_image], capture_output=True, text=True)

@@ -75,8 +75,8 @@ def test_zstd_image_is_smaller_and_restores(env, guest):
     # the guest's RAM beyond its random region (kernel, page cache) shrinks
     assert os.path.getsize(zst) < os.path.getsize(raw) * 0.9, \
         (os.path.getsize(zst), os.path.getsize(raw))
-    verify = env.wrapper and os.path.join(os.path.dirname(env.wrapper), 'tools', 'kvmsave-image')
-    if verify and os.path.exists(verify):
+    verify = env.image_tool
+    if os.path.exists(verify):
         import subprocess
         res = subprocess.run([verify, 'verify', zst], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr

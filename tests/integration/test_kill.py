@@ -34,11 +34,6 @@ def kguest(kenv):
     return started_guest(kenv, 'killguest', memory_mib=256, data_mib=64)
 
 
-def tool(env):
-    path = os.path.join(os.path.dirname(env.wrapper or ''), 'tools', 'kvmsave-image')
-    return path if env.wrapper else 'kvmsave-image'
-
-
 def killed(env, args, delay):
     """Run virsh ARGS and SIGKILL it (its whole process group) after DELAY
     seconds; returns its exit status (negative: killed)."""
@@ -52,17 +47,12 @@ def killed(env, args, delay):
     return p.wait(timeout=60)
 
 
-def leftovers(env, kguest):
+def leftovers(env):
     """Temporary image files and job journals: none may survive recovery."""
     tmp = [f for f in os.listdir(env.images) if f.startswith('.kvmsave-')]
     jobs = os.path.join(env.root, 'run', 'kvmsave', 'jobs')
     journals = os.listdir(jobs) if os.path.isdir(jobs) else []
     return tmp + journals
-
-
-def recovered_state(env, kguest):
-    # The first connection after the kill recovers; domstate opens one.
-    return kguest.state()
 
 
 def timed(env, args):
@@ -99,12 +89,12 @@ def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest):
         kguest.ensure_running()
         kguest.checkpoint()
         rc = killed(kenv, ['save', kguest.name, img], delay)
-        state = recovered_state(kenv, kguest)
-        assert leftovers(kenv, kguest) == [], where
+        state = kguest.state()      # the first connection after the kill recovers
+        assert leftovers(kenv) == [], where
         if os.path.exists(img):
             # Complete and valid, and the guest is gone.
             assert state == 'shut off', (where, state)
-            subprocess.run([tool(kenv), 'verify', img], check=True,
+            subprocess.run([kenv.image_tool, 'verify', img], check=True,
                            capture_output=True)
             kenv.virsh.run('restore', img)
             os.unlink(img)
@@ -135,8 +125,8 @@ def test_killed_restores_leave_the_guest_restored_or_shut_off_with_the_image(ken
         kguest.checkpoint()
         before = sha256(img)
         rc = killed(kenv, ['restore', img], delay)
-        state = recovered_state(kenv, kguest)
-        assert leftovers(kenv, kguest) == [], where
+        state = kguest.state()      # the first connection after the kill recovers
+        assert leftovers(kenv) == [], where
         assert sha256(img) == before, where
         if state == 'shut off':
             kenv.virsh.run('restore', img)
@@ -183,9 +173,9 @@ def test_recovery_removes_the_empty_cpuset_a_killed_start_left(kenv, kguest):
     with open(os.path.join(jobs, kguest.uuid + '.job'), 'wb') as fh:
         fh.write(b'check=%08x %d\n' % (crc32c(body), len(body)) + body)
 
-    assert recovered_state(kenv, kguest) == 'shut off'
+    assert kguest.state() == 'shut off'       # that connection recovers
     assert not os.path.exists(cg)
-    assert leftovers(kenv, kguest) == []
+    assert leftovers(kenv) == []
     with open(os.path.join(kenv.root, 'log', 'kvmsave.log'), errors='replace') as fh:
         assert any('that a killed start of guest' in line for line in fh)
     kenv.virsh.run('restore', img)

@@ -78,9 +78,7 @@ def test_virsh_restore_error_in_german(env):
 def test_kvmsave_image_verify_error_in_german(env, tmp_path):
     bogus = tmp_path / 'not-an-image.img'
     bogus.write_bytes(b'this is not a kvmsave save image\n' * 200)
-    tool = os.path.join(os.path.dirname(env.wrapper or ''), 'tools', 'kvmsave-image')
-    if not os.path.exists(tool):
-        tool = 'kvmsave-image'
+    tool = env.image_tool
     cmd = [tool, 'verify', str(bogus)]
     de = run(env, cmd, 'de')
     assert de.returncode == 1

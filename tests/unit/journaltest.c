@@ -132,36 +132,43 @@ deadSave(kvmsaveConn *priv)
 }
 
 
-START_TEST(test_dead_save_is_recovered_on_open)
+/* A dead save's journal is recovered (its temporary file and the journal
+ * removed) by a connection open, or by the next job's begin, which then
+ * holds a journal of its own and says it recovered one. */
+static void
+assertDeadSaveRecovered(bool byBegin)
 {
     kvmsaveConn *priv = testConn();
     g_autofree char *path = journalPath(priv);
     g_autofree char *temp = deadSave(priv);
+    kvmsaveJournal *j = NULL;
+    bool recovered = false;
 
-    kvmsaveJournalRecover(priv);
+    if (byBegin) {
+        ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE,
+                                                      &recovered));
+        ck_assert(recovered);
+    } else {
+        kvmsaveJournalRecover(priv);
+    }
     ck_assert_int_eq(access(temp, F_OK), -1);
+    ck_assert_int_eq(access(path, F_OK), byBegin ? 0 : -1);
+    kvmsaveJournalEnd(j);
     ck_assert_int_eq(access(path, F_OK), -1);
     testConnFree(priv);
+}
+
+
+START_TEST(test_dead_save_is_recovered_on_open)
+{
+    assertDeadSaveRecovered(false);
 }
 END_TEST
 
 
 START_TEST(test_dead_journal_is_recovered_when_a_job_begins)
 {
-    kvmsaveConn *priv = testConn();
-    g_autofree char *path = journalPath(priv);
-    g_autofree char *temp = deadSave(priv);
-    kvmsaveJournal *j;
-    bool recovered = false;
-
-    ck_assert_ptr_nonnull(j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE,
-                                                  &recovered));
-    ck_assert(recovered);
-    ck_assert_int_eq(access(temp, F_OK), -1);
-    ck_assert_int_eq(access(path, F_OK), 0);
-    kvmsaveJournalEnd(j);
-    ck_assert_int_eq(access(path, F_OK), -1);
-    testConnFree(priv);
+    assertDeadSaveRecovered(true);
 }
 END_TEST
 
