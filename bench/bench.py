@@ -62,7 +62,8 @@ conn = libvirt.open(sys.argv[1])
 dom = conn.lookupByName(sys.argv[2])
 '''
 PY_SAVE = _PY_CONNECT + '''
-dom.saveParams({'file': sys.argv[3], 'image_format': sys.argv[4]}, 0)
+dom.saveParams({'file': sys.argv[3], 'image_format': sys.argv[4],
+                'parallel.channels': int(sys.argv[5])}, 0)
 conn.close()
 '''
 PY_NOOP = _PY_CONNECT + '''
@@ -356,7 +357,7 @@ class Side:
 
     @property
     def key(self):
-        return self.label.replace(' ', '-')
+        return self.label.replace(' ', '-').replace(':', '-')
 
     def suspend(self):
         if not self.paused:
@@ -518,8 +519,10 @@ class Bench:
         # module re-probes QEMU (seconds), inside the timed steps.
         self.sides.append(Side(STOCK, 'qemu', None, [], clean_env(), mkroot('stock'), a, self.logdir))
         for fmt in a.formats:
+            # FMT or FMT:N, N multifd channels
             self.sides.append(Side(f'kvmsave {fmt}', 'kvmsave', fmt, [self.runwrap],
-                                   clean_env(), mkroot(f'kvmsave-{fmt}'), a, self.logdir))
+                                   clean_env(), mkroot(f'kvmsave-{fmt.replace(":", "-")}'),
+                                   a, self.logdir))
 
         note(f'scratch directory {base}')
         self.module_seen = self.module_ctime()
@@ -631,9 +634,12 @@ class Bench:
             # bench roots hold no kvmsave configuration, so the default is
             # kvmsave's built-in one, raw).
             return side.prefix + ['save', side.name, img]
-        # Other formats: virsh 9.0 has no option for typed parameters; the
-        # Python binding calls virDomainSaveParams with 'image_format'.
-        return [self.runwrap, h.SYSTEM_PYTHON, '-c', PY_SAVE, side.uri, side.name, img, side.fmt]
+        # Other formats, and multifd: virsh 9.0 has no option for typed
+        # parameters; the Python binding calls virDomainSaveParams with
+        # 'image_format' and 'parallel.channels'.
+        fmt, _, channels = side.fmt.partition(':')
+        return [self.runwrap, h.SYSTEM_PYTHON, '-c', PY_SAVE, side.uri, side.name, img,
+                fmt, channels or '1']
 
     def noop_argv(self, side):
         if side.fmt in (None, 'raw'):

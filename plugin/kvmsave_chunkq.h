@@ -31,6 +31,7 @@ struct _kvmsaveChunk {
     unsigned char head[32];
     uint64_t offset;
     uint32_t encoding;
+    uint32_t stream;
     uint32_t rawLen;
     uint32_t storedLen;
     uint32_t crc;

@@ -13,6 +13,7 @@
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virstring.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
@@ -114,6 +115,7 @@ kvmsaveImageHeaderNew(void)
     hdr->major = KVMSAVE_IMAGE_MAJOR;
     hdr->minor = KVMSAVE_IMAGE_MINOR;
     hdr->chunkSize = KVMSAVE_IMAGE_CHUNK_SIZE;
+    hdr->streams = 1;
     return hdr;
 }
 
@@ -144,10 +146,40 @@ headerField(kvmsaveImageHeader *hdr, unsigned int tag)
     case KVMSAVE_IMAGE_FIELD_MACHINE: return &hdr->machine;
     case KVMSAVE_IMAGE_FIELD_HOST_CPU: return &hdr->hostCPU;
     case KVMSAVE_IMAGE_FIELD_PRODUCER: return &hdr->producer;
+    case KVMSAVE_IMAGE_FIELD_STREAMS: break; /* a number, see below */
     }
     return NULL;
 }
-#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_PRODUCER
+#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_STREAMS
+
+
+static char *
+headerFieldValue(kvmsaveImageHeader *hdr, unsigned int tag, char *streams)
+{
+    if (tag == KVMSAVE_IMAGE_FIELD_STREAMS)
+        return streams;
+    return *headerField(hdr, tag);
+}
+
+
+/* The STREAMS field: a decimal count from 2 to KVMSAVE_IMAGE_STREAMS_MAX. */
+static int
+headerParseStreams(const unsigned char *val, size_t len, const char *what,
+                   uint32_t *streams)
+{
+    g_autofree char *str = g_strndup((const char *) val, len);
+    unsigned int n;
+
+    if (virStrToLong_uip(str, NULL, 10, &n) < 0 ||
+        n < 2 || n > KVMSAVE_IMAGE_STREAMS_MAX) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' has a corrupt header: invalid stream count '%s'"),
+                       what, str);
+        return -1;
+    }
+    *streams = n;
+    return 0;
+}
 
 
 int
@@ -160,6 +192,7 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
     unsigned int nfields = 0;
     unsigned int tag;
     g_autofree unsigned char *out = NULL;
+    g_autofree char *streams = NULL;
 
     if (!hdr->xml) {
         virReportError(VIR_ERR_INTERNAL_ERROR, "%s",
@@ -167,8 +200,12 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
         return -1;
     }
 
+    /* Several streams need a reader that knows them: critical. A
+     * single-stream image stays readable by kvmsave 1.0 and 1.1. */
+    if (hdr->streams > 1)
+        streams = g_strdup_printf("%u", hdr->streams);
     for (tag = 1; tag <= KVMSAVE_IMAGE_FIELD_LAST; tag++) {
-        char *val = *headerField(hdr, tag);
+        char *val = headerFieldValue(hdr, tag, streams);
         if (val) {
             fieldsLen += 8 + alignUp(strlen(val), 8);
             nfields++;
@@ -197,14 +234,15 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
 
     off = KVMSAVE_IMAGE_FIXED_HEADER_LEN;
     for (tag = 1; tag <= KVMSAVE_IMAGE_FIELD_LAST; tag++) {
-        char *val = *headerField(hdr, tag);
+        char *val = headerFieldValue(hdr, tag, streams);
         size_t vlen;
 
         if (!val)
             continue;
         vlen = strlen(val);
         putLE16(out + off, tag);
-        putLE16(out + off + 2, 0);
+        putLE16(out + off + 2, tag == KVMSAVE_IMAGE_FIELD_STREAMS ?
+                KVMSAVE_IMAGE_FIELD_CRITICAL : 0);
         putLE32(out + off + 4, vlen);
         memcpy(out + off + 8, val, vlen);
         off += 8 + alignUp(vlen, 8);
@@ -320,7 +358,10 @@ kvmsaveImageHeaderDecode(const unsigned char *buf, size_t len,
         }
         field = tag >= 1 && tag <= KVMSAVE_IMAGE_FIELD_LAST ?
             headerField(hdr, tag) : NULL;
-        if (field) {
+        if (tag == KVMSAVE_IMAGE_FIELD_STREAMS) {
+            if (headerParseStreams(buf + off + 8, vlen, what, &hdr->streams) < 0)
+                return -1;
+        } else if (field) {
             if (memchr(buf + off + 8, '\0', vlen)) {
                 virReportError(VIR_ERR_OPERATION_FAILED,
                                _("save image '%s' has a corrupt header: field tag %u contains a NUL byte"),
@@ -398,6 +439,7 @@ kvmsaveImageTrailerDecode(const unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN],
  * encode and checksum them; a writer thread puts them on disk in order. */
 struct _kvmsaveImageWriter {
     int format;                 /* KVMSAVE_IMAGE_ENCODING_* for what follows */
+    unsigned int stream;        /* of the chunk queued next */
     int fd;
     char *path;
     bool direct;
@@ -412,6 +454,7 @@ struct _kvmsaveImageWriter {
     uint64_t streamBytes;
     uint32_t headerCrc;
 
+    GMutex lock;                /* kvmsaveImageWriteChunk from several threads */
     kvmsaveChunkQueue *queue;
     kvmsaveChunk *filling;      /* handed to the caller, not queued yet */
     GThread *thread;
@@ -429,6 +472,7 @@ kvmsaveImageWriterNew(int fd, const char *path, bool direct)
     w->direct = direct;
     w->threads = kvmsaveChunkQueueDefaultWorkers();
     w->buf = kvmsaveAlignedAlloc(KVMSAVE_IMAGE_BUFSIZE);
+    g_mutex_init(&w->lock);
     return w;
 }
 
@@ -440,6 +484,7 @@ kvmsaveImageWriterFree(kvmsaveImageWriter *w)
         return;
     kvmsaveChunkQueueStop(&w->queue, &w->thread);
     virFreeError(w->err);
+    g_mutex_clear(&w->lock);
     free(w->buf);
     g_free(w->path);
     g_free(w);
@@ -644,7 +689,8 @@ writerEncodeChunk(kvmsaveChunk *c, void *opaque)
     }
 
     memcpy(c->head, KVMSAVE_IMAGE_CHUNK_MAGIC, 4);
-    putLE32(c->head + 4, c->encoding);
+    putLE16(c->head + 4, c->encoding);
+    putLE16(c->head + 6, c->stream);
     putLE64(c->head + 8, c->seq);
     putLE32(c->head + 16, c->dataLen);
     putLE32(c->head + 20, c->len);
@@ -741,6 +787,7 @@ kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len)
     }
     c->len = len;
     c->encoding = w->format;
+    c->stream = w->stream;
     kvmsaveChunkQueuePush(w->queue, c);
     w->chunks++;
     w->streamBytes += len;
@@ -749,16 +796,26 @@ kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len)
 
 
 int
-kvmsaveImageWriteChunk(kvmsaveImageWriter *w, const void *data, size_t len)
+kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
+                       const void *data, size_t len)
 {
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&w->lock);
     unsigned char *buf;
+    int ret;
 
-    if (len > KVMSAVE_IMAGE_CHUNK_MAX)
-        return kvmsaveImageWriterQueue(w, len);
+    if (len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("cannot queue a chunk of %zu bytes for save image '%s'"),
+                       len, w->path);
+        return -1;
+    }
     if (!(buf = kvmsaveImageWriterNextBuffer(w)))
         return -1;
     memcpy(buf, data, len);
-    return kvmsaveImageWriterQueue(w, len);
+    w->stream = stream;
+    ret = kvmsaveImageWriterQueue(w, len);
+    w->stream = 0;
+    return ret;
 }
 
 
@@ -833,9 +890,11 @@ struct _kvmsaveImageReader {
     bool direct;                /* O_DIRECT is on */
     bool directOptional;        /* ...and may be turned off if refused */
     kvmsaveImageHeader *hdr;
+    bool hdrBorrowed;           /* a stream reader's: its parent's */
     kvmsaveImageTrailer tr;
     uint64_t fileSize;
     size_t threads;             /* verifying workers */
+    int stream;                 /* the only stream returned, or -1 for all */
 
     /* Header and trailer, read when the image is opened. */
     unsigned char *buf;
@@ -857,6 +916,7 @@ struct _kvmsaveImageReader {
     bool ended;
     virErrorPtr endErr;         /* why reading ended, if it failed */
     int lastEncoding;           /* of the chunk read last */
+    unsigned int lastStream;
 };
 
 
@@ -877,7 +937,8 @@ kvmsaveImageReaderFree(kvmsaveImageReader *r)
     kvmsaveImageReaderStop(r);
     VIR_FORCE_CLOSE(r->fd);
     virFreeError(r->endErr);
-    kvmsaveImageHeaderFree(r->hdr);
+    if (!r->hdrBorrowed)
+        kvmsaveImageHeaderFree(r->hdr);
     free(r->buf);
     free(r->peek);
     g_free(r->path);
@@ -1077,7 +1138,33 @@ kvmsaveImageOpen(const char *path, kvmsaveImageIO io)
     r->bufLen = 0;
     r->pos = r->hdr->headerSize;
     r->peek = kvmsaveAlignedAlloc(2 * KVMSAVE_IMAGE_ALIGN);
+    r->stream = -1;
     return g_steal_pointer(&r);
+}
+
+
+kvmsaveImageReader *
+kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
+{
+    g_autoptr(kvmsaveImageReader) s = g_new0(kvmsaveImageReader, 1);
+
+    /* pread() needs no position of its own: one open file will do. */
+    if ((s->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        virReportSystemError(errno, _("cannot read save image '%s'"), r->path);
+        return NULL;
+    }
+    s->path = g_strdup(r->path);
+    s->direct = r->direct;
+    s->directOptional = r->directOptional;
+    s->hdr = r->hdr;
+    s->hdrBorrowed = true;
+    s->tr = r->tr;
+    s->fileSize = r->fileSize;
+    s->threads = 1;
+    s->pos = r->hdr->headerSize;
+    s->peek = kvmsaveAlignedAlloc(2 * KVMSAVE_IMAGE_ALIGN);
+    s->stream = stream;
+    return g_steal_pointer(&s);
 }
 
 
@@ -1095,20 +1182,20 @@ kvmsaveImageReaderTrailer(kvmsaveImageReader *r)
 }
 
 
-/* Reader thread: check the next chunk's header and read its data into @c.
- * Returns 1 for a chunk, 0 at the end of the data (totals checked against
- * the trailer), -1 with an error reported. */
+/* Reader thread: check the header of the chunk at r->pos into r->peek;
+ * returns 1 with *@ch pointing at it, 0 at the end of the data (totals
+ * checked against the trailer), -1 with an error reported. */
 static int
-readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
+readerPeekChunk(kvmsaveImageReader *r, const unsigned char **ch)
 {
     unsigned long long idx = r->chunkIndex;
     unsigned long long off = r->pos;
     uint64_t start = r->pos / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
-    const unsigned char *ch;
-    uint64_t end;
+    const unsigned char *h;
     uint32_t stored;
     uint32_t raw;
     uint32_t encoding;
+    uint32_t stream;
 
     if (r->pos == r->tr.dataEnd) {
         if (r->chunkIndex != r->tr.chunks ||
@@ -1135,26 +1222,27 @@ readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
                     r->pos + KVMSAVE_IMAGE_CHUNK_HEADER_LEN - start,
                     start, _("chunk header"), off) < 0)
         return -1;
-    ch = r->peek + (r->pos - start);
-    if (memcmp(ch, KVMSAVE_IMAGE_CHUNK_MAGIC, 4) != 0) {
+    h = r->peek + (r->pos - start);
+    if (memcmp(h, KVMSAVE_IMAGE_CHUNK_MAGIC, 4) != 0) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: chunk %llu at offset %llu has a bad magic"),
                        r->path, idx, off);
         return -1;
     }
-    if (kvmsaveCrc32c(0, ch, 28) != getLE32(ch + 28)) {
+    if (kvmsaveCrc32c(0, h, 28) != getLE32(h + 28)) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: chunk %llu at offset %llu has a bad header checksum"),
                        r->path, idx, off);
         return -1;
     }
-    encoding = getLE32(ch + 4);
-    stored = getLE32(ch + 16);
-    raw = getLE32(ch + 20);
-    if (getLE64(ch + 8) != r->chunkIndex) {
+    encoding = getLE16(h + 4);
+    stream = getLE16(h + 6);
+    stored = getLE32(h + 16);
+    raw = getLE32(h + 20);
+    if (getLE64(h + 8) != r->chunkIndex) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: chunk at offset %llu is numbered %llu, expected %llu"),
-                       r->path, off, (unsigned long long) getLE64(ch + 8), idx);
+                       r->path, off, (unsigned long long) getLE64(h + 8), idx);
         return -1;
     }
     if (encoding != KVMSAVE_IMAGE_ENCODING_RAW &&
@@ -1162,6 +1250,12 @@ readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s': chunk %llu uses encoding %u, which this kvmsave does not support"),
                        r->path, idx, encoding);
+        return -1;
+    }
+    if (stream >= r->hdr->streams) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' is corrupt: chunk %llu at offset %llu belongs to stream %u, the image has %u"),
+                       r->path, idx, off, stream, r->hdr->streams);
         return -1;
     }
     if ((encoding == KVMSAVE_IMAGE_ENCODING_RAW && stored != raw) ||
@@ -1173,18 +1267,54 @@ readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
                        r->path, idx, off, stored);
         return -1;
     }
-    memcpy(c->head, ch, KVMSAVE_IMAGE_CHUNK_HEADER_LEN);
+    *ch = h;
+    return 1;
+}
+
+
+/* Past the chunk whose header *@ch is. */
+static void
+readerSkipChunk(kvmsaveImageReader *r, const unsigned char *ch)
+{
+    r->pos += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + getLE32(ch + 16);
+    r->chunkIndex++;
+    r->streamBytes += getLE32(ch + 20);
+}
+
+
+/* Reader thread: the next chunk (of r->stream, when set), its data read
+ * into @c. Returns 1 for a chunk, 0 at the end of the data, -1 with an
+ * error reported. */
+static int
+readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
+{
+    const unsigned char *ch;
+    uint64_t start;
+    uint64_t end;
+    uint32_t stored;
+    int rc;
+
+    /* A stream's reader checks the others' chunk headers on its way. */
+    while ((rc = readerPeekChunk(r, &ch)) > 0 &&
+           r->stream >= 0 && getLE16(ch + 6) != r->stream)
+        readerSkipChunk(r, ch);
+    if (rc <= 0)
+        return rc;
 
     /* Straight into the slot's buffer, in whole blocks. */
+    memcpy(c->head, ch, KVMSAVE_IMAGE_CHUNK_HEADER_LEN);
+    stored = getLE32(ch + 16);
+    start = r->pos / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
     end = alignUp(r->pos + KVMSAVE_IMAGE_CHUNK_HEADER_LEN + stored,
                   KVMSAVE_IMAGE_ALIGN);
     if (readerPread(r, c->buf, end - start, end - start, start,
-                    _("chunk data"), off) < 0)
+                    _("chunk data"), r->pos) < 0)
         return -1;
 #ifdef HAVE_POSIX_FADVISE
     /* Read and kept: the cache may let these pages go (all but the last
-     * block, which holds the next chunk's header). */
-    if (!r->direct && end - KVMSAVE_IMAGE_ALIGN > r->dropped) {
+     * block, which holds the next chunk's header). The readers of an
+     * image's streams share its pages, and leave them. */
+    if (!r->direct && r->stream < 0 && end - KVMSAVE_IMAGE_ALIGN > r->dropped) {
         ignore_value(posix_fadvise(r->fd, r->dropped,
                                    end - KVMSAVE_IMAGE_ALIGN - r->dropped,
                                    POSIX_FADV_DONTNEED));
@@ -1193,15 +1323,14 @@ readerFetchChunk(kvmsaveImageReader *r, kvmsaveChunk *c)
 #endif
 
     c->offset = r->pos;
-    c->encoding = encoding;
-    c->rawLen = raw;
+    c->encoding = getLE16(c->head + 4);
+    c->stream = getLE16(c->head + 6);
+    c->rawLen = getLE32(c->head + 20);
     c->storedLen = stored;
-    c->crc = getLE32(ch + 24);
+    c->crc = getLE32(c->head + 24);
     c->data = c->buf + (r->pos - start) + KVMSAVE_IMAGE_CHUNK_HEADER_LEN;
     c->dataLen = stored;
-    r->pos += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + stored;
-    r->chunkIndex++;
-    r->streamBytes += raw;
+    readerSkipChunk(r, c->head);
     return 1;
 }
 
@@ -1243,7 +1372,7 @@ static int
 readerDecodeChunk(kvmsaveChunk *c, void *opaque)
 {
     kvmsaveImageReader *r = opaque;
-    unsigned long long idx = c->seq;
+    unsigned long long idx = getLE64(c->head + 8); /* the file's numbering */
     unsigned long long off = c->offset;
     uint32_t crc = kvmsaveCrc32c(0, c->data, c->storedLen);
     size_t n;
@@ -1320,6 +1449,7 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
     }
     r->held = c;
     r->lastEncoding = c->encoding;
+    r->lastStream = c->stream;
     *data = c->data;
     *len = c->dataLen;
     return 1;
@@ -1330,6 +1460,13 @@ int
 kvmsaveImageReaderLastEncoding(kvmsaveImageReader *r)
 {
     return r->lastEncoding;
+}
+
+
+unsigned int
+kvmsaveImageReaderLastStream(kvmsaveImageReader *r)
+{
+    return r->lastStream;
 }
 
 

@@ -14,7 +14,7 @@
 #define KVMSAVE_IMAGE_MAGIC "KVMSAVE\n"
 #define KVMSAVE_IMAGE_MAGIC_LEN 8
 #define KVMSAVE_IMAGE_MAJOR 1
-#define KVMSAVE_IMAGE_MINOR 1
+#define KVMSAVE_IMAGE_MINOR 2
 
 #define KVMSAVE_IMAGE_ALIGN 4096
 #define KVMSAVE_IMAGE_FIXED_HEADER_LEN 64
@@ -25,6 +25,8 @@
 
 /* Raw bytes of QEMU's stream per chunk, and the largest chunk accepted. */
 #define KVMSAVE_IMAGE_CHUNK_SIZE (4 * 1024 * 1024)
+/* ...per chunk of an image of several streams, each read on its own. */
+#define KVMSAVE_IMAGE_STREAM_CHUNK_SIZE (1024 * 1024)
 #define KVMSAVE_IMAGE_CHUNK_MAX (16 * 1024 * 1024)
 /* Largest header (the domain XML is the bulk of it). */
 #define KVMSAVE_IMAGE_HEADER_MAX (16 * 1024 * 1024)
@@ -41,8 +43,13 @@ typedef enum {
     KVMSAVE_IMAGE_FIELD_MACHINE = 4,
     KVMSAVE_IMAGE_FIELD_HOST_CPU = 5,
     KVMSAVE_IMAGE_FIELD_PRODUCER = 6,
+    KVMSAVE_IMAGE_FIELD_STREAMS = 7,    /* since 1.2, critical */
 } kvmsaveImageFieldTag;
 #define KVMSAVE_IMAGE_FIELD_CRITICAL 0x1
+
+/* QEMU's streams in one image: its main migration stream, and one per
+ * multifd channel (since 1.2). */
+#define KVMSAVE_IMAGE_STREAMS_MAX 256
 
 /* Chunk encodings */
 typedef enum {
@@ -65,6 +72,7 @@ struct _kvmsaveImageHeader {
     uint32_t flags;             /* KVMSAVE_IMAGE_FLAG_* */
     uint32_t chunkSize;         /* nominal raw bytes per chunk */
     uint32_t crc;               /* header checksum, as read or written */
+    uint32_t streams;           /* 1, or 1 + QEMU's multifd channels */
     char *xml;                  /* domain XML (secure, migratable) */
     char *name;
     char *qemuVersion;
@@ -125,8 +133,9 @@ unsigned char *kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w);
  * encode chunks in parallel and a writer thread puts them on disk in
  * order; a failure there shows in a later call. */
 int kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len);
-/* NextBuffer, a copy of @data, Queue. */
-int kvmsaveImageWriteChunk(kvmsaveImageWriter *w,
+/* NextBuffer, a copy of @data, Queue, as a chunk of stream @stream.
+ * Callers in several threads may call this at once (and only this). */
+int kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
                            const void *data, size_t len);
 /* Wait for every queued chunk, write padding and trailer, fdatasync. */
 int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
@@ -149,6 +158,11 @@ kvmsaveImageReader *kvmsaveImageOpen(const char *path, kvmsaveImageIO io);
 void kvmsaveImageReaderFree(kvmsaveImageReader *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
 
+/* A reader of the chunks of stream @stream only, sharing @r's open file
+ * and header (@r must outlive it). It still walks, and checks the headers
+ * of, every chunk, and the totals against the trailer at the end. */
+kvmsaveImageReader *kvmsaveImageReaderOpenStream(kvmsaveImageReader *r,
+                                                 unsigned int stream);
 /* Verifying and decoding workers (default: one per CPU, at most 4). */
 void kvmsaveImageReaderSetThreads(kvmsaveImageReader *r, size_t threads);
 const kvmsaveImageHeader *kvmsaveImageReaderHeader(kvmsaveImageReader *r);
@@ -159,7 +173,8 @@ const kvmsaveImageTrailer *kvmsaveImageReaderTrailer(kvmsaveImageReader *r);
  * reads ahead and workers that verify and decode chunks in parallel. */
 int kvmsaveImageReadChunk(kvmsaveImageReader *r,
                           const unsigned char **data, size_t *len);
-/* The encoding the chunk read last was stored with. */
+/* The encoding the chunk read last was stored with, and its stream. */
 int kvmsaveImageReaderLastEncoding(kvmsaveImageReader *r);
+unsigned int kvmsaveImageReaderLastStream(kvmsaveImageReader *r);
 /* Read every chunk, checking all checksums. */
 int kvmsaveImageVerify(kvmsaveImageReader *r);

@@ -21,6 +21,7 @@
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
 #include "kvmsave_monitor.h"
+#include "kvmsave_multifd.h"
 #include "kvmsave_save.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
@@ -480,6 +481,7 @@ kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
     g_autoptr(GHashTable) kv = kvmsaveJournalParse(fd);
     const char *kind = kv ? g_hash_table_lookup(kv, "kind") : NULL;
     const char *phase = kv ? g_hash_table_lookup(kv, "phase") : NULL;
+    const char *multifd = kv ? g_hash_table_lookup(kv, "multifd") : NULL;
 
     if (!kv)
         VIR_WARN("removing job journal %s: it is empty or was cut short by the kill; check the guest and the target directory of its job",
@@ -492,6 +494,9 @@ kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
         kvmsaveJournalRecoverRestore(priv, kv, phase);
     else
         VIR_WARN("removing job journal %s of unknown kind '%s'", path, kind);
+    /* The sockets of QEMU's multifd streams, if it died connecting them. */
+    if (multifd)
+        kvmsaveMultifdRemoveDir(multifd);
     if (unlink(path) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove job journal %s: %s", path, g_strerror(errno));
 }

@@ -110,28 +110,57 @@ kvmsaveMonitorSetUnlimitedBandwidth(virDomainPtr dom)
 }
 
 
-int
-kvmsaveMonitorMigrateToFd(virDomainPtr dom, const char *fdname)
+static int
+monitorMigrateURI(virDomainPtr dom, const char *cmd, const char *uri)
 {
     g_autoptr(virJSONValue) args = NULL;
-    g_autofree char *uri = g_strdup_printf("fd:%s", fdname);
 
     if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0)
         return -1;
-    return monitorCommandNoReply(dom, "migrate", g_steal_pointer(&args), NULL, 0);
+    return monitorCommandNoReply(dom, cmd, g_steal_pointer(&args), NULL, 0);
 }
 
 
 int
-kvmsaveMonitorMigrateIncomingFromFd(virDomainPtr dom, const char *fdname)
+kvmsaveMonitorMigrate(virDomainPtr dom, const char *scheme, const char *target)
 {
-    g_autoptr(virJSONValue) args = NULL;
-    g_autofree char *uri = g_strdup_printf("fd:%s", fdname);
+    g_autofree char *uri = g_strdup_printf("%s:%s", scheme, target);
 
-    if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0)
+    return monitorMigrateURI(dom, "migrate", uri);
+}
+
+
+int
+kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
+                              const char *target)
+{
+    g_autofree char *uri = g_strdup_printf("%s:%s", scheme, target);
+
+    return monitorMigrateURI(dom, "migrate-incoming", uri);
+}
+
+
+int
+kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels)
+{
+    g_autoptr(virJSONValue) caps = virJSONValueNewArray();
+    g_autoptr(virJSONValue) cap = NULL;
+    g_autoptr(virJSONValue) args = NULL;
+    g_autoptr(virJSONValue) params = NULL;
+
+    if (virJSONValueObjectAdd(&cap, "s:capability", "multifd",
+                              "b:state", channels > 0, NULL) < 0 ||
+        virJSONValueArrayAppend(caps, &cap) < 0 ||
+        virJSONValueObjectAdd(&args, "a:capabilities", &caps, NULL) < 0 ||
+        monitorCommandNoReply(dom, "migrate-set-capabilities",
+                              g_steal_pointer(&args), NULL, 0) < 0)
         return -1;
-    return monitorCommandNoReply(dom, "migrate-incoming",
-                                 g_steal_pointer(&args), NULL, 0);
+    if (channels == 0)
+        return 0;
+    if (virJSONValueObjectAdd(&params, "i:multifd-channels", channels, NULL) < 0)
+        return -1;
+    return monitorCommandNoReply(dom, "migrate-set-parameters",
+                                 g_steal_pointer(&params), NULL, 0);
 }
 
 
@@ -243,3 +272,4 @@ kvmsaveMonitorWaitMigration(virDomainPtr dom, const char *what,
     kvmsaveMigrationStatusClear(&st);
     return ret;
 }
+

@@ -39,8 +39,17 @@ virJSONValue *kvmsaveMonitorCommand(virDomainPtr dom, const char *cmd,
 int kvmsaveMonitorGetFd(virDomainPtr dom, const char *fdname, int fd);
 int kvmsaveMonitorCloseFd(virDomainPtr dom, const char *fdname);
 int kvmsaveMonitorSetUnlimitedBandwidth(virDomainPtr dom);
-int kvmsaveMonitorMigrateToFd(virDomainPtr dom, const char *fdname);
-int kvmsaveMonitorMigrateIncomingFromFd(virDomainPtr dom, const char *fdname);
+/* migrate, or migrate-incoming, to SCHEME:TARGET: "fd" and a getfd name,
+ * or "unix" and a socket path (multifd needs a socket QEMU opens itself). */
+int kvmsaveMonitorMigrate(virDomainPtr dom, const char *scheme,
+                          const char *target);
+int kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
+                                  const char *target);
+/* QEMU's multifd: @channels streams besides the main one, or off (0). Set
+ * before every migration, as libvirt's own save sets every capability it
+ * knows: QEMU keeps them from one migration to the next. */
+int kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels);
+
 int kvmsaveMonitorMigrateCancel(virDomainPtr dom);
 int kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st);
 char *kvmsaveMonitorQemuVersion(virDomainPtr dom);

@@ -4,7 +4,9 @@
  * Read and check the image's header and trailer -> find the guest by UUID
  * on the inner driver -> start its QEMU paused, waiting for an incoming
  * migration (-incoming defer) -> hand QEMU a socket through libvirt's
- * monitor -> a thread feeds it the stream, checking every chunk -> when
+ * monitor (or, for an image of several streams, connect to the socket QEMU
+ * listens on for multifd, once per stream) -> a thread per stream feeds it,
+ * checking every chunk -> when
  * QEMU has it all and every check passed, resume (or stay paused). Any
  * failure destroys the new QEMU; the image is only ever read.
  */
@@ -22,6 +24,7 @@
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
+#include "kvmsave_multifd.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -39,6 +42,7 @@ typedef struct _kvmsaveRestoreStream kvmsaveRestoreStream;
 struct _kvmsaveRestoreStream {
     int fd;                     /* our end of QEMU's stream socket */
     kvmsaveImageReader *reader;
+    kvmsaveImageReader *own;    /* reader of one of several streams */
     kvmsaveJob *job;
     volatile gint stop;
     volatile gint failed;       /* set before the thread ends on an error */
@@ -88,28 +92,172 @@ kvmsaveRestoreStreamThread(gpointer opaque)
 }
 
 
+/* The feeders of all the image's streams. */
+typedef struct _kvmsaveRestoreFeed kvmsaveRestoreFeed;
+struct _kvmsaveRestoreFeed {
+    kvmsaveRestoreStream *streams;
+    GThread **threads;
+    size_t n;
+    kvmsaveJob *job;
+};
+
+
 static void
-kvmsaveRestoreFinishStream(GThread **thread, kvmsaveRestoreStream *st)
+kvmsaveRestoreFeedInit(kvmsaveRestoreFeed *feed, kvmsaveImageReader *reader,
+                       kvmsaveJob *job)
 {
-    if (!*thread)
-        return;
-    g_atomic_int_set(&st->stop, 1);
-    g_thread_join(*thread);
-    *thread = NULL;
+    size_t i;
+
+    feed->n = kvmsaveImageReaderHeader(reader)->streams;
+    feed->streams = g_new0(kvmsaveRestoreStream, feed->n);
+    feed->threads = g_new0(GThread *, feed->n);
+    feed->job = job;
+    for (i = 0; i < feed->n; i++) {
+        feed->streams[i].fd = -1;
+        feed->streams[i].reader = reader;
+        feed->streams[i].job = job;
+    }
 }
 
 
-/* The feeder counts progress; QEMU is only asked whether it is done. A
+static void
+kvmsaveRestoreFeedStart(kvmsaveRestoreFeed *feed)
+{
+    size_t i;
+
+    for (i = 0; i < feed->n; i++)
+        feed->threads[i] = g_thread_new("kvmsave-restore",
+                                        kvmsaveRestoreStreamThread,
+                                        &feed->streams[i]);
+}
+
+
+/* Wait for every feeder; the first one's error (0 if none failed). */
+static int
+kvmsaveRestoreFeedJoin(kvmsaveRestoreFeed *feed, bool stop)
+{
+    int rc = 0;
+    size_t i;
+
+    for (i = 0; i < feed->n; i++) {
+        if (!feed->threads[i])
+            continue;
+        if (stop)
+            g_atomic_int_set(&feed->streams[i].stop, 1);
+        g_thread_join(g_steal_pointer(&feed->threads[i]));
+        if (feed->streams[i].rc < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+
+/* A bad chunk explains QEMU's failure better than QEMU does. */
+static virErrorPtr
+kvmsaveRestoreFeedError(kvmsaveRestoreFeed *feed)
+{
+    size_t i;
+
+    for (i = 0; i < feed->n; i++) {
+        if (feed->streams[i].err)
+            return g_steal_pointer(&feed->streams[i].err);
+    }
+    return NULL;
+}
+
+
+static void
+kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed)
+{
+    size_t i;
+
+    ignore_value(kvmsaveRestoreFeedJoin(feed, true));
+    for (i = 0; i < feed->n; i++) {
+        VIR_FORCE_CLOSE(feed->streams[i].fd);
+        virFreeError(feed->streams[i].err);
+        kvmsaveImageReaderFree(feed->streams[i].own);
+    }
+    g_free(feed->streams);
+    g_free(feed->threads);
+}
+
+
+/* The feeders count progress; QEMU is only asked whether it is done. A
  * feeder that failed ends the wait too: QEMU may never notice a stream
  * that ends before it began to read. */
 static bool
 kvmsaveRestorePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
                    void *opaque)
 {
-    kvmsaveRestoreStream *stream = opaque;
+    kvmsaveRestoreFeed *feed = opaque;
+    size_t i;
 
-    return kvmsaveJobIsCancelled(stream->job) ||
-        g_atomic_int_get(&stream->failed);
+    if (kvmsaveJobIsCancelled(feed->job))
+        return true;
+    for (i = 0; i < feed->n; i++) {
+        if (g_atomic_int_get(&feed->streams[i].failed))
+            return true;
+    }
+    return false;
+}
+
+
+/* One stream: a socket pair, QEMU's end handed over by the monitor. */
+static int
+kvmsaveRestoreStartSingle(virDomainPtr dom, kvmsaveRestoreFeed *feed)
+{
+    g_autofree char *fdname = kvmsaveFdName("restore");
+    int chan[2] = { -1, -1 };
+    int ret = -1;
+
+    if (kvmsaveMonitorSetMultifd(dom, 0) < 0 ||
+        kvmsaveStreamChannelNew(chan) < 0 ||
+        kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
+        goto cleanup;
+    VIR_FORCE_CLOSE(chan[1]);
+    feed->streams[0].fd = chan[0];
+    chan[0] = -1;
+    kvmsaveRestoreFeedStart(feed);
+    if (kvmsaveMonitorMigrateIncoming(dom, "fd", fdname) < 0) {
+        ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
+        goto cleanup;
+    }
+    ret = 0;
+
+ cleanup:
+    VIR_FORCE_CLOSE(chan[0]);
+    VIR_FORCE_CLOSE(chan[1]);
+    return ret;
+}
+
+
+/* Several streams: QEMU listens for multifd; the main stream connects
+ * first (QEMU 7.2 takes the first connection for it), then the channels,
+ * which name themselves in their first bytes. QEMU starts loading once all
+ * are there, and then needs them all fed at once. */
+static int
+kvmsaveRestoreStartMultifd(virDomainPtr dom, kvmsaveRestoreFeed *feed,
+                           kvmsaveImageReader *reader, kvmsaveJournal *journal)
+{
+    g_autoptr(kvmsaveMultifd) mfd = NULL;
+    size_t i;
+
+    if (!(mfd = kvmsaveMultifdNew(dom)))
+        return -1;
+    kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
+    if (kvmsaveJournalWrite(journal, "started") < 0 ||
+        kvmsaveMonitorSetMultifd(dom, feed->n - 1) < 0 ||
+        kvmsaveMonitorMigrateIncoming(dom, "unix", kvmsaveMultifdPath(mfd)) < 0)
+        return -1;
+    for (i = 0; i < feed->n; i++) {
+        if ((feed->streams[i].fd = kvmsaveMultifdConnect(mfd)) < 0 ||
+            !(feed->streams[i].own = kvmsaveImageReaderOpenStream(reader, i)))
+            return -1;
+        feed->streams[i].reader = feed->streams[i].own;
+    }
+    kvmsaveMultifdRemove(mfd);
+    kvmsaveRestoreFeedStart(feed);
+    return 0;
 }
 
 
@@ -146,14 +294,10 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autoptr(virDomain) dom = NULL;
     g_autofree char *startxml = NULL;
     g_autofree char *meta = NULL;
-    g_autofree char *fdname = kvmsaveFdName("restore");
     const kvmsaveImageHeader *hdr;
-    kvmsaveRestoreStream stream = { .fd = -1 };
-    GThread *thread = NULL;
-    int chan[2] = { -1, -1 };
+    kvmsaveRestoreFeed feed = { 0 };
     unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
     bool running;
-    bool fdPassed = false;
     virDomainPtr ret = NULL;
     virErrorPtr saved = NULL;
     kvmsaveJob *job = NULL;
@@ -243,25 +387,14 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup;
     }
 
-    if (kvmsaveStreamChannelNew(chan) < 0)
+    kvmsaveRestoreFeedInit(&feed, reader, job);
+    if ((feed.n > 1 ?
+         kvmsaveRestoreStartMultifd(dom, &feed, reader, journal) :
+         kvmsaveRestoreStartSingle(dom, &feed)) < 0)
         goto cleanup;
-    if (kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
-        goto cleanup;
-    fdPassed = true;
-    VIR_FORCE_CLOSE(chan[1]);
-
-    stream.fd = chan[0];
-    chan[0] = -1;
-    stream.reader = reader;
-    stream.job = job;
-    thread = g_thread_new("kvmsave-restore", kvmsaveRestoreStreamThread, &stream);
-
-    if (kvmsaveMonitorMigrateIncomingFromFd(dom, fdname) < 0)
-        goto cleanup;
-    fdPassed = false;
 
     rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
-                                     kvmsaveRestorePoll, &stream);
+                                     kvmsaveRestorePoll, &feed);
     if (rc == -2 && kvmsaveJobIsCancelled(job))
         kvmsaveJobReportCancelled(job);
     /* else the feeder failed: its error is taken below */
@@ -270,9 +403,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
 
     /* QEMU has read the whole stream; the image's own checks must have
      * passed too (totals in the trailer) before the guest may run. */
-    g_thread_join(thread);
-    thread = NULL;
-    if (stream.rc < 0) {
+    if (kvmsaveRestoreFeedJoin(&feed, false) < 0) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("restore from '%s' was interrupted"), path);
         goto cleanup; /* the stream's own error is taken below */
@@ -313,8 +444,6 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
  cleanup:
     if (!ret) {
         virErrorPreserveLast(&saved);
-        if (fdPassed && dom)
-            ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
         /* Destroy first: that also unblocks a feeder stuck on the socket. */
         if (dom) {
             kvmsaveEventsExpectDestroy(hdr->uuid,
@@ -322,17 +451,20 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
             ignore_value(virDomainDestroy(dom));
         }
     }
-    kvmsaveRestoreFinishStream(&thread, &stream);
-    /* A bad chunk explains QEMU's failure better than QEMU does. */
-    if (!ret && stream.err && !kvmsaveJobIsCancelled(job)) {
-        virFreeError(saved);
-        saved = g_steal_pointer(&stream.err);
+    if (feed.streams) {
+        virErrorPtr err;
+
+        ignore_value(kvmsaveRestoreFeedJoin(&feed, true));
+        if ((err = kvmsaveRestoreFeedError(&feed))) {
+            if (!ret && !kvmsaveJobIsCancelled(job)) {
+                virFreeError(saved);
+                saved = err;
+            } else {
+                virFreeError(err);
+            }
+        }
+        kvmsaveRestoreFeedClear(&feed);
     }
-    VIR_FORCE_CLOSE(stream.fd);
-    VIR_FORCE_CLOSE(chan[0]);
-    VIR_FORCE_CLOSE(chan[1]);
-    if (stream.err)
-        virFreeError(stream.err);
     if (saved)
         virErrorRestore(&saved);
     kvmsaveJournalEnd(journal);

@@ -2,8 +2,9 @@
  * kvmsave_save.c: the save engine
  *
  * check -> write the header to a temporary file next to the target ->
- * pause -> QEMU migrates into a socket we hand it through libvirt's monitor ->
- * a thread cuts the stream into checksummed chunks -> trailer, fdatasync ->
+ * pause -> QEMU migrates into a socket we hand it through libvirt's monitor
+ * (or, with multifd, into N+1 connections to a socket we listen on) ->
+ * a thread per stream cuts it into checksummed chunks -> trailer, fdatasync ->
  * rename over the target -> stop the guest. Any failure before the rename
  * resumes the guest as it was and removes the temporary file.
  */
@@ -19,11 +20,13 @@
 #include "tempname.h"
 
 #include "kvmsave_save.h"
+#include "kvmsave_args.h"
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
+#include "kvmsave_multifd.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -123,21 +126,63 @@ kvmsaveCommitTemp(const char *tmppath, const char *path)
 }
 
 
-/* The thread that turns QEMU's stream into image chunks. */
+/* The thread that turns one of QEMU's streams into image chunks. */
 typedef struct _kvmsaveSaveStream kvmsaveSaveStream;
 struct _kvmsaveSaveStream {
     int fd;                     /* our end of QEMU's stream socket */
     int wakefd;                 /* readable when the thread must stop */
+    int stream;                 /* its number in the image; -1: the only one */
     kvmsaveImageWriter *writer;
     int rc;
     virErrorPtr err;
 };
 
 
+/* Read up to @size bytes of the stream into @buf: 0 with *@fill bytes
+ * (fewer only at its end, *@eof), 1 when told to stop, -1 on error. */
+static int
+kvmsaveSaveStreamRead(kvmsaveSaveStream *st, unsigned char *buf, size_t size,
+                      size_t *fill, bool *eof)
+{
+    *fill = 0;
+    while (*fill < size) {
+        struct pollfd fds[2] = {
+            { .fd = st->fd, .events = POLLIN },
+            { .fd = st->wakefd, .events = POLLIN },
+        };
+        ssize_t n;
+
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            virReportSystemError(errno, "%s", _("cannot poll QEMU's migration stream"));
+            return -1;
+        }
+        if (fds[1].revents)
+            return 1;
+        n = read(st->fd, buf + *fill, size - *fill);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0) {
+            virReportSystemError(errno, "%s", _("cannot read QEMU's migration stream"));
+            return -1;
+        }
+        if (n == 0) {
+            *eof = true;
+            break;
+        }
+        *fill += n;
+    }
+    return 0;
+}
+
+
 static gpointer
 kvmsaveSaveStreamThread(gpointer opaque)
 {
     kvmsaveSaveStream *st = opaque;
+    g_autofree unsigned char *own = NULL;
+    bool first = true;
     bool eof = false;
     sigset_t set;
 
@@ -145,44 +190,37 @@ kvmsaveSaveStreamThread(gpointer opaque)
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+    /* One stream goes straight into the chunk the workers encode; several
+     * share the writer, so each fills a chunk of its own first. */
+    if (st->stream >= 0)
+        own = g_malloc(KVMSAVE_IMAGE_STREAM_CHUNK_SIZE);
+
     st->rc = -1;
     while (!eof) {
-        size_t fill = 0;
-        unsigned char *buf;
+        size_t fill;
+        unsigned char *buf = own;
+        int rc;
 
-        /* QEMU's bytes go straight into the chunk the workers encode. */
-        if (!(buf = kvmsaveImageWriterNextBuffer(st->writer)))
+        if (!buf && !(buf = kvmsaveImageWriterNextBuffer(st->writer)))
             goto error;
-        while (fill < KVMSAVE_IMAGE_CHUNK_SIZE) {
-            struct pollfd fds[2] = {
-                { .fd = st->fd, .events = POLLIN },
-                { .fd = st->wakefd, .events = POLLIN },
-            };
-            ssize_t n;
-
-            if (poll(fds, 2, -1) < 0) {
-                if (errno == EINTR)
-                    continue;
-                virReportSystemError(errno, "%s", _("cannot poll QEMU's migration stream"));
-                goto error;
-            }
-            if (fds[1].revents)
-                goto stopped;
-            n = read(st->fd, buf + fill, KVMSAVE_IMAGE_CHUNK_SIZE - fill);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN))
-                continue;
-            if (n < 0) {
-                virReportSystemError(errno, "%s", _("cannot read QEMU's migration stream"));
-                goto error;
-            }
-            if (n == 0) {
-                eof = true;
-                break;
-            }
-            fill += n;
+        rc = kvmsaveSaveStreamRead(st, buf, own ? KVMSAVE_IMAGE_STREAM_CHUNK_SIZE :
+                                   KVMSAVE_IMAGE_CHUNK_SIZE, &fill, &eof);
+        if (rc < 0)
+            goto error;
+        if (rc > 0)
+            goto stopped;
+        /* A restore hands QEMU stream 0 first, as its main stream. */
+        if (first && st->stream == 0 &&
+            (fill < 4 || memcmp(buf, "QEVM", 4) != 0)) {
+            virReportError(VIR_ERR_OPERATION_FAILED, "%s",
+                           _("QEMU's first multifd connection is not its main migration stream"));
+            goto error;
         }
-        if (fill > 0 &&
-            kvmsaveImageWriterQueue(st->writer, fill) < 0)
+        first = false;
+        if (fill == 0)
+            continue;
+        if ((own ? kvmsaveImageWriteChunk(st->writer, st->stream, own, fill) :
+             kvmsaveImageWriterQueue(st->writer, fill)) < 0)
             goto error;
     }
     st->rc = 0;
@@ -194,6 +232,47 @@ kvmsaveSaveStreamThread(gpointer opaque)
     /* QEMU's writes now fail with EPIPE, so its migration fails. */
     VIR_FORCE_CLOSE(st->fd);
     return NULL;
+}
+
+
+/* Multifd: QEMU connects its main stream first, then one connection per
+ * channel; each gets its thread as it comes. A QEMU that failed before
+ * connecting them all ends the wait, as does a cancel. */
+static int
+kvmsaveSaveAcceptStreams(virDomainPtr dom, kvmsaveMultifd *mfd,
+                         kvmsaveJob *job, kvmsaveSaveStream *streams,
+                         GThread **threads, size_t *nstreams, size_t want)
+{
+    while (*nstreams < want) {
+        kvmsaveMigrationStatus st = { 0 };
+        kvmsaveSaveStream *s = &streams[*nstreams];
+        int fd = kvmsaveMultifdAccept(mfd, 100);
+
+        if (fd == -1)
+            return -1;
+        if (fd >= 0) {
+            s->fd = fd;
+            s->stream = *nstreams;
+            threads[(*nstreams)++] = g_thread_new("kvmsave-save",
+                                                  kvmsaveSaveStreamThread, s);
+            continue;
+        }
+        if (kvmsaveJobIsCancelled(job)) {
+            kvmsaveJobReportCancelled(job);
+            return -1;
+        }
+        if (kvmsaveMonitorQueryMigrate(dom, &st) < 0)
+            return -1;
+        if (st.state == KVMSAVE_MIGRATION_FAILED) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("QEMU's multifd migration failed before all %zu streams connected: %s"),
+                           want, st.error ? st.error : st.status);
+            kvmsaveMigrationStatusClear(&st);
+            return -1;
+        }
+        kvmsaveMigrationStatusClear(&st);
+    }
+    return 0;
 }
 
 
@@ -258,8 +337,12 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     g_autoptr(kvmsaveImageWriter) writer = NULL;
     g_autofree char *tmppath = NULL;
     g_autofree char *fdname = kvmsaveFdName("save");
-    kvmsaveSaveStream stream = { .fd = -1, .wakefd = -1 };
-    GThread *thread = NULL;
+    g_autoptr(kvmsaveMultifd) mfd = NULL;
+    kvmsaveSaveStream streams[KVMSAVE_PARALLEL_CHANNELS_MAX + 1];
+    GThread *threads[KVMSAVE_PARALLEL_CHANNELS_MAX + 1] = { NULL };
+    size_t nstreams = 0;
+    size_t i;
+    bool multifd = channels > 1;
     VIR_AUTOCLOSE fd = -1;
     int chan[2] = { -1, -1 };
     int wake[2] = { -1, -1 };
@@ -276,6 +359,10 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     kvmsaveJournal *journal = NULL;
     int rc;
 
+    for (i = 0; i < G_N_ELEMENTS(streams); i++)
+        streams[i] = (kvmsaveSaveStream) { .fd = -1, .wakefd = -1, .stream = -1 };
+    if (channels > KVMSAVE_PARALLEL_CHANNELS_MAX)
+        channels = KVMSAVE_PARALLEL_CHANNELS_MAX;
     if (!(dom = kvmsaveConnLookupInner(priv, uuid)))
         return -1;
     if (!(job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)))
@@ -300,6 +387,10 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                               (wasRunning && !(flags & VIR_DOMAIN_SAVE_PAUSED)),
                               hdr) < 0)
         goto cleanup;
+    if (multifd) {
+        hdr->streams = channels + 1;
+        hdr->chunkSize = KVMSAVE_IMAGE_STREAM_CHUNK_SIZE;
+    }
 
     if ((fd = kvmsaveCreateTemp(path, direct, &tmppath)) < 0)
         goto cleanup;
@@ -313,22 +404,31 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         goto cleanup;
     writer = kvmsaveImageWriterNew(fd, tmppath, direct);
     kvmsaveImageWriterSetFormat(writer, format);
-    kvmsaveImageWriterSetThreads(writer, channels);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
         goto cleanup;
 
-    if (kvmsaveStreamChannelNew(chan) < 0)
-        goto cleanup;
     if (pipe2(wake, O_CLOEXEC) < 0) {
         virReportSystemError(errno, "%s", _("cannot create a pipe to stop the save's stream thread"));
         goto cleanup;
     }
-
-    stream.fd = chan[0];
-    chan[0] = -1;
-    stream.wakefd = wake[0];
-    stream.writer = writer;
-    thread = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread, &stream);
+    for (i = 0; i < G_N_ELEMENTS(streams); i++) {
+        streams[i].wakefd = wake[0];
+        streams[i].writer = writer;
+    }
+    if (multifd) {
+        if (!(mfd = kvmsaveMultifdNew(dom)))
+            goto cleanup;
+        kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
+        if (kvmsaveMultifdListen(mfd, channels + 1) < 0)
+            goto cleanup;
+    } else {
+        if (kvmsaveStreamChannelNew(chan) < 0)
+            goto cleanup;
+        streams[0].fd = chan[0];
+        chan[0] = -1;
+        threads[nstreams++] = g_thread_new("kvmsave-save",
+                                           kvmsaveSaveStreamThread, &streams[0]);
+    }
 
     VIR_DEBUG("header written to %s, pausing the guest", tmppath);
     if (kvmsaveJournalWrite(journal, "paused") < 0)
@@ -339,16 +439,28 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         paused = true;
     }
 
-    if (kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
+    /* QEMU keeps multifd on from one migration to the next: say it. */
+    if (kvmsaveMonitorSetMultifd(dom, multifd ? channels : 0) < 0 ||
+        kvmsaveMonitorSetUnlimitedBandwidth(dom) < 0)
         goto cleanup;
-    fdPassed = true;
-    VIR_FORCE_CLOSE(chan[1]);
-
-    if (kvmsaveMonitorSetUnlimitedBandwidth(dom) < 0 ||
-        kvmsaveMonitorMigrateToFd(dom, fdname) < 0)
-        goto cleanup;
-    fdPassed = false; /* the migration owns it now */
-    migrating = true;
+    if (multifd) {
+        if (kvmsaveMonitorMigrate(dom, "unix", kvmsaveMultifdPath(mfd)) < 0)
+            goto cleanup;
+        migrating = true;
+        if (kvmsaveSaveAcceptStreams(dom, mfd, job, streams, threads,
+                                     &nstreams, channels + 1) < 0)
+            goto cleanup;
+        kvmsaveMultifdRemove(mfd);
+    } else {
+        if (kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
+            goto cleanup;
+        fdPassed = true;
+        VIR_FORCE_CLOSE(chan[1]);
+        if (kvmsaveMonitorMigrate(dom, "fd", fdname) < 0)
+            goto cleanup;
+        fdPassed = false; /* the migration owns it now */
+        migrating = true;
+    }
 
     rc = kvmsaveMonitorWaitMigration(dom, _("saving the guest's state"),
                                      kvmsaveSavePoll, job);
@@ -359,10 +471,11 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     migrating = false;
     VIR_DEBUG("QEMU's stream is complete");
 
-    g_thread_join(thread);
-    thread = NULL;
-    if (stream.rc < 0)
-        goto cleanup; /* its error is taken below */
+    for (i = 0; i < nstreams; i++) {
+        g_thread_join(g_steal_pointer(&threads[i]));
+        if (streams[i].rc < 0)
+            goto cleanup; /* its error is taken below */
+    }
 
     if (kvmsaveImageWriterFinish(writer) < 0)
         goto cleanup;
@@ -411,27 +524,27 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         ignore_value(kvmsaveMonitorMigrateCancel(dom));
     if (fdPassed)
         ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
-    if (thread) {
-        if (wake[1] >= 0)
-            ignore_value(safewrite(wake[1], "x", 1));
-        g_thread_join(thread);
-    }
-    /* A failure of ours (disk full...) explains more than QEMU's EPIPE. */
-    if (ret < 0 && stream.err && !kvmsaveJobIsCancelled(job)) {
-        virFreeError(saved);
-        saved = g_steal_pointer(&stream.err);
+    if (wake[1] >= 0 && nstreams > 0)
+        ignore_value(safewrite(wake[1], "x", 1));
+    for (i = 0; i < nstreams; i++) {
+        if (threads[i])
+            g_thread_join(threads[i]);
+        /* A failure of ours (disk full...) explains more than QEMU's EPIPE. */
+        if (ret < 0 && streams[i].err && !kvmsaveJobIsCancelled(job)) {
+            virFreeError(saved);
+            saved = g_steal_pointer(&streams[i].err);
+        }
+        VIR_FORCE_CLOSE(streams[i].fd);
+        virFreeError(streams[i].err);
     }
     if (ret < 0 && paused)
         ignore_value(virDomainResume(dom));
     if (tmppath)
         unlink(tmppath);
-    VIR_FORCE_CLOSE(stream.fd);
     VIR_FORCE_CLOSE(chan[0]);
     VIR_FORCE_CLOSE(chan[1]);
     VIR_FORCE_CLOSE(wake[0]);
     VIR_FORCE_CLOSE(wake[1]);
-    if (stream.err)
-        virFreeError(stream.err);
     if (saved)
         virErrorRestore(&saved);
     kvmsaveJournalEnd(journal);
@@ -467,6 +580,7 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
 
     hdr->created = old->created;
     hdr->chunkSize = old->chunkSize;
+    hdr->streams = old->streams;
     hdr->flags = old->flags;
     if (flags & VIR_DOMAIN_SAVE_RUNNING)
         hdr->flags |= KVMSAVE_IMAGE_FLAG_RUNNING;
@@ -490,7 +604,8 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     while ((rc = kvmsaveImageReadChunk(reader, &data, &len)) > 0) {
         /* Each chunk keeps the encoding it had. */
         kvmsaveImageWriterSetFormat(writer, kvmsaveImageReaderLastEncoding(reader));
-        if (kvmsaveImageWriteChunk(writer, data, len) < 0)
+        if (kvmsaveImageWriteChunk(writer, kvmsaveImageReaderLastStream(reader),
+                                   data, len) < 0)
             goto cleanup;
     }
     if (rc < 0 || kvmsaveImageWriterFinish(writer) < 0)

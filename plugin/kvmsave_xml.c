@@ -394,6 +394,14 @@ kvmsaveXMLGetMachine(const char *domxml)
 
 
 char *
+kvmsaveXMLGetDACLabel(const char *domxml)
+{
+    return kvmsaveXMLGetString(domxml, "domain",
+                               "/domain/seclabel[@model='dac']/label");
+}
+
+
+char *
 kvmsaveXMLGetHostCPUModel(const char *capsxml)
 {
     return kvmsaveXMLGetString(capsxml, "capabilities",

@@ -47,6 +47,9 @@ char *kvmsaveXMLGetUUID(const char *domxml);
 
 /* The <os><type machine=...> of @domxml, or NULL. */
 char *kvmsaveXMLGetMachine(const char *domxml);
+/* The user:group a running guest's QEMU runs as (its live XML's DAC
+ * label, "+UID:+GID"), or NULL when it has none. */
+char *kvmsaveXMLGetDACLabel(const char *domxml);
 
 /* The host CPU model in capabilities XML @capsxml, or NULL. */
 char *kvmsaveXMLGetHostCPUModel(const char *capsxml);

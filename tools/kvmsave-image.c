@@ -50,6 +50,11 @@ printInfo(kvmsaveImageReader *r)
     printf(_("stream:        %llu bytes in %llu chunks of up to %u bytes\n"),
            (unsigned long long) tr->streamBytes, (unsigned long long) tr->chunks,
            hdr->chunkSize);
+    if (hdr->streams > 1)
+        printf(_("streams:       %u (QEMU's main stream and %u multifd channels)\n"),
+               hdr->streams, hdr->streams - 1);
+    else
+        printf("%s", _("streams:       1\n"));
 }
 
 

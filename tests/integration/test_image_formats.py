@@ -1,10 +1,13 @@
 """Image formats and channel counts: raw and zstd chunks, chosen per call or
-by the root's configuration, written and read by 1 to 4 parallel channels
-(the chunk pipeline's workers); every combination restores with the
-guest's memory intact."""
+by the root's configuration; one stream, or QEMU's main stream and 2 or 4
+multifd channels (parallel.channels), each a stream of its own in the
+image; every combination restores with the guest's memory intact."""
 
+import glob
 import json
 import os
+import subprocess
+import tempfile
 
 import pytest
 
@@ -42,11 +45,25 @@ def restore_params(env, img, channels=None):
 @pytest.mark.parametrize('channels', [1, 2, 4])
 def test_every_format_and_channel_count_round_trips(env, guest, fmt, channels):
     img = env.image(f'rt-{fmt}-{channels}.img')
+    before = multifd_dirs()
     assert save_params(env, guest, img, fmt, channels) is None
     guest.checkpoint()
-    # read back with another channel count than it was written with
+    info = image_info(env, img)
+    assert f'streams:       {channels + 1 if channels > 1 else 1}' in info, info
+    # the image decides its streams: another count on restore changes nothing
     assert restore_params(env, img, 5 - channels) is None
     guest.assert_continued()
+    # the multifd sockets' private directories are gone
+    assert multifd_dirs() == before
+
+
+def multifd_dirs():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*')))
+
+
+def image_info(env, img):
+    return subprocess.run([env.image_tool, 'info', img], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def test_bad_channel_count_is_invalid_arg(env, guest):

@@ -1,16 +1,19 @@
 """Job progress and cancel of save and restore, on a guest big enough that
 a poll from a second thread (or virsh's own watch) sees the job run."""
 
+import glob
 import json
 import os
 import pty
 import select
 import subprocess
+import tempfile
 import time
 
 import pytest
 
 import libvirt_consts as C
+from kvmsave_harness import Virsh, embed_uri
 from conftest import lifecycle_events, module_env, sha256, started_guest, tmpfs
 
 VIR_ERR_OPERATION_ABORTED = 78
@@ -138,15 +141,55 @@ def test_abort_during_save_keeps_the_guest_running(big_env, big):
 def test_abort_during_restore_leaves_it_shut_off_and_the_image_intact(big_env, big):
     img = big_env.image('restore-abort.img')
     big_env.virsh.run('save', big.name, img)
-    big.checkpoint()
+    assert_aborted_restore_keeps_the_image(big_env, big, img)
+
+
+def assert_aborted_restore_keeps_the_image(env, guest, img):
+    guest.checkpoint()
     before = sha256(img)
-    res = poll_job(big_env, big, f"conn.restore({img!r})", abort=True)
+    res = poll_job(env, guest, f"conn.restore({img!r})", abort=True)
     assert res['aborted'], res
     assert res['error'][0] == VIR_ERR_OPERATION_ABORTED, res
     assert res['state'] == 5                       # shut off
     assert sha256(img) == before
-    big_env.virsh.run('restore', img)
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+
+
+def multifd_params(img, channels):
+    return f"{{'file': {img!r}, 'parallel.channels': {channels}}}"
+
+
+def test_abort_of_a_multifd_save_leaves_the_guest_able_to_save_again(big_env, big):
+    """A cancelled multifd save resumes the guest with QEMU's multifd
+    capability off again: libvirt's own save of it (through an fd, which
+    multifd cannot use) works, and no socket directory is left."""
+    img = big_env.image('mfd-aborted.img')
+    before = multifd_dirs()
+    res = poll_job(big_env, big, f"conn.lookupByName({big.name!r})"
+                   f".saveParams({multifd_params(img, 4)})", abort=True)
+    assert res['aborted'], res
+    assert res['error'][0] == VIR_ERR_OPERATION_ABORTED, res
+    assert res['state'] == 1                       # running
+    assert not os.path.exists(img)
+    assert [f for f in os.listdir(big_env.images) if f.startswith('.kvmsave')] == []
+    assert multifd_dirs() == before
+    stock = Virsh(['virsh', '-c', embed_uri(big_env.root)])
+    stock.run('save', big.name, img)
+    big.checkpoint()
+    stock.run('restore', img)
     big.assert_continued()
+
+
+def test_abort_of_a_multifd_restore_leaves_it_shut_off_and_the_image_intact(big_env, big):
+    img = big_env.image('mfd-restore-abort.img')
+    assert run(big_env, f"conn.lookupByName({big.name!r})"
+                        f".saveParams({multifd_params(img, 2)}); print('null')") is None
+    assert_aborted_restore_keeps_the_image(big_env, big, img)
+
+
+def multifd_dirs():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*')))
 
 
 def test_ctrl_c_of_virsh_save_verbose_cancels_it(big_env, big):

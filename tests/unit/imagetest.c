@@ -295,7 +295,7 @@ writeImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
     img->dataEnd = img->headerSize;
     for (i = 0; i < n; i++) {
         img->chunkOff[i] = img->dataEnd;
-        ck_assert_msg(kvmsaveImageWriteChunk(w, img->data + off, sizes[i]) == 0,
+        ck_assert_msg(kvmsaveImageWriteChunk(w, 0, img->data + off, sizes[i]) == 0,
                       "%s", virGetLastErrorMessage());
         off += sizes[i];
         img->dataEnd += KVMSAVE_IMAGE_CHUNK_HEADER_LEN + sizes[i];
@@ -576,7 +576,7 @@ writeZstdImage(const char *path, const char *kinds, size_t chunkLen,
         unsigned char *c = all + i * chunkLen;
 
         fillKind(c, chunkLen, kinds[i], i + 1);
-        ck_assert_int_eq(kvmsaveImageWriteChunk(w, c, chunkLen), 0);
+        ck_assert_int_eq(kvmsaveImageWriteChunk(w, 0, c, chunkLen), 0);
     }
     ck_assert_int_eq(kvmsaveImageWriterFinish(w), 0);
     close(fd);
@@ -1947,11 +1947,235 @@ START_TEST(test_writer_reports_write_failure)
     w = kvmsaveImageWriterNew(fd, path, false);
     /* Buffered: the failure shows when the data is flushed. */
     ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
-    ck_assert_int_eq(kvmsaveImageWriteChunk(w, "abc", 3), 0);
+    ck_assert_int_eq(kvmsaveImageWriteChunk(w, 0, "abc", 3), 0);
     ck_assert_int_eq(kvmsaveImageWriterFinish(w), -1);
     KT_ASSERT_ERROR(VIR_ERR_SYSTEM_ERROR, "cannot write save image");
     KT_ASSERT_ERROR(VIR_ERR_SYSTEM_ERROR, path);
     close(fd);
+}
+END_TEST
+
+
+
+/* ---- images of several streams (multifd) ---- */
+
+#define MS_STREAMS 3
+#define MS_CHUNKS 40
+
+/* Write an image of MS_STREAMS streams whose chunks are interleaved as
+ * @order says (a stream number per chunk); each stream's bytes go to
+ * @streams[s]. */
+static void
+writeStreamsImage(const char *path, const unsigned int *order, size_t n,
+                  GByteArray **streams)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    g_autofree unsigned char *buf = g_malloc(70000);
+    size_t i;
+    int fd;
+
+    hdr->streams = MS_STREAMS;
+    fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    w = kvmsaveImageWriterNew(fd, path, false);
+    kvmsaveImageWriterSetFormat(w, KVMSAVE_IMAGE_ENCODING_ZSTD);
+    ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
+    for (i = 0; i < n; i++) {
+        size_t len = 1 + (i * 7919) % 70000;
+
+        fillKind(buf, len, "rzt"[i % 3], i);
+        g_byte_array_append(streams[order[i]], buf, len);
+        ck_assert_msg(kvmsaveImageWriteChunk(w, order[i], buf, len) == 0, "%s",
+                      virGetLastErrorMessage());
+    }
+    ck_assert_msg(kvmsaveImageWriterFinish(w) == 0, "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(close(fd), 0);
+}
+
+/* All of stream @stream through its own reader of @r. */
+static GByteArray *
+readStream(kvmsaveImageReader *r, unsigned int stream)
+{
+    g_autoptr(kvmsaveImageReader) sr = kvmsaveImageReaderOpenStream(r, stream);
+    GByteArray *out = g_byte_array_new();
+    const unsigned char *data;
+    size_t len;
+    int rc;
+
+    ck_assert_msg(sr != NULL, "%s", virGetLastErrorMessage());
+    while ((rc = kvmsaveImageReadChunk(sr, &data, &len)) > 0) {
+        ck_assert_uint_eq(kvmsaveImageReaderLastStream(sr), stream);
+        g_byte_array_append(out, data, len);
+    }
+    ck_assert_msg(rc == 0, "%s", virGetLastErrorMessage());
+    return out;
+}
+
+START_TEST(test_streams_each_reader_returns_its_own_stream)
+{
+    g_autofree char *path = scratchPath("streams.img");
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    GByteArray *want[MS_STREAMS];
+    unsigned int order[MS_CHUNKS];
+    const unsigned char *data;
+    size_t len;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < MS_STREAMS; i++)
+        want[i] = g_byte_array_new();
+    /* Uneven: stream 2 has few chunks, stream 1 many in runs. */
+    for (i = 0; i < MS_CHUNKS; i++)
+        order[i] = i % 13 == 5 ? 2 : (i / 4) % 2;
+    writeStreamsImage(path, order, MS_CHUNKS, want);
+
+    r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->streams, MS_STREAMS);
+    ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->minor, 2);
+    /* Readers run at once, as a restore's feeders do. */
+    for (i = 0; i < MS_STREAMS; i++) {
+        g_autoptr(GByteArray) got = readStream(r, i);
+
+        ck_assert_uint_eq(got->len, want[i]->len);
+        ck_assert(memcmp(got->data, want[i]->data, got->len) == 0);
+    }
+    /* The reader of all chunks sees them in file order, stream by stream. */
+    for (i = 0; (rc = kvmsaveImageReadChunk(r, &data, &len)) > 0; i++)
+        ck_assert_uint_eq(kvmsaveImageReaderLastStream(r), order[i]);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(i, MS_CHUNKS);
+    for (i = 0; i < MS_STREAMS; i++)
+        g_byte_array_unref(want[i]);
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+typedef struct {
+    kvmsaveImageWriter *w;
+    unsigned int stream;
+    GByteArray *data;
+} StreamWriter;
+
+static gpointer
+streamWriterThread(gpointer opaque)
+{
+    StreamWriter *sw = opaque;
+    unsigned char buf[20000];
+    size_t i;
+
+    for (i = 0; i < 50; i++) {
+        size_t len = 100 + (i * 131 + sw->stream * 17) % (sizeof(buf) - 100);
+
+        fillRandom(buf, len, sw->stream * 1000 + i);
+        g_byte_array_append(sw->data, buf, len);
+        if (kvmsaveImageWriteChunk(sw->w, sw->stream, buf, len) < 0)
+            return GINT_TO_POINTER(-1);
+    }
+    return NULL;
+}
+
+START_TEST(test_streams_written_from_several_threads_read_back_in_order)
+{
+    g_autofree char *path = scratchPath("threads.img");
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    StreamWriter sw[4];
+    GThread *th[4];
+    size_t i;
+    int fd;
+
+    hdr->streams = G_N_ELEMENTS(sw);
+    fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    w = kvmsaveImageWriterNew(fd, path, false);
+    kvmsaveImageWriterSetThreads(w, 2);
+    ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
+    for (i = 0; i < G_N_ELEMENTS(sw); i++) {
+        sw[i] = (StreamWriter) { w, i, g_byte_array_new() };
+        th[i] = g_thread_new("sw", streamWriterThread, &sw[i]);
+    }
+    for (i = 0; i < G_N_ELEMENTS(sw); i++)
+        ck_assert_ptr_null(g_thread_join(th[i]));
+    ck_assert_msg(kvmsaveImageWriterFinish(w) == 0, "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(close(fd), 0);
+
+    r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(kvmsaveImageReaderTrailer(r)->chunks, 4 * 50);
+    for (i = 0; i < G_N_ELEMENTS(sw); i++) {
+        g_autoptr(GByteArray) got = readStream(r, i);
+
+        ck_assert_uint_eq(got->len, sw[i].data->len);
+        ck_assert(memcmp(got->data, sw[i].data->data, got->len) == 0);
+        g_byte_array_unref(sw[i].data);
+    }
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+START_TEST(test_streams_field_is_critical_and_checked)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *ext = NULL;
+    size_t len;
+    size_t elen;
+    size_t off = 64;
+    uint32_t i;
+
+    /* One stream: no field, readable by kvmsave 1.0 and 1.1. */
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(rd32(buf + 48), 6);
+    g_clear_pointer(&buf, g_free);
+
+    hdr->streams = 5;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(rd32(buf + 48), 7);
+    for (i = 0; i < 6; i++)
+        off += 8 + alignUp(rd32(buf + off + 4), 8);
+    ck_assert_uint_eq(rd32(buf + off) & 0xffff, KVMSAVE_IMAGE_FIELD_STREAMS);
+    ck_assert_uint_eq(rd32(buf + off) >> 16, KVMSAVE_IMAGE_FIELD_CRITICAL);
+    ck_assert_uint_eq(rd32(buf + off + 4), 1);
+    ck_assert(memcmp(buf + off + 8, "5", 1) == 0);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+    ck_assert_uint_eq(dec->streams, 5);
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+    g_clear_pointer(&buf, g_free);
+
+    /* Counts that make no sense are refused. */
+    hdr->streams = 1;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    {
+        static const char *const bad[] = { "1", "0", "257", "-3", "2x", "" };
+
+        for (i = 0; i < G_N_ELEMENTS(bad); i++) {
+            ext = headerWithExtraField(buf, KVMSAVE_IMAGE_FIELD_STREAMS,
+                                       KVMSAVE_IMAGE_FIELD_CRITICAL, bad[i], &elen);
+            ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), -1);
+            KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "invalid stream count");
+            g_clear_pointer(&ext, g_free);
+        }
+    }
+}
+END_TEST
+
+
+START_TEST(test_read_refuses_chunk_of_a_stream_the_image_lacks)
+{
+    TestImage img;
+    unsigned char v[2];
+
+    writeStdImage(&img, "chstream.img");
+    le16(v, 1);
+    patchChunkHeader(img.path, img.chunkOff[2], 6, v, 2);
+    assertChunkFailure(&img, 2, "chunk 2", "belongs to stream 1, the image has 1", NULL);
+    testImageClear(&img);
 }
 END_TEST
 
@@ -1970,6 +2194,10 @@ imageSuite(void)
     tc = ktTCase("round_trip", 120);
     tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
     tcase_add_test(tc, test_round_trip_header_and_data);
+    tcase_add_test(tc, test_streams_each_reader_returns_its_own_stream);
+    tcase_add_test(tc, test_streams_written_from_several_threads_read_back_in_order);
+    tcase_add_test(tc, test_streams_field_is_critical_and_checked);
+    tcase_add_test(tc, test_read_refuses_chunk_of_a_stream_the_image_lacks);
     tcase_add_test(tc, test_zstd_round_trip_shrinks_and_keeps_random_raw);
     tcase_add_test(tc, test_zstd_chunk_corruption_is_refused);
     tcase_add_test(tc, test_image_format_names);

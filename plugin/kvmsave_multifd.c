@@ -1,0 +1,248 @@
+/*
+ * kvmsave_multifd.c: the socket QEMU's multifd streams go through
+ */
+#include <config.h>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "kvmsave_multifd.h"
+#include "kvmsave_xml.h"
+#include "virerror.h"
+#include "virfile.h"
+#include "virlog.h"
+/* libvirt's build defines these for virutil.h; this is Linux. */
+#define WITH_GETUID 1
+#define WITH_GETEUID 1
+#define WITH_GETGID 1
+#define WITH_GETEGID 1
+#include "virutil.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.multifd");
+
+/* Recovery removes only directories named so. */
+#define KVMSAVE_MULTIFD_PREFIX "kvmsave-mfd-"
+#define KVMSAVE_MULTIFD_SOCKET "s"
+
+struct _kvmsaveMultifd {
+    char *dir;
+    char *path;
+    uid_t uid;                  /* QEMU's user and group */
+    gid_t gid;
+    int listenfd;
+};
+
+
+/* The user QEMU runs as: the DAC label libvirt gave it, else ours. */
+static int
+multifdQemuUser(virDomainPtr dom, uid_t *uid, gid_t *gid)
+{
+    g_autofree char *xml = NULL;
+    g_autofree char *label = NULL;
+
+    *uid = geteuid();
+    *gid = getegid();
+    if (!(xml = virDomainGetXMLDesc(dom, 0)))
+        return -1;
+    if (!(label = kvmsaveXMLGetDACLabel(xml)))
+        return 0;
+    if (virParseOwnershipIds(label, uid, gid) < 0)
+        return -1;
+    return 0;
+}
+
+
+kvmsaveMultifd *
+kvmsaveMultifdNew(virDomainPtr dom)
+{
+    g_autoptr(kvmsaveMultifd) m = g_new0(kvmsaveMultifd, 1);
+    struct sockaddr_un sa;
+
+    m->listenfd = -1;
+    if (multifdQemuUser(dom, &m->uid, &m->gid) < 0)
+        return NULL;
+    /* Not under the root: its run directory is root's alone, and a unix
+     * socket's path must be short. */
+    m->dir = g_build_filename(g_get_tmp_dir(),
+                              KVMSAVE_MULTIFD_PREFIX "XXXXXX", NULL);
+    if (!g_mkdtemp_full(m->dir, 0700)) {
+        virReportSystemError(errno,
+                             _("cannot create a directory for QEMU's multifd sockets in '%s'"),
+                             g_get_tmp_dir());
+        g_clear_pointer(&m->dir, g_free);
+        return NULL;
+    }
+    if (chown(m->dir, m->uid, m->gid) < 0) {
+        virReportSystemError(errno,
+                             _("cannot give directory '%s' to QEMU's user %u"),
+                             m->dir, (unsigned int) m->uid);
+        return NULL;
+    }
+    m->path = g_build_filename(m->dir, KVMSAVE_MULTIFD_SOCKET, NULL);
+    if (strlen(m->path) >= sizeof(sa.sun_path)) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("socket path '%s' is too long for a unix socket; set TMPDIR to a shorter directory"),
+                       m->path);
+        return NULL;
+    }
+    return g_steal_pointer(&m);
+}
+
+
+void
+kvmsaveMultifdRemove(kvmsaveMultifd *m)
+{
+    if (!m->dir)
+        return;
+    kvmsaveMultifdRemoveDir(m->dir);
+    g_clear_pointer(&m->dir, g_free);
+}
+
+
+void
+kvmsaveMultifdFree(kvmsaveMultifd *m)
+{
+    if (!m)
+        return;
+    VIR_FORCE_CLOSE(m->listenfd);
+    kvmsaveMultifdRemove(m);
+    g_free(m->path);
+    g_free(m);
+}
+
+
+const char *
+kvmsaveMultifdDir(kvmsaveMultifd *m)
+{
+    return m->dir;
+}
+
+
+const char *
+kvmsaveMultifdPath(kvmsaveMultifd *m)
+{
+    return m->path;
+}
+
+
+static void
+multifdAddress(kvmsaveMultifd *m, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    memcpy(sa->sun_path, m->path, strlen(m->path)); /* length checked in New */
+}
+
+
+/* Only QEMU's user (or root) may be at the other end. */
+static int
+multifdCheckPeer(kvmsaveMultifd *m, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        virReportSystemError(errno, _("cannot identify the peer on socket '%s'"),
+                             m->path);
+        return -1;
+    }
+    if (cred.uid != m->uid && cred.uid != 0) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("unexpected peer on multifd socket '%s': process %lld of user %u, not QEMU's user %u"),
+                       m->path, (long long) cred.pid,
+                       (unsigned int) cred.uid, (unsigned int) m->uid);
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+kvmsaveMultifdListen(kvmsaveMultifd *m, unsigned int backlog)
+{
+    struct sockaddr_un sa;
+
+    multifdAddress(m, &sa);
+    if ((m->listenfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+        bind(m->listenfd, (struct sockaddr *) &sa, sizeof(sa)) < 0 ||
+        chown(m->path, m->uid, m->gid) < 0 ||
+        chmod(m->path, 0600) < 0 ||
+        listen(m->listenfd, backlog) < 0) {
+        virReportSystemError(errno, _("cannot listen on socket '%s' for QEMU's multifd streams"),
+                             m->path);
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout)
+{
+    struct pollfd pfd = { .fd = m->listenfd, .events = POLLIN };
+    int fd;
+    int rc;
+
+    while ((rc = poll(&pfd, 1, timeout)) < 0 && errno == EINTR)
+        ;
+    if (rc < 0) {
+        virReportSystemError(errno, _("cannot wait for QEMU on socket '%s'"),
+                             m->path);
+        return -1;
+    }
+    if (rc == 0)
+        return -2;
+    if ((fd = accept4(m->listenfd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+        virReportSystemError(errno, _("cannot accept QEMU's connection on socket '%s'"),
+                             m->path);
+        return -1;
+    }
+    if (multifdCheckPeer(m, fd) < 0) {
+        VIR_FORCE_CLOSE(fd);
+        return -1;
+    }
+    return fd;
+}
+
+
+int
+kvmsaveMultifdConnect(kvmsaveMultifd *m)
+{
+    struct sockaddr_un sa;
+    int fd;
+
+    multifdAddress(m, &sa);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+        connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+        virReportSystemError(errno, _("cannot connect to QEMU's multifd socket '%s'"),
+                             m->path);
+        VIR_FORCE_CLOSE(fd);
+        return -1;
+    }
+    if (multifdCheckPeer(m, fd) < 0) {
+        VIR_FORCE_CLOSE(fd);
+        return -1;
+    }
+    return fd;
+}
+
+
+void
+kvmsaveMultifdRemoveDir(const char *dir)
+{
+    g_autofree char *base = g_path_get_basename(dir);
+    g_autofree char *sock = NULL;
+
+    if (!g_str_has_prefix(base, KVMSAVE_MULTIFD_PREFIX))
+        return;
+    sock = g_build_filename(dir, KVMSAVE_MULTIFD_SOCKET, NULL);
+    if (unlink(sock) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove multifd socket %s: %s", sock, g_strerror(errno));
+    if (rmdir(dir) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove multifd directory %s: %s", dir, g_strerror(errno));
+}
