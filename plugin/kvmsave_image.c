@@ -935,6 +935,11 @@ kvmsaveImageReaderFree(kvmsaveImageReader *r)
     if (!r)
         return;
     kvmsaveImageReaderStop(r);
+#ifdef HAVE_POSIX_FADVISE
+    /* The streams' readers shared the cache: the last ones drop it. */
+    if (r->hdrBorrowed && !r->direct && r->fd >= 0)
+        ignore_value(posix_fadvise(r->fd, 0, 0, POSIX_FADV_DONTNEED));
+#endif
     VIR_FORCE_CLOSE(r->fd);
     virFreeError(r->endErr);
     if (!r->hdrBorrowed)
@@ -1147,15 +1152,22 @@ kvmsaveImageReader *
 kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
 {
     g_autoptr(kvmsaveImageReader) s = g_new0(kvmsaveImageReader, 1);
+    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", r->fd);
 
-    /* pread() needs no position of its own: one open file will do. */
-    if ((s->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    /* Every stream's reader reads every chunk header: through the page
+     * cache they are read from the disk once, directly once per reader.
+     * So the same file (not the same path) is opened again, cached,
+     * unless direct I/O was asked for. */
+    s->direct = r->direct && !r->directOptional;
+    if (s->direct)
+        s->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
+    else
+        s->fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (s->fd < 0) {
         virReportSystemError(errno, _("cannot read save image '%s'"), r->path);
         return NULL;
     }
     s->path = g_strdup(r->path);
-    s->direct = r->direct;
-    s->directOptional = r->directOptional;
     s->hdr = r->hdr;
     s->hdrBorrowed = true;
     s->tr = r->tr;

@@ -158,9 +158,10 @@ kvmsaveImageReader *kvmsaveImageOpen(const char *path, kvmsaveImageIO io);
 void kvmsaveImageReaderFree(kvmsaveImageReader *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
 
-/* A reader of the chunks of stream @stream only, sharing @r's open file
- * and header (@r must outlive it). It still walks, and checks the headers
- * of, every chunk, and the totals against the trailer at the end. */
+/* A reader of the chunks of stream @stream only, of @r's file (opened
+ * again) and sharing its header (@r must outlive it). It still walks, and
+ * checks the headers of, every chunk, and the totals against the trailer
+ * at the end. */
 kvmsaveImageReader *kvmsaveImageReaderOpenStream(kvmsaveImageReader *r,
                                                  unsigned int stream);
 /* Verifying and decoding workers (default: one per CPU, at most 4). */
