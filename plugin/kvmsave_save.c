@@ -418,8 +418,10 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     if (multifd) {
         if (!(mfd = kvmsaveMultifdNew(dom)))
             goto cleanup;
+        /* Recorded at once: recovery removes it after a kill. */
         kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
-        if (kvmsaveMultifdListen(mfd, channels + 1) < 0)
+        if (kvmsaveJournalWrite(journal, "prepared") < 0 ||
+            kvmsaveMultifdListen(mfd, channels + 1) < 0)
             goto cleanup;
     } else {
         if (kvmsaveStreamChannelNew(chan) < 0)

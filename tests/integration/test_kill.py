@@ -26,8 +26,9 @@ from kvmsave_harness import SYSTEM_PYTHON
 TRIALS = int(os.environ.get('KVMSAVE_KILL_TRIALS', '20'))
 SEED = int(os.environ.get('KVMSAVE_KILL_SEED', str(int(time.time()))))
 # 20 ms per 4 MiB chunk: the stream of this guest lasts about half a second, so
-# the kill points spread over connect, pause, stream, finish and stop.
-CHUNK_DELAY_MS = '20'
+# the kill points spread over connect, pause, stream, finish and stop.  Multifd
+# streams are cut into 1 MiB chunks: 5 ms each is the same delay per byte.
+CHUNK_DELAY_MS = {1: '20', 2: '5'}
 
 
 kenv = module_env('kvmsave-kill-')
@@ -38,12 +39,13 @@ def kguest(kenv):
     return started_guest(kenv, 'killguest', memory_mib=256, data_mib=64)
 
 
-def killed(env, args, delay):
+def killed(env, args, delay, channels=1):
     """Run the command line ARGS and SIGKILL it (its whole process group)
     after DELAY seconds; returns its exit status (negative: killed)."""
+    delay_ms = CHUNK_DELAY_MS[channels]
     p = subprocess.Popen(args, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         env=dict(os.environ, KVMSAVE_TEST_CHUNK_DELAY_MS=CHUNK_DELAY_MS))
+                         env=dict(os.environ, KVMSAVE_TEST_CHUNK_DELAY_MS=delay_ms))
     try:
         p.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -76,11 +78,11 @@ def leftovers(env):
     return tmp + journals + glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*'))
 
 
-def timed(env, args):
+def timed(env, args, channels=1):
     """Seconds of an uninterrupted virsh ARGS (with the same chunk delay):
     the kill points spread over 0 to a little more than that."""
     t = time.monotonic()
-    assert killed(env, args, 600) == 0
+    assert killed(env, args, 600, channels) == 0
     return time.monotonic() - t
 
 
@@ -100,7 +102,7 @@ def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest, 
     kguest.ensure_running()
     calib = kenv.image('kill-calibrate.img')
     for _ in range(2):          # the first one also probes QEMU's capabilities
-        span = timed(kenv, save_args(kenv, kguest, calib, channels)) * 1.1
+        span = timed(kenv, save_args(kenv, kguest, calib, channels), channels) * 1.1
         kenv.virsh.run('restore', calib)
         os.unlink(calib)
     outcomes = []
@@ -110,7 +112,7 @@ def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest, 
         img = kenv.image(f'kill-save-{i}.img')
         kguest.ensure_running()
         kguest.checkpoint()
-        rc = killed(kenv, save_args(kenv, kguest, img, channels), delay)
+        rc = killed(kenv, save_args(kenv, kguest, img, channels), delay, channels)
         state = kguest.state()      # the first connection after the kill recovers
         assert leftovers(kenv) == [], where
         if os.path.exists(img):
@@ -138,17 +140,17 @@ def test_killed_restores_leave_the_guest_restored_or_shut_off_with_the_image(ken
     img = kenv.image('kill-restore.img')
     kguest.ensure_running()
     for _ in range(2):
-        assert killed(kenv, save_args(kenv, kguest, img, channels), 600) == 0
-        span = timed(kenv, kenv.virsh.prefix + ['restore', img]) * 1.1
+        assert killed(kenv, save_args(kenv, kguest, img, channels), 600, channels) == 0
+        span = timed(kenv, kenv.virsh.prefix + ['restore', img], channels) * 1.1
     outcomes = []
     for i in range(trials(channels)):
         delay = rng.uniform(0.0, span)
         where = f'seed {SEED}, trial {i}, kill after {delay:.3f} s'
         kguest.ensure_running()
-        assert killed(kenv, save_args(kenv, kguest, img, channels), 600) == 0
+        assert killed(kenv, save_args(kenv, kguest, img, channels), 600, channels) == 0
         kguest.checkpoint()
         before = sha256(img)
-        rc = killed(kenv, kenv.virsh.prefix + ['restore', img], delay)
+        rc = killed(kenv, kenv.virsh.prefix + ['restore', img], delay, channels)
         state = kguest.state()      # the first connection after the kill recovers
         assert leftovers(kenv) == [], where
         assert sha256(img) == before, where
