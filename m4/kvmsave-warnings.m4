@@ -21,7 +21,7 @@ AC_DEFUN([KVMSAVE_WARNINGS], [
   AC_SUBST([WARN_CFLAGS])
 ])
 
-dnl KVMSAVE_CC_FLAG(FLAG, IF-OK): does the compiler take FLAG?
+dnl KVMSAVE_CC_FLAG(FLAG, IF-OK, [IF-NOT]): does the compiler take FLAG?
 AC_DEFUN([KVMSAVE_CC_FLAG], [
   AS_VAR_PUSHDEF([cache], [kvmsave_cv_cc_flag_$1])
   AC_CACHE_CHECK([whether $CC accepts $1], [cache], [
@@ -30,6 +30,6 @@ AC_DEFUN([KVMSAVE_CC_FLAG], [
     AC_COMPILE_IFELSE([AC_LANG_PROGRAM([], [])],
       [AS_VAR_SET([cache], [yes])], [AS_VAR_SET([cache], [no])])
     CFLAGS=$save_CFLAGS])
-  AS_VAR_IF([cache], [yes], [$2])
+  AS_VAR_IF([cache], [yes], [$2], [$3])
   AS_VAR_POPDEF([cache])
 ])

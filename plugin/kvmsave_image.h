@@ -57,6 +57,11 @@ typedef enum {
     KVMSAVE_IMAGE_ENCODING_ZSTD = 1,    /* one zstd frame, since 1.1 */
 } kvmsaveImageEncoding;
 
+/* Set by the fuzz target only (tests/fuzz/imagefuzz.c): checksums are
+ * still computed, but a mismatch is not an error, so that the fuzzer's
+ * mutations reach the parsing behind them. */
+extern bool kvmsaveImageIgnoreChecksums;
+
 /* The image formats a save can be asked for (typed parameter
  * "image_format"): how its chunks are encoded. */
 int kvmsaveImageFormatFromString(const char *name);
