@@ -3,6 +3,8 @@
  */
 #include <config.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +15,7 @@
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virstring.h"
 #include "virlog.h"
 /* libvirt's build defines these for virutil.h; this is Linux. */
 #define WITH_GETUID 1
@@ -58,16 +61,21 @@ multifdQemuUser(virDomainPtr dom, uid_t *uid, gid_t *gid)
 
 
 kvmsaveMultifd *
-kvmsaveMultifdNew(virDomainPtr dom)
+kvmsaveMultifdNew(virDomainPtr dom, bool qemuListens)
 {
     g_autoptr(kvmsaveMultifd) m = g_new0(kvmsaveMultifd, 1);
+    g_autofree char *sub = NULL;
     struct sockaddr_un sa;
 
     m->listenfd = -1;
     if (multifdQemuUser(dom, &m->uid, &m->gid) < 0)
         return NULL;
     /* Not under the root: its run directory is root's alone, and a unix
-     * socket's path must be short. */
+     * socket's path must be short. The outer directory is root's and
+     * cannot be listed (0711); the inner one, of a random name nobody else
+     * can learn, holds the socket. It is QEMU's only when QEMU must create
+     * its listening socket there; else root's too, so that nobody can swap
+     * the socket for a symbolic link while we give it to QEMU's user. */
     m->dir = g_build_filename(g_get_tmp_dir(),
                               KVMSAVE_MULTIFD_PREFIX "XXXXXX", NULL);
     if (!g_mkdtemp_full(m->dir, 0700)) {
@@ -77,13 +85,21 @@ kvmsaveMultifdNew(virDomainPtr dom)
         g_clear_pointer(&m->dir, g_free);
         return NULL;
     }
-    if (chown(m->dir, m->uid, m->gid) < 0) {
+    sub = g_build_filename(m->dir, "XXXXXX", NULL);
+    if (!g_mkdtemp_full(sub, 0700)) {
         virReportSystemError(errno,
-                             _("cannot give directory '%s' to QEMU's user %u"),
-                             m->dir, (unsigned int) m->uid);
+                             _("cannot create a directory for QEMU's multifd sockets in '%s'"),
+                             m->dir);
         return NULL;
     }
-    m->path = g_build_filename(m->dir, KVMSAVE_MULTIFD_SOCKET, NULL);
+    if ((qemuListens ? chown(sub, m->uid, m->gid) : chmod(sub, 0711)) < 0 ||
+        chmod(m->dir, 0711) < 0) {
+        virReportSystemError(errno,
+                             _("cannot give directory '%s' to QEMU's user %u"),
+                             sub, (unsigned int) m->uid);
+        return NULL;
+    }
+    m->path = g_build_filename(sub, KVMSAVE_MULTIFD_SOCKET, NULL);
     if (strlen(m->path) >= sizeof(sa.sun_path)) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("socket path '%s' is too long for a unix socket; set TMPDIR to a shorter directory"),
@@ -151,7 +167,7 @@ multifdCheckPeer(kvmsaveMultifd *m, int fd)
                              m->path);
         return -1;
     }
-    if (cred.uid != m->uid && cred.uid != 0) {
+    if (cred.uid != m->uid) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("unexpected peer on multifd socket '%s': process %lld of user %u, not QEMU's user %u"),
                        m->path, (long long) cred.pid,
@@ -232,17 +248,55 @@ kvmsaveMultifdConnect(kvmsaveMultifd *m)
 }
 
 
+/* Empty directory @name in @parentfd (no symbolic link followed: QEMU's
+ * user may own it), then remove it. */
+static void
+multifdRemoveInner(int parentfd, const char *name)
+{
+    g_autoptr(DIR) dh = NULL;
+    struct dirent *ent;
+    int fd;
+
+    if ((fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return;
+    if (!(dh = fdopendir(fd))) {
+        VIR_FORCE_CLOSE(fd);
+        return;
+    }
+    while ((ent = readdir(dh))) {
+        if (STRNEQ(ent->d_name, ".") && STRNEQ(ent->d_name, "..") &&
+            unlinkat(dirfd(dh), ent->d_name, 0) < 0)
+            VIR_WARN("cannot remove %s in a multifd socket directory: %s",
+                     ent->d_name, g_strerror(errno));
+    }
+    if (unlinkat(parentfd, name, AT_REMOVEDIR) < 0)
+        VIR_WARN("cannot remove multifd socket directory %s: %s",
+                 name, g_strerror(errno));
+}
+
+
 void
 kvmsaveMultifdRemoveDir(const char *dir)
 {
     g_autofree char *base = g_path_get_basename(dir);
-    g_autofree char *sock = NULL;
+    g_autoptr(DIR) dh = NULL;
+    struct dirent *ent;
+    struct stat sb;
+    int fd;
 
     if (!g_str_has_prefix(base, KVMSAVE_MULTIFD_PREFIX))
         return;
-    sock = g_build_filename(dir, KVMSAVE_MULTIFD_SOCKET, NULL);
-    if (unlink(sock) < 0 && errno != ENOENT)
-        VIR_WARN("cannot remove multifd socket %s: %s", sock, g_strerror(errno));
+    /* Ours: a real directory of root's, not a link someone put there. */
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        return;
+    if (fstat(fd, &sb) < 0 || sb.st_uid != geteuid() || !(dh = fdopendir(fd))) {
+        VIR_FORCE_CLOSE(fd);
+        return;
+    }
+    while ((ent = readdir(dh))) {
+        if (STRNEQ(ent->d_name, ".") && STRNEQ(ent->d_name, ".."))
+            multifdRemoveInner(dirfd(dh), ent->d_name);
+    }
     if (rmdir(dir) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove multifd directory %s: %s", dir, g_strerror(errno));
 }

@@ -4,9 +4,9 @@
  * QEMU 7.2 opens a multifd migration's connections itself, to a socket
  * address: they cannot be handed to it as file descriptors (docs/
  * performance.md). So a save listens on, and a restore connects to, a unix
- * socket in a private directory that only root and the user QEMU runs as
- * may enter. The directory goes as soon as every stream is connected, and
- * every connection's peer must be that user.
+ * socket in a private directory whose name nobody else can learn. The
+ * directory goes as soon as every stream is connected, and every
+ * connection's peer must be the user QEMU runs as.
  */
 #pragma once
 
@@ -14,9 +14,10 @@
 
 typedef struct _kvmsaveMultifd kvmsaveMultifd;
 
-/* A new private directory for @dom's QEMU: mode 0700 under the temporary
- * directory, owned by QEMU's user (the live XML's DAC label). */
-kvmsaveMultifd *kvmsaveMultifdNew(virDomainPtr dom);
+/* A new private directory for @dom's QEMU under the temporary directory,
+ * for a socket that QEMU connects to, or (@qemuListens) that QEMU creates
+ * and listens on; QEMU's user is the live XML's DAC label. */
+kvmsaveMultifd *kvmsaveMultifdNew(virDomainPtr dom, bool qemuListens);
 /* Close and remove whatever is left. */
 void kvmsaveMultifdFree(kvmsaveMultifd *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveMultifd, kvmsaveMultifdFree);

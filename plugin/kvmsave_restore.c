@@ -48,6 +48,9 @@ struct _kvmsaveRestoreStream {
     volatile gint failed;       /* set before the thread ends on an error */
     int rc;
     virErrorPtr err;
+    gint *failures;             /* shared: how many feeders failed so far */
+    int order;                  /* how many had failed before this one */
+    virDomainPtr dom;           /* multifd: the QEMU to kill on failure */
 };
 
 
@@ -84,7 +87,22 @@ kvmsaveRestoreStreamThread(gpointer opaque)
 
  error:
     st->err = virErrorCopyNew(virGetLastError());
+    /* The first to fail has the cause; the others' broken pipes follow. */
+    st->order = g_atomic_int_add(st->failures, 1);
     g_atomic_int_set(&st->failed, 1);
+    /* QEMU 7.2 never notices a multifd channel that ended: it waits for
+     * the channel at the next sync point with its main loop, monitor
+     * included, blocked, so neither the restore's polling nor a cancel
+     * would get an answer. Killing it ends the restore (the guest never
+     * ran); the restore's cleanup then finds it gone. */
+    if (st->dom && st->order == 0 && !g_atomic_int_get(&st->stop)) {
+        unsigned char uuid[VIR_UUID_BUFLEN];
+
+        if (virDomainGetUUID(st->dom, uuid) == 0)
+            kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
+        ignore_value(virDomainDestroy(st->dom));
+        virResetLastError();
+    }
  stopped:
     /* QEMU sees the stream end early and fails its incoming migration. */
     VIR_FORCE_CLOSE(st->fd);
@@ -99,6 +117,7 @@ struct _kvmsaveRestoreFeed {
     GThread **threads;
     size_t n;
     kvmsaveJob *job;
+    gint failures;
 };
 
 
@@ -116,19 +135,17 @@ kvmsaveRestoreFeedInit(kvmsaveRestoreFeed *feed, kvmsaveImageReader *reader,
         feed->streams[i].fd = -1;
         feed->streams[i].reader = reader;
         feed->streams[i].job = job;
+        feed->streams[i].failures = &feed->failures;
     }
 }
 
 
 static void
-kvmsaveRestoreFeedStart(kvmsaveRestoreFeed *feed)
+kvmsaveRestoreFeedStart(kvmsaveRestoreFeed *feed, size_t i)
 {
-    size_t i;
-
-    for (i = 0; i < feed->n; i++)
-        feed->threads[i] = g_thread_new("kvmsave-restore",
-                                        kvmsaveRestoreStreamThread,
-                                        &feed->streams[i]);
+    feed->threads[i] = g_thread_new("kvmsave-restore",
+                                    kvmsaveRestoreStreamThread,
+                                    &feed->streams[i]);
 }
 
 
@@ -152,17 +169,20 @@ kvmsaveRestoreFeedJoin(kvmsaveRestoreFeed *feed, bool stop)
 }
 
 
-/* A bad chunk explains QEMU's failure better than QEMU does. */
+/* A bad chunk explains QEMU's failure better than QEMU does: the error of
+ * the feeder that failed first. */
 static virErrorPtr
 kvmsaveRestoreFeedError(kvmsaveRestoreFeed *feed)
 {
+    kvmsaveRestoreStream *first = NULL;
     size_t i;
 
     for (i = 0; i < feed->n; i++) {
-        if (feed->streams[i].err)
-            return g_steal_pointer(&feed->streams[i].err);
+        if (feed->streams[i].err &&
+            (!first || feed->streams[i].order < first->order))
+            first = &feed->streams[i];
     }
-    return NULL;
+    return first ? g_steal_pointer(&first->err) : NULL;
 }
 
 
@@ -217,7 +237,7 @@ kvmsaveRestoreStartSingle(virDomainPtr dom, kvmsaveRestoreFeed *feed)
     VIR_FORCE_CLOSE(chan[1]);
     feed->streams[0].fd = chan[0];
     chan[0] = -1;
-    kvmsaveRestoreFeedStart(feed);
+    kvmsaveRestoreFeedStart(feed, 0);
     if (kvmsaveMonitorMigrateIncoming(dom, "fd", fdname) < 0) {
         ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
         goto cleanup;
@@ -234,7 +254,9 @@ kvmsaveRestoreStartSingle(virDomainPtr dom, kvmsaveRestoreFeed *feed)
 /* Several streams: QEMU listens for multifd; the main stream connects
  * first (QEMU 7.2 takes the first connection for it), then the channels,
  * which name themselves in their first bytes. QEMU starts loading once all
- * are there, and then needs them all fed at once. */
+ * are there, and then needs them all fed at once; each is fed as soon as
+ * it is connected, since QEMU may read a channel's first packet before it
+ * takes the next connection. */
 static int
 kvmsaveRestoreStartMultifd(virDomainPtr dom, kvmsaveRestoreFeed *feed,
                            kvmsaveImageReader *reader, kvmsaveJournal *journal)
@@ -242,7 +264,7 @@ kvmsaveRestoreStartMultifd(virDomainPtr dom, kvmsaveRestoreFeed *feed,
     g_autoptr(kvmsaveMultifd) mfd = NULL;
     size_t i;
 
-    if (!(mfd = kvmsaveMultifdNew(dom)))
+    if (!(mfd = kvmsaveMultifdNew(dom, true)))
         return -1;
     kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
     if (kvmsaveJournalWrite(journal, "started") < 0 ||
@@ -250,13 +272,14 @@ kvmsaveRestoreStartMultifd(virDomainPtr dom, kvmsaveRestoreFeed *feed,
         kvmsaveMonitorMigrateIncoming(dom, "unix", kvmsaveMultifdPath(mfd)) < 0)
         return -1;
     for (i = 0; i < feed->n; i++) {
-        if ((feed->streams[i].fd = kvmsaveMultifdConnect(mfd)) < 0 ||
-            !(feed->streams[i].own = kvmsaveImageReaderOpenStream(reader, i)))
+        if (!(feed->streams[i].own = kvmsaveImageReaderOpenStream(reader, i)) ||
+            (feed->streams[i].fd = kvmsaveMultifdConnect(mfd)) < 0)
             return -1;
         feed->streams[i].reader = feed->streams[i].own;
+        feed->streams[i].dom = dom;
+        kvmsaveRestoreFeedStart(feed, i);
     }
     kvmsaveMultifdRemove(mfd);
-    kvmsaveRestoreFeedStart(feed);
     return 0;
 }
 
@@ -444,12 +467,14 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
  cleanup:
     if (!ret) {
         virErrorPreserveLast(&saved);
-        /* Destroy first: that also unblocks a feeder stuck on the socket. */
-        if (dom) {
+        /* Destroy first: that also unblocks a feeder stuck on the socket.
+         * (A failed multifd feeder may have destroyed it already.) */
+        if (dom && virDomainIsActive(dom) == 1) {
             kvmsaveEventsExpectDestroy(hdr->uuid,
                                        VIR_DOMAIN_EVENT_STOPPED_FAILED);
             ignore_value(virDomainDestroy(dom));
         }
+        virResetLastError();
     }
     if (feed.streams) {
         virErrorPtr err;

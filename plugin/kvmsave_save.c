@@ -135,6 +135,8 @@ struct _kvmsaveSaveStream {
     kvmsaveImageWriter *writer;
     int rc;
     virErrorPtr err;
+    gint *failures;             /* shared: how many streams failed so far */
+    int order;                  /* how many had failed before this one */
 };
 
 
@@ -228,6 +230,7 @@ kvmsaveSaveStreamThread(gpointer opaque)
 
  error:
     st->err = virErrorCopyNew(virGetLastError());
+    st->order = g_atomic_int_add(st->failures, 1);
  stopped:
     /* QEMU's writes now fail with EPIPE, so its migration fails. */
     VIR_FORCE_CLOSE(st->fd);
@@ -235,14 +238,22 @@ kvmsaveSaveStreamThread(gpointer opaque)
 }
 
 
+/* How long QEMU may take to connect all its multifd streams: it does so
+ * at once, so this only bounds how long a QEMU that got stuck keeps the
+ * guest paused. */
+#define KVMSAVE_SAVE_CONNECT_TIMEOUT (30 * G_USEC_PER_SEC)
+
 /* Multifd: QEMU connects its main stream first, then one connection per
- * channel; each gets its thread as it comes. A QEMU that failed before
- * connecting them all ends the wait, as does a cancel. */
+ * channel; each gets its thread as it comes. A QEMU that failed (or
+ * reported an error) before connecting them all ends the wait, as do a
+ * cancel and the timeout. */
 static int
 kvmsaveSaveAcceptStreams(virDomainPtr dom, kvmsaveMultifd *mfd,
                          kvmsaveJob *job, kvmsaveSaveStream *streams,
                          GThread **threads, size_t *nstreams, size_t want)
 {
+    gint64 deadline = g_get_monotonic_time() + KVMSAVE_SAVE_CONNECT_TIMEOUT;
+
     while (*nstreams < want) {
         kvmsaveMigrationStatus st = { 0 };
         kvmsaveSaveStream *s = &streams[*nstreams];
@@ -263,7 +274,7 @@ kvmsaveSaveAcceptStreams(virDomainPtr dom, kvmsaveMultifd *mfd,
         }
         if (kvmsaveMonitorQueryMigrate(dom, &st) < 0)
             return -1;
-        if (st.state == KVMSAVE_MIGRATION_FAILED) {
+        if (st.state == KVMSAVE_MIGRATION_FAILED || st.error) {
             virReportError(VIR_ERR_OPERATION_FAILED,
                            _("QEMU's multifd migration failed before all %zu streams connected: %s"),
                            want, st.error ? st.error : st.status);
@@ -271,6 +282,13 @@ kvmsaveSaveAcceptStreams(virDomainPtr dom, kvmsaveMultifd *mfd,
             return -1;
         }
         kvmsaveMigrationStatusClear(&st);
+        if (g_get_monotonic_time() > deadline) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("QEMU connected only %zu of its %zu multifd streams in %d seconds"),
+                           *nstreams, want,
+                           (int) (KVMSAVE_SAVE_CONNECT_TIMEOUT / G_USEC_PER_SEC));
+            return -1;
+        }
     }
     return 0;
 }
@@ -342,6 +360,8 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     GThread *threads[KVMSAVE_PARALLEL_CHANNELS_MAX + 1] = { NULL };
     size_t nstreams = 0;
     size_t i;
+    gint failures = 0;
+    kvmsaveSaveStream *first = NULL;
     bool multifd = channels > 1;
     VIR_AUTOCLOSE fd = -1;
     int chan[2] = { -1, -1 };
@@ -414,9 +434,10 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     for (i = 0; i < G_N_ELEMENTS(streams); i++) {
         streams[i].wakefd = wake[0];
         streams[i].writer = writer;
+        streams[i].failures = &failures;
     }
     if (multifd) {
-        if (!(mfd = kvmsaveMultifdNew(dom)))
+        if (!(mfd = kvmsaveMultifdNew(dom, false)))
             goto cleanup;
         /* Recorded at once: recovery removes it after a kill. */
         kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
@@ -531,11 +552,16 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     for (i = 0; i < nstreams; i++) {
         if (threads[i])
             g_thread_join(threads[i]);
-        /* A failure of ours (disk full...) explains more than QEMU's EPIPE. */
-        if (ret < 0 && streams[i].err && !kvmsaveJobIsCancelled(job)) {
-            virFreeError(saved);
-            saved = g_steal_pointer(&streams[i].err);
-        }
+        if (streams[i].err && (!first || streams[i].order < first->order))
+            first = &streams[i];
+    }
+    /* A failure of ours (disk full...) explains more than QEMU's EPIPE;
+     * the stream that failed first has the cause. */
+    if (ret < 0 && first && !kvmsaveJobIsCancelled(job)) {
+        virFreeError(saved);
+        saved = g_steal_pointer(&first->err);
+    }
+    for (i = 0; i < nstreams; i++) {
         VIR_FORCE_CLOSE(streams[i].fd);
         virFreeError(streams[i].err);
     }

@@ -118,3 +118,29 @@ def test_every_region_of_an_image_is_checked(env, guest):
         flip(bad, off)
     env.virsh.run('restore', bad)
     guest.assert_continued()
+
+
+def test_a_bad_chunk_of_a_multifd_stream_is_named(env, guest):
+    """In an image of three streams (2 multifd channels), a damaged chunk
+    of a channel's stream is what the error names, not the broken pipes of
+    the other streams' feeders that follow it."""
+    img = env.image('regions-mfd.img')
+    env.python(f"conn.lookupByName({guest.name!r}).saveParams("
+               f"{{'file': {img!r}, 'parallel.channels': 2}})")
+    guest.checkpoint()
+    _, _, chunks, _, _ = layout(img)
+    with open(img, 'rb') as fh:
+        data = fh.read()
+    # a chunk of the last stream, somewhere in the middle of the image
+    mine = [i for i, (off, _) in enumerate(chunks)
+            if struct.unpack_from('<H', data, off + 6)[0] == 2]
+    idx = mine[len(mine) // 2]
+    off, stored = chunks[idx]
+    bad = env.image('regions-mfd-bad.img')
+    shutil.copyfile(img, bad)
+    flip(bad, off + CHUNK_HEADER + stored // 2)
+    err = env.virsh.fails('restore', bad)
+    assert f'chunk {idx} at offset {off} has a data checksum mismatch' in err, err
+    assert guest.state() == 'shut off'
+    env.virsh.run('restore', img)
+    guest.assert_continued()
