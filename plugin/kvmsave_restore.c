@@ -95,14 +95,15 @@ kvmsaveRestoreStreamThread(gpointer opaque)
      * included, blocked, so neither the restore's polling nor a cancel
      * would get an answer. Killing it ends the restore (the guest never
      * ran); the restore's cleanup then finds it gone. */
-    if (st->dom && st->order == 0 && !g_atomic_int_get(&st->stop)) {
+    if (st->dom && st->order == 0 && !g_atomic_int_get(&st->stop) &&
+        virDomainIsActive(st->dom) == 1) {
         unsigned char uuid[VIR_UUID_BUFLEN];
 
         if (virDomainGetUUID(st->dom, uuid) == 0)
             kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
         ignore_value(virDomainDestroy(st->dom));
-        virResetLastError();
     }
+    virResetLastError();
  stopped:
     /* QEMU sees the stream end early and fails its incoming migration. */
     VIR_FORCE_CLOSE(st->fd);
