@@ -449,7 +449,6 @@ kvmsaveImageTrailerDecode(const unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN],
  * encode and checksum them; a writer thread puts them on disk in order. */
 struct _kvmsaveImageWriter {
     int format;                 /* KVMSAVE_IMAGE_ENCODING_* for what follows */
-    unsigned int stream;        /* of the chunk queued next */
     int fd;
     char *path;
     bool direct;
@@ -784,12 +783,14 @@ kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w)
 }
 
 
-int
-kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len)
+/* Queue the first @len bytes of the buffer being filled as the next chunk,
+ * of stream @stream. */
+static int
+writerQueue(kvmsaveImageWriter *w, size_t len, unsigned int stream)
 {
     kvmsaveChunk *c = g_steal_pointer(&w->filling);
 
-    if (!c || len > KVMSAVE_IMAGE_CHUNK_MAX) {
+    if (!c || len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX) {
         virReportError(VIR_ERR_INTERNAL_ERROR,
                        _("cannot queue a chunk of %zu bytes for save image '%s'"),
                        len, w->path);
@@ -797,11 +798,18 @@ kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len)
     }
     c->len = len;
     c->encoding = w->format;
-    c->stream = w->stream;
+    c->stream = stream;
     kvmsaveChunkQueuePush(w->queue, c);
     w->chunks++;
     w->streamBytes += len;
     return 0;
+}
+
+
+int
+kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len)
+{
+    return writerQueue(w, len, 0);
 }
 
 
@@ -811,21 +819,13 @@ kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&w->lock);
     unsigned char *buf;
-    int ret;
 
-    if (len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX) {
-        virReportError(VIR_ERR_INTERNAL_ERROR,
-                       _("cannot queue a chunk of %zu bytes for save image '%s'"),
-                       len, w->path);
-        return -1;
-    }
+    if (len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX)
+        return writerQueue(w, len, stream); /* reports it */
     if (!(buf = kvmsaveImageWriterNextBuffer(w)))
         return -1;
     memcpy(buf, data, len);
-    w->stream = stream;
-    ret = kvmsaveImageWriterQueue(w, len);
-    w->stream = 0;
-    return ret;
+    return writerQueue(w, len, stream);
 }
 
 

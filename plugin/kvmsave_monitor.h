@@ -45,8 +45,8 @@ int kvmsaveMonitorMigrate(virDomainPtr dom, const char *scheme,
                           const char *target);
 int kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
                                   const char *target);
-/* QEMU's multifd: @channels streams besides the main one, or off (0). Set
- * before every migration, as libvirt's own save sets every capability it
+/* QEMU's multifd: @channels streams besides the main one, or off (0). A
+ * save sets it every time, as libvirt's own save sets every capability it
  * knows: QEMU keeps them from one migration to the next. */
 int kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels);
 

@@ -170,29 +170,24 @@ kvmsaveRestoreFeedJoin(kvmsaveRestoreFeed *feed, bool stop)
 }
 
 
-/* A bad chunk explains QEMU's failure better than QEMU does: the error of
- * the feeder that failed first. */
+/* Stop and free the feeders; returns the error of the one that failed
+ * first, if any: a bad chunk explains QEMU's failure better than QEMU
+ * does, and the others' broken pipes follow from it. */
 static virErrorPtr
-kvmsaveRestoreFeedError(kvmsaveRestoreFeed *feed)
+kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed)
 {
     kvmsaveRestoreStream *first = NULL;
+    virErrorPtr err = NULL;
     size_t i;
 
+    ignore_value(kvmsaveRestoreFeedJoin(feed, true));
     for (i = 0; i < feed->n; i++) {
         if (feed->streams[i].err &&
             (!first || feed->streams[i].order < first->order))
             first = &feed->streams[i];
     }
-    return first ? g_steal_pointer(&first->err) : NULL;
-}
-
-
-static void
-kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed)
-{
-    size_t i;
-
-    ignore_value(kvmsaveRestoreFeedJoin(feed, true));
+    if (first)
+        err = g_steal_pointer(&first->err);
     for (i = 0; i < feed->n; i++) {
         VIR_FORCE_CLOSE(feed->streams[i].fd);
         virFreeError(feed->streams[i].err);
@@ -200,6 +195,7 @@ kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed)
     }
     g_free(feed->streams);
     g_free(feed->threads);
+    return err;
 }
 
 
@@ -231,8 +227,7 @@ kvmsaveRestoreStartSingle(virDomainPtr dom, kvmsaveRestoreFeed *feed)
     int chan[2] = { -1, -1 };
     int ret = -1;
 
-    if (kvmsaveMonitorSetMultifd(dom, 0) < 0 ||
-        kvmsaveStreamChannelNew(chan) < 0 ||
+    if (kvmsaveStreamChannelNew(chan) < 0 ||
         kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
         goto cleanup;
     VIR_FORCE_CLOSE(chan[1]);
@@ -326,9 +321,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     virErrorPtr saved = NULL;
     kvmsaveJob *job = NULL;
     kvmsaveJournal *journal = NULL;
-    int rc;
-
     bool recovered = false;
+    int rc;
 
     if (kvmsaveRestoreOpen(path, dxml, channels, flags, &reader, &startxml) < 0)
         return NULL;
@@ -478,18 +472,14 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         virResetLastError();
     }
     if (feed.streams) {
-        virErrorPtr err;
+        virErrorPtr err = kvmsaveRestoreFeedClear(&feed);
 
-        ignore_value(kvmsaveRestoreFeedJoin(&feed, true));
-        if ((err = kvmsaveRestoreFeedError(&feed))) {
-            if (!ret && !kvmsaveJobIsCancelled(job)) {
-                virFreeError(saved);
-                saved = err;
-            } else {
-                virFreeError(err);
-            }
+        if (err && !ret && !kvmsaveJobIsCancelled(job)) {
+            virFreeError(saved);
+            saved = err;
+        } else {
+            virFreeError(err);
         }
-        kvmsaveRestoreFeedClear(&feed);
     }
     if (saved)
         virErrorRestore(&saved);

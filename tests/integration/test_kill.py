@@ -28,7 +28,8 @@ SEED = int(os.environ.get('KVMSAVE_KILL_SEED', str(int(time.time()))))
 # 20 ms per 4 MiB chunk: the stream of this guest lasts about half a second, so
 # the kill points spread over connect, pause, stream, finish and stop.  Multifd
 # streams are cut into 1 MiB chunks: 5 ms each is the same delay per byte.
-CHUNK_DELAY_MS = {1: '20', 2: '5'}
+def chunk_delay_ms(channels):
+    return '20' if channels == 1 else '5'
 
 
 kenv = module_env('kvmsave-kill-')
@@ -42,7 +43,7 @@ def kguest(kenv):
 def killed(env, args, delay, channels=1):
     """Run the command line ARGS and SIGKILL it (its whole process group)
     after DELAY seconds; returns its exit status (negative: killed)."""
-    delay_ms = CHUNK_DELAY_MS[channels]
+    delay_ms = chunk_delay_ms(channels)
     p = subprocess.Popen(args, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, KVMSAVE_TEST_CHUNK_DELAY_MS=delay_ms))
