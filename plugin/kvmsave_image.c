@@ -141,6 +141,7 @@ kvmsaveImageHeaderFree(kvmsaveImageHeader *hdr)
     g_free(hdr->machine);
     g_free(hdr->hostCPU);
     g_free(hdr->producer);
+    g_free(hdr->disks);
     g_free(hdr);
 }
 
@@ -157,18 +158,22 @@ headerField(kvmsaveImageHeader *hdr, unsigned int tag)
     case KVMSAVE_IMAGE_FIELD_HOST_CPU: return &hdr->hostCPU;
     case KVMSAVE_IMAGE_FIELD_PRODUCER: return &hdr->producer;
     case KVMSAVE_IMAGE_FIELD_STREAMS: break; /* a number, see below */
+    case KVMSAVE_IMAGE_FIELD_DISKS: return &hdr->disks;
     }
     return NULL;
 }
-#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_STREAMS
+#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_DISKS
 
 
 static char *
 headerFieldValue(kvmsaveImageHeader *hdr, unsigned int tag, char *streams)
 {
+    char **field;
+
     if (tag == KVMSAVE_IMAGE_FIELD_STREAMS)
         return streams;
-    return *headerField(hdr, tag);
+    field = headerField(hdr, tag);
+    return field ? *field : NULL;
 }
 
 
@@ -462,6 +467,8 @@ struct _kvmsaveImageWriter {
     uint64_t chunks;            /* queued so far */
     uint64_t streamBytes;
     uint32_t headerCrc;
+    size_t headerLen;           /* as written first */
+    unsigned char *newHeader;   /* to write over it at Finish (aligned) */
 
     GMutex lock;                /* kvmsaveImageWriteChunk from several threads */
     kvmsaveChunkQueue *queue;
@@ -495,6 +502,7 @@ kvmsaveImageWriterFree(kvmsaveImageWriter *w)
     virFreeError(w->err);
     g_mutex_clear(&w->lock);
     free(w->buf);
+    free(w->newHeader);
     g_free(w->path);
     g_free(w);
 }
@@ -758,7 +766,46 @@ kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr)
     if (kvmsaveImageHeaderEncode(hdr, &buf, &len) < 0)
         return -1;
     w->headerCrc = hdr->crc;
+    w->headerLen = len;
     return writerAppend(w, buf, len);
+}
+
+
+int
+kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
+                                kvmsaveImageHeader *hdr)
+{
+    g_autofree unsigned char *buf = NULL;
+    size_t len;
+
+    if (kvmsaveImageHeaderEncode(hdr, &buf, &len) < 0)
+        return -1;
+    if (len != w->headerLen) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("the header of save image '%s' changed size (%zu to %zu bytes)"),
+                       w->path, w->headerLen, len);
+        return -1;
+    }
+    free(w->newHeader);
+    w->newHeader = kvmsaveAlignedAlloc(len);
+    memcpy(w->newHeader, buf, len);
+    w->headerCrc = hdr->crc;
+    return 0;
+}
+
+
+/* The header's first bytes may be on disk already, the rest still in the
+ * buffer (O_DIRECT flushes it only when full). */
+static int
+writerPutNewHeader(kvmsaveImageWriter *w)
+{
+    size_t onDisk = MIN(w->offset, w->headerLen);
+
+    if (onDisk > 0 && writerPwrite(w, w->newHeader, onDisk, 0) < 0)
+        return -1;
+    if (w->headerLen > onDisk)
+        memcpy(w->buf, w->newHeader + onDisk, w->headerLen - onDisk);
+    return 0;
 }
 
 
@@ -858,6 +905,8 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
             return writerFailed(w);
         kvmsaveChunkQueueStop(&w->queue, &w->thread);
     }
+    if (w->newHeader && writerPutNewHeader(w) < 0)
+        return -1;
 
     tr.chunks = w->chunks;
     tr.streamBytes = w->streamBytes;

@@ -14,7 +14,7 @@
 #define KVMSAVE_IMAGE_MAGIC "KVMSAVE\n"
 #define KVMSAVE_IMAGE_MAGIC_LEN 8
 #define KVMSAVE_IMAGE_MAJOR 1
-#define KVMSAVE_IMAGE_MINOR 2
+#define KVMSAVE_IMAGE_MINOR 3
 
 #define KVMSAVE_IMAGE_ALIGN 4096
 #define KVMSAVE_IMAGE_FIXED_HEADER_LEN 64
@@ -44,6 +44,7 @@ typedef enum {
     KVMSAVE_IMAGE_FIELD_HOST_CPU = 5,
     KVMSAVE_IMAGE_FIELD_PRODUCER = 6,
     KVMSAVE_IMAGE_FIELD_STREAMS = 7,    /* since 1.2, critical */
+    KVMSAVE_IMAGE_FIELD_DISKS = 8,      /* since 1.3 */
 } kvmsaveImageFieldTag;
 #define KVMSAVE_IMAGE_FIELD_CRITICAL 0x1
 
@@ -84,6 +85,7 @@ struct _kvmsaveImageHeader {
     char *machine;
     char *hostCPU;
     char *producer;
+    char *disks;                /* the disks as saved (kvmsave_preflight.h) */
 };
 
 kvmsaveImageHeader *kvmsaveImageHeaderNew(void);
@@ -142,6 +144,11 @@ int kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len);
  * Callers in several threads may call this at once (and only this). */
 int kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
                            const void *data, size_t len);
+/* Have Finish write @hdr over the header written first: a header known
+ * only once QEMU is done (the disks as it left them). It must encode to
+ * the same size; the header is then kept by the caller until Finish. */
+int kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
+                                    kvmsaveImageHeader *hdr);
 /* Wait for every queued chunk, write padding and trailer, fdatasync. */
 int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
 uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);

@@ -25,6 +25,7 @@
 #include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
+#include "kvmsave_preflight.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -313,6 +314,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autoptr(virDomain) dom = NULL;
     g_autofree char *startxml = NULL;
     g_autofree char *meta = NULL;
+    g_autofree char *from = NULL;
+    bool forceDisks = false;
     const kvmsaveImageHeader *hdr;
     kvmsaveRestoreFeed feed = { 0 };
     unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
@@ -372,6 +375,14 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     } else {
         virResetLastError();
     }
+
+    /* Before QEMU starts: it would start, and only then fail to load the
+     * state, or run the guest over disks that changed under it. */
+    if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks) < 0)
+        goto cleanup;
+    if (kvmsavePreflightCheck(priv->inner, hdr, dxml ? dxml : hdr->xml, path,
+                              forceDisks) < 0)
+        goto cleanup;
 
     if (flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
         startFlags |= VIR_DOMAIN_START_RESET_NVRAM;

@@ -27,6 +27,7 @@
 #include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
+#include "kvmsave_preflight.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -320,6 +321,8 @@ kvmsaveSaveHeaderInit(kvmsaveConn *priv, virDomainPtr dom, const char *dxml,
     hdr->created = g_get_real_time() / G_USEC_PER_SEC;
     hdr->flags = running ? KVMSAVE_IMAGE_FLAG_RUNNING : 0;
     hdr->machine = kvmsaveXMLGetMachine(hdr->xml);
+    if (kvmsavePreflightRecordDisks(hdr->xml, &hdr->disks) < 0)
+        return -1;
     if ((caps = virConnectGetCapabilities(priv->inner)))
         hdr->hostCPU = kvmsaveXMLGetHostCPUModel(caps);
     if (!(hdr->qemuVersion = kvmsaveMonitorQemuVersion(dom)))
@@ -500,6 +503,15 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
             goto cleanup; /* its error is taken below */
     }
 
+    /* QEMU flushed and let go of the disks as the migration ended: this
+     * is the state a restore must find them in. */
+    if (hdr->disks) {
+        g_clear_pointer(&hdr->disks, g_free);
+        if (kvmsavePreflightRecordDisks(hdr->xml, &hdr->disks) < 0 ||
+            kvmsaveImageWriterReplaceHeader(writer, hdr) < 0)
+            goto cleanup;
+    }
+
     if (kvmsaveImageWriterFinish(writer) < 0)
         goto cleanup;
     if (VIR_CLOSE(fd) < 0) {
@@ -620,6 +632,7 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     hdr->qemuVersion = g_strdup(old->qemuVersion);
     hdr->machine = g_strdup(old->machine);
     hdr->hostCPU = g_strdup(old->hostCPU);
+    hdr->disks = g_strdup(old->disks);
     hdr->producer = g_strdup(old->producer);
 
     /* A new file, renamed over the old one when complete: the old image

@@ -143,7 +143,7 @@ kvmsaveXMLValidateElement(xmlNodePtr node)
     xmlRelaxNGFreeValidCtxt(vctxt);
     if (rc != 0) {
         virReportError(VIR_ERR_XML_ERROR,
-                       _("invalid <%s:%s> element in the domain's metadata: it must hold only the absolute path of a save image"),
+                       _("invalid <%s:%s> element in the domain's metadata: it must hold only the absolute path of a save image, with force='disks' as its only attribute"),
                        KVMSAVE_XML_NS_PREFIX, (const char *) node->name);
         return -1;
     }
@@ -154,12 +154,24 @@ kvmsaveXMLValidateElement(xmlNodePtr node)
 int
 kvmsaveXMLGetMigrateFrom(const char *domxml, char **path)
 {
+    bool force;
+
+    return kvmsaveXMLGetMigrateFromForce(domxml, path, &force);
+}
+
+
+int
+kvmsaveXMLGetMigrateFromForce(const char *domxml, char **path,
+                              bool *forceDisks)
+{
     g_autoptr(xmlDoc) doc = NULL;
     g_autoptr(xmlXPathObject) obj = NULL;
     xmlNodePtr node;
     xmlChar *content;
+    xmlChar *force;
 
     *path = NULL;
+    *forceDisks = false;
     /* XML that never names our namespace is the inner driver's business. */
     if (domxml && !strstr(domxml, KVMSAVE_XML_NS_URI))
         return 0;
@@ -181,6 +193,11 @@ kvmsaveXMLGetMigrateFrom(const char *domxml, char **path)
     content = xmlNodeGetContent(node);
     *path = g_strdup((const char *) content);
     xmlFree(content);
+    /* The schema allows only "disks". */
+    if ((force = xmlGetNoNsProp(node, BAD_CAST "force"))) {
+        *forceDisks = true;
+        xmlFree(force);
+    }
     return 1;
 }
 
@@ -354,8 +371,7 @@ kvmsaveXMLStripSecure(const char *domxml)
 }
 
 
-/* The string value of @expr in @xml, whose root is @rootName. */
-static char *
+char *
 kvmsaveXMLGetString(const char *xml, const char *rootName, const char *expr)
 {
     g_autoptr(xmlDoc) doc = kvmsaveXMLParseRoot(xml, rootName);
@@ -423,21 +439,29 @@ kvmsaveXMLOption(void)
 }
 
 
+virDomainDef *
+kvmsaveXMLParseDef(const char *domxml)
+{
+    virDomainXMLOption *xmlopt = kvmsaveXMLOption();
+
+    if (!xmlopt)
+        return NULL;
+    return virDomainDefParseString(domxml, xmlopt, NULL,
+                                   VIR_DOMAIN_DEF_PARSE_INACTIVE |
+                                   VIR_DOMAIN_DEF_PARSE_SKIP_VALIDATE);
+}
+
+
 int
 kvmsaveXMLCheckABI(const char *savedxml, const char *newxml)
 {
     virDomainXMLOption *xmlopt = kvmsaveXMLOption();
     g_autoptr(virDomainDef) src = NULL;
     g_autoptr(virDomainDef) dst = NULL;
-    unsigned int parseFlags = VIR_DOMAIN_DEF_PARSE_INACTIVE |
-        VIR_DOMAIN_DEF_PARSE_SKIP_VALIDATE;
     virErrorPtr err;
 
-    if (!xmlopt)
-        return -1;
-    if (!(src = virDomainDefParseString(savedxml, xmlopt, NULL, parseFlags)))
-        return -1;
-    if (!(dst = virDomainDefParseString(newxml, xmlopt, NULL, parseFlags)))
+    if (!(src = kvmsaveXMLParseDef(savedxml)) ||
+        !(dst = kvmsaveXMLParseDef(newxml)))
         return -1;
 
     if (!virDomainDefCheckABIStabilityFlags(src, dst, xmlopt,

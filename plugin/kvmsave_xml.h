@@ -4,6 +4,7 @@
 #pragma once
 
 #include "internal.h"
+#include "virconftypes.h"
 
 #define KVMSAVE_XML_NS_URI "urn:kvmsave:domain:1"
 #define KVMSAVE_XML_NS_PREFIX "kvmsave"
@@ -12,6 +13,9 @@
  * against the schema. Returns 1 and sets *path when present, 0 when the
  * XML carries none, -1 with an error reported. */
 int kvmsaveXMLGetMigrateFrom(const char *domxml, char **path);
+/* ...and whether it says force="disks" (restore over changed disks). */
+int kvmsaveXMLGetMigrateFromForce(const char *domxml, char **path,
+                                  bool *forceDisks);
 
 /* Whether @path can be written in XML at all (UTF-8, no control
  * characters but tab, CR and LF). */
@@ -50,6 +54,15 @@ char *kvmsaveXMLGetMachine(const char *domxml);
 /* The user:group a running guest's QEMU runs as (its live XML's DAC
  * label, "+UID:+GID"), or NULL when it has none. */
 char *kvmsaveXMLGetDACLabel(const char *domxml);
+
+/* The string value of XPath @expr in @xml, whose root element is
+ * @rootName; NULL when empty (or, with an error, when @xml does not parse). */
+char *kvmsaveXMLGetString(const char *xml, const char *rootName,
+                          const char *expr);
+
+/* @domxml parsed by libvirt as an inactive definition (no validation
+ * against a hypervisor's capabilities), or NULL with an error. */
+virDomainDef *kvmsaveXMLParseDef(const char *domxml);
 
 /* The host CPU model in capabilities XML @capsxml, or NULL. */
 char *kvmsaveXMLGetHostCPUModel(const char *capsxml);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "kvmsave_image.h"
+#include "kvmsave_preflight.h"
 #include "virerror.h"
 #include "viruuid.h"
 
@@ -46,6 +47,14 @@ printInfo(kvmsaveImageReader *r)
     printf(_("machine type:  %s\n"), NULLSTR(hdr->machine));
     printf(_("host CPU:      %s\n"), NULLSTR(hdr->hostCPU));
     printf(_("written by:    %s\n"), NULLSTR(hdr->producer));
+    if (hdr->disks) {
+        g_autofree char *disks = kvmsavePreflightDescribeDisks(hdr->disks);
+        g_auto(GStrv) lines = g_strsplit(disks ? disks : _("(corrupt)\n"), "\n", 0);
+        size_t i;
+
+        for (i = 0; lines[i] && *lines[i]; i++)
+            printf(_("disk:          %s\n"), lines[i]);
+    }
     printf(_("header:        %u bytes, crc32c %08x\n"), hdr->headerSize, hdr->crc);
     printf(_("stream:        %llu bytes in %llu chunks of up to %u bytes\n"),
            (unsigned long long) tr->streamBytes, (unsigned long long) tr->chunks,

@@ -92,13 +92,14 @@ class Guest:
     operation and `assert_continued()` checks the guest went on from it.
     """
 
-    def __init__(self, env, name, memory_mib=256, data_mib=32):
+    def __init__(self, env, name, memory_mib=256, data_mib=32, extra_devices=''):
         self.env = env
         self.name = name
         self.uuid = str(uuidlib.uuid4())
         self.console_path = console_path(env.root, name)
         self.xml = domain_xml(name, self.console_path, uuid=self.uuid,
-                              memory_mib=memory_mib, data_mib=data_mib)
+                              memory_mib=memory_mib, data_mib=data_mib,
+                              extra_devices=extra_devices)
         self.console = Console(self.console_path)
         self.boot = None
         self.md5 = None

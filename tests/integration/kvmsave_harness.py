@@ -178,7 +178,7 @@ FILLS = ('random', 'text', 'zero')
 
 
 def domain_xml(name, console_path, uuid=None, memory_mib=256, data_mib=32,
-               extra_metadata='', fill='random'):
+               extra_metadata='', fill='random', extra_devices=''):
     """Domain XML for a test guest.
 
     type='qemu' (TCG: nested KVM does not boot Linux on the test machines),
@@ -230,7 +230,7 @@ def domain_xml(name, console_path, uuid=None, memory_mib=256, data_mib=32,
       {src}
       <target type='serial' port='0'/>
     </console>
-    <memballoon model='none'/>
+    <memballoon model='none'/>{extra_devices}
   </devices>
 </domain>
 """

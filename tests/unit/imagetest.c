@@ -845,6 +845,76 @@ assertRoundTripIO(const char *name, kvmsaveImageIO io, unsigned int seed)
 }
 
 
+/* A save records its disks again once QEMU is done with them: the header
+ * written first is replaced at Finish, through the page cache or O_DIRECT
+ * (where it may still sit in the writer's buffer), and the trailer names
+ * the new one. */
+static void
+assertHeaderReplaced(const char *name, bool direct)
+{
+    static const size_t sizes[] = { KVMSAVE_IMAGE_CHUNK_SIZE, 5000, 77 };
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    g_autofree char *path = scratchPath(name);
+    g_autofree unsigned char *data = NULL;
+    g_autofree unsigned char *back = NULL;
+    size_t total = 0;
+    size_t len;
+    size_t nread;
+    size_t i;
+    int fd;
+
+    hdr->disks = g_strdup("vda 00000000000000000001 00000000000000000002.000000003 00000000000000000004 /a\n");
+    for (i = 0; i < G_N_ELEMENTS(sizes); i++)
+        total += sizes[i];
+    data = g_malloc(total);
+    fillRandom(data, total, 17);
+
+    fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+    ck_assert_msg(fd >= 0, "open %s: %s", path, g_strerror(errno));
+    w = kvmsaveImageWriterNew(fd, path, direct);
+    ck_assert_int_eq(kvmsaveImageWriteHeader(w, hdr), 0);
+    for (i = 0, len = 0; i < G_N_ELEMENTS(sizes); len += sizes[i], i++)
+        ck_assert_int_eq(kvmsaveImageWriteChunk(w, 0, data + len, sizes[i]), 0);
+
+    /* A header of another size cannot replace it. */
+    g_free(hdr->xml);
+    hdr->xml = g_strnfill(3 * KVMSAVE_IMAGE_ALIGN, 'x');
+    ck_assert_int_eq(kvmsaveImageWriterReplaceHeader(w, hdr), -1);
+    ck_assert_int_eq(virGetLastErrorCode(), VIR_ERR_INTERNAL_ERROR);
+    virResetLastError();
+    g_free(hdr->xml);
+    hdr->xml = g_strdup(DOMAIN_XML);
+
+    g_free(hdr->disks);
+    hdr->disks = g_strdup("vda 00000000000000000009 00000000000000000008.000000007 00000000000000000006 /a\n");
+    ck_assert_msg(kvmsaveImageWriterReplaceHeader(w, hdr) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_msg(kvmsaveImageWriterFinish(w) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_int_eq(close(fd), 0);
+
+    r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_str_eq(kvmsaveImageReaderHeader(r)->disks, hdr->disks);
+    ck_assert_msg(readImageIO(path, KVMSAVE_IMAGE_IO_CACHED, &back, &len, &nread) == 0,
+                  "%s", virGetLastErrorMessage());
+    ck_assert_uint_eq(len, total);
+    ck_assert(memcmp(back, data, total) == 0);
+    KT_ASSERT_NO_ERROR();
+}
+
+
+START_TEST(test_header_replaced_at_finish)
+{
+    assertHeaderReplaced("replaced.img", false);
+    if (scratchHasDirectIO())
+        assertHeaderReplaced("replaced-direct.img", true);
+}
+END_TEST
+
+
 START_TEST(test_round_trip_direct_io)
 {
     if (!scratchHasDirectIO())
@@ -2033,7 +2103,7 @@ START_TEST(test_streams_each_reader_returns_its_own_stream)
     r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
     ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
     ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->streams, MS_STREAMS);
-    ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->minor, 2);
+    ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->minor, KVMSAVE_IMAGE_MINOR);
     /* Readers run at once, as a restore's feeders do. */
     for (i = 0; i < MS_STREAMS; i++) {
         g_autoptr(GByteArray) got = readStream(r, i);
@@ -2206,6 +2276,7 @@ imageSuite(void)
     tcase_add_test(tc, test_round_trip_trailer_alignment_edges);
     tcase_add_test(tc, test_round_trip_large_stream_crosses_buffers);
     tcase_add_test(tc, test_round_trip_direct_io);
+    tcase_add_test(tc, test_header_replaced_at_finish);
     tcase_add_test(tc, test_round_trip_streaming_reads_direct_where_possible);
     tcase_add_test(tc, test_round_trip_minimal_header);
     tcase_add_test(tc, test_round_trip_multi_block_header);

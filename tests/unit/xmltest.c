@@ -218,6 +218,31 @@ START_TEST(test_migrate_from_any_prefix_of_the_namespace)
 END_TEST
 
 
+START_TEST(test_migrate_from_force_disks)
+{
+    g_autofree char *plain = domainXML(NULL,
+        "<kvmsave:migrateFrom xmlns:kvmsave='" KVMSAVE_XML_NS_URI "'>/a.img</kvmsave:migrateFrom>",
+        NULL);
+    g_autofree char *forced = domainXML(NULL,
+        "<kvmsave:migrateFrom xmlns:kvmsave='" KVMSAVE_XML_NS_URI "' force='disks'>/a.img</kvmsave:migrateFrom>",
+        NULL);
+    g_autofree char *other = domainXML(NULL,
+        "<kvmsave:migrateFrom xmlns:kvmsave='" KVMSAVE_XML_NS_URI "' force='all'>/a.img</kvmsave:migrateFrom>",
+        NULL);
+    g_autofree char *path = NULL;
+    g_autofree char *path2 = NULL;
+    bool force = true;
+
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(plain, &path, &force), 1);
+    ck_assert(!force);
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(forced, &path2, &force), 1);
+    ck_assert_str_eq(path2, "/a.img");
+    ck_assert(force);
+    assertMigrateFromRefused(other, "absolute path");
+}
+END_TEST
+
+
 START_TEST(test_migrate_from_path_length_limit)
 {
     g_autofree char *max = g_strnfill(4096, 'a');
@@ -954,6 +979,7 @@ xmlSuite(void)
     tcase_add_test(tc, test_migrate_from_returns_path_exactly);
     tcase_add_test(tc, test_migrate_from_any_prefix_of_the_namespace);
     tcase_add_test(tc, test_migrate_from_path_length_limit);
+    tcase_add_test(tc, test_migrate_from_force_disks);
     tcase_add_test(tc, test_migrate_from_refuses_relative_path);
     tcase_add_test(tc, test_migrate_from_refuses_empty_element);
     tcase_add_test(tc, test_migrate_from_refuses_child_element);
