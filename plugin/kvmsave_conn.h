@@ -25,6 +25,7 @@ struct _kvmsaveConn {
     virConnectPtr inner;
     kvmsaveEvents *events;          /* lifecycle callbacks of @outer */
     char *root;
+    bool embedded;                  /* the inner driver is embedded under root */
     int imageFormat;                /* default KVMSAVE_IMAGE_ENCODING_* */
 };
 

@@ -625,6 +625,7 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
 
     priv = g_new0(kvmsaveConn, 1);
     priv->root = g_strdup(root);
+    priv->embedded = embedded;
     if (kvmsaveConnLoadConfig(priv) < 0) {
         g_free(priv->root);
         return VIR_DRV_OPEN_ERROR;

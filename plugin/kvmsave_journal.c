@@ -1,7 +1,8 @@
 /*
  * kvmsave_journal.c: job journals, and recovery after a killed client
  *
- * One small text file per running job, ROOT/run/kvmsave/jobs/UUID.job,
+ * One small text file per running job, ROOT/run/kvmsave/jobs/UUID.job
+ * (/run/kvmsave/jobs/UUID.job over a daemon, see kvmsaveJournalDir),
  * "key=value" lines (values escaped as C strings), rewritten in place at
  * each phase. The job holds an open file description lock on it
  * (F_OFD_SETLK) from creation to removal; a journal that can be locked
@@ -48,10 +49,31 @@ kvmsaveJournalKindName(kvmsaveJournalKind kind)
 }
 
 
+/* An embedded inner driver's guests belong to this root alone. A daemon's
+ * guests may be reached through any kvmsave root: their journals are the
+ * host's, so that jobs of clients of different roots exclude each other
+ * and any client recovers a killed one's. (Only root can write there; a
+ * client of another user keeps them under its root.) */
+#define KVMSAVE_JOURNAL_HOST_DIR "/run/kvmsave/jobs"
+
 static char *
 kvmsaveJournalDir(kvmsaveConn *priv)
 {
+    if (!priv->embedded && geteuid() == 0)
+        return g_strdup(KVMSAVE_JOURNAL_HOST_DIR);
     return g_build_filename(priv->root, "run", "kvmsave", "jobs", NULL);
+}
+
+
+/* The inner connection a journal's job used: only a client of the same
+ * one may recover it. */
+static char *
+kvmsaveJournalInner(kvmsaveConn *priv)
+{
+    char *uri = virConnectGetURI(priv->inner);
+
+    virResetLastError();
+    return uri ? uri : g_strdup("");
 }
 
 
@@ -95,6 +117,7 @@ kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
     g_autofree char *tmp = NULL;
     g_autofree char *path = NULL;
     char uuidstr[VIR_UUID_STRING_BUFLEN];
+    g_autofree char *inner = kvmsaveJournalInner(priv);
     kvmsaveJournal *j;
     VIR_AUTOCLOSE fd = -1;
     VIR_AUTOCLOSE old = -1;
@@ -160,6 +183,7 @@ kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
     j->kind = kind;
     j->fields = g_string_new(NULL);
     kvmsaveJournalSet(j, "uuid", uuidstr);
+    kvmsaveJournalSet(j, "inner", inner);
     return j;
 }
 
@@ -479,10 +503,17 @@ static void
 kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
 {
     g_autoptr(GHashTable) kv = kvmsaveJournalParse(fd);
+    g_autofree char *ours = kvmsaveJournalInner(priv);
     const char *kind = kv ? g_hash_table_lookup(kv, "kind") : NULL;
     const char *phase = kv ? g_hash_table_lookup(kv, "phase") : NULL;
     const char *multifd = kv ? g_hash_table_lookup(kv, "multifd") : NULL;
+    const char *inner = kv ? g_hash_table_lookup(kv, "inner") : NULL;
 
+    /* Its guest lives behind another connection: not ours to touch. */
+    if (inner && STRNEQ(inner, ours)) {
+        VIR_DEBUG("leaving job journal %s of connection %s", path, inner);
+        return;
+    }
     if (!kv)
         VIR_WARN("removing job journal %s: it is empty or was cut short by the kill; check the guest and the target directory of its job",
                  path);

@@ -29,6 +29,7 @@ testConn(void)
     kvmsaveConn *priv = g_new0(kvmsaveConn, 1);
 
     priv->root = g_dir_make_tmp("kvmsave-journaltest-XXXXXX", NULL);
+    priv->embedded = true;
     ck_assert_ptr_nonnull(priv->root);
     return priv;
 }
