@@ -25,12 +25,14 @@
 #include "kvmsave_managed.h"
 #include "kvmsave_restore.h"
 #include "kvmsave_save.h"
+#include "kvmsave_uri.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "datatypes.h"
 #include "driver.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virconf.h"
 #include "virlog.h"
 #include "viruri.h"
 
@@ -527,10 +529,17 @@ kvmsaveConnectInstallTable(kvmsaveConn *priv)
 }
 
 
+/* The inner URI: uri=..., or the QEMU driver embedded under the root. A
+ * local daemon's URI (qemu:///system) is made to reach the daemon that
+ * serves it, as from a plain client (kvmsave_uri.h). */
 static char *
-kvmsaveConnectInnerURI(virConnectPtr conn, const char *root, bool *embedded)
+kvmsaveConnectInnerURI(virConnectPtr conn, virConf *conf, const char *root,
+                       unsigned int flags, bool *embedded)
 {
     const char *uri = NULL;
+    g_autofree char *alias = NULL;
+    g_autofree char *confMode = NULL;
+    g_autofree char *daemon = NULL;
     g_autofree char *escaped = NULL;
     size_t i;
 
@@ -551,12 +560,22 @@ kvmsaveConnectInnerURI(virConnectPtr conn, const char *root, bool *embedded)
 
     *embedded = !uri;
     if (uri) {
+        /* An alias is resolved here, so that its socket is chosen too. */
+        if (conf && virURIResolveAlias(conf, uri, &alias) < 0)
+            return NULL;
+        if (alias)
+            uri = alias;
         if (g_str_has_prefix(uri, KVMSAVE_SCHEME ":")) {
             virReportError(VIR_ERR_INVALID_ARG, "%s",
                            _("the inner URI of a kvmsave connection cannot be a kvmsave URI"));
             return NULL;
         }
-        return g_strdup(uri);
+        if (conf && virConfGetValueString(conf, "remote_mode", &confMode) < 0)
+            return NULL;
+        if (kvmsaveURIForDaemon(uri, confMode, !!(flags & VIR_CONNECT_RO),
+                                KVMSAVE_DAEMON_SOCKET_DIR, &daemon) < 0)
+            return NULL;
+        return daemon ? g_steal_pointer(&daemon) : g_strdup(uri);
     }
     escaped = g_uri_escape_string(root, "/", false);
     return g_strdup_printf("qemu:///embed?root=%s", escaped);
@@ -600,7 +619,7 @@ kvmsaveConnectSeedQemuConf(const char *root)
 
 static virDrvOpenStatus
 kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
-                   virConf *conf G_GNUC_UNUSED, unsigned int flags)
+                   virConf *conf, unsigned int flags)
 {
     g_autofree kvmsaveConn *priv = NULL;
     g_autofree char *inner = NULL;
@@ -618,7 +637,7 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
     }
     if (!(root = virURIGetParam(conn->uri, "root")))
         return VIR_DRV_OPEN_ERROR;
-    if (!(inner = kvmsaveConnectInnerURI(conn, root, &embedded)))
+    if (!(inner = kvmsaveConnectInnerURI(conn, conf, root, flags, &embedded)))
         return VIR_DRV_OPEN_ERROR;
     if (embedded && kvmsaveConnectSeedQemuConf(root) < 0)
         return VIR_DRV_OPEN_ERROR;

@@ -17,11 +17,6 @@
 #include "virfile.h"
 #include "virstring.h"
 #include "virlog.h"
-/* libvirt's build defines these for virutil.h; this is Linux. */
-#define WITH_GETUID 1
-#define WITH_GETEUID 1
-#define WITH_GETGID 1
-#define WITH_GETEGID 1
 #include "virutil.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
