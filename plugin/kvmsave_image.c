@@ -10,6 +10,7 @@
 
 #include "kvmsave_image.h"
 #include "kvmsave_chunkq.h"
+#include "kvmsave_stock.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
@@ -559,17 +560,8 @@ writerPwrite(kvmsaveImageWriter *w, const void *data, size_t len, uint64_t off)
                            off + done);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n == 0)
-            errno = ENOSPC;
-        if (n <= 0 && (errno == ENOSPC || errno == EDQUOT)) {
-            virReportSystemError(errno,
-                                 _("the disk is full: save image '%s' does not fit; free some space or save elsewhere"),
-                                 w->path);
-            return -1;
-        }
-        if (n < 0) {
-            virReportSystemError(errno, _("cannot write save image '%s'"),
-                                 w->path);
+        if (n <= 0) {
+            kvmsaveReportWriteError(n == 0 ? ENOSPC : errno, w->path);
             return -1;
         }
         done += n;
@@ -976,6 +968,9 @@ struct _kvmsaveImageReader {
     virErrorPtr endErr;         /* why reading ended, if it failed */
     int lastEncoding;           /* of the chunk read last */
     unsigned int lastStream;
+    size_t lastLen;
+
+    kvmsaveStockImage *stock;   /* a stock libvirt image, read through it */
 };
 
 
@@ -994,6 +989,7 @@ kvmsaveImageReaderFree(kvmsaveImageReader *r)
     if (!r)
         return;
     kvmsaveImageReaderStop(r);
+    kvmsaveStockImageFree(r->stock);
 #ifdef HAVE_POSIX_FADVISE
     /* The streams' readers shared the cache: the last ones drop it. */
     if (r->hdrBorrowed && !r->direct && r->fd >= 0)
@@ -1151,6 +1147,17 @@ kvmsaveImageOpen(const char *path, kvmsaveImageIO io)
     }
     if (readerEnsure(r, 0, MIN(r->fileSize, KVMSAVE_IMAGE_ALIGN), _("header")) < 0)
         return NULL;
+    /* Images of stock libvirt are read as well, the same way after this. */
+    if (kvmsaveStockImageProbe(r->buf, r->bufLen)) {
+        if (!(r->stock = kvmsaveStockImageOpen(r->fd, r->direct, path,
+                                               r->fileSize, r->buf, r->bufLen,
+                                               &r->hdr, &r->tr)))
+            return NULL;
+        r->tr.completed = sb.st_mtime;
+        g_clear_pointer(&r->buf, free);
+        r->bufLen = 0;
+        return g_steal_pointer(&r);
+    }
     rc = kvmsaveImageHeaderDecode(r->buf, r->bufLen, path, &needed, &r->hdr);
     if (rc > 0) {
         if (needed > r->fileSize) {
@@ -1210,8 +1217,16 @@ kvmsaveImageOpen(const char *path, kvmsaveImageIO io)
 kvmsaveImageReader *
 kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
 {
-    g_autoptr(kvmsaveImageReader) s = g_new0(kvmsaveImageReader, 1);
+    g_autoptr(kvmsaveImageReader) s = NULL;
     g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", r->fd);
+
+    if (r->stock) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("save image '%s' of stock libvirt holds one stream, not several"),
+                       r->path);
+        return NULL;
+    }
+    s = g_new0(kvmsaveImageReader, 1);
 
     /* Every stream's reader reads every chunk header: through the page
      * cache they are read from the disk once, directly once per reader.
@@ -1483,6 +1498,8 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
 {
     kvmsaveChunk *c;
 
+    if (r->stock)
+        return kvmsaveStockImageRead(r->stock, data, len);
     if (r->ended) {
         if (!r->endErr)
             return 0;
@@ -1521,6 +1538,7 @@ kvmsaveImageReadChunk(kvmsaveImageReader *r,
     r->held = c;
     r->lastEncoding = c->encoding;
     r->lastStream = c->stream;
+    r->lastLen = c->dataLen;
     *data = c->data;
     *len = c->dataLen;
     return 1;
@@ -1538,6 +1556,22 @@ unsigned int
 kvmsaveImageReaderLastStream(kvmsaveImageReader *r)
 {
     return r->lastStream;
+}
+
+
+size_t
+kvmsaveImageReaderLastProgress(kvmsaveImageReader *r)
+{
+    if (r->stock)
+        return kvmsaveStockImageLastProgress(r->stock);
+    return r->lastLen;
+}
+
+
+kvmsaveStockImage *
+kvmsaveImageReaderStock(kvmsaveImageReader *r)
+{
+    return r->stock;
 }
 
 

@@ -156,6 +156,8 @@ uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);
 
 /* Reading an image: header, trailer, then chunk by chunk. */
 typedef struct _kvmsaveImageReader kvmsaveImageReader;
+/* An image of stock libvirt, which the reader also opens (kvmsave_stock.h). */
+typedef struct _kvmsaveStockImage kvmsaveStockImage;
 
 /* How an image's bytes come off the disk. */
 typedef enum {
@@ -165,7 +167,9 @@ typedef enum {
                                  * cached: a restore reads every byte once */
 } kvmsaveImageIO;
 
-/* Open @path, read and check header and trailer. */
+/* Open @path, read and check header and trailer; or, for an image of
+ * stock libvirt, its header and XML area (kvmsave_stock.h): its stream
+ * then comes out of kvmsaveImageReadChunk in blocks, decoded. */
 kvmsaveImageReader *kvmsaveImageOpen(const char *path, kvmsaveImageIO io);
 void kvmsaveImageReaderFree(kvmsaveImageReader *r);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
@@ -189,5 +193,11 @@ int kvmsaveImageReadChunk(kvmsaveImageReader *r,
 /* The encoding the chunk read last was stored with, and its stream. */
 int kvmsaveImageReaderLastEncoding(kvmsaveImageReader *r);
 unsigned int kvmsaveImageReaderLastStream(kvmsaveImageReader *r);
+/* How far the chunk read last took the job: its bytes of QEMU's stream,
+ * or for a stock image the bytes of the file read for them (the stream's
+ * decoded size is known only at its end). */
+size_t kvmsaveImageReaderLastProgress(kvmsaveImageReader *r);
+/* The stock libvirt image @r reads, or NULL for a kvmsave image. */
+kvmsaveStockImage *kvmsaveImageReaderStock(kvmsaveImageReader *r);
 /* Read every chunk, checking all checksums. */
 int kvmsaveImageVerify(kvmsaveImageReader *r);

@@ -26,6 +26,7 @@
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
+#include "kvmsave_stock.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -47,6 +48,7 @@ struct _kvmsaveRestoreStream {
     kvmsaveJob *job;
     volatile gint stop;
     volatile gint failed;       /* set before the thread ends on an error */
+    bool writing;               /* ...in writing to QEMU, not in reading */
     int rc;
     virErrorPtr err;
     gint *failures;             /* shared: how many feeders failed so far */
@@ -76,9 +78,10 @@ kvmsaveRestoreStreamThread(gpointer opaque)
         if (full_write(st->fd, data, len) != len) {
             virReportSystemError(errno, "%s",
                                  _("cannot feed the saved state to QEMU"));
+            st->writing = true;
             goto error;
         }
-        kvmsaveJobAddProcessed(st->job, len);
+        kvmsaveJobAddProcessed(st->job, kvmsaveImageReaderLastProgress(st->reader));
     }
     if (rc < 0)
         goto error;
@@ -173,9 +176,10 @@ kvmsaveRestoreFeedJoin(kvmsaveRestoreFeed *feed, bool stop)
 
 /* Stop and free the feeders; returns the error of the one that failed
  * first, if any: a bad chunk explains QEMU's failure better than QEMU
- * does, and the others' broken pipes follow from it. */
+ * does, and the others' broken pipes follow from it. *@writing: that
+ * one failed writing to QEMU. */
 static virErrorPtr
-kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed)
+kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed, bool *writing)
 {
     kvmsaveRestoreStream *first = NULL;
     virErrorPtr err = NULL;
@@ -187,8 +191,10 @@ kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed)
             (!first || feed->streams[i].order < first->order))
             first = &feed->streams[i];
     }
-    if (first)
+    if (first) {
         err = g_steal_pointer(&first->err);
+        *writing = first->writing;
+    }
     for (i = 0; i < feed->n; i++) {
         VIR_FORCE_CLOSE(feed->streams[i].fd);
         virFreeError(feed->streams[i].err);
@@ -281,6 +287,19 @@ kvmsaveRestoreStartMultifd(virDomainPtr dom, kvmsaveRestoreFeed *feed,
 }
 
 
+/* QEMU failed to load a stock image's stream, which kvmsave could not
+ * check: say what that most likely means, with the error at hand. */
+static void
+kvmsaveRestoreReportStockLoad(const char *path)
+{
+    g_autofree char *reason = g_strdup(virGetLastErrorMessage());
+
+    virReportError(VIR_ERR_OPERATION_FAILED,
+                   _("QEMU could not load the guest's state from '%s', a save image of stock libvirt: the image is probably truncated or damaged (stock images carry no checksums that would tell); the guest was not restored (%s)"),
+                   path, reason);
+}
+
+
 /* Open the image at @path, check @dxml against it, and make the XML to
  * start its QEMU with. */
 static int
@@ -289,7 +308,10 @@ kvmsaveRestoreOpen(const char *path, const char *dxml, int channels,
                    char **startxml)
 {
     g_autoptr(kvmsaveImageReader) r = NULL;
+    g_autofree char *withCPU = NULL;
     const kvmsaveImageHeader *hdr;
+    kvmsaveStockImage *stock;
+    const char *xml;
 
     if (!(r = kvmsaveImageOpen(path, (flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) ?
                                KVMSAVE_IMAGE_IO_DIRECT : KVMSAVE_IMAGE_IO_STREAM)))
@@ -298,7 +320,15 @@ kvmsaveRestoreOpen(const char *path, const char *dxml, int channels,
     kvmsaveImageReaderSetThreads(r, channels);
     if (dxml && kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
         return -1;
-    if (!(*startxml = kvmsaveXMLWithIncoming(dxml ? dxml : hdr->xml)))
+    xml = dxml ? dxml : hdr->xml;
+    /* Stock libvirt starts QEMU with the CPU its save cookie keeps (the
+     * CPU as QEMU ran it), whatever XML the restore is given. */
+    if ((stock = kvmsaveImageReaderStock(r)) && kvmsaveStockImageInfo(stock)->cookie) {
+        if (!(withCPU = kvmsaveXMLWithCookieCPU(xml, kvmsaveStockImageInfo(stock)->cookie)))
+            return -1;
+        xml = withCPU;
+    }
+    if (!(*startxml = kvmsaveXMLWithIncoming(xml)))
         return -1;
     *reader = g_steal_pointer(&r);
     return 0;
@@ -325,6 +355,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     kvmsaveJob *job = NULL;
     kvmsaveJournal *journal = NULL;
     bool recovered = false;
+    bool loading = false;       /* QEMU is taking the stream */
+    bool stockLoadFailed = false;
     int rc;
 
     if (kvmsaveRestoreOpen(path, dxml, channels, flags, &reader, &startxml) < 0)
@@ -416,6 +448,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup;
     }
 
+    loading = true;
     kvmsaveRestoreFeedInit(&feed, reader, job);
     if ((feed.n > 1 ?
          kvmsaveRestoreStartMultifd(dom, &feed, reader, journal) :
@@ -437,6 +470,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
                        _("restore from '%s' was interrupted"), path);
         goto cleanup; /* the stream's own error is taken below */
     }
+    loading = false;
     if (!kvmsaveJobCommit(job)) {
         kvmsaveJobReportCancelled(job);
         goto cleanup;
@@ -483,8 +517,13 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         virResetLastError();
     }
     if (feed.streams) {
-        virErrorPtr err = kvmsaveRestoreFeedClear(&feed);
+        bool writing = false;
+        virErrorPtr err = kvmsaveRestoreFeedClear(&feed, &writing);
 
+        /* No checksums in a stock image: its damage shows as QEMU's
+         * failure, or as the broken pipe the feeder got from it. */
+        stockLoadFailed = !ret && loading && kvmsaveImageReaderStock(reader) &&
+            (!err || writing) && !kvmsaveJobIsCancelled(job);
         if (err && !ret && !kvmsaveJobIsCancelled(job)) {
             virFreeError(saved);
             saved = err;
@@ -494,6 +533,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     }
     if (saved)
         virErrorRestore(&saved);
+    if (stockLoadFailed)
+        kvmsaveRestoreReportStockLoad(path);
     kvmsaveJournalEnd(journal);
     kvmsaveJobEnd(job, !!ret);
     return ret;

@@ -28,6 +28,7 @@
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
+#include "kvmsave_stock.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -593,41 +594,27 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
 }
 
 
-int
-kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
+/* A kvmsave image again, in @fd: @reader's header with @xml and @running,
+ * every chunk copied after being checked, in the encoding it had. */
+static int
+kvmsaveSaveImageCopy(kvmsaveImageReader *reader, int fd, const char *tmppath,
+                     const char *xml, bool running)
 {
-    g_autoptr(kvmsaveImageReader) reader = NULL;
     g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
     g_autoptr(kvmsaveImageWriter) writer = NULL;
-    g_autofree char *tmppath = NULL;
-    const kvmsaveImageHeader *old;
+    const kvmsaveImageHeader *old = kvmsaveImageReaderHeader(reader);
     const unsigned char *data;
     size_t len;
-    VIR_AUTOCLOSE fd = -1;
-    kvmsaveJob *job;
     int rc;
-    int ret = -1;
 
-    if (!(reader = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED)))
-        return -1;
-    old = kvmsaveImageReaderHeader(reader);
     memcpy(hdr->uuid, old->uuid, VIR_UUID_BUFLEN);
-    if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_IMAGE_DEFINE)))
-        return -1;
-
-    if (dxml && kvmsaveXMLCheckABI(old->xml, dxml) < 0)
-        goto cleanup;
-
     hdr->created = old->created;
     hdr->chunkSize = old->chunkSize;
     hdr->streams = old->streams;
-    hdr->flags = old->flags;
-    if (flags & VIR_DOMAIN_SAVE_RUNNING)
+    hdr->flags = old->flags & ~KVMSAVE_IMAGE_FLAG_RUNNING;
+    if (running)
         hdr->flags |= KVMSAVE_IMAGE_FLAG_RUNNING;
-    else if (flags & VIR_DOMAIN_SAVE_PAUSED)
-        hdr->flags &= ~KVMSAVE_IMAGE_FLAG_RUNNING;
-    if (!(hdr->xml = kvmsaveXMLForImage(dxml ? dxml : old->xml)))
-        goto cleanup;
+    hdr->xml = g_strdup(xml);
     hdr->name = g_strdup(old->name);
     hdr->qemuVersion = g_strdup(old->qemuVersion);
     hdr->machine = g_strdup(old->machine);
@@ -635,21 +622,60 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     hdr->disks = g_strdup(old->disks);
     hdr->producer = g_strdup(old->producer);
 
-    /* A new file, renamed over the old one when complete: the old image
-     * stays intact until then. */
-    if ((fd = kvmsaveCreateTemp(path, false, &tmppath)) < 0)
-        goto cleanup;
     writer = kvmsaveImageWriterNew(fd, tmppath, false);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
-        goto cleanup;
+        return -1;
     while ((rc = kvmsaveImageReadChunk(reader, &data, &len)) > 0) {
         /* Each chunk keeps the encoding it had. */
         kvmsaveImageWriterSetFormat(writer, kvmsaveImageReaderLastEncoding(reader));
         if (kvmsaveImageWriteChunk(writer, kvmsaveImageReaderLastStream(reader),
                                    data, len) < 0)
-            goto cleanup;
+            return -1;
     }
     if (rc < 0 || kvmsaveImageWriterFinish(writer) < 0)
+        return -1;
+    return 0;
+}
+
+
+int
+kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
+{
+    g_autoptr(kvmsaveImageReader) reader = NULL;
+    g_autofree char *tmppath = NULL;
+    g_autofree char *xml = NULL;
+    const kvmsaveImageHeader *old;
+    kvmsaveStockImage *stock;
+    VIR_AUTOCLOSE fd = -1;
+    kvmsaveJob *job;
+    bool running;
+    int ret = -1;
+
+    if (!(reader = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED)))
+        return -1;
+    old = kvmsaveImageReaderHeader(reader);
+    if (!(job = kvmsaveJobBegin(old->uuid, KVMSAVE_JOB_IMAGE_DEFINE)))
+        return -1;
+
+    if (dxml && kvmsaveXMLCheckABI(old->xml, dxml) < 0)
+        goto cleanup;
+    if (flags & VIR_DOMAIN_SAVE_RUNNING)
+        running = true;
+    else if (flags & VIR_DOMAIN_SAVE_PAUSED)
+        running = false;
+    else
+        running = old->flags & KVMSAVE_IMAGE_FLAG_RUNNING;
+    if (!(xml = kvmsaveXMLForImage(dxml ? dxml : old->xml)))
+        goto cleanup;
+
+    /* A new file, renamed over the old one when complete: the old image
+     * stays intact until then. A stock image stays one (where stock
+     * libvirt rewrites it in place). */
+    if ((fd = kvmsaveCreateTemp(path, false, &tmppath)) < 0)
+        goto cleanup;
+    if ((stock = kvmsaveImageReaderStock(reader)) ?
+        kvmsaveStockImageWrite(stock, fd, tmppath, xml, running) < 0 :
+        kvmsaveSaveImageCopy(reader, fd, tmppath, xml, running) < 0)
         goto cleanup;
     if (VIR_CLOSE(fd) < 0) {
         virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);

@@ -55,6 +55,18 @@ kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len)
 }
 
 
+void
+kvmsaveReportWriteError(int errnum, const char *path)
+{
+    if (errnum == ENOSPC || errnum == EDQUOT)
+        virReportSystemError(errnum,
+                             _("the disk is full: save image '%s' does not fit; free some space or save elsewhere"),
+                             path);
+    else
+        virReportSystemError(errnum, _("cannot write save image '%s'"), path);
+}
+
+
 char *
 kvmsaveAbsPath(const char *path)
 {

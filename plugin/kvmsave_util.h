@@ -13,6 +13,9 @@ uint32_t kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len);
  * does. Free with free(). */
 unsigned char *kvmsaveAlignedAlloc(size_t size);
 
+/* A failed write of save image @path: a full disk says so. */
+void kvmsaveReportWriteError(int errnum, const char *path);
+
 /* Absolute, canonical form of a user-supplied path. */
 char *kvmsaveAbsPath(const char *path);
 

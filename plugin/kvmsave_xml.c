@@ -360,6 +360,36 @@ kvmsaveXMLWithIncoming(const char *domxml)
 
 
 char *
+kvmsaveXMLWithCookieCPU(const char *domxml, const char *cookie)
+{
+    g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
+    g_autoptr(xmlDoc) cdoc = NULL;
+    g_autoptr(xmlXPathObject) cpu = NULL;
+    g_autoptr(xmlXPathObject) old = NULL;
+    xmlNodePtr node;
+
+    if (!doc || !(cdoc = kvmsaveXMLParseRoot(cookie, "cookie")))
+        return NULL;
+    cpu = kvmsaveXMLEval(cdoc, "/cookie/cpu");
+    if (!cpu || !cpu->nodesetval || cpu->nodesetval->nodeNr == 0)
+        return kvmsaveXMLFormat(doc);
+
+    node = xmlDocCopyNode(cpu->nodesetval->nodeTab[0], doc, 1);
+    old = kvmsaveXMLEval(doc, "/domain/cpu");
+    if (old && old->nodesetval && old->nodesetval->nodeNr > 0) {
+        xmlNodePtr prev = old->nodesetval->nodeTab[0];
+
+        xmlReplaceNode(prev, node);
+        xmlFreeNode(prev);
+        old->nodesetval->nodeTab[0] = NULL;
+    } else {
+        xmlAddChild(xmlDocGetRootElement(doc), node);
+    }
+    return kvmsaveXMLFormat(doc);
+}
+
+
+char *
 kvmsaveXMLStripSecure(const char *domxml)
 {
     g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);

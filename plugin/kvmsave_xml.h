@@ -37,6 +37,11 @@ char *kvmsaveXMLWithoutIncoming(const char *domxml);
  * domain starts waiting for its state. */
 char *kvmsaveXMLWithIncoming(const char *domxml);
 
+/* @domxml with its <cpu> replaced by the one in @cookie, the save cookie
+ * of a stock libvirt image (the CPU as QEMU ran it, which stock libvirt
+ * restores with); unchanged when the cookie has none. */
+char *kvmsaveXMLWithCookieCPU(const char *domxml, const char *cookie);
+
 /* @domxml without security-sensitive data (graphics passwords). */
 char *kvmsaveXMLStripSecure(const char *domxml);
 

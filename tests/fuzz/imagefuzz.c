@@ -4,6 +4,8 @@
  * Each input is a whole image file: decoded as a header from memory, then
  * opened from a memfd as a restore or kvmsave-image would, every chunk read
  * and checked, by the reader of all chunks and by each stream's reader.
+ * Inputs with stock libvirt's magic go through its header parser and
+ * stream decoders (seeds stock-*.img) the same way.
  * Inputs whose last byte is odd are parsed with checksum mismatches
  * ignored (the last byte of a valid image is the trailer checksum's).
  * Errors are the expected outcome for almost every input; what must never
@@ -33,7 +35,9 @@ fuzzReadAll(kvmsaveImageReader *r)
     const kvmsaveImageHeader *hdr = kvmsaveImageReaderHeader(r);
     unsigned int s;
 
-    for (s = 0; s < hdr->streams && s < FUZZ_STREAMS_MAX; s++) {
+    /* A stock libvirt image has its one stream only. */
+    for (s = 0; s < hdr->streams && s < FUZZ_STREAMS_MAX &&
+         !kvmsaveImageReaderStock(r); s++) {
         g_autoptr(kvmsaveImageReader) sr = kvmsaveImageReaderOpenStream(r, s);
 
         if (sr)

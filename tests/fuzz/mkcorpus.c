@@ -2,15 +2,18 @@
  * mkcorpus.c: writes the fuzz target's seed corpus (tests/fuzz/corpus)
  *
  * Small valid images of every kind the writer makes: raw and zstd chunks,
- * no chunk at all, several streams, a header of several blocks. Run by
- * hand after a format change: tests/fuzz/mkcorpus DIR.
+ * no chunk at all, several streams, a header of several blocks; and stock
+ * libvirt images of each compression, made with its programs as stock
+ * libvirt does. Run by hand after a format change: tests/fuzz/mkcorpus DIR.
  */
 #include <config.h>
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <gio/gio.h>
 
 #include "kvmsave_image.h"
+#include "kvmsave_stock.h"
 #include "virerror.h"
 #include "viruuid.h"
 
@@ -66,6 +69,64 @@ writeSeed(const char *dir, const char *name, unsigned int streams, int format,
 }
 
 
+/* A stock libvirt image whose stream went through @prog ("gzip -c" and
+ * the like; NULL for raw): small, with a cookie and little padding. */
+static int
+writeStockSeed(const char *dir, const char *name, unsigned int compressed,
+               const char *prog)
+{
+    const char *xml = "<domain type='qemu'><name>seed</name>"
+        "<uuid>6f1b3a52-3c1e-4b8e-9d4e-1c2b3a4d5e6f</uuid></domain>";
+    const char *cookie = "<cookie><cpu mode='custom'><model>qemu64</model></cpu></cookie>";
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autoptr(GByteArray) img = g_byte_array_new();
+    g_autoptr(GBytes) stream = NULL;
+    g_autoptr(GBytes) stored = NULL;
+    unsigned char head[KVMSAVE_STOCK_HEADER_LEN] = { 0 };
+    unsigned char raw[2000];
+    uint32_t f[5];
+    size_t xmlLen = strlen(xml) + 1;
+    size_t cookieLen = strlen(cookie) + 1;
+    g_autofree char *area = g_malloc0(xmlLen + cookieLen + 16);
+    size_t i;
+
+    for (i = 0; i < sizeof(raw); i++)
+        raw[i] = i < 4 ? "QEVM"[i] : i % 3 ? 0 : "saved pages "[i % 12];
+    stream = g_bytes_new(raw, sizeof(raw));
+    if (prog) {
+        const char *argv[] = { prog, "-c", NULL };
+        g_autoptr(GSubprocess) p = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_STDIN_PIPE |
+                                                     G_SUBPROCESS_FLAGS_STDOUT_PIPE, NULL);
+
+        if (!p || !g_subprocess_communicate(p, stream, NULL, &stored, NULL, NULL) ||
+            !g_subprocess_get_successful(p)) {
+            fprintf(stderr, "mkcorpus: %s -c failed\n", prog);
+            return -1;
+        }
+    } else {
+        stored = g_bytes_ref(stream);
+    }
+
+    f[0] = KVMSAVE_STOCK_VERSION;
+    f[1] = xmlLen + cookieLen + 16;
+    f[2] = 1;
+    f[3] = compressed;
+    f[4] = xmlLen;
+    memcpy(head, KVMSAVE_STOCK_MAGIC, KVMSAVE_STOCK_MAGIC_LEN);
+    memcpy(head + KVMSAVE_STOCK_MAGIC_LEN, f, sizeof(f));
+    memcpy(area, xml, xmlLen);
+    memcpy(area + xmlLen, cookie, cookieLen);
+    g_byte_array_append(img, head, sizeof(head));
+    g_byte_array_append(img, (guint8 *) area, f[1]);
+    g_byte_array_append(img, g_bytes_get_data(stored, NULL), g_bytes_get_size(stored));
+    if (!g_file_set_contents(path, (char *) img->data, img->len, NULL)) {
+        fprintf(stderr, "mkcorpus: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -82,5 +143,11 @@ main(int argc, char **argv)
         fprintf(stderr, "mkcorpus: %s\n", virGetLastErrorMessage());
         return 1;
     }
+    if (writeStockSeed(dir, "stock-raw.img", 0, NULL) < 0 ||
+        writeStockSeed(dir, "stock-gzip.img", 1, "gzip") < 0 ||
+        writeStockSeed(dir, "stock-bzip2.img", 2, "bzip2") < 0 ||
+        writeStockSeed(dir, "stock-xz.img", 3, "xz") < 0 ||
+        writeStockSeed(dir, "stock-lzop.img", 4, "lzop") < 0)
+        return 1;
     return 0;
 }

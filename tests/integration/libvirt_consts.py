@@ -1,4 +1,4 @@
-"""libvirt's lifecycle event numbers (include/libvirt/libvirt-domain.h)
+"""libvirt's lifecycle event and job numbers (include/libvirt/libvirt-domain.h)
 and error codes (virerror.h), so the test process need not import libvirt."""
 
 VIR_ERR_OPERATION_FAILED = 9
@@ -22,3 +22,6 @@ RESUMED_FROM_SNAPSHOT = 2
 STOPPED_DESTROYED = 2
 STOPPED_SAVED = 4
 STOPPED_FAILED = 5
+
+JOB_COMPLETED = 3
+JOB_OPERATION_RESTORE = 3

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "scratch.h"
 #include "kvmsave_image.h"
 #include "kvmsave_util.h"
 #include "viruuid.h"
@@ -37,8 +38,6 @@
 /* The field area starts right after the fixed header; the XML is the
  * first field written. */
 #define XML_DATA_OFFSET (KVMSAVE_IMAGE_FIXED_HEADER_LEN + 8)
-
-static char *scratchDir;
 
 
 /* ---- little-endian helpers, independent of the code under test ---- */
@@ -75,98 +74,6 @@ alignUp(uint64_t n, uint64_t a)
     return (n + a - 1) / a * a;
 }
 
-
-/* ---- scratch directory (unchecked fixture: runs in the parent, so it
- * is removed even when a test fails) ---- */
-
-static void
-scratchSetup(void)
-{
-    g_autoptr(GError) gerr = NULL;
-
-    scratchDir = g_dir_make_tmp("kvmsave-imagetest-XXXXXX", &gerr);
-    if (!scratchDir) {
-        fprintf(stderr, "cannot create scratch dir: %s\n", gerr->message);
-        abort();
-    }
-}
-
-static void
-scratchTeardown(void)
-{
-    GDir *dir = g_dir_open(scratchDir, 0, NULL);
-    const char *name;
-
-    while (dir && (name = g_dir_read_name(dir))) {
-        g_autofree char *p = g_build_filename(scratchDir, name, NULL);
-        if (unlink(p) < 0)
-            rmdir(p);
-    }
-    if (dir)
-        g_dir_close(dir);
-    rmdir(scratchDir);
-    g_clear_pointer(&scratchDir, g_free);
-}
-
-static char *
-scratchPath(const char *name)
-{
-    return g_build_filename(scratchDir, name, NULL);
-}
-
-
-/* ---- file helpers ---- */
-
-static void
-fileWrite(const char *path, const void *buf, size_t len)
-{
-    g_autoptr(GError) gerr = NULL;
-
-    ck_assert_msg(g_file_set_contents(path, buf, len, &gerr),
-                  "cannot write %s: %s", path, gerr ? gerr->message : "");
-}
-
-static unsigned char *
-fileRead(const char *path, size_t *len)
-{
-    g_autoptr(GError) gerr = NULL;
-    char *buf = NULL;
-    gsize n = 0;
-
-    ck_assert_msg(g_file_get_contents(path, &buf, &n, &gerr),
-                  "cannot read %s: %s", path, gerr ? gerr->message : "");
-    *len = n;
-    return (unsigned char *) buf;
-}
-
-static uint64_t
-fileSize(const char *path)
-{
-    struct stat sb;
-
-    ck_assert_int_eq(stat(path, &sb), 0);
-    return sb.st_size;
-}
-
-static void
-filePatch(const char *path, uint64_t off, const void *buf, size_t len)
-{
-    int fd = open(path, O_RDWR);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(pwrite(fd, buf, len, off), (ssize_t) len);
-    close(fd);
-}
-
-static void
-filePeek(const char *path, uint64_t off, void *buf, size_t len)
-{
-    int fd = open(path, O_RDONLY);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(pread(fd, buf, len, off), (ssize_t) len);
-    close(fd);
-}
 
 static void
 fileFlip(const char *path, uint64_t off, unsigned char mask)

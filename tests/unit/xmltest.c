@@ -968,6 +968,52 @@ START_TEST(test_get_host_cpu_model_absent_is_null)
 END_TEST
 
 
+/* ---- kvmsaveXMLWithCookieCPU ---- */
+
+#define COOKIE_CPU \
+    "<cpu mode='custom' match='exact' check='full'>" \
+    "<model fallback='forbid'>qemu64</model>" \
+    "<feature policy='require' name='lahf_lm'/></cpu>"
+
+START_TEST(test_cookie_cpu_replaces_the_domain_cpu)
+{
+    g_autofree char *xml = domainXML("<cpu mode='custom'><model>qemu64</model></cpu>",
+                                     NULL, NULL);
+    g_autofree char *out = kvmsaveXMLWithCookieCPU(
+        xml, "<cookie>" COOKIE_CPU "<slirpHelper/></cookie>");
+    g_autofree char *check = NULL;
+    g_autofree char *feature = NULL;
+
+    ck_assert_msg(out, "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(xpathNumber(out, "count(/domain/cpu)"), 1);
+    check = xpathString(out, "string(/domain/cpu/@check)");
+    feature = xpathString(out, "string(/domain/cpu/feature/@name)");
+    ck_assert_str_eq(check, "full");
+    ck_assert_str_eq(feature, "lahf_lm");
+    ck_assert_int_eq(xpathNumber(out, "count(/domain/slirpHelper)"), 0);
+    ck_assert_int_eq(xpathNumber(out, "count(/domain/uuid)"), 1);
+}
+END_TEST
+
+
+START_TEST(test_cookie_cpu_added_or_absent)
+{
+    g_autofree char *xml = domainXML(NULL, NULL, NULL);
+    g_autofree char *added = kvmsaveXMLWithCookieCPU(xml, "<cookie>" COOKIE_CPU "</cookie>");
+    g_autofree char *same = kvmsaveXMLWithCookieCPU(xml, "<cookie><slirpHelper/></cookie>");
+
+    ck_assert_int_eq(xpathNumber(added, "count(/domain/cpu/feature)"), 1);
+    ck_assert_int_eq(xpathNumber(same, "count(/domain/cpu)"), 0);
+    ck_assert_int_eq(xpathNumber(same, "count(/domain/devices/graphics)"), 1);
+    ck_assert_ptr_null(kvmsaveXMLWithCookieCPU(xml, "<cookie>"));
+    KT_ASSERT_ERROR(VIR_ERR_XML_ERROR, "<cookie>");
+    virResetLastError();
+    ck_assert_ptr_null(kvmsaveXMLWithCookieCPU(xml, "<domain/>"));
+    KT_ASSERT_ERROR(VIR_ERR_XML_ERROR, "<cookie>");
+}
+END_TEST
+
+
 static Suite *
 xmlSuite(void)
 {
@@ -1013,6 +1059,8 @@ xmlSuite(void)
     tcase_add_test(tc, test_for_image_undoes_with_incoming);
     tcase_add_test(tc, test_strip_secure_removes_graphics_passwords);
     tcase_add_test(tc, test_strip_secure_refuses_malformed_xml);
+    tcase_add_test(tc, test_cookie_cpu_replaces_the_domain_cpu);
+    tcase_add_test(tc, test_cookie_cpu_added_or_absent);
     suite_add_tcase(s, tc);
 
     tc = ktTCase("check_abi", 30);
