@@ -744,15 +744,17 @@ class Libvirtd:
     `start()` reuses a daemon that already serves qemu:///system (it is then
     never stopped); otherwise it starts ``libvirtd --config FILE --pid-file
     FILE`` as a child, in a private mount namespace where a scratch
-    directory's etc/, lib/ and log/ are bind-mounted over /etc/libvirt,
-    /var/lib/libvirt and /var/log/libvirt: its libvirtd.conf, qemu.conf
-    (stdio_handler "file": no virtlogd here), guest definitions, state and
-    logs are the scratch directory's, the host's are untouched. Its sockets
-    are the system ones (/var/run/libvirt/libvirt-sock, -ro, -admin-sock),
-    so that plain ``virsh -c qemu:///system`` and kvmsave's ``uri=qemu:///system``
-    find it with nothing spelled out.  libvirtd removes whatever is at its
-    socket path before binding, so it is started only when nothing serves
-    qemu:///system.
+    directory's etc/, lib/, log/ and run/ are bind-mounted over
+    /etc/libvirt, /var/lib/libvirt, /var/log/libvirt and /run/libvirt: its
+    libvirtd.conf, qemu.conf (stdio_handler "file": no virtlogd here),
+    guest definitions, state, runtime state and logs are the scratch
+    directory's, the host's are untouched.  Only its sockets are the
+    system ones (libvirt-sock, -sock-ro, -admin-sock in /var/run/libvirt),
+    so that plain ``virsh -c qemu:///system`` and kvmsave's
+    ``uri=qemu:///system`` find it with nothing spelled out: the host's
+    /run/libvirt is first bind-mounted to scratch sockets/, libvirtd.conf's
+    unix_sock_dir.  libvirtd removes whatever is at its socket path before
+    binding, so it is started only when nothing serves qemu:///system.
 
     `uri` is a kvmsave URI over it (root: ROOT, a directory of its own),
     `virsh` a `Virsh` for it, `plain_virsh` one for qemu:///system.
@@ -795,10 +797,11 @@ class Libvirtd:
             return False
 
     def _write_config(self):
-        for d in ('etc', 'lib', 'log', 'run'):
+        for d in ('etc', 'lib', 'log', 'run', 'sockets'):
             os.makedirs(os.path.join(self.scratch, d), mode=0o755)
         with open(os.path.join(self.scratch, 'etc', 'libvirtd.conf'), 'w') as fh:
-            fh.write('# Written by the kvmsave tests. Default sockets (/var/run/libvirt).\n'
+            fh.write('# Written by the kvmsave tests: sockets/ is the host\'s /run/libvirt.\n'
+                     f'unix_sock_dir = "{self.scratch}/sockets"\n'
                      f'log_outputs = "3:file:{self.log}"\n')
         with open(os.path.join(self.scratch, 'etc', 'qemu.conf'), 'w') as fh:
             fh.write(DEFAULT_QEMU_CONF)
@@ -809,11 +812,13 @@ class Libvirtd:
             return self
         self._write_config()
         s = self.scratch
+        os.makedirs(SOCKET_DIR, mode=0o755, exist_ok=True)
         cmd = in_mount_namespace(
-            [(f'{s}/etc', '/etc/libvirt'), (f'{s}/lib', '/var/lib/libvirt'),
+            [(SOCKET_DIR, f'{s}/sockets'), (f'{s}/run', SOCKET_DIR),
+             (f'{s}/etc', '/etc/libvirt'), (f'{s}/lib', '/var/lib/libvirt'),
              (f'{s}/log', '/var/log/libvirt')],
             [LIBVIRTD, '--config', f'{s}/etc/libvirtd.conf',
-             '--pid-file', f'{s}/run/libvirtd.pid'])
+             '--pid-file', f'{s}/libvirtd.pid'])
         with open(os.path.join(s, 'log', 'stderr.log'), 'w') as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                          stdout=err, stderr=err)
