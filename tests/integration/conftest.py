@@ -14,9 +14,9 @@ import uuid as uuidlib
 
 import pytest
 
-from kvmsave_harness import (Console, QemuReaper, Virsh, cleanup_root,
-                             console_path, domain_xml, ensure_guest, make_root,
-                             run_python)
+from kvmsave_harness import (DEFAULT_QEMU_CONF, Console, Libvirtd,
+                             QemuReaper, Virsh, cleanup_root, console_path,
+                             domain_xml, ensure_guest, make_root, run_python)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
@@ -94,10 +94,10 @@ class Guest:
 
     def __init__(self, env, name, memory_mib=256, data_mib=32, extra_devices=''):
         self.env = env
-        self.name = name
+        self.name = env.guest_name(name)
         self.uuid = str(uuidlib.uuid4())
-        self.console_path = console_path(env.root, name)
-        self.xml = domain_xml(name, self.console_path, uuid=self.uuid,
+        self.console_path = console_path(env.root, self.name)
+        self.xml = domain_xml(self.name, self.console_path, uuid=self.uuid,
                               memory_mib=memory_mib, data_mib=data_mib,
                               extra_devices=extra_devices)
         self.console = Console(self.console_path)
@@ -150,11 +150,22 @@ class Guest:
 
 
 class Env:
-    """An embedded kvmsave root with virsh and Python access to it."""
+    """A kvmsave root with virsh and Python access to it.
 
-    def __init__(self, prefix='kvmsave-it-'):
-        self.root = make_root(prefix=prefix)
-        self.uri = kvmsave_uri(self.root)
+    Over the libvirt QEMU driver embedded in the root (backend 'embedded'),
+    or, given `daemon` (a `Libvirtd`), over qemu:///system (backend
+    'libvirtd'): guests are then defined in the daemon, under names made
+    unique to this root (`guest_name`), and `plain_virsh` is a `Virsh` for
+    qemu:///system itself.
+    """
+
+    def __init__(self, prefix='kvmsave-it-', daemon=None):
+        self.daemon = daemon
+        self.backend = 'libvirtd' if daemon else 'embedded'
+        self.root = make_root(prefix=prefix, qemu_conf=None if daemon else DEFAULT_QEMU_CONF)
+        self.uri = daemon.kvmsave_uri(self.root) if daemon else kvmsave_uri(self.root)
+        self.plain_virsh = daemon.plain_virsh if daemon else None
+        self.names = []
         self.wrapper = run_wrapper()
         pre = [self.wrapper] if self.wrapper else []
         self.virsh = Virsh(pre + ['virsh', '-c', self.uri])
@@ -174,8 +185,21 @@ class Env:
         tool = os.path.join(os.path.dirname(self.wrapper or ''), 'tools', 'kvmsave-image')
         return tool if self.wrapper and os.path.exists(tool) else 'kvmsave-image'
 
+    def guest_name(self, base):
+        """The name of guest `base`: as it is in an embedded root, with the
+        root's name before it in a daemon that other roots share."""
+        name = f'{os.path.basename(self.root)}-{base}' if self.daemon else base
+        self.names.append(name)
+        if self.daemon:
+            self.daemon.names.add(name)
+        return name
+
     def cleanup(self):
-        cleanup_root(self.root, self.virsh)
+        if self.daemon:
+            self.daemon.remove_guests(self.names)
+            cleanup_root(self.root)
+        else:
+            cleanup_root(self.root, self.virsh)
 
 
 def module_env(prefix):
@@ -213,9 +237,64 @@ def built_guest():
     return ensure_guest()
 
 
+@pytest.fixture(scope='session')
+def libvirtd():
+    """A libvirtd serving qemu:///system for the session (`Libvirtd`):
+    `.uri` is a kvmsave URI over it, `.virsh` and `.plain_virsh` run
+    virsh on that and on qemu:///system, `.env(prefix)` makes an `Env`
+    over it. Started on first use, unless a daemon already serves
+    qemu:///system; at the end the tests' guests are removed and a daemon
+    this fixture started is stopped."""
+    d = LibvirtdFixture(run_wrapper()).start()
+    yield d
+    d.stop()
+
+
+class LibvirtdFixture(Libvirtd):
+    def env(self, prefix='kvmsave-it-'):
+        return Env(prefix=prefix, daemon=self)
+
+
+# Backends of the tests marked libvirtd: their modules run each test under
+# the parameter `backend` (module scope, so one Env per backend), the marked
+# ones for both backends, the others for 'embedded' only.
+BACKENDS = ('embedded', 'libvirtd')
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'libvirtd: run this test over a libvirtd (qemu:///system) '
+        'too, besides the embedded QEMU driver')
+
+
+def _module_has_libvirtd_tests(module):
+    return any(m.name == 'libvirtd'
+               for obj in vars(module).values() if callable(obj)
+               for m in getattr(obj, 'pytestmark', []))
+
+
+def pytest_generate_tests(metafunc):
+    if 'backend' not in metafunc.fixturenames or \
+            not _module_has_libvirtd_tests(metafunc.module):
+        return
+    marked = metafunc.definition.get_closest_marker('libvirtd') is not None
+    metafunc.parametrize('backend', BACKENDS if marked else BACKENDS[:1],
+                         indirect=True, scope='module')
+
+
 @pytest.fixture(scope='module')
-def env():
-    e = Env()
+def backend(request):
+    """'embedded' (the QEMU driver embedded in the kvmsave root) or
+    'libvirtd' (a daemon's qemu:///system, see `libvirtd`)."""
+    return getattr(request, 'param', 'embedded')
+
+
+@pytest.fixture(scope='module')
+def env(backend, request):
+    if backend == 'libvirtd':
+        e = request.getfixturevalue('libvirtd').env()
+    else:
+        e = Env()
     yield e
     e.cleanup()
 

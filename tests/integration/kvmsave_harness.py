@@ -38,6 +38,8 @@ __all__ = [
     'guest_dir', 'guest_paths', 'ensure_guest', 'make_root', 'cleanup_root', 'embed_uri', 'console_path',
     'FILLS', 'domain_xml',
     'Event', 'Console', 'CommandFailed', 'Virsh', 'SYSTEM_PYTHON', 'run_python',
+    'SYSTEM_URI', 'SOCKET_DIR', 'LIBVIRTD_SOCKET', 'VIRTQEMUD_SOCKET', 'inner_uri_param',
+    'in_mount_namespace', 'Libvirtd',
 ]
 
 DEFAULT_GUEST_DIR = '/var/cache/kvmsave-tests/guest'
@@ -706,3 +708,163 @@ def run_python(prefix, uri, code, check=True, timeout=120, python=SYSTEM_PYTHON,
     """
     cmd = list(prefix or []) + [python, '-c', _PY_WRAPPER, uri, textwrap.dedent(code)]
     return _run(cmd, check, timeout, env=env)
+
+
+# ---------------------------------------------------------------------------
+# A libvirtd serving qemu:///system
+# ---------------------------------------------------------------------------
+
+SYSTEM_URI = 'qemu:///system'
+# Where a plain client looks for the system daemons (libvirt's remote driver).
+SOCKET_DIR = '/var/run/libvirt'
+LIBVIRTD_SOCKET = f'{SOCKET_DIR}/libvirt-sock'
+VIRTQEMUD_SOCKET = f'{SOCKET_DIR}/virtqemud-sock'
+LIBVIRTD = '/usr/sbin/libvirtd'
+
+
+def inner_uri_param(uri):
+    """`uri` percent-encoded for kvmsave's ``uri=`` parameter."""
+    from urllib.parse import quote
+    return quote(uri, safe='')
+
+
+def in_mount_namespace(binds, cmd):
+    """`cmd` run in a private mount namespace where each (source, target)
+    of `binds` is bind-mounted first, in order (``unshare -m``)."""
+    import shlex
+    mounts = ''.join(f'mount --bind {shlex.quote(str(src))} {shlex.quote(str(dst))} && '
+                     for src, dst in binds)
+    return ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
+            mounts + 'exec "$@"', 'sh'] + [str(c) for c in cmd]
+
+
+class Libvirtd:
+    """A libvirtd that serves qemu:///system for tests, at the default socket.
+
+    `start()` reuses a daemon that already serves qemu:///system (it is then
+    never stopped); otherwise it starts ``libvirtd --config FILE --pid-file
+    FILE`` as a child, in a private mount namespace where a scratch
+    directory's etc/, lib/, log/ and run/ are bind-mounted over
+    /etc/libvirt, /var/lib/libvirt, /var/log/libvirt and /run/libvirt: its
+    libvirtd.conf, qemu.conf (stdio_handler "file": no virtlogd here),
+    guest definitions, state, runtime state and logs are the scratch
+    directory's, the host's are untouched.  Only its sockets are the
+    system ones (libvirt-sock, -sock-ro, -admin-sock in /var/run/libvirt),
+    so that plain ``virsh -c qemu:///system`` and kvmsave's
+    ``uri=qemu:///system`` find it with nothing spelled out: the host's
+    /run/libvirt is first bind-mounted to scratch sockets/, libvirtd.conf's
+    unix_sock_dir.  libvirtd removes whatever is at its socket path before
+    binding, so it is started only when nothing serves qemu:///system.
+
+    `uri` is a kvmsave URI over it (root: ROOT, a directory of its own),
+    `virsh` a `Virsh` for it, `plain_virsh` one for qemu:///system.
+    `names` collects the guests tests defined in it; `stop()` destroys and
+    undefines them (every domain, in a daemon this object started), then
+    stops the daemon if it started it.
+    """
+
+    def __init__(self, wrapper=None, scratch_prefix='kvmsave-libvirtd-'):
+        self.wrapper = wrapper
+        self.scratch = tempfile.mkdtemp(prefix=scratch_prefix, dir='/var/tmp')
+        os.chmod(self.scratch, 0o755)
+        self.root = make_root(prefix='kvmsave-ld-', qemu_conf=None)
+        self.plain_uri = SYSTEM_URI
+        self.uri = self.kvmsave_uri(self.root)
+        self.virsh = Virsh(self.prefix + ['virsh', '-c', self.uri])
+        self.plain_virsh = Virsh(['virsh', '-c', SYSTEM_URI])
+        self.log = os.path.join(self.scratch, 'log', 'libvirtd.log')
+        self.proc = None
+        self.names = set()
+
+    @property
+    def prefix(self):
+        return [self.wrapper] if self.wrapper else []
+
+    @property
+    def owned(self):
+        """Whether this object started the daemon (and will stop it)."""
+        return self.proc is not None
+
+    def kvmsave_uri(self, root, inner=SYSTEM_URI):
+        return f'kvmsave:///embed?root={root}&uri={inner_uri_param(inner)}'
+
+    def serving(self, timeout=30):
+        """Whether a daemon answers on qemu:///system."""
+        try:
+            return self.plain_virsh.run('version', check=False,
+                                        timeout=timeout).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _write_config(self):
+        for d in ('etc', 'lib', 'log', 'run', 'sockets'):
+            os.makedirs(os.path.join(self.scratch, d), mode=0o755)
+        with open(os.path.join(self.scratch, 'etc', 'libvirtd.conf'), 'w') as fh:
+            fh.write('# Written by the kvmsave tests: sockets/ is the host\'s /run/libvirt.\n'
+                     f'unix_sock_dir = "{self.scratch}/sockets"\n'
+                     f'log_outputs = "3:file:{self.log}"\n')
+        with open(os.path.join(self.scratch, 'etc', 'qemu.conf'), 'w') as fh:
+            fh.write(DEFAULT_QEMU_CONF)
+
+    def start(self, timeout=120):
+        """Use the daemon serving qemu:///system, or start one; return self."""
+        if self.serving():
+            return self
+        self._write_config()
+        s = self.scratch
+        os.makedirs(SOCKET_DIR, mode=0o755, exist_ok=True)
+        cmd = in_mount_namespace(
+            [(SOCKET_DIR, f'{s}/sockets'), (f'{s}/run', SOCKET_DIR),
+             (f'{s}/etc', '/etc/libvirt'), (f'{s}/lib', '/var/lib/libvirt'),
+             (f'{s}/log', '/var/log/libvirt')],
+            [LIBVIRTD, '--config', f'{s}/etc/libvirtd.conf',
+             '--pid-file', f'{s}/libvirtd.pid'])
+        with open(os.path.join(s, 'log', 'stderr.log'), 'w') as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=err, stderr=err)
+        deadline = time.monotonic() + timeout
+        while not self.serving():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                logs = self._log_tails()
+                self.stop()
+                raise RuntimeError(f'libvirtd did not answer on {SYSTEM_URI}\n{logs}')
+            time.sleep(0.2)
+        return self
+
+    def _log_tails(self, count=20):
+        out = []
+        for name in ('stderr.log', 'libvirtd.log'):
+            try:
+                with open(os.path.join(self.scratch, 'log', name), errors='replace') as fh:
+                    lines = fh.read().splitlines()[-count:]
+            except OSError:
+                continue
+            out.append(f'--- {name} ---\n' + '\n'.join(lines))
+        return '\n'.join(out)
+
+    def remove_guests(self, names, timeout=120):
+        """Destroy and undefine the domains `names` (missing ones ignored)."""
+        v = self.plain_virsh
+        for name in names:
+            if v.run('domstate', name, check=False, timeout=timeout).returncode != 0:
+                continue
+            v.run('destroy', name, check=False, timeout=timeout)
+            v.run('undefine', '--nvram', name, check=False, timeout=timeout)
+        self.names.difference_update(names)
+
+    def stop(self, timeout=60):
+        """Remove the tests' guests; stop the daemon if this object started it."""
+        if self.owned and self.proc.poll() is None:
+            listing = self.plain_virsh.run('list', '--all', '--name', check=False)
+            self.remove_guests(set(listing.stdout.split()) | self.names)
+        elif self.serving():
+            self.remove_guests(set(self.names))
+        if self.owned and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)

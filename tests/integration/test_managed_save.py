@@ -4,6 +4,8 @@ import json
 import os
 import re
 
+import pytest
+
 
 def managed_image(env, guest):
     return os.path.join(env.root, 'lib', 'kvmsave', 'managed-save', guest.uuid + '.save')
@@ -14,9 +16,16 @@ def managedsave(env, guest, *args):
     guest.checkpoint()
 
 
+@pytest.mark.libvirtd
 def test_managed_save_then_start_restores_and_removes_the_image(env, guest):
+    inactive = env.virsh.run('dumpxml', '--inactive', guest.name).stdout
     managedsave(env, guest)
     assert guest.state() == 'shut off'
+    if env.plain_virsh:
+        # the daemon sees the guest shut off, its definition intact (the
+        # image is kvmsave's: libvirtd itself knows of no managed save)
+        assert env.plain_virsh.domstate(guest.name) == 'shut off'
+        assert env.plain_virsh.run('dumpxml', '--inactive', guest.name).stdout == inactive
     img = managed_image(env, guest)
     assert os.path.isfile(img) and oct(os.stat(img).st_mode & 0o777) == '0o600'
     assert re.search(r'Managed save:\s+yes', env.virsh.run('dominfo', guest.name).stdout)
@@ -30,6 +39,7 @@ def test_managed_save_then_start_restores_and_removes_the_image(env, guest):
     env.virsh.run('start', guest.name)
     guest.assert_continued()
     assert not os.path.exists(img)
+    assert env.virsh.run('dumpxml', '--inactive', guest.name).stdout == inactive
     assert re.search(r'Managed save:\s+no', env.virsh.run('dominfo', guest.name).stdout)
 
 
@@ -92,6 +102,7 @@ def test_managed_save_errors_without_an_image(env, guest):
     assert 'does not have a managed save image' in err
 
 
+@pytest.mark.libvirtd
 def test_save_params_without_file_is_a_managed_save(env, guest):
     out = env.python(f'''
         import json

@@ -15,6 +15,7 @@ def save(guest, path, *args):
     guest.checkpoint()      # the guest is stopped: its last beat is final
 
 
+@pytest.mark.libvirtd
 def test_layered_driver_serves_the_qemu_driver_apis(env, guest):
     v = env.virsh
     assert v.run('uri').stdout.strip() == env.uri
@@ -26,6 +27,7 @@ def test_layered_driver_serves_the_qemu_driver_apis(env, guest):
     assert 'QEMU' in v.run('version').stdout
 
 
+@pytest.mark.libvirtd
 def test_save_then_restore_continues_running_guest(env, guest):
     img = env.image('default.img')
     save(guest, img)
@@ -41,6 +43,7 @@ def test_save_then_restore_continues_running_guest(env, guest):
     guest.assert_continued()
 
 
+@pytest.mark.libvirtd
 def test_paused_guest_is_restored_paused(env, guest):
     img = env.image('paused.img')
     env.virsh.run('suspend', guest.name)
@@ -171,6 +174,7 @@ def test_save_image_dumpxml_and_define(env, guest, tmp_path):
     guest.assert_continued()
 
 
+@pytest.mark.libvirtd
 def test_restore_of_unknown_uuid_is_transient(env, guest):
     img = env.image('transient.img')
     save(guest, img)
@@ -187,6 +191,7 @@ def test_restore_of_unknown_uuid_is_transient(env, guest):
             guest.define()
 
 
+@pytest.mark.libvirtd
 def test_restore_into_shut_off_guest_keeps_its_definition(env, guest):
     img = env.image('persistent.img')
     inactive = env.virsh.run('dumpxml', '--inactive', guest.name).stdout
@@ -195,6 +200,8 @@ def test_restore_into_shut_off_guest_keeps_its_definition(env, guest):
     info = env.virsh.run('dominfo', guest.name).stdout
     assert re.search(r'Persistent:\s+yes', info)
     assert env.virsh.run('dumpxml', '--inactive', guest.name).stdout == inactive
+    if env.plain_virsh:     # what the daemon itself says
+        assert env.plain_virsh.run('dumpxml', '--inactive', guest.name).stdout == inactive
     guest.assert_continued()
 
 
