@@ -11,6 +11,9 @@
 
 #include "kvmsave_decompress.h"
 
+/* Decoder memory for xz (xz -9 needs 65 MiB). */
+#define KVMSAVE_XZ_MEMLIMIT (256ULL * 1024 * 1024)
+
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
 
@@ -112,8 +115,10 @@ kvmsaveDecompressorNew(int format)
             abort();
         break;
     case KVMSAVE_COMPRESS_XZ:
-        /* One stream, as "xz -c" writes: what follows it is not ours. */
-        if (lzma_stream_decoder(&d->xz, UINT64_MAX, 0) != LZMA_OK)
+        /* One stream, as "xz -c" writes: what follows it is not ours.
+         * xz -9 needs 65 MiB to decode; a header asking for more is not
+         * a stock image's, and must not make us allocate it. */
+        if (lzma_stream_decoder(&d->xz, KVMSAVE_XZ_MEMLIMIT, 0) != LZMA_OK)
             abort();
         break;
     case KVMSAVE_COMPRESS_LZOP:
@@ -246,7 +251,9 @@ kvmsaveDecompressXz(lzma_stream *xz, const unsigned char **in, size_t *inLen,
     case LZMA_BUF_ERROR: /* no progress possible: more input needed */
         return 0;
     case LZMA_MEM_ERROR:
-        abort();
+    case LZMA_MEMLIMIT_ERROR:
+        *why = N_("xz data that needs more memory than any xz level uses");
+        return -1;
     case LZMA_FORMAT_ERROR:
         *why = N_("not xz data");
         return -1;

@@ -106,7 +106,8 @@ kvmsaveJournalLock(int fd, const char *path)
 }
 
 
-static void kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd);
+static bool kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd,
+                                     char **foreign);
 
 
 kvmsaveJournal *
@@ -142,7 +143,14 @@ kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
             return NULL;
         }
         if (rc == KVMSAVE_JOURNAL_LOCK_OURS) {
-            kvmsaveJournalRecoverOne(priv, path, old);
+            g_autofree char *foreign = NULL;
+
+            if (!kvmsaveJournalRecoverOne(priv, path, old, &foreign)) {
+                virReportError(VIR_ERR_OPERATION_INVALID,
+                               _("a killed kvmsave client of connection '%s' left the job journal '%s' of this guest; connect through that URI to recover its job, or remove the file if that connection is gone"),
+                               foreign, path);
+                return NULL;
+            }
             if (recovered)
                 *recovered = true;
         }
@@ -498,9 +506,11 @@ kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phas
 }
 
 
-/* @fd is @path's, locked by us. */
-static void
-kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
+/* @fd is @path's, locked by us. False (and the journal's connection in
+ * *foreign) when it is another connection's job, left alone. */
+static bool
+kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd,
+                         char **foreign)
 {
     g_autoptr(GHashTable) kv = kvmsaveJournalParse(fd);
     g_autofree char *ours = kvmsaveJournalInner(priv);
@@ -509,10 +519,21 @@ kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
     const char *multifd = kv ? g_hash_table_lookup(kv, "multifd") : NULL;
     const char *inner = kv ? g_hash_table_lookup(kv, "inner") : NULL;
 
-    /* Its guest lives behind another connection: not ours to touch. */
+    /* Its guest lives behind another connection: not ours to touch,
+     * unless ours has that very guest (the same daemon, spelled another
+     * way). */
     if (inner && STRNEQ(inner, ours)) {
-        VIR_DEBUG("leaving job journal %s of connection %s", path, inner);
-        return;
+        const char *uuidstr = g_hash_table_lookup(kv, "uuid");
+        unsigned char uuid[VIR_UUID_BUFLEN];
+        g_autoptr(virDomain) dom = NULL;
+
+        if (!uuidstr || virUUIDParse(uuidstr, uuid) < 0 ||
+            !(dom = virDomainLookupByUUID(priv->inner, uuid))) {
+            virResetLastError();
+            VIR_DEBUG("leaving job journal %s of connection %s", path, inner);
+            *foreign = g_strdup(inner);
+            return false;
+        }
     }
     if (!kv)
         VIR_WARN("removing job journal %s: it is empty or was cut short by the kill; check the guest and the target directory of its job",
@@ -530,6 +551,7 @@ kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *path, int fd)
         kvmsaveMultifdRemoveDir(multifd);
     if (unlink(path) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove job journal %s: %s", path, g_strerror(errno));
+    return true;
 }
 
 
@@ -561,7 +583,9 @@ kvmsaveJournalRecover(kvmsaveConn *priv)
             if (fstat(fd, &sb) == 0 && sb.st_mtime < time(NULL) - 60)
                 unlink(path);
         } else {
-            kvmsaveJournalRecoverOne(priv, path, fd);
+            g_autofree char *foreign = NULL;
+
+            ignore_value(kvmsaveJournalRecoverOne(priv, path, fd, &foreign));
         }
     }
 }

@@ -58,10 +58,29 @@ kvmsaveDiskStatGet(const char *path, kvmsaveDiskStat *ds)
 static const char *
 kvmsaveDiskPath(virDomainDiskDef *disk)
 {
-    if (!disk->src || !disk->src->path || !disk->dst ||
-        !virStorageSourceIsLocalStorage(disk->src))
+    int type;
+
+    if (!disk->src || !disk->src->path || !disk->dst)
+        return NULL;
+    /* Not a directory (type='dir'): any file added to it would count. */
+    type = virStorageSourceGetActualType(disk->src);
+    if (type != VIR_STORAGE_TYPE_FILE && type != VIR_STORAGE_TYPE_BLOCK)
         return NULL;
     return disk->src->path;
+}
+
+
+/* Fixed widths: the same disks always make the same length. */
+static void
+kvmsaveDiskRecordAppend(GString *out, const char *target, const char *path,
+                        const kvmsaveDiskStat *ds)
+{
+    g_autofree char *escTarget = g_uri_escape_string(target, NULL, false);
+    g_autofree char *escPath = g_uri_escape_string(path, "/", false);
+
+    g_string_append_printf(out, "%s %020llu %020lld.%09ld %020llu %s\n",
+                           escTarget, ds->size, ds->mtimeSec, ds->mtimeNsec,
+                           ds->inode, escPath);
 }
 
 
@@ -77,8 +96,6 @@ kvmsavePreflightRecordDisks(const char *domxml, char **disks)
         return -1;
     for (i = 0; i < def->ndisks; i++) {
         const char *path = kvmsaveDiskPath(def->disks[i]);
-        g_autofree char *escTarget = NULL;
-        g_autofree char *escPath = NULL;
         kvmsaveDiskStat ds;
 
         if (!path)
@@ -89,12 +106,7 @@ kvmsavePreflightRecordDisks(const char *domxml, char **disks)
                      def->disks[i]->dst, path, def->name, g_strerror(errno));
             continue;
         }
-        escTarget = g_uri_escape_string(def->disks[i]->dst, NULL, false);
-        escPath = g_uri_escape_string(path, "/", false);
-        /* Fixed widths: the same disks always make the same length. */
-        g_string_append_printf(out, "%s %020llu %020lld.%09ld %020llu %s\n",
-                               escTarget, ds.size, ds.mtimeSec, ds.mtimeNsec,
-                               ds.inode, escPath);
+        kvmsaveDiskRecordAppend(out, def->disks[i]->dst, path, &ds);
     }
     if (out->len > 0)
         *disks = g_string_free(g_steal_pointer(&out), false);
@@ -102,28 +114,105 @@ kvmsavePreflightRecordDisks(const char *domxml, char **disks)
 }
 
 
-/* One line of the DISKS field; false when it does not parse. */
-static bool
-kvmsaveDiskRecordParse(const char *line, char **target, char **path,
-                       kvmsaveDiskStat *ds)
+/* A disk as the DISKS field records it. */
+typedef struct {
+    char *target;
+    char *path;
+    kvmsaveDiskStat st;
+} kvmsaveDiskRecord;
+
+
+static void
+kvmsaveDiskRecordFree(gpointer opaque)
+{
+    kvmsaveDiskRecord *rec = opaque;
+
+    g_free(rec->target);
+    g_free(rec->path);
+    g_free(rec);
+}
+
+
+/* One line of the DISKS field, or NULL when it does not parse. */
+static kvmsaveDiskRecord *
+kvmsaveDiskRecordParse(const char *line)
 {
     g_auto(GStrv) f = g_strsplit(line, " ", 0);
     g_auto(GStrv) t = NULL;
+    kvmsaveDiskRecord *rec;
+    kvmsaveDiskStat ds;
 
     if (g_strv_length(f) != 5)
-        return false;
+        return NULL;
     t = g_strsplit(f[2], ".", 0);
     if (g_strv_length(t) != 2 ||
-        virStrToLong_ullp(f[1], NULL, 10, &ds->size) < 0 ||
-        virStrToLong_ll(t[0], NULL, 10, &ds->mtimeSec) < 0 ||
-        virStrToLong_l(t[1], NULL, 10, &ds->mtimeNsec) < 0 ||
-        virStrToLong_ullp(f[3], NULL, 10, &ds->inode) < 0 ||
-        !(*target = g_uri_unescape_string(f[0], NULL)) ||
-        !(*path = g_uri_unescape_string(f[4], NULL))) {
-        g_clear_pointer(target, g_free);
-        return false;
+        virStrToLong_ullp(f[1], NULL, 10, &ds.size) < 0 ||
+        virStrToLong_ll(t[0], NULL, 10, &ds.mtimeSec) < 0 ||
+        virStrToLong_l(t[1], NULL, 10, &ds.mtimeNsec) < 0 ||
+        virStrToLong_ullp(f[3], NULL, 10, &ds.inode) < 0)
+        return NULL;
+    rec = g_new0(kvmsaveDiskRecord, 1);
+    rec->st = ds;
+    if (!(rec->target = g_uri_unescape_string(f[0], NULL)) ||
+        !(rec->path = g_uri_unescape_string(f[4], NULL))) {
+        kvmsaveDiskRecordFree(rec);
+        return NULL;
     }
-    return true;
+    return rec;
+}
+
+
+/* The records of DISKS field @disks; NULL with *bad pointing at a copy of
+ * the first line that does not parse. */
+static GPtrArray *
+kvmsaveDiskRecordsParse(const char *disks, char **bad)
+{
+    g_auto(GStrv) lines = g_strsplit(disks, "\n", 0);
+    g_autoptr(GPtrArray) recs = g_ptr_array_new_with_free_func(kvmsaveDiskRecordFree);
+    size_t i;
+
+    for (i = 0; lines[i]; i++) {
+        kvmsaveDiskRecord *rec;
+
+        if (!*lines[i])
+            continue;
+        if (!(rec = kvmsaveDiskRecordParse(lines[i]))) {
+            *bad = g_strdup(lines[i]);
+            return NULL;
+        }
+        g_ptr_array_add(recs, rec);
+    }
+    return g_steal_pointer(&recs);
+}
+
+
+int
+kvmsavePreflightRecordDisksAgain(const char *disks, char **again)
+{
+    g_autoptr(GString) out = g_string_new(NULL);
+    g_autoptr(GPtrArray) recs = NULL;
+    g_autofree char *bad = NULL;
+    size_t i;
+
+    if (!(recs = kvmsaveDiskRecordsParse(disks, &bad))) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("invalid disk record '%s'"), bad);
+        return -1;
+    }
+    for (i = 0; i < recs->len; i++) {
+        kvmsaveDiskRecord *rec = g_ptr_array_index(recs, i);
+        kvmsaveDiskStat now;
+
+        /* Keep the first record of a disk that cannot be seen now. */
+        if (kvmsaveDiskStatGet(rec->path, &now) < 0)
+            VIR_WARN("cannot stat disk %s (%s) after the migration: %s; its record from before it is kept",
+                     rec->target, rec->path, g_strerror(errno));
+        else
+            rec->st = now;
+        kvmsaveDiskRecordAppend(out, rec->target, rec->path, &rec->st);
+    }
+    *again = g_string_free(g_steal_pointer(&out), false);
+    return 0;
 }
 
 
@@ -141,23 +230,21 @@ kvmsaveFormatMtime(long long sec, long nsec)
 char *
 kvmsavePreflightDescribeDisks(const char *disks)
 {
-    g_auto(GStrv) lines = g_strsplit(disks, "\n", 0);
     g_autoptr(GString) out = g_string_new(NULL);
+    g_autoptr(GPtrArray) recs = NULL;
+    g_autofree char *bad = NULL;
     size_t i;
 
-    for (i = 0; lines[i]; i++) {
-        g_autofree char *target = NULL;
-        g_autofree char *path = NULL;
-        kvmsaveDiskStat ds;
-
-        if (!*lines[i])
-            continue;
-        if (!kvmsaveDiskRecordParse(lines[i], &target, &path, &ds))
-            return NULL;
-        g_autofree char *when = kvmsaveFormatMtime(ds.mtimeSec, ds.mtimeNsec);
+    if (!(recs = kvmsaveDiskRecordsParse(disks, &bad)))
+        return NULL;
+    for (i = 0; i < recs->len; i++) {
+        kvmsaveDiskRecord *rec = g_ptr_array_index(recs, i);
+        g_autofree char *when = kvmsaveFormatMtime(rec->st.mtimeSec,
+                                                   rec->st.mtimeNsec);
 
         g_string_append_printf(out, _("%s '%s': %llu bytes, modified %s, inode %llu\n"),
-                               target, path, ds.size, when, ds.inode);
+                               rec->target, rec->path, rec->st.size, when,
+                               rec->st.inode);
     }
     return g_string_free(g_steal_pointer(&out), false);
 }
@@ -211,31 +298,28 @@ kvmsaveDefDiskPath(virDomainDef *def, const char *target)
 static int
 kvmsavePreflightDisks(virDomainDef *def, const char *disks, const char *image)
 {
-    g_auto(GStrv) lines = g_strsplit(disks, "\n", 0);
+    g_autoptr(GPtrArray) recs = NULL;
+    g_autofree char *bad = NULL;
     size_t i;
 
-    for (i = 0; lines[i]; i++) {
-        g_autofree char *target = NULL;
-        g_autofree char *savedPath = NULL;
+    if (!(recs = kvmsaveDiskRecordsParse(disks, &bad))) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' has a corrupt header: invalid disk record '%s'"),
+                       image, bad);
+        return -1;
+    }
+    for (i = 0; i < recs->len; i++) {
+        kvmsaveDiskRecord *rec = g_ptr_array_index(recs, i);
         g_autofree char *why = NULL;
         const char *path;
-        kvmsaveDiskStat saved;
 
-        if (!*lines[i])
-            continue;
-        if (!kvmsaveDiskRecordParse(lines[i], &target, &savedPath, &saved)) {
-            virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("save image '%s' has a corrupt header: invalid disk record '%s'"),
-                           image, lines[i]);
-            return -1;
-        }
         /* The file the guest will use: an alternate XML may move it. */
-        if (!(path = kvmsaveDefDiskPath(def, target)))
-            path = savedPath;
-        if ((why = kvmsaveDiskChange(path, savedPath, &saved))) {
+        if (!(path = kvmsaveDefDiskPath(def, rec->target)))
+            path = rec->path;
+        if ((why = kvmsaveDiskChange(path, rec->path, &rec->st))) {
             virReportError(VIR_ERR_OPERATION_INVALID,
                            _("disk %s ('%s') has changed since the guest was saved to '%s': %s; the guest restored over a changed disk would corrupt it. Put the disk back as it was saved, or force the restore if the change is safe (see FORCING A RESTORE in kvmsave(7))"),
-                           target, path, image, why);
+                           rec->target, path, image, why);
             return -1;
         }
     }

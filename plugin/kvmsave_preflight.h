@@ -18,6 +18,11 @@
  * guest has no local disk. */
 int kvmsavePreflightRecordDisks(const char *domxml, char **disks);
 
+/* The same disks (@disks, a DISKS field) as they are now: same lines,
+ * same length, for a header that must keep its size. A disk that cannot
+ * be stat-ed now keeps its earlier record. */
+int kvmsavePreflightRecordDisksAgain(const char *disks, char **again);
+
 /* The DISKS field @disks for people: a line per disk (NULL if corrupt). */
 char *kvmsavePreflightDescribeDisks(const char *disks);
 

@@ -412,8 +412,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
      * state, or run the guest over disks that changed under it. */
     if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks) < 0)
         goto cleanup;
-    if (kvmsavePreflightCheck(priv->inner, hdr, dxml ? dxml : hdr->xml, path,
-                              forceDisks) < 0)
+    if (kvmsavePreflightCheck(priv->inner, hdr, startxml, path, forceDisks) < 0)
         goto cleanup;
 
     if (flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
@@ -448,12 +447,12 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         goto cleanup;
     }
 
-    loading = true;
     kvmsaveRestoreFeedInit(&feed, reader, job);
     if ((feed.n > 1 ?
          kvmsaveRestoreStartMultifd(dom, &feed, reader, journal) :
          kvmsaveRestoreStartSingle(dom, &feed)) < 0)
         goto cleanup;
+    loading = true;
 
     rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
                                      kvmsaveRestorePoll, &feed);
@@ -523,6 +522,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         /* No checksums in a stock image: its damage shows as QEMU's
          * failure, or as the broken pipe the feeder got from it. */
         stockLoadFailed = !ret && loading && kvmsaveImageReaderStock(reader) &&
+            kvmsaveStockImageInfo(kvmsaveImageReaderStock(reader))->decoded > 0 &&
             (!err || writing) && !kvmsaveJobIsCancelled(job);
         if (err && !ret && !kvmsaveJobIsCancelled(job)) {
             virFreeError(saved);

@@ -308,6 +308,9 @@ kvmsaveSaveHeaderInit(kvmsaveConn *priv, virDomainPtr dom, const char *dxml,
         return -1;
     if (!(hdr->xml = kvmsaveXMLForImage(xml)))
         return -1;
+    /* The disks QEMU uses: those of the live XML, not of an alternate. */
+    if (kvmsavePreflightRecordDisks(hdr->xml, &hdr->disks) < 0)
+        return -1;
     if (dxml) {
         if (kvmsaveXMLCheckABI(hdr->xml, dxml) < 0)
             return -1;
@@ -322,8 +325,6 @@ kvmsaveSaveHeaderInit(kvmsaveConn *priv, virDomainPtr dom, const char *dxml,
     hdr->created = g_get_real_time() / G_USEC_PER_SEC;
     hdr->flags = running ? KVMSAVE_IMAGE_FLAG_RUNNING : 0;
     hdr->machine = kvmsaveXMLGetMachine(hdr->xml);
-    if (kvmsavePreflightRecordDisks(hdr->xml, &hdr->disks) < 0)
-        return -1;
     if ((caps = virConnectGetCapabilities(priv->inner)))
         hdr->hostCPU = kvmsaveXMLGetHostCPUModel(caps);
     if (!(hdr->qemuVersion = kvmsaveMonitorQemuVersion(dom)))
@@ -507,8 +508,9 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
     /* QEMU flushed and let go of the disks as the migration ended: this
      * is the state a restore must find them in. */
     if (hdr->disks) {
-        g_clear_pointer(&hdr->disks, g_free);
-        if (kvmsavePreflightRecordDisks(hdr->xml, &hdr->disks) < 0 ||
+        g_autofree char *before = g_steal_pointer(&hdr->disks);
+
+        if (kvmsavePreflightRecordDisksAgain(before, &hdr->disks) < 0 ||
             kvmsaveImageWriterReplaceHeader(writer, hdr) < 0)
             goto cleanup;
     }

@@ -13,6 +13,7 @@
 
 #include "testutil.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_util.h"
 #include "viruuid.h"
 
 static const unsigned char uuid[VIR_UUID_BUFLEN] = {
@@ -196,6 +197,41 @@ START_TEST(test_torn_journal_is_removed_without_acting_on_it)
 END_TEST
 
 
+/* A dead job of another inner connection (another daemon) is left for a
+ * client of that connection: neither recovered nor taken over, and a new
+ * job of the guest says whose journal is in its way. */
+START_TEST(test_dead_journal_of_another_connection_is_left_alone)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    g_autofree char *temp = deadSave(priv);
+    g_autofree char *text = NULL;
+    g_autofree char *body = NULL;
+    g_autofree char *edited = NULL;
+    g_auto(GStrv) parts = NULL;
+    size_t len;
+
+    /* Its job ran over qemu:///foreign (the test connection has none). */
+    ck_assert(g_file_get_contents(path, &text, &len, NULL));
+    parts = g_strsplit(strchr(text, '\n') + 1, "inner=\n", 2);
+    ck_assert_uint_eq(g_strv_length(parts), 2);
+    body = g_strconcat(parts[0], "inner=qemu:///foreign\n", parts[1], NULL);
+    edited = g_strdup_printf("check=%08x %zu\n%s",
+                             kvmsaveCrc32c(0, body, strlen(body)), strlen(body), body);
+    ck_assert(g_file_set_contents(path, edited, -1, NULL));
+
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(path, F_OK), 0);
+    ck_assert_int_eq(access(temp, F_OK), 0);
+    virResetLastError();
+    ck_assert_ptr_null(kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL));
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_INVALID, "connection 'qemu:///foreign'");
+    ck_assert_int_eq(access(path, F_OK), 0);
+    testConnFree(priv);
+}
+END_TEST
+
+
 START_TEST(test_ended_job_leaves_no_journal_and_frees_the_guest)
 {
     kvmsaveConn *priv = testConn();
@@ -225,6 +261,7 @@ journalSuite(void)
     tcase_add_test(tc, test_dead_save_is_recovered_on_open);
     tcase_add_test(tc, test_dead_journal_is_recovered_when_a_job_begins);
     tcase_add_test(tc, test_torn_journal_is_removed_without_acting_on_it);
+    tcase_add_test(tc, test_dead_journal_of_another_connection_is_left_alone);
     tcase_add_test(tc, test_ended_job_leaves_no_journal_and_frees_the_guest);
     suite_add_tcase(s, tc);
     return s;
