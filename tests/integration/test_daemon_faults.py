@@ -6,7 +6,7 @@ kvmsave connection to it recovers the job from the host's journal
 (/run/kvmsave/jobs), whatever its root.
 
 Fewer kill trials than in embedded mode (test_kill.py), to keep the suite
-within its time: KVMSAVE_DAEMON_KILL_TRIALS (default 6) per operation,
+within its time: KVMSAVE_DAEMON_KILL_TRIALS (default 5) per operation,
 seeded as there (KVMSAVE_KILL_SEED)."""
 
 import os
@@ -19,7 +19,7 @@ import pytest
 from conftest import sha256, started_guest
 from test_kill import SEED, killed, recoveries, timed
 
-TRIALS = int(os.environ.get('KVMSAVE_DAEMON_KILL_TRIALS', '6'))
+TRIALS = int(os.environ.get('KVMSAVE_DAEMON_KILL_TRIALS', '5'))
 HOST_JOBS = '/run/kvmsave/jobs'
 
 

@@ -6,10 +6,10 @@ the target, never anything in between, and its memory is intact.
 
 The kill points come from a seeded generator: the seed is printed, and
 KVMSAVE_KILL_SEED=N replays a run.  KVMSAVE_KILL_TRIALS sets the number of
-trials per operation with one stream (default 14), KVMSAVE_KILL_MF_TRIALS
+trials per operation with one stream (default 10), KVMSAVE_KILL_MF_TRIALS
 those of saves with 2 multifd channels and restores of their images, fed
-on 3 streams (default 6): 20 per operation in embedded mode, and
-test_daemon_faults.py adds 6 more over a libvirtd."""
+on 3 streams (default 5); test_daemon_faults.py adds 5 over a libvirtd:
+20 per operation in all."""
 
 import glob
 import hashlib
@@ -25,8 +25,8 @@ import pytest
 from conftest import module_env, sha256, started_guest
 from kvmsave_harness import SYSTEM_PYTHON
 
-TRIALS = int(os.environ.get('KVMSAVE_KILL_TRIALS', '14'))
-MF_TRIALS = int(os.environ.get('KVMSAVE_KILL_MF_TRIALS', '6'))
+TRIALS = int(os.environ.get('KVMSAVE_KILL_TRIALS', '10'))
+MF_TRIALS = int(os.environ.get('KVMSAVE_KILL_MF_TRIALS', '5'))
 SEED = int(os.environ.get('KVMSAVE_KILL_SEED', str(int(time.time()))))
 # 20 ms per 4 MiB chunk: the stream of this guest lasts about half a second, so
 # the kill points spread over connect, pause, stream, finish and stop.  Multifd
