@@ -824,12 +824,27 @@ kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w)
 
 /* Queue the first @len bytes of the buffer being filled as the next chunk,
  * of stream @stream. */
+static bool
+writerChunkFits(kvmsaveImageWriter *w, size_t len, unsigned int stream)
+{
+    if (len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("cannot queue a chunk of %zu bytes for save image '%s'"),
+                       len, w->path);
+        return false;
+    }
+    return true;
+}
+
+
 static int
 writerQueue(kvmsaveImageWriter *w, size_t len, unsigned int stream)
 {
-    kvmsaveChunk *c = g_steal_pointer(&w->filling);
+    kvmsaveChunk *c;
 
-    if (!c || len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX) {
+    if (!writerChunkFits(w, len, stream))
+        return -1;
+    if (!(c = g_steal_pointer(&w->filling))) {
         virReportError(VIR_ERR_INTERNAL_ERROR,
                        _("cannot queue a chunk of %zu bytes for save image '%s'"),
                        len, w->path);
@@ -859,9 +874,8 @@ kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&w->lock);
     unsigned char *buf;
 
-    if (len > KVMSAVE_IMAGE_CHUNK_MAX || stream >= KVMSAVE_IMAGE_STREAMS_MAX)
-        return writerQueue(w, len, stream); /* reports it */
-    if (!(buf = kvmsaveImageWriterNextBuffer(w)))
+    if (!writerChunkFits(w, len, stream) ||
+        !(buf = kvmsaveImageWriterNextBuffer(w)))
         return -1;
     memcpy(buf, data, len);
     return writerQueue(w, len, stream);
@@ -1031,31 +1045,24 @@ static ssize_t
 readerPread(kvmsaveImageReader *r, unsigned char *buf, size_t len,
             size_t need, uint64_t off, const char *what, uint64_t pos)
 {
-    size_t done = 0;
+    ssize_t done;
 
-    while (done < len) {
-        ssize_t n = pread(r->fd, buf + done, len - done, off + done);
+    while ((done = kvmsaveReadAt(r->fd, buf, len, off, r->direct)) < 0 &&
+           errno == EINVAL && r->direct && r->directOptional) {
+        /* Opened with O_DIRECT, but the file system refuses to read
+         * that way: read through the cache instead. */
+        int fl = fcntl(r->fd, F_GETFL);
 
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EINVAL && r->direct && r->directOptional) {
-            /* Opened with O_DIRECT, but the file system refuses to read
-             * that way: read through the cache instead. */
-            int fl = fcntl(r->fd, F_GETFL);
-
-            if (fl >= 0 && fcntl(r->fd, F_SETFL, fl & ~O_DIRECT) == 0) {
-                r->direct = false;
-                continue;
-            }
-        }
-        if (n < 0) {
-            virReportSystemError(errno, _("cannot read save image '%s'"),
-                                 r->path);
-            return -1;
-        }
-        if (n == 0)
+        if (fl < 0 || fcntl(r->fd, F_SETFL, fl & ~O_DIRECT) < 0) {
+            errno = EINVAL;
             break;
-        done += n;
+        }
+        r->direct = false;
+    }
+    if (done < 0) {
+        virReportSystemError(errno, _("cannot read save image '%s'"),
+                             r->path);
+        return -1;
     }
     if (done < need) {
         readerTruncated(r, what, pos);

@@ -210,31 +210,17 @@ kvmsaveStockHeaderDecode(const unsigned char *buf, size_t len,
 }
 
 
-/* Read [off, off + len) of the file in aligned pieces; returns the bytes
- * read, fewer only at its end. */
+/* Read [off, off + len) of the file; returns the bytes read, fewer only
+ * at its end. */
 static ssize_t
-stockPread(int fd, bool direct, const char *path,
-           unsigned char *buf, size_t len, uint64_t off)
+stockPread(int fd, bool direct, const char *path, unsigned char *buf,
+           size_t len, uint64_t off)
 {
-    size_t done = 0;
+    ssize_t n = kvmsaveReadAt(fd, buf, len, off, direct);
 
-    while (done < len) {
-        ssize_t n = pread(fd, buf + done, len - done, off + done);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            virReportSystemError(errno, _("cannot read save image '%s'"), path);
-            return -1;
-        }
-        if (n == 0)
-            break;
-        done += n;
-        /* Direct reads come short only at the end of the file. */
-        if (direct && done % KVMSAVE_IMAGE_ALIGN != 0)
-            break;
-    }
-    return done;
+    if (n < 0)
+        virReportSystemError(errno, _("cannot read save image '%s'"), path);
+    return n;
 }
 
 

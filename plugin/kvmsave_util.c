@@ -55,6 +55,28 @@ kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len)
 }
 
 
+ssize_t
+kvmsaveReadAt(int fd, void *buf, size_t len, uint64_t off, bool direct)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = pread(fd, (char *) buf + done, len - done, off + done);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        done += n;
+        if (direct && done < len)
+            break;
+    }
+    return done;
+}
+
+
 void
 kvmsaveReportWriteError(int errnum, const char *path)
 {

@@ -13,6 +13,13 @@ uint32_t kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len);
  * does. Free with free(). */
 unsigned char *kvmsaveAlignedAlloc(size_t size);
 
+/* Read [off, off + len) of @fd, retrying after signals and short reads
+ * (but not with @direct: under O_DIRECT a short read is the end of the
+ * file, and reading on from there would not be aligned): the bytes read,
+ * fewer only at the end of the file, or -1 with errno. */
+ssize_t kvmsaveReadAt(int fd, void *buf, size_t len, uint64_t off,
+                      bool direct);
+
 /* A failed write of save image @path: a full disk says so. */
 void kvmsaveReportWriteError(int errnum, const char *path);
 

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import sha256, started_guest
-from test_kill import SEED, killed, recoveries, timed
+from test_kill import (SEED, after_killed_restore, after_killed_save, killed,
+                       recoveries, timed)
 
 TRIALS = int(os.environ.get('KVMSAVE_DAEMON_KILL_TRIALS', '5'))
 HOST_JOBS = '/run/kvmsave/jobs'
@@ -75,16 +76,7 @@ def test_killed_saves_over_libvirtd(denv, dguest):
         assert leftovers(denv) == [], where
         plain = denv.plain_virsh.domstate(dguest.name)
         assert plain == state, (where, plain, state)
-        if os.path.exists(img):
-            assert state == 'shut off', (where, state)
-            subprocess.run([denv.image_tool, 'verify', img], check=True,
-                           capture_output=True)
-            denv.virsh.run('restore', img)
-            os.unlink(img)
-            outcomes.append('saved' if rc == 0 else 'killed, image completed')
-        else:
-            assert state == 'running', (where, state)
-            outcomes.append('killed, guest resumed')
+        outcomes.append(after_killed_save(denv, img, rc, state, where))
         dguest.assert_continued()
         print(f'{where}: {outcomes[-1]}')
     print('outcomes:', {o: outcomes.count(o) for o in set(outcomes)})
@@ -111,12 +103,7 @@ def test_killed_restores_over_libvirtd(denv, dguest):
         assert sha256(img) == before, where
         # never "paused (starting up)" in the daemon: restored or shut off
         assert denv.plain_virsh.domstate(dguest.name) == state, where
-        if state == 'shut off':
-            denv.virsh.run('restore', img)
-            outcomes.append('killed, restore undone')
-        else:
-            assert state == 'running', (where, state)
-            outcomes.append('restored' if rc == 0 else 'killed, restore finished')
+        outcomes.append(after_killed_restore(denv, img, rc, state, where))
         dguest.assert_continued()
         print(f'{where}: {outcomes[-1]}')
     print('outcomes:', {o: outcomes.count(o) for o in set(outcomes)})

@@ -90,6 +90,33 @@ def timed(env, args, channels=1):
     return time.monotonic() - t
 
 
+def after_killed_save(env, img, rc, state, where):
+    """A save killed with status RC left the guest in STATE: either a
+    complete, valid image at IMG with the guest gone (the image is then
+    restored and removed), or no image with the guest running. Returns the
+    outcome."""
+    if os.path.exists(img):
+        assert state == 'shut off', (where, state)
+        subprocess.run([env.image_tool, 'verify', img], check=True,
+                       capture_output=True)
+        env.virsh.run('restore', img)
+        os.unlink(img)
+        return 'saved' if rc == 0 else 'killed, image completed'
+    assert state == 'running', (where, state)
+    return 'killed, guest resumed' if rc != 0 else 'saved?'
+
+
+def after_killed_restore(env, img, rc, state, where):
+    """A restore of IMG killed with status RC left the guest in STATE:
+    shut off (it is then restored) or running, never half-restored (a
+    restored guest runs: the image says so). Returns the outcome."""
+    if state == 'shut off':
+        env.virsh.run('restore', img)
+        return 'killed, restore undone'
+    assert state == 'running', (where, state)
+    return 'restored' if rc == 0 else 'killed, restore finished'
+
+
 def recoveries(env, what):
     """The log lines of recoveries of WHAT ('save' or 'restore') so far."""
     log = os.path.join(env.root, 'log', 'kvmsave.log')
@@ -119,17 +146,7 @@ def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest, 
         rc = killed(kenv, save_args(kenv, kguest, img, channels), delay, channels)
         state = kguest.state()      # the first connection after the kill recovers
         assert leftovers(kenv) == [], where
-        if os.path.exists(img):
-            # Complete and valid, and the guest is gone.
-            assert state == 'shut off', (where, state)
-            subprocess.run([kenv.image_tool, 'verify', img], check=True,
-                           capture_output=True)
-            kenv.virsh.run('restore', img)
-            os.unlink(img)
-            outcomes.append('saved' if rc == 0 else 'killed, image completed')
-        else:
-            assert state == 'running', (where, state)
-            outcomes.append('killed, guest resumed' if rc != 0 else 'saved?')
+        outcomes.append(after_killed_save(kenv, img, rc, state, where))
         kguest.assert_continued()
         print(f'{where}: {outcomes[-1]}')
     print('outcomes:', {o: outcomes.count(o) for o in set(outcomes)})
@@ -158,13 +175,7 @@ def test_killed_restores_leave_the_guest_restored_or_shut_off_with_the_image(ken
         state = kguest.state()      # the first connection after the kill recovers
         assert leftovers(kenv) == [], where
         assert sha256(img) == before, where
-        if state == 'shut off':
-            kenv.virsh.run('restore', img)
-            outcomes.append('killed, restore undone')
-        else:
-            # Never half-restored: a restored guest runs (the image says so).
-            assert state == 'running', (where, state)
-            outcomes.append('restored' if rc == 0 else 'killed, restore finished')
+        outcomes.append(after_killed_restore(kenv, img, rc, state, where))
         kguest.assert_continued()
         print(f'{where}: {outcomes[-1]}')
     print('outcomes:', {o: outcomes.count(o) for o in set(outcomes)})

@@ -1,6 +1,6 @@
 /*
  * scratch.h: a scratch directory and file helpers for the unit tests
- * that work on image files (imagetest.c, stocktest.c)
+ * that work on files (imagetest.c, stocktest.c, uritest.c)
  */
 #pragma once
 

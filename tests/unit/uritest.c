@@ -3,24 +3,17 @@
  */
 #include <config.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include "testutil.h"
+#include "scratch.h"   /* the scratch directory stands in for /var/run/libvirt */
 #include "kvmsave_uri.h"
 #include "viruri.h"
-
-static char *dir;           /* stands in for /var/run/libvirt */
 
 
 static void
 touch(const char *name)
 {
-    g_autofree char *path = g_build_filename(dir, name, NULL);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    g_autofree char *path = scratchPath(name);
 
-    ck_assert_int_ge(fd, 0);
-    close(fd);
+    fileWrite(path, "", 0);
 }
 
 
@@ -28,25 +21,14 @@ static void
 setup(void)
 {
     virResetLastError();
-    dir = g_dir_make_tmp("kvmsave-uritest-XXXXXX", NULL);
-    ck_assert_ptr_nonnull(dir);
+    scratchSetup();
 }
 
 
 static void
 teardown(void)
 {
-    const char *names[] = { "virtqemud-sock", "virtqemud-sock-ro",
-                            "libvirt-sock", "libvirt-sock-ro",
-                            "virtlxcd-sock" };
-    size_t i;
-
-    for (i = 0; i < G_N_ELEMENTS(names); i++) {
-        g_autofree char *path = g_build_filename(dir, names[i], NULL);
-        unlink(path);
-    }
-    rmdir(dir);
-    g_clear_pointer(&dir, g_free);
+    scratchTeardown();
     virResetLastError();
 }
 
@@ -61,7 +43,7 @@ resolve(const char *uri, const char *confMode, bool readonly)
     g_autoptr(GString) s = g_string_new(NULL);
     size_t i;
 
-    ck_assert_msg(kvmsaveURIForDaemon(uri, confMode, readonly, dir, &out) == 0,
+    ck_assert_msg(kvmsaveURIForDaemon(uri, confMode, readonly, scratchDir, &out) == 0,
                   "%s refused: %s", uri, virGetLastErrorMessage());
     KT_ASSERT_NO_ERROR();
     if (!out)
@@ -73,9 +55,9 @@ resolve(const char *uri, const char *confMode, bool readonly)
     for (i = 0; i < parsed->paramsCount; i++) {
         const char *v = parsed->params[i].value;
 
-        if (g_str_has_prefix(v, dir))
+        if (g_str_has_prefix(v, scratchDir))
             g_string_append_printf(s, "%s%s=@%s", i ? "&" : "",
-                                   parsed->params[i].name, v + strlen(dir));
+                                   parsed->params[i].name, v + strlen(scratchDir));
         else
             g_string_append_printf(s, "%s%s=%s", i ? "&" : "",
                                    parsed->params[i].name, v);
@@ -152,11 +134,11 @@ END_TEST
 START_TEST(test_no_daemon_names_both_sockets)
 {
     g_autofree char *out = NULL;
-    g_autofree char *direct = g_build_filename(dir, "virtqemud-sock", NULL);
-    g_autofree char *legacy = g_build_filename(dir, "libvirt-sock", NULL);
+    g_autofree char *direct = g_build_filename(scratchDir, "virtqemud-sock", NULL);
+    g_autofree char *legacy = g_build_filename(scratchDir, "libvirt-sock", NULL);
     const char *msg;
 
-    ck_assert_int_eq(kvmsaveURIForDaemon("qemu:///system", NULL, false, dir,
+    ck_assert_int_eq(kvmsaveURIForDaemon("qemu:///system", NULL, false, scratchDir,
                                          &out), -1);
     ck_assert_ptr_null(out);
     KT_ASSERT_ERROR(VIR_ERR_NO_CONNECT, "start virtqemud or libvirtd");
@@ -165,7 +147,7 @@ START_TEST(test_no_daemon_names_both_sockets)
                   strstr(msg, "qemu:///system"), "message: %s", msg);
 
     virResetLastError();
-    ck_assert_int_eq(kvmsaveURIForDaemon("lxc:///system", NULL, false, dir,
+    ck_assert_int_eq(kvmsaveURIForDaemon("lxc:///system", NULL, false, scratchDir,
                                          &out), -1);
     KT_ASSERT_ERROR(VIR_ERR_NO_CONNECT, "(virtlxcd)");
 }
@@ -246,7 +228,7 @@ START_TEST(test_bad_uri_is_an_error)
     g_autofree char *out = NULL;
 
     ck_assert_int_eq(kvmsaveURIForDaemon("qemu:///system?a=%zz bad uri", NULL,
-                                         false, dir, &out), -1);
+                                         false, scratchDir, &out), -1);
     ck_assert_ptr_null(out);
     ck_assert_ptr_nonnull(virGetLastError());
 }
