@@ -429,7 +429,9 @@ kvmsaveJournalRmdir(const char *path, const struct stat *sb G_GNUC_UNUSED,
  * copies its parent's CPUs and memory nodes into it. A client killed in
  * between leaves an empty cpuset that the next start of the guest reuses
  * as it is, and fails ("Unable to write to '.../tasks': No space left on
- * device"). Once the guest is known not to run, its groups go. */
+ * device"). The kill may come while QEMU already runs (its vcpu groups
+ * are made after it starts), and libvirt's destroy leaves such a group
+ * too. Once the guest is known not to run, its groups go. */
 static void
 kvmsaveJournalRemoveStaleCgroups(kvmsaveConn *priv, const char *name)
 {
@@ -501,6 +503,7 @@ kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phas
         virResetLastError();
         return;
     }
+    kvmsaveJournalRemoveStaleCgroups(priv, name);
     VIR_WARN("recovered an interrupted restore from %s: the half-restored guest %s was stopped, the image is intact",
              NULLSTR(image), name);
 }
