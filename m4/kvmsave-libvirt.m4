@@ -66,7 +66,9 @@ but libvirt-dev $libvirt_deb_installed is installed; re-run configure without
     AC_MSG_ERROR([$LIBVIRT_SOURCE_DIR does not look like a libvirt source tree])
   fi
 
-  LIBVIRT_INTERNAL_CFLAGS="-I$LIBVIRT_SOURCE_DIR/src -I$LIBVIRT_SOURCE_DIR/src/util -I$LIBVIRT_SOURCE_DIR/src/conf"
+  dnl src/hypervisor for the QEMU driver's own header (qemu/qemu_conf.h),
+  dnl which kvmsave_embed.c reads to wait for the embedded driver's work.
+  LIBVIRT_INTERNAL_CFLAGS="-I$LIBVIRT_SOURCE_DIR/src -I$LIBVIRT_SOURCE_DIR/src/util -I$LIBVIRT_SOURCE_DIR/src/conf -I$LIBVIRT_SOURCE_DIR/src/hypervisor"
   AC_SUBST([LIBVIRT_SOURCE_DIR])
   AC_SUBST([LIBVIRT_INTERNAL_CFLAGS])
 ])

@@ -17,6 +17,7 @@
 #include "kvmsave_driver.h"
 #include "kvmsave_args.h"
 #include "kvmsave_conn.h"
+#include "kvmsave_embed.h"
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
@@ -672,6 +673,8 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
         return VIR_DRV_OPEN_ERROR;
     }
     priv->innerDriver = priv->inner->driver;
+    if (embedded)
+        kvmsaveEmbedSettle(priv->inner);
     /* Jobs of clients that were killed: finish or undo them first. */
     if (!(flags & VIR_CONNECT_RO))
         kvmsaveJournalRecover(priv);

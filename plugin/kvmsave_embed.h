@@ -1,0 +1,14 @@
+/*
+ * kvmsave_embed.h: the embedded QEMU driver's background work in a client
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#include "internal.h"
+
+/* Call once the inner connection to the QEMU driver embedded in this
+ * process is open. Returns when the driver has reconnected to every
+ * running guest, and makes exit() stop the driver's threads before the
+ * libraries' destructors run. Only the first call in a process waits. */
+void kvmsaveEmbedSettle(virConnectPtr inner);
