@@ -497,43 +497,60 @@ stockCopyStream(kvmsaveStockImage *s, int fd, const char *path)
 }
 
 
-int
-kvmsaveStockImageWrite(kvmsaveStockImage *s, int fd, const char *path,
-                       const char *xml, bool running)
+unsigned char *
+kvmsaveStockHeaderFormat(const char *magic, const char *xml, const char *cookie,
+                         bool running, int compressed, size_t minData,
+                         size_t *len)
 {
-    unsigned char head[KVMSAVE_STOCK_HEADER_LEN] = { 0 };
     size_t xmlLen = strlen(xml) + 1;
-    size_t cookieLen = s->info.cookie ? strlen(s->info.cookie) + 1 : 0;
-    size_t dataLen = s->info.dataLen;
-    g_autofree char *area = NULL;
+    size_t cookieLen = cookie ? strlen(cookie) + 1 : 0;
+    size_t dataLen = MAX(minData, xmlLen + cookieLen);
+    unsigned char *buf;
     uint32_t f[5];
 
-    /* As stock libvirt: the area keeps its size while the XML fits. Where
-     * stock refuses larger XML, a new file can give it room. */
-    if (xmlLen + cookieLen > dataLen)
-        dataLen = xmlLen + cookieLen + KVMSAVE_STOCK_XML_ROOM;
     if (dataLen > KVMSAVE_IMAGE_HEADER_MAX) {
         virReportError(VIR_ERR_INVALID_ARG,
                        _("domain XML too large for a save image (%zu bytes)"),
                        xmlLen - 1);
-        return -1;
+        return NULL;
     }
-    area = g_malloc0(dataLen);
-    memcpy(area, xml, xmlLen);
-    if (cookieLen)
-        memcpy(area + xmlLen, s->info.cookie, cookieLen);
-
-    /* Marked incomplete until the stream is there, as stock does. */
-    memcpy(head, KVMSAVE_STOCK_PARTIAL, KVMSAVE_STOCK_MAGIC_LEN);
+    *len = KVMSAVE_STOCK_HEADER_LEN + dataLen;
+    buf = g_malloc0(*len);
+    memcpy(buf, magic, KVMSAVE_STOCK_MAGIC_LEN);
     f[0] = KVMSAVE_STOCK_VERSION;
     f[1] = dataLen;
     f[2] = running;
-    f[3] = s->info.compressed;
+    f[3] = compressed;
     f[4] = cookieLen ? xmlLen : 0;
-    memcpy(head + KVMSAVE_STOCK_MAGIC_LEN, f, sizeof(f));
+    memcpy(buf + KVMSAVE_STOCK_MAGIC_LEN, f, sizeof(f));
+    memcpy(buf + KVMSAVE_STOCK_HEADER_LEN, xml, xmlLen);
+    if (cookieLen)
+        memcpy(buf + KVMSAVE_STOCK_HEADER_LEN + xmlLen, cookie, cookieLen);
+    return buf;
+}
 
-    if (full_write(fd, head, sizeof(head)) != sizeof(head) ||
-        full_write(fd, area, dataLen) != dataLen) {
+
+int
+kvmsaveStockImageWrite(kvmsaveStockImage *s, int fd, const char *path,
+                       const char *xml, bool running)
+{
+    size_t xmlLen = strlen(xml) + 1;
+    size_t cookieLen = s->info.cookie ? strlen(s->info.cookie) + 1 : 0;
+    size_t minData = s->info.dataLen;
+    g_autofree unsigned char *head = NULL;
+    size_t headLen;
+
+    /* As stock libvirt: the area keeps its size while the XML fits. Where
+     * stock refuses larger XML, a new file can give it room. */
+    if (xmlLen + cookieLen > minData)
+        minData = xmlLen + cookieLen + KVMSAVE_STOCK_XML_ROOM;
+    /* Marked incomplete until the stream is there, as stock does. */
+    if (!(head = kvmsaveStockHeaderFormat(KVMSAVE_STOCK_PARTIAL, xml,
+                                          s->info.cookie, running,
+                                          s->info.compressed, minData,
+                                          &headLen)))
+        return -1;
+    if (full_write(fd, head, headLen) != headLen) {
         kvmsaveReportWriteError(errno, path);
         return -1;
     }

@@ -68,6 +68,14 @@ int kvmsaveStockImageRead(kvmsaveStockImage *s,
 /* Bytes of the file the last read went through (the stored stream). */
 size_t kvmsaveStockImageLastProgress(kvmsaveStockImage *s);
 
+/* Stock libvirt's header (magic @magic, KVMSAVE_STOCK_MAGIC or _PARTIAL)
+ * and its area with @xml and @cookie (or none), of at least @minData
+ * bytes: *@len bytes, or NULL with an error when too large. */
+unsigned char *kvmsaveStockHeaderFormat(const char *magic, const char *xml,
+                                        const char *cookie, bool running,
+                                        int compressed, size_t minData,
+                                        size_t *len);
+
 /* Write @s again to @fd (a new file, @path in errors) with @xml as its
  * domain XML and @running as was_running: same format, compression and
  * cookie, QEMU's stream copied as stored; flushed to disk. */

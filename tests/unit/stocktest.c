@@ -574,6 +574,44 @@ START_TEST(test_write_keeps_format_cookie_and_stream)
 END_TEST
 
 
+/* ---- the header a restore writes ahead of the stream ---- */
+
+START_TEST(test_header_format_is_read_back_as_a_raw_stock_image)
+{
+    g_autoptr(kvmsaveStockImage) s = NULL;
+    g_autofree unsigned char *head = NULL;
+    g_autofree unsigned char *plain = NULL;
+    size_t len = 0;
+    size_t needed = 0;
+
+    head = kvmsaveStockHeaderFormat(KVMSAVE_STOCK_MAGIC, DOMAIN_XML, COOKIE,
+                                    true, KVMSAVE_COMPRESS_RAW, 0, &len);
+    ck_assert_ptr_nonnull(head);
+    ck_assert_uint_eq(len, HEADER_LEN + strlen(DOMAIN_XML) + 1 + strlen(COOKIE) + 1);
+    ck_assert_int_eq(kvmsaveStockHeaderDecode(head, len, "fifo", &needed, &s), 0);
+    ck_assert_int_eq(kvmsaveStockImageInfo(s)->compressed, KVMSAVE_COMPRESS_RAW);
+    ck_assert_uint_eq(kvmsaveStockImageInfo(s)->version, 2);
+    ck_assert_str_eq(kvmsaveStockImageInfo(s)->cookie, COOKIE);
+    ck_assert_uint_eq(kvmsaveStockImageInfo(s)->streamOffset, len);
+    g_clear_pointer(&s, kvmsaveStockImageFree);
+
+    /* No cookie: cookieOffset 0; a minimum area is padded with zeros. */
+    plain = kvmsaveStockHeaderFormat(KVMSAVE_STOCK_MAGIC, DOMAIN_XML, NULL,
+                                     false, KVMSAVE_COMPRESS_RAW, 8192, &len);
+    ck_assert_ptr_nonnull(plain);
+    ck_assert_uint_eq(len, HEADER_LEN + 8192);
+    ck_assert_int_eq(kvmsaveStockHeaderDecode(plain, len, "fifo", &needed, &s), 0);
+    ck_assert_ptr_null(kvmsaveStockImageInfo(s)->cookie);
+
+    /* Too large for any image. */
+    ck_assert_ptr_null(kvmsaveStockHeaderFormat(KVMSAVE_STOCK_MAGIC, DOMAIN_XML,
+                                                NULL, false, KVMSAVE_COMPRESS_RAW,
+                                                KVMSAVE_IMAGE_HEADER_MAX + 1, &len));
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "too large");
+}
+END_TEST
+
+
 static Suite *
 stockSuite(void)
 {
@@ -599,6 +637,7 @@ stockSuite(void)
     tc = ktTCase("write", 120);
     tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
     tcase_add_test(tc, test_write_keeps_format_cookie_and_stream);
+    tcase_add_test(tc, test_header_format_is_read_back_as_a_raw_stock_image);
     suite_add_tcase(s, tc);
 
     return s;
