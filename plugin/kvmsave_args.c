@@ -166,10 +166,10 @@ kvmsaveCheckStartFlags(unsigned int flags, const char *source)
 unsigned int
 kvmsaveStartToRestoreFlags(unsigned int startFlags)
 {
-    unsigned int flags = VIR_DOMAIN_SAVE_RUNNING;
+    unsigned int flags = VIR_DOMAIN_SAVE_RUNNING | KVMSAVE_RESTORE_IS_START;
 
     if (startFlags & VIR_DOMAIN_START_PAUSED)
-        flags = VIR_DOMAIN_SAVE_PAUSED;
+        flags = VIR_DOMAIN_SAVE_PAUSED | KVMSAVE_RESTORE_IS_START;
     if (startFlags & VIR_DOMAIN_START_BYPASS_CACHE)
         flags |= VIR_DOMAIN_SAVE_BYPASS_CACHE;
     if (startFlags & VIR_DOMAIN_START_RESET_NVRAM)

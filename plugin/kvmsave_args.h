@@ -40,5 +40,11 @@ int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
  * @source, what the domain restores from. */
 int kvmsaveCheckStartFlags(unsigned int flags, const char *source);
 
-/* The restore flags for start flags: running unless paused was asked. */
+/* Not a libvirt flag: the restore is a start (of a managed save image or
+ * a migrateFrom), which stock libvirt reports paused as SUSPENDED/PAUSED,
+ * where a restore asked paused is SUSPENDED/RESTORED. */
+#define KVMSAVE_RESTORE_IS_START (1U << 31)
+
+/* The restore flags for start flags: running unless paused was asked;
+ * KVMSAVE_RESTORE_IS_START. */
 unsigned int kvmsaveStartToRestoreFlags(unsigned int startFlags);

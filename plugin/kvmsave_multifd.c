@@ -55,16 +55,45 @@ multifdQemuUser(virDomainPtr dom, uid_t *uid, gid_t *gid)
 }
 
 
-kvmsaveMultifd *
-kvmsaveMultifdNew(virDomainPtr dom, bool qemuListens)
+/* The user the QEMU of guest @xml, not started yet, will run as on
+ * @conn: the DAC label of its XML, else the driver's base label for
+ * guests of its type, else ours. */
+static int
+multifdQemuUserOfXML(virConnectPtr conn, const char *xml,
+                     uid_t *uid, gid_t *gid)
+{
+    g_autofree char *label = NULL;
+    g_autofree char *type = NULL;
+    g_autofree char *caps = NULL;
+    g_autofree char *expr = NULL;
+
+    *uid = geteuid();
+    *gid = getegid();
+    if (!(label = kvmsaveXMLGetDACLabel(xml))) {
+        if (!(type = kvmsaveXMLGetString(xml, "domain", "/domain/@type")) ||
+            !(caps = virConnectGetCapabilities(conn)))
+            return type ? -1 : 0;
+        expr = g_strdup_printf("/capabilities/host/secmodel[model='dac']/baselabel[@type='%s']",
+                               type);
+        if (!(label = kvmsaveXMLGetString(caps, "capabilities", expr)))
+            return 0;
+    }
+    if (virParseOwnershipIds(label, uid, gid) < 0)
+        return -1;
+    return 0;
+}
+
+
+static kvmsaveMultifd *
+multifdNew(uid_t uid, gid_t gid, bool qemuListens)
 {
     g_autoptr(kvmsaveMultifd) m = g_new0(kvmsaveMultifd, 1);
     g_autofree char *sub = NULL;
     struct sockaddr_un sa;
 
     m->listenfd = -1;
-    if (multifdQemuUser(dom, &m->uid, &m->gid) < 0)
-        return NULL;
+    m->uid = uid;
+    m->gid = gid;
     /* Not under the root: its run directory is root's alone, and a unix
      * socket's path must be short. The outer directory is root's and
      * cannot be listed (0711); the inner one, of a random name nobody else
@@ -102,6 +131,37 @@ kvmsaveMultifdNew(virDomainPtr dom, bool qemuListens)
         return NULL;
     }
     return g_steal_pointer(&m);
+}
+
+
+kvmsaveMultifd *
+kvmsaveMultifdNew(virDomainPtr dom)
+{
+    uid_t uid;
+    gid_t gid;
+
+    if (multifdQemuUser(dom, &uid, &gid) < 0)
+        return NULL;
+    return multifdNew(uid, gid, false);
+}
+
+
+kvmsaveMultifd *
+kvmsaveMultifdNewPrivate(void)
+{
+    return multifdNew(geteuid(), getegid(), false);
+}
+
+
+kvmsaveMultifd *
+kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml)
+{
+    uid_t uid;
+    gid_t gid;
+
+    if (multifdQemuUserOfXML(conn, xml, &uid, &gid) < 0)
+        return NULL;
+    return multifdNew(uid, gid, true);
 }
 
 

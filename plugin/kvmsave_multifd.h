@@ -1,12 +1,13 @@
 /*
- * kvmsave_multifd.h: the socket QEMU's multifd streams go through
+ * kvmsave_multifd.h: the socket QEMU's migration streams go through
  *
  * QEMU 7.2 opens a multifd migration's connections itself, to a socket
  * address: they cannot be handed to it as file descriptors (docs/
- * performance.md). So a save listens on, and a restore connects to, a unix
- * socket in a private directory whose name nobody else can learn. The
- * directory goes as soon as every stream is connected, and every
- * connection's peer must be the user QEMU runs as.
+ * performance.md); and libvirt's incoming migration, which a restore
+ * starts QEMU with, always listens on an address. So a save listens on,
+ * and a restore connects to, a unix socket in a private directory whose
+ * name nobody else can learn. The directory goes as soon as every stream
+ * is connected, and every connection's peer must be the user QEMU runs as.
  */
 #pragma once
 
@@ -14,10 +15,16 @@
 
 typedef struct _kvmsaveMultifd kvmsaveMultifd;
 
-/* A new private directory for @dom's QEMU under the temporary directory,
- * for a socket that QEMU connects to, or (@qemuListens) that QEMU creates
- * and listens on; QEMU's user is the live XML's DAC label. */
-kvmsaveMultifd *kvmsaveMultifdNew(virDomainPtr dom, bool qemuListens);
+/* Save: a new private directory under the temporary directory for a
+ * socket that running guest @dom's QEMU connects to; QEMU's user is the
+ * live XML's DAC label. */
+kvmsaveMultifd *kvmsaveMultifdNew(virDomainPtr dom);
+/* Restore: ...for the socket that the QEMU of guest @xml, about to be
+ * started on @conn, creates and listens on (docs/architecture.md). */
+kvmsaveMultifd *kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml);
+/* Restore of one stream: ...for the FIFO the inner driver opens, as root;
+ * nobody else may enter it. */
+kvmsaveMultifd *kvmsaveMultifdNewPrivate(void);
 /* Close and remove whatever is left. */
 void kvmsaveMultifdFree(kvmsaveMultifd *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveMultifd, kvmsaveMultifdFree);

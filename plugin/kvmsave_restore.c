@@ -1,26 +1,33 @@
 /*
  * kvmsave_restore.c: the restore engine
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Read and check the image's header and trailer -> find the guest by UUID
- * on the inner driver -> start its QEMU paused, waiting for an incoming
- * migration (-incoming defer) -> hand QEMU a socket through libvirt's
- * monitor (or, for an image of several streams, connect to the socket QEMU
- * listens on for multifd, once per stream) -> a thread per stream feeds it,
- * checking every chunk -> when
- * QEMU has it all and every check passed, resume (or stay paused). Any
- * failure destroys the new QEMU; the image is only ever read.
+ * on the inner driver -> a thread per stream feeds QEMU the image's
+ * streams, checking every chunk, by one of three routes
+ * (docs/architecture.md, "Restore routes"):
+ *  - one stream: the inner driver's own restore reads a stock libvirt
+ *    image that kvmsave writes into a FIFO;
+ *  - several streams over a daemon: the inner driver's migration
+ *    destination listens on a unix socket (kvmsave_incoming.c);
+ *  - several streams in embedded mode: QEMU started with "-incoming
+ *    defer" is told through its monitor where to listen.
+ * The guest runs only once every check passed. Any failure stops the new
+ * QEMU; the image is only ever read.
  */
 #include <config.h>
 
-#include <fcntl.h>
-#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include "full-write.h"
-
 #include "kvmsave_restore.h"
+#include "kvmsave_args.h"
+#include "kvmsave_decompress.h"
 #include "kvmsave_event.h"
+#include "kvmsave_feed.h"
 #include "kvmsave_image.h"
+#include "kvmsave_incoming.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"
@@ -36,255 +43,6 @@
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
 VIR_LOG_INIT("kvmsave.restore");
-
-
-
-/* The thread that feeds QEMU the image's stream, chunk by checked chunk. */
-typedef struct _kvmsaveRestoreStream kvmsaveRestoreStream;
-struct _kvmsaveRestoreStream {
-    int fd;                     /* our end of QEMU's stream socket */
-    kvmsaveImageReader *reader;
-    kvmsaveImageReader *own;    /* reader of one of several streams */
-    kvmsaveJob *job;
-    volatile gint stop;
-    volatile gint failed;       /* set before the thread ends on an error */
-    bool writing;               /* ...in writing to QEMU, not in reading */
-    int rc;
-    virErrorPtr err;
-    gint *failures;             /* shared: how many feeders failed so far */
-    int order;                  /* how many had failed before this one */
-    virDomainPtr dom;           /* multifd: the QEMU to kill on failure */
-};
-
-
-static gpointer
-kvmsaveRestoreStreamThread(gpointer opaque)
-{
-    kvmsaveRestoreStream *st = opaque;
-    const unsigned char *data;
-    size_t len;
-    sigset_t set;
-    int rc;
-
-    /* A QEMU that gave up makes our write fail with EPIPE, not kill us. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-    st->rc = -1;
-    while ((rc = kvmsaveImageReadChunk(st->reader, &data, &len)) > 0) {
-        if (g_atomic_int_get(&st->stop))
-            goto stopped;
-        if (full_write(st->fd, data, len) != len) {
-            virReportSystemError(errno, "%s",
-                                 _("cannot feed the saved state to QEMU"));
-            st->writing = true;
-            goto error;
-        }
-        kvmsaveJobAddProcessed(st->job, kvmsaveImageReaderLastProgress(st->reader));
-    }
-    if (rc < 0)
-        goto error;
-    st->rc = 0;
-    VIR_FORCE_CLOSE(st->fd);
-    return NULL;
-
- error:
-    st->err = virErrorCopyNew(virGetLastError());
-    /* The first to fail has the cause; the others' broken pipes follow. */
-    st->order = g_atomic_int_add(st->failures, 1);
-    g_atomic_int_set(&st->failed, 1);
-    /* QEMU 7.2 never notices a multifd channel that ended: it waits for
-     * the channel at the next sync point with its main loop, monitor
-     * included, blocked, so neither the restore's polling nor a cancel
-     * would get an answer. Killing it ends the restore (the guest never
-     * ran); the restore's cleanup then finds it gone. */
-    if (st->dom && st->order == 0 && !g_atomic_int_get(&st->stop) &&
-        virDomainIsActive(st->dom) == 1) {
-        unsigned char uuid[VIR_UUID_BUFLEN];
-
-        if (virDomainGetUUID(st->dom, uuid) == 0)
-            kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
-        ignore_value(virDomainDestroy(st->dom));
-    }
-    virResetLastError();
- stopped:
-    /* QEMU sees the stream end early and fails its incoming migration. */
-    VIR_FORCE_CLOSE(st->fd);
-    return NULL;
-}
-
-
-/* The feeders of all the image's streams. */
-typedef struct _kvmsaveRestoreFeed kvmsaveRestoreFeed;
-struct _kvmsaveRestoreFeed {
-    kvmsaveRestoreStream *streams;
-    GThread **threads;
-    size_t n;
-    kvmsaveJob *job;
-    gint failures;
-};
-
-
-static void
-kvmsaveRestoreFeedInit(kvmsaveRestoreFeed *feed, kvmsaveImageReader *reader,
-                       kvmsaveJob *job)
-{
-    size_t i;
-
-    feed->n = kvmsaveImageReaderHeader(reader)->streams;
-    feed->streams = g_new0(kvmsaveRestoreStream, feed->n);
-    feed->threads = g_new0(GThread *, feed->n);
-    feed->job = job;
-    for (i = 0; i < feed->n; i++) {
-        feed->streams[i].fd = -1;
-        feed->streams[i].reader = reader;
-        feed->streams[i].job = job;
-        feed->streams[i].failures = &feed->failures;
-    }
-}
-
-
-static void
-kvmsaveRestoreFeedStart(kvmsaveRestoreFeed *feed, size_t i)
-{
-    feed->threads[i] = g_thread_new("kvmsave-restore",
-                                    kvmsaveRestoreStreamThread,
-                                    &feed->streams[i]);
-}
-
-
-/* Wait for every feeder; the first one's error (0 if none failed). */
-static int
-kvmsaveRestoreFeedJoin(kvmsaveRestoreFeed *feed, bool stop)
-{
-    int rc = 0;
-    size_t i;
-
-    for (i = 0; i < feed->n; i++) {
-        if (!feed->threads[i])
-            continue;
-        if (stop)
-            g_atomic_int_set(&feed->streams[i].stop, 1);
-        g_thread_join(g_steal_pointer(&feed->threads[i]));
-        if (feed->streams[i].rc < 0)
-            rc = -1;
-    }
-    return rc;
-}
-
-
-/* Stop and free the feeders; returns the error of the one that failed
- * first, if any: a bad chunk explains QEMU's failure better than QEMU
- * does, and the others' broken pipes follow from it. *@writing: that
- * one failed writing to QEMU. */
-static virErrorPtr
-kvmsaveRestoreFeedClear(kvmsaveRestoreFeed *feed, bool *writing)
-{
-    kvmsaveRestoreStream *first = NULL;
-    virErrorPtr err = NULL;
-    size_t i;
-
-    ignore_value(kvmsaveRestoreFeedJoin(feed, true));
-    for (i = 0; i < feed->n; i++) {
-        if (feed->streams[i].err &&
-            (!first || feed->streams[i].order < first->order))
-            first = &feed->streams[i];
-    }
-    if (first) {
-        err = g_steal_pointer(&first->err);
-        *writing = first->writing;
-    }
-    for (i = 0; i < feed->n; i++) {
-        VIR_FORCE_CLOSE(feed->streams[i].fd);
-        virFreeError(feed->streams[i].err);
-        kvmsaveImageReaderFree(feed->streams[i].own);
-    }
-    g_free(feed->streams);
-    g_free(feed->threads);
-    return err;
-}
-
-
-/* The feeders count progress; QEMU is only asked whether it is done. A
- * feeder that failed ends the wait too: QEMU may never notice a stream
- * that ends before it began to read. */
-static bool
-kvmsaveRestorePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
-                   void *opaque)
-{
-    kvmsaveRestoreFeed *feed = opaque;
-    size_t i;
-
-    if (kvmsaveJobIsCancelled(feed->job))
-        return true;
-    for (i = 0; i < feed->n; i++) {
-        if (g_atomic_int_get(&feed->streams[i].failed))
-            return true;
-    }
-    return false;
-}
-
-
-/* One stream: a socket pair, QEMU's end handed over by the monitor. */
-static int
-kvmsaveRestoreStartSingle(virDomainPtr dom, kvmsaveRestoreFeed *feed)
-{
-    g_autofree char *fdname = kvmsaveFdName("restore");
-    int chan[2] = { -1, -1 };
-    int ret = -1;
-
-    if (kvmsaveStreamChannelNew(chan) < 0 ||
-        kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
-        goto cleanup;
-    VIR_FORCE_CLOSE(chan[1]);
-    feed->streams[0].fd = chan[0];
-    chan[0] = -1;
-    kvmsaveRestoreFeedStart(feed, 0);
-    if (kvmsaveMonitorMigrateIncoming(dom, "fd", fdname) < 0) {
-        ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
-        goto cleanup;
-    }
-    ret = 0;
-
- cleanup:
-    VIR_FORCE_CLOSE(chan[0]);
-    VIR_FORCE_CLOSE(chan[1]);
-    return ret;
-}
-
-
-/* Several streams: QEMU listens for multifd; the main stream connects
- * first (QEMU 7.2 takes the first connection for it), then the channels,
- * which name themselves in their first bytes. QEMU starts loading once all
- * are there, and then needs them all fed at once; each is fed as soon as
- * it is connected, since QEMU may read a channel's first packet before it
- * takes the next connection. */
-static int
-kvmsaveRestoreStartMultifd(virDomainPtr dom, kvmsaveRestoreFeed *feed,
-                           kvmsaveImageReader *reader, kvmsaveJournal *journal)
-{
-    g_autoptr(kvmsaveMultifd) mfd = NULL;
-    size_t i;
-
-    if (!(mfd = kvmsaveMultifdNew(dom, true)))
-        return -1;
-    kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
-    if (kvmsaveJournalWrite(journal, "started") < 0 ||
-        kvmsaveMonitorSetMultifd(dom, feed->n - 1) < 0 ||
-        kvmsaveMonitorMigrateIncoming(dom, "unix", kvmsaveMultifdPath(mfd)) < 0)
-        return -1;
-    for (i = 0; i < feed->n; i++) {
-        if (!(feed->streams[i].own = kvmsaveImageReaderOpenStream(reader, i)) ||
-            (feed->streams[i].fd = kvmsaveMultifdConnect(mfd)) < 0)
-            return -1;
-        feed->streams[i].reader = feed->streams[i].own;
-        feed->streams[i].dom = dom;
-        kvmsaveRestoreFeedStart(feed, i);
-    }
-    kvmsaveMultifdRemove(mfd);
-    return 0;
-}
 
 
 /* QEMU failed to load a stock image's stream, which kvmsave could not
@@ -328,10 +86,405 @@ kvmsaveRestoreOpen(const char *path, const char *dxml, int channels,
             return -1;
         xml = withCPU;
     }
-    if (!(*startxml = kvmsaveXMLWithIncoming(xml)))
+    /* Nor kvmsave's metadata, nor the -incoming arguments with which
+     * earlier kvmsave started the QEMU of a guest it restored. */
+    if (!(*startxml = kvmsaveXMLForImage(xml)))
         return -1;
     *reader = g_steal_pointer(&r);
     return 0;
+}
+
+
+/* Open the image, begin the job and its journal. A killed save of this
+ * guest that the journal finishes may have put a new image at @path:
+ * what is there then is restored. */
+static int
+kvmsaveRestoreBegin(kvmsaveConn *priv, const char *path, const char *dxml,
+                    int channels, unsigned int flags,
+                    kvmsaveImageReader **reader, char **startxml,
+                    kvmsaveJob **job, kvmsaveJournal **journal)
+{
+    unsigned char uuid[VIR_UUID_BUFLEN];
+    bool recovered = false;
+
+    if (kvmsaveRestoreOpen(path, dxml, channels, flags, reader, startxml) < 0)
+        return -1;
+    memcpy(uuid, kvmsaveImageReaderHeader(*reader)->uuid, VIR_UUID_BUFLEN);
+    if (!(*job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_RESTORE)) ||
+        !(*journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE,
+                                         &recovered)))
+        return -1;
+    if (!recovered)
+        return 0;
+    g_clear_pointer(reader, kvmsaveImageReaderFree);
+    g_clear_pointer(startxml, g_free);
+    if (kvmsaveRestoreOpen(path, dxml, channels, flags, reader, startxml) < 0)
+        return -1;
+    if (memcmp(uuid, kvmsaveImageReaderHeader(*reader)->uuid, VIR_UUID_BUFLEN) != 0) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' was replaced by another guest's while it was opened; try again"),
+                       path);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* The image names its guest by UUID, which outlives renames: a guest of
+ * that UUID may be defined (it keeps its definition), but not running. */
+static int
+kvmsaveRestoreCheckNotRunning(kvmsaveConn *priv, const unsigned char *uuid)
+{
+    g_autoptr(virDomain) existing = virDomainLookupByUUID(priv->inner, uuid);
+    int active;
+
+    if (!existing) {
+        virResetLastError();
+        return 0;
+    }
+    if ((active = virDomainIsActive(existing)) < 0)
+        return -1;
+    if (active) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("domain '%s' is already running; destroy or save it before restoring this image"),
+                       virDomainGetName(existing));
+        return -1;
+    }
+    return 0;
+}
+
+
+/* What a restore's route needs to know. */
+typedef struct _kvmsaveRestore kvmsaveRestore;
+struct _kvmsaveRestore {
+    kvmsaveConn *priv;
+    const char *path;
+    const char *startxml;
+    const kvmsaveImageHeader *hdr;
+    kvmsaveImageReader *reader;
+    kvmsaveJob *job;
+    kvmsaveJournal *journal;
+    kvmsaveFeed *feed;
+    virDomainPtr dom;           /* the inner domain, once started */
+    bool running;               /* to run when loaded */
+    unsigned int flags;
+};
+
+
+/* Stock libvirt's VIR_DOMAIN_SAVE_RESET_NVRAM makes a new NVRAM from its
+ * template as QEMU starts. libvirt makes one for an incoming guest only
+ * when there is none, so the old one goes first. */
+static int
+kvmsaveRestoreResetNVRAM(const char *startxml)
+{
+    g_autofree char *nvram = kvmsaveXMLGetString(startxml, "domain",
+                                                 "/domain/os/nvram[not(@type) or @type='file']/text()"
+                                                 " | /domain/os/nvram[@type='file']/source/@file");
+
+    if (!nvram || !g_path_is_absolute(nvram))
+        return 0;
+    if (unlink(nvram) < 0 && errno != ENOENT) {
+        virReportSystemError(errno, _("cannot reset the guest's NVRAM '%s'"), nvram);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* The restored guest names its image in its live XML, when XML can spell
+ * the name at all. */
+static int
+kvmsaveRestoreSetMigrateFrom(virDomainPtr dom, const char *path,
+                             const char *name)
+{
+    g_autofree char *meta = NULL;
+
+    if (!kvmsaveXMLPathIsRepresentable(path)) {
+        VIR_WARN("image path of restored domain %s cannot be written in XML; "
+                 "its live XML does not name it", name);
+        return 0;
+    }
+    if (!(meta = kvmsaveXMLFormatMigrateFrom(path)))
+        return -1;
+    return virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta,
+                                KVMSAVE_XML_NS_PREFIX, KVMSAVE_XML_NS_URI,
+                                VIR_DOMAIN_AFFECT_LIVE);
+}
+
+
+/* The detail of the SUSPENDED event of a restore that leaves the guest
+ * paused, as stock libvirt 9.0 sends it: PAUSED for a start asked paused,
+ * RESTORED for a restore (asked paused or not). */
+static int
+kvmsaveRestorePausedDetail(kvmsaveRestore *r)
+{
+    return ((r->flags & KVMSAVE_RESTORE_IS_START) &&
+            (r->flags & VIR_DOMAIN_SAVE_PAUSED)) ?
+        VIR_DOMAIN_EVENT_SUSPENDED_PAUSED : VIR_DOMAIN_EVENT_SUSPENDED_RESTORED;
+}
+
+
+/* Clients see a restore as stock libvirt sends it: STARTED/RESTORED, then
+ * RESUMED when it runs, or SUSPENDED saying why it stays paused. The
+ * migration destination sends a migration's events. */
+static void
+kvmsaveRestoreExpectMigrationEvents(kvmsaveRestore *r)
+{
+    const unsigned char *uuid = r->hdr->uuid;
+
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_STARTED,
+                        VIR_DOMAIN_EVENT_STARTED_MIGRATED,
+                        VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
+    if (r->running)
+        kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_RESUMED,
+                            VIR_DOMAIN_EVENT_RESUMED_MIGRATED,
+                            VIR_DOMAIN_EVENT_RESUMED,
+                            VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT);
+    else
+        kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_SUSPENDED,
+                            VIR_DOMAIN_EVENT_SUSPENDED_PAUSED,
+                            VIR_DOMAIN_EVENT_SUSPENDED,
+                            kvmsaveRestorePausedDetail(r));
+}
+
+
+/* ...and a guest created paused and resumed, those of a boot. */
+static void
+kvmsaveRestoreExpectCommandlineEvents(kvmsaveRestore *r)
+{
+    const unsigned char *uuid = r->hdr->uuid;
+
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_STARTED,
+                        VIR_DOMAIN_EVENT_STARTED_BOOTED,
+                        VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
+    kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_SUSPENDED,
+                        VIR_DOMAIN_EVENT_SUSPENDED_PAUSED,
+                        r->running ? -1 : VIR_DOMAIN_EVENT_SUSPENDED,
+                        kvmsaveRestorePausedDetail(r));
+    if (r->running)
+        kvmsaveEventsExpect(uuid, VIR_DOMAIN_EVENT_RESUMED,
+                            VIR_DOMAIN_EVENT_RESUMED_UNPAUSED,
+                            VIR_DOMAIN_EVENT_RESUMED,
+                            VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT);
+}
+
+
+/* QEMU runs, waiting for its streams: journal its ID. */
+static int
+kvmsaveRestoreStarted(kvmsaveRestore *r)
+{
+    if (!r->dom && !(r->dom = virDomainLookupByUUID(r->priv->inner, r->hdr->uuid)))
+        return -1;
+    kvmsaveJournalSetInt(r->journal, "domid", virDomainGetID(r->dom));
+    if (kvmsaveJournalWrite(r->journal, "started") < 0)
+        return -1;
+    if (kvmsaveJobIsCancelled(r->job)) {
+        kvmsaveJobReportCancelled(r->job);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* Connect to the socket QEMU listens on, once per stream: the main stream
+ * first (QEMU 7.2 takes the first connection for it), then the multifd
+ * channels, which name themselves in their first bytes. QEMU starts
+ * loading once all are there, and then needs them all fed at once; each
+ * is fed as soon as it is connected, since QEMU may read a channel's
+ * first packet before it takes the next connection. Returns once every
+ * stream was sent and checked, the job committed. */
+static int
+kvmsaveRestoreFeedAll(kvmsaveRestore *r, kvmsaveMultifd *mfd)
+{
+    size_t i;
+    int rc;
+
+    r->feed = kvmsaveFeedNew(r->reader, r->job);
+    for (i = 0; i < kvmsaveFeedStreams(r->feed); i++) {
+        int fd = kvmsaveMultifdConnect(mfd);
+
+        if (fd < 0 || kvmsaveFeedStart(r->feed, i, fd, r->dom) < 0) {
+            VIR_FORCE_CLOSE(fd);
+            return -1;
+        }
+    }
+    kvmsaveMultifdRemove(mfd);
+    /* A feeder's own error is taken in the cleanup. */
+    if ((rc = kvmsaveFeedWait(r->feed)) < 0) {
+        if (rc == -2)
+            kvmsaveJobReportCancelled(r->job);
+        return -1;
+    }
+    if (kvmsaveFeedJoin(r->feed, false) < 0)
+        return -1;
+    /* Every chunk and the image's totals were checked: from here the
+     * restore is QEMU's to finish, not to be cancelled. */
+    if (!kvmsaveJobCommit(r->job)) {
+        kvmsaveJobReportCancelled(r->job);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* A failed restore: stop the QEMU it started, if it still runs. */
+static void
+kvmsaveRestoreStop(kvmsaveRestore *r, virDomainPtr loaded)
+{
+    virDomainPtr dom = loaded ? loaded : r->dom;
+
+    if (dom && virDomainIsActive(dom) == 1) {
+        kvmsaveEventsExpectDestroy(r->hdr->uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
+        ignore_value(virDomainDestroy(dom));
+    }
+}
+
+
+/* Free the feeders. After a failed restore (@failed), the error of the
+ * one that failed first replaces *@saved when it read a bad chunk, or
+ * when nothing said why (QEMU's failure explains a broken pipe better).
+ * Returns whether QEMU failed to load a stock image's stream, which
+ * kvmsave could not check: its damage shows as QEMU's failure, or as the
+ * broken pipe the feeder got from it. */
+static bool
+kvmsaveRestoreFeedError(kvmsaveRestore *r, bool failed, bool loading,
+                        virErrorPtr *saved)
+{
+    kvmsaveStockImage *stock = kvmsaveImageReaderStock(r->reader);
+    bool cancelled = kvmsaveJobIsCancelled(r->job);
+    bool writing = false;
+    virErrorPtr err = kvmsaveFeedFree(g_steal_pointer(&r->feed), &writing);
+    bool stockLoadFailed = failed && loading && stock &&
+        kvmsaveStockImageInfo(stock)->decoded > 0 &&
+        (!err || writing) && !cancelled;
+
+    if (err && failed && !cancelled && (!writing || !*saved)) {
+        virFreeError(*saved);
+        *saved = err;
+    } else {
+        virFreeError(err);
+    }
+    return stockLoadFailed;
+}
+
+
+/* Single stream: the inner driver's own restore (stock libvirt's), of a
+ * stock image kvmsave writes into a FIFO as the stream passes its checks.
+ * It starts QEMU as stock does, sends stock's events, sets stock's state
+ * reasons, and leaves no trace in the guest's XML. */
+static virDomainPtr
+kvmsaveRestoreViaStock(kvmsaveRestore *r)
+{
+    kvmsaveStockImage *stock = kvmsaveImageReaderStock(r->reader);
+    g_autoptr(kvmsaveMultifd) dir = NULL;
+    g_autofree unsigned char *head = NULL;
+    const char *fifo;
+    size_t headLen;
+    int rc;
+
+    if (!(head = kvmsaveStockHeaderFormat(KVMSAVE_STOCK_MAGIC, r->startxml,
+                                          stock ? kvmsaveStockImageInfo(stock)->cookie : NULL,
+                                          r->hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING,
+                                          KVMSAVE_COMPRESS_RAW, 0, &headLen)) ||
+        !(dir = kvmsaveMultifdNewPrivate()))
+        return NULL;
+    fifo = kvmsaveMultifdPath(dir);
+    if (mkfifo(fifo, 0600) < 0) {
+        virReportSystemError(errno, _("cannot create FIFO '%s'"), fifo);
+        return NULL;
+    }
+    /* Recovery removes the directory of a killed client's FIFO. */
+    kvmsaveJournalSet(r->journal, "multifd", kvmsaveMultifdDir(dir));
+    if (kvmsaveJournalWrite(r->journal, "starting") < 0)
+        return NULL;
+    if (kvmsaveRestorePausedDetail(r) == VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
+        kvmsaveEventsExpect(r->hdr->uuid, VIR_DOMAIN_EVENT_SUSPENDED,
+                            VIR_DOMAIN_EVENT_SUSPENDED_RESTORED,
+                            VIR_DOMAIN_EVENT_SUSPENDED,
+                            VIR_DOMAIN_EVENT_SUSPENDED_PAUSED);
+    r->feed = kvmsaveFeedNew(r->reader, r->job);
+    kvmsaveFeedStartFifo(r->feed, fifo, head, headLen, r->priv->inner, r->hdr->uuid);
+    rc = virDomainRestoreFlags(r->priv->inner, fifo, NULL,
+                               r->flags & (VIR_DOMAIN_SAVE_RUNNING |
+                                           VIR_DOMAIN_SAVE_PAUSED |
+                                           VIR_DOMAIN_SAVE_RESET_NVRAM));
+    if (kvmsaveFeedJoin(r->feed, rc < 0) < 0 || rc < 0)
+        return NULL;
+    return virDomainLookupByUUID(r->priv->inner, r->hdr->uuid);
+}
+
+
+/* Several streams over a daemon: the inner driver's migration
+ * destination (kvmsave_incoming.c) starts QEMU listening on a socket. */
+static virDomainPtr
+kvmsaveRestoreViaMigration(kvmsaveRestore *r, kvmsaveMultifd *mfd)
+{
+    g_autoptr(kvmsaveIncoming) in = NULL;
+    g_autofree char *name = NULL;
+
+    if (!(name = kvmsaveXMLGetName(r->startxml)))
+        return NULL;
+    kvmsaveRestoreExpectMigrationEvents(r);
+    if (kvmsaveJournalWrite(r->journal, "starting") < 0 ||
+        !(in = kvmsaveIncomingPrepare(r->priv->inner, r->startxml, name,
+                                      kvmsaveMultifdPath(mfd),
+                                      r->hdr->streams - 1, !r->running))) {
+        kvmsaveEventsForget(r->hdr->uuid);
+        return NULL;
+    }
+    if (kvmsaveRestoreStarted(r) < 0 || kvmsaveRestoreFeedAll(r, mfd) < 0)
+        return NULL;
+    return kvmsaveIncomingFinish(in);
+}
+
+
+/* Several streams in embedded mode, where libvirt refuses the migration
+ * destination (it needs autodestroy, which embedded drivers lack): QEMU
+ * starts with kvmsave's own "-incoming defer" and is told through its
+ * monitor where to listen (docs/architecture.md, "Restore routes"). */
+static virDomainPtr
+kvmsaveRestoreViaCommandline(kvmsaveRestore *r, kvmsaveMultifd *mfd)
+{
+    g_autofree char *xml = NULL;
+    unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
+
+    if (!(xml = kvmsaveXMLWithIncoming(r->startxml)))
+        return NULL;
+    if (r->flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
+        startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
+    kvmsaveRestoreExpectCommandlineEvents(r);
+    if (kvmsaveJournalWrite(r->journal, "starting") < 0 ||
+        !(r->dom = virDomainCreateXML(r->priv->inner, xml, startFlags))) {
+        kvmsaveEventsForget(r->hdr->uuid);
+        return NULL;
+    }
+    if (kvmsaveRestoreStarted(r) < 0 ||
+        kvmsaveMonitorSetMultifd(r->dom, r->hdr->streams - 1) < 0 ||
+        kvmsaveMonitorMigrateIncoming(r->dom, "unix", kvmsaveMultifdPath(mfd)) < 0 ||
+        kvmsaveRestoreFeedAll(r, mfd) < 0 ||
+        kvmsaveMonitorWaitMigration(r->dom, _("restoring the guest's state"),
+                                    NULL, NULL) < 0)
+        return NULL;
+    if (r->running && virDomainResume(r->dom) < 0)
+        return NULL;
+    return virObjectRef(r->dom);
+}
+
+
+static virDomainPtr
+kvmsaveRestoreMultifd(kvmsaveRestore *r)
+{
+    g_autoptr(kvmsaveMultifd) mfd = NULL;
+
+    if ((r->flags & VIR_DOMAIN_SAVE_RESET_NVRAM) && !r->priv->embedded &&
+        kvmsaveRestoreResetNVRAM(r->startxml) < 0)
+        return NULL;
+    if (!(mfd = kvmsaveMultifdNewIncoming(r->priv->inner, r->startxml)))
+        return NULL;
+    kvmsaveJournalSet(r->journal, "multifd", kvmsaveMultifdDir(mfd));
+    if (r->priv->embedded)
+        return kvmsaveRestoreViaCommandline(r, mfd);
+    return kvmsaveRestoreViaMigration(r, mfd);
 }
 
 
@@ -340,203 +493,65 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
                      const char *dxml, int channels, unsigned int flags)
 {
     g_autoptr(kvmsaveImageReader) reader = NULL;
-    g_autoptr(virDomain) existing = NULL;
-    g_autoptr(virDomain) dom = NULL;
+    g_autoptr(virDomain) loaded = NULL;
     g_autofree char *startxml = NULL;
-    g_autofree char *meta = NULL;
     g_autofree char *from = NULL;
     bool forceDisks = false;
-    const kvmsaveImageHeader *hdr;
-    kvmsaveRestoreFeed feed = { 0 };
-    unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
-    bool running;
+    kvmsaveRestore r = { .priv = priv, .path = path, .flags = flags };
     virDomainPtr ret = NULL;
     virErrorPtr saved = NULL;
-    kvmsaveJob *job = NULL;
-    kvmsaveJournal *journal = NULL;
-    bool recovered = false;
-    bool loading = false;       /* QEMU is taking the stream */
     bool stockLoadFailed = false;
-    int rc;
 
-    if (kvmsaveRestoreOpen(path, dxml, channels, flags, &reader, &startxml) < 0)
-        return NULL;
-    hdr = kvmsaveImageReaderHeader(reader);
-
-    if (!(job = kvmsaveJobBegin(hdr->uuid, KVMSAVE_JOB_RESTORE)))
-        return NULL;
-    if (!(journal = kvmsaveJournalBegin(priv, hdr->uuid, KVMSAVE_JOURNAL_RESTORE,
-                                        &recovered)))
+    if (kvmsaveRestoreBegin(priv, path, dxml, channels, flags, &reader,
+                            &startxml, &r.job, &r.journal) < 0)
         goto cleanup;
-    if (recovered) {
-        /* A killed save of this guest was just finished, which may have
-         * put its new image at @path: restore what is there now. */
-        unsigned char uuid[VIR_UUID_BUFLEN];
-
-        memcpy(uuid, hdr->uuid, VIR_UUID_BUFLEN);
-        g_clear_pointer(&reader, kvmsaveImageReaderFree);
-        g_clear_pointer(&startxml, g_free);
-        hdr = NULL;
-        if (kvmsaveRestoreOpen(path, dxml, channels, flags, &reader, &startxml) < 0)
-            goto cleanup;
-        hdr = kvmsaveImageReaderHeader(reader);
-        if (memcmp(uuid, hdr->uuid, VIR_UUID_BUFLEN) != 0) {
-            virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("save image '%s' was replaced by another guest's while it was opened; try again"),
-                           path);
-            goto cleanup;
-        }
-    }
-    kvmsaveJobSetTotal(job, kvmsaveImageReaderTrailer(reader)->streamBytes);
-    kvmsaveJournalSet(journal, "image", path);
-    kvmsaveJournalSet(journal, "name", hdr->name);
-
-    /* The original design's lookup: the image names its guest by UUID. */
-    if ((existing = virDomainLookupByUUID(priv->inner, hdr->uuid))) {
-        int active = virDomainIsActive(existing);
-        if (active < 0)
-            goto cleanup;
-        if (active) {
-            virReportError(VIR_ERR_OPERATION_INVALID,
-                           _("domain '%s' is already running; destroy or save it before restoring this image"),
-                           virDomainGetName(existing));
-            goto cleanup;
-        }
-        /* Shut off and persistent: starting it with the image's XML as
-         * its live definition keeps the persistent one. */
-    } else {
-        virResetLastError();
-    }
+    r.reader = reader;
+    r.startxml = startxml;
+    r.hdr = kvmsaveImageReaderHeader(reader);
+    kvmsaveJobSetTotal(r.job, kvmsaveImageReaderTrailer(reader)->streamBytes);
+    kvmsaveJournalSet(r.journal, "image", path);
+    kvmsaveJournalSet(r.journal, "name", r.hdr->name);
+    if (kvmsaveRestoreCheckNotRunning(priv, r.hdr->uuid) < 0)
+        goto cleanup;
 
     /* Before QEMU starts: it would start, and only then fail to load the
      * state, or run the guest over disks that changed under it. */
     if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks) < 0)
         goto cleanup;
-    if (kvmsavePreflightCheck(priv->inner, hdr, startxml, path, forceDisks) < 0)
+    if (kvmsavePreflightCheck(priv->inner, r.hdr, startxml, path, forceDisks) < 0)
         goto cleanup;
 
-    if (flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
-        startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
-    running = (flags & VIR_DOMAIN_SAVE_RUNNING) ||
+    r.running = (flags & VIR_DOMAIN_SAVE_RUNNING) ||
         (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
-         (hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
-
-    /* Clients see a restore: STARTED/RESTORED, then RESUMED when we resume
-     * it, or SUSPENDED saying why it stays paused. */
-    kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_STARTED,
-                        VIR_DOMAIN_EVENT_STARTED_BOOTED,
-                        VIR_DOMAIN_EVENT_STARTED, VIR_DOMAIN_EVENT_STARTED_RESTORED);
-    kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_SUSPENDED,
-                        VIR_DOMAIN_EVENT_SUSPENDED_PAUSED,
-                        running ? -1 : VIR_DOMAIN_EVENT_SUSPENDED,
-                        (flags & VIR_DOMAIN_SAVE_PAUSED) ?
-                        VIR_DOMAIN_EVENT_SUSPENDED_PAUSED :
-                        VIR_DOMAIN_EVENT_SUSPENDED_RESTORED);
-    kvmsaveJournalSetInt(journal, "running", running);
-    if (kvmsaveJournalWrite(journal, "starting") < 0)
+         (r.hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
+    kvmsaveJournalSetInt(r.journal, "running", r.running);
+    if (!(loaded = r.hdr->streams > 1 ? kvmsaveRestoreMultifd(&r) :
+          kvmsaveRestoreViaStock(&r)))
         goto cleanup;
-    if (!(dom = virDomainCreateXML(priv->inner, startxml, startFlags))) {
-        kvmsaveEventsForget(hdr->uuid);
+    if (kvmsaveJournalWrite(r.journal, "loaded") < 0 ||
+        kvmsaveRestoreSetMigrateFrom(loaded, path, r.hdr->name) < 0)
         goto cleanup;
-    }
-    kvmsaveJournalSetInt(journal, "domid", virDomainGetID(dom));
-    if (kvmsaveJournalWrite(journal, "started") < 0)
-        goto cleanup;
-    if (kvmsaveJobIsCancelled(job)) {
-        kvmsaveJobReportCancelled(job);
-        goto cleanup;
-    }
-
-    kvmsaveRestoreFeedInit(&feed, reader, job);
-    if ((feed.n > 1 ?
-         kvmsaveRestoreStartMultifd(dom, &feed, reader, journal) :
-         kvmsaveRestoreStartSingle(dom, &feed)) < 0)
-        goto cleanup;
-    loading = true;
-
-    rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's state"),
-                                     kvmsaveRestorePoll, &feed);
-    if (rc == -2 && kvmsaveJobIsCancelled(job))
-        kvmsaveJobReportCancelled(job);
-    /* else the feeder failed: its error is taken below */
-    if (rc < 0)
-        goto cleanup;
-
-    /* QEMU has read the whole stream; the image's own checks must have
-     * passed too (totals in the trailer) before the guest may run. */
-    if (kvmsaveRestoreFeedJoin(&feed, false) < 0) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("restore from '%s' was interrupted"), path);
-        goto cleanup; /* the stream's own error is taken below */
-    }
-    loading = false;
-    if (!kvmsaveJobCommit(job)) {
-        kvmsaveJobReportCancelled(job);
-        goto cleanup;
-    }
-    if (kvmsaveJournalWrite(journal, "loaded") < 0)
-        goto cleanup;
-
-    /* The restored guest names its image in its live XML, when XML can
-     * spell the name at all. */
-    if (!kvmsaveXMLPathIsRepresentable(path)) {
-        VIR_WARN("image path of restored domain %s cannot be written in XML; "
-                 "its live XML does not name it", hdr->name);
-    } else if (!(meta = kvmsaveXMLFormatMigrateFrom(path)) ||
-               virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta,
-                                    KVMSAVE_XML_NS_PREFIX, KVMSAVE_XML_NS_URI,
-                                    VIR_DOMAIN_AFFECT_LIVE) < 0) {
-        goto cleanup;
-    }
-
-    /* As stock libvirt: the guest resumes "from snapshot". */
-    if (running) {
-        kvmsaveEventsExpect(hdr->uuid, VIR_DOMAIN_EVENT_RESUMED,
-                            VIR_DOMAIN_EVENT_RESUMED_UNPAUSED,
-                            VIR_DOMAIN_EVENT_RESUMED,
-                            VIR_DOMAIN_EVENT_RESUMED_FROM_SNAPSHOT);
-        if (virDomainResume(dom) < 0) {
-            kvmsaveEventsForget(hdr->uuid);
-            goto cleanup;
-        }
-    }
-
-    ret = kvmsaveConnOuterDomain(priv, dom);
+    ret = kvmsaveConnOuterDomain(priv, loaded);
 
  cleanup:
-    if (!ret) {
+    if (!ret && r.hdr) {
         virErrorPreserveLast(&saved);
-        /* Destroy first: that also unblocks a feeder stuck on the socket.
-         * (A failed multifd feeder may have destroyed it already.) */
-        if (dom && virDomainIsActive(dom) == 1) {
-            kvmsaveEventsExpectDestroy(hdr->uuid,
-                                       VIR_DOMAIN_EVENT_STOPPED_FAILED);
-            ignore_value(virDomainDestroy(dom));
-        }
+        /* Destroy first: that also unblocks a feeder stuck on a socket.
+         * (A failed feeder, or libvirt itself, may have stopped it.) */
+        kvmsaveRestoreStop(&r, loaded);
         virResetLastError();
     }
-    if (feed.streams) {
-        bool writing = false;
-        virErrorPtr err = kvmsaveRestoreFeedClear(&feed, &writing);
-
-        /* No checksums in a stock image: its damage shows as QEMU's
-         * failure, or as the broken pipe the feeder got from it. */
-        stockLoadFailed = !ret && loading && kvmsaveImageReaderStock(reader) &&
-            kvmsaveStockImageInfo(kvmsaveImageReaderStock(reader))->decoded > 0 &&
-            (!err || writing) && !kvmsaveJobIsCancelled(job);
-        if (err && !ret && !kvmsaveJobIsCancelled(job)) {
-            virFreeError(saved);
-            saved = err;
-        } else {
-            virFreeError(err);
-        }
-    }
+    if (r.feed)
+        stockLoadFailed = kvmsaveRestoreFeedError(&r, !ret, !loaded, &saved);
     if (saved)
         virErrorRestore(&saved);
     if (stockLoadFailed)
         kvmsaveRestoreReportStockLoad(path);
-    kvmsaveJournalEnd(journal);
-    kvmsaveJobEnd(job, !!ret);
+    if (!ret && r.job && kvmsaveJobIsCancelled(r.job))
+        kvmsaveJobReportCancelled(r.job);
+    virObjectUnref(r.dom);
+    kvmsaveJournalEnd(r.journal);
+    kvmsaveJobEnd(r.job, !!ret);
     return ret;
 }
 

@@ -442,7 +442,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         streams[i].failures = &failures;
     }
     if (multifd) {
-        if (!(mfd = kvmsaveMultifdNew(dom, false)))
+        if (!(mfd = kvmsaveMultifdNew(dom)))
             goto cleanup;
         /* Recorded at once: recovery removes it after a kill. */
         kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));

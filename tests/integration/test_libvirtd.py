@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from conftest import run_wrapper
+import libvirt_consts as C
+from conftest import lifecycle_events, run_wrapper
 from kvmsave_harness import (LIBVIRTD_SOCKET, SOCKET_DIR, SYSTEM_URI,
                              VIRTQEMUD_SOCKET, Virsh, cleanup_root,
                              in_mount_namespace, inner_uri_param, make_root,
@@ -68,6 +69,23 @@ def test_multifd_save_and_restore(env, guest):
     assert env.plain_virsh.domstate(guest.name) == 'running'
     guest.assert_continued()
     assert multifd_dirs() == before
+
+
+def test_multifd_restore_through_the_migration_destination_leaves_no_trace(env, guest):
+    # The daemon's migration destination starts the QEMU of a multifd
+    # restore: no <qemu:commandline>, no taint; kvmsave's clients see a
+    # restore's events, the daemon's own clients an incoming migration's.
+    img = os.path.join(private_dir(env), 'multifd-trace.img')
+    assert save_params(env, guest, img, channels=2) is None
+    evs = lifecycle_events(env, guest, f'''
+conn.restoreParams({{'file': {img!r}}})
+''')
+    assert evs == [(C.STARTED, C.STARTED_RESTORED),
+                   (C.RESUMED, C.RESUMED_FROM_SNAPSHOT)], evs
+    live = env.plain_virsh.run('dumpxml', guest.name).stdout
+    assert 'commandline' not in live and 'migrateFrom' in live, live
+    assert 'taint' not in env.plain_virsh.run('dominfo', guest.name).stdout
+    assert env.plain_virsh.domstate(guest.name, reason=True) == 'running (migrated)'
 
 
 # ---- which socket uri=qemu:///system reaches ------------------------------
