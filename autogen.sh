@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Bootstrap the build system: gnulib modules from Debian's gnulib package
 # (never committed), then autoreconf. Run ./configure afterwards.
 set -e

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kvmsave benchmark: stock libvirt's virsh save/restore against kvmsave's,
 side by side on the same kind of guest, and against the disk itself.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Does QEMU multifd (several parallel streams) make save and restore faster?
 
 Evidence for the "parallel channels" issue.  QEMU is driven directly over

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """How save and restore times grow with the guest's dirty memory.
 
 Runs bench/bench.py once per data size (--sizes, MiB of --fill data the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Save every running guest of a libvirt connection to a directory, and
 restore them later, with kvmsave (or any libvirt driver with save/restore).
 

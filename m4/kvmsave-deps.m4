@@ -1,3 +1,4 @@
+dnl SPDX-License-Identifier: LGPL-2.1-or-later
 dnl Libraries the plugin uses directly.
 AC_DEFUN([KVMSAVE_CHECK_DEPS], [
   PKG_CHECK_MODULES([GLIB], [glib-2.0 >= 2.56 gobject-2.0 gio-2.0])

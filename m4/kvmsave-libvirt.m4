@@ -1,3 +1,4 @@
+dnl SPDX-License-Identifier: LGPL-2.1-or-later
 dnl The libvirt the plugin is built for, and its internal headers.
 dnl
 dnl The plugin links against libvirt.so's private symbols (version

@@ -1,3 +1,4 @@
+dnl SPDX-License-Identifier: LGPL-2.1-or-later
 dnl Sanitizers and fuzzing (docs/testing.md):
 dnl   --enable-sanitizers  build everything with AddressSanitizer and
 dnl                        UndefinedBehaviorSanitizer (for the unit tests

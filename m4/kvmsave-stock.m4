@@ -1,3 +1,4 @@
+dnl SPDX-License-Identifier: LGPL-2.1-or-later
 dnl Decoders for the compressed save images of stock libvirt
 dnl (qemu.conf's save_image_format): the libraries Debian keeps for
 dnl gzip, bzip2, xz and lzop. kvmsave runs none of those programs.

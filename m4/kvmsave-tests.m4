@@ -1,3 +1,4 @@
+dnl SPDX-License-Identifier: LGPL-2.1-or-later
 dnl Tools the test suite uses.
 AC_DEFUN([KVMSAVE_CHECK_TEST_TOOLS], [
   PKG_CHECK_MODULES([CHECK], [check >= 0.15], [have_check=yes], [have_check=no])

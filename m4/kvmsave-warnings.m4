@@ -1,3 +1,4 @@
+dnl SPDX-License-Identifier: LGPL-2.1-or-later
 dnl Compiler warnings: a broad set always, errors with --enable-werror.
 AC_DEFUN([KVMSAVE_WARNINGS], [
   AC_ARG_ENABLE([werror],

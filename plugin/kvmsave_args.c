@@ -1,5 +1,7 @@
 /*
  * kvmsave_args.c: argument checks shared by the driver's entry points
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

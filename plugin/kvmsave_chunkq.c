@@ -2,6 +2,8 @@
  * kvmsave_chunkq.c: a bounded queue of chunk buffers, worked on in
  * parallel and handed out in order
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Slot i holds the chunks numbered i, i + slots, i + 2 * slots... so the
  * order is kept without any list: the producer waits for the slot of the
  * next number to be free, the consumer for it to be done. One mutex and

@@ -2,6 +2,8 @@
  * kvmsave_chunkq.h: a bounded queue of chunk buffers, worked on in
  * parallel and handed out in order
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * One producer fills chunks in sequence, a pool of workers transforms them
  * (checksum, compress, verify, decompress) in any order, one consumer takes
  * them in the producer's order. The queue holds a fixed number of slots, so

@@ -1,5 +1,7 @@
 /*
  * kvmsave_conn.c: a kvmsave connection, layered over an inner one
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

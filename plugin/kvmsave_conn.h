@@ -1,6 +1,8 @@
 /*
  * kvmsave_conn.h: a kvmsave connection, layered over an inner one
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * The outer connection (the one the user opened) runs on a copy of the
  * inner driver's hypervisor table with kvmsave's entries put in, and shares
  * the inner connection's private data; so every API kvmsave does not

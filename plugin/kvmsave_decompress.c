@@ -1,6 +1,8 @@
 /*
  * kvmsave_decompress.c: stream decoders for the compressed save images of
  * stock libvirt (gzip, bzip2, xz, lzop)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

@@ -2,6 +2,8 @@
  * kvmsave_decompress.h: stream decoders for the compressed save images of
  * stock libvirt (gzip, bzip2, xz, lzop)
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Stock libvirt pipes QEMU's stream through "gzip -c", "bzip2 -c", "xz -c"
  * or "lzop -c". kvmsave decodes those files with the libraries Debian
  * keeps for them: zlib, libbz2, liblzma, and liblzo2 for lzop's blocks

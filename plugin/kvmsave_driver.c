@@ -1,6 +1,8 @@
 /*
  * kvmsave_driver.c: driver table and entry points
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * libvirt loads this module for kvmsave:///embed?root=DIR. Opening it opens
  * an inner connection (libvirt's QEMU driver embedded under DIR, or the
  * URI given as uri=...) and serves every API from it, except those kvmsave

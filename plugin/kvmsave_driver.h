@@ -1,5 +1,7 @@
 /*
  * kvmsave_driver.h: the libvirt connection driver kvmsave registers
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

@@ -1,5 +1,7 @@
 /*
  * kvmsave_event.c: domain lifecycle events as stock libvirt sends them
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

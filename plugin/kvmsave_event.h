@@ -1,6 +1,8 @@
 /*
  * kvmsave_event.h: domain lifecycle events as stock libvirt sends them
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * kvmsave drives the inner driver with plain calls (suspend, create
  * paused, resume, destroy), whose lifecycle events say what those calls
  * did: "destroyed", "booted". Clients expect what a save or restore is:

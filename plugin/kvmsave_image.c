@@ -1,5 +1,7 @@
 /*
  * kvmsave_image.c: the kvmsave save-image format (docs/image-format.md)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

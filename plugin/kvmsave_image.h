@@ -1,6 +1,8 @@
 /*
  * kvmsave_image.h: the kvmsave save-image format (docs/image-format.md)
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * An image is a header (magic, version, the guest's UUID, its domain XML
  * and provenance), the QEMU migration stream cut into checksummed chunks,
  * zero padding and a fixed-size trailer at the very end that marks the

@@ -1,5 +1,7 @@
 /*
  * kvmsave_job.c: save/restore jobs: one per guest, progress, cancel, stats
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

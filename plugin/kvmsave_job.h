@@ -1,6 +1,8 @@
 /*
  * kvmsave_job.h: save/restore jobs: one per guest, progress, cancel, stats
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * A job is keyed by the guest's UUID, so a restore has one before its
  * domain exists. The engines update progress from their threads; the
  * driver answers virDomainGetJobInfo/GetJobStats/AbortJob from here while

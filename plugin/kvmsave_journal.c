@@ -1,6 +1,8 @@
 /*
  * kvmsave_journal.c: job journals, and recovery after a killed client
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * One small text file per running job, ROOT/run/kvmsave/jobs/UUID.job
  * (/run/kvmsave/jobs/UUID.job over a daemon, see kvmsaveJournalDir),
  * "key=value" lines (values escaped as C strings), rewritten in place at

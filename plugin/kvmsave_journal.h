@@ -1,6 +1,8 @@
 /*
  * kvmsave_journal.h: what a save or restore has done so far, on disk
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * A job writes ROOT/run/kvmsave/jobs/UUID.job and keeps an open file
  * description lock on it while it runs. The kernel drops the lock when the
  * process dies, however it dies: a journal whose lock can be taken is the

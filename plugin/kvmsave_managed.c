@@ -1,6 +1,8 @@
 /*
  * kvmsave_managed.c: managed save, kvmsave's own
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Managed save images are kvmsave images kept under the connection's root,
  * ROOT/lib/kvmsave/managed-save/UUID.save, whatever the inner driver:
  * start restores from one (and removes it once the guest runs),

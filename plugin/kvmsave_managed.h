@@ -1,5 +1,7 @@
 /*
  * kvmsave_managed.h: managed save, kvmsave's own
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

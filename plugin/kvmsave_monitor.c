@@ -1,5 +1,7 @@
 /*
  * kvmsave_monitor.c: QMP commands sent through libvirt's monitor
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

@@ -1,6 +1,8 @@
 /*
  * kvmsave_monitor.h: QMP commands sent through libvirt's monitor
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Everything goes through virDomainQemuMonitorCommandWithFiles(), so the
  * domain's QEMU is reached on libvirt's own monitor connection and file
  * descriptors are handed over with SCM_RIGHTS: no path and no shell ever

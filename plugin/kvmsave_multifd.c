@@ -1,5 +1,7 @@
 /*
  * kvmsave_multifd.c: the socket QEMU's multifd streams go through
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

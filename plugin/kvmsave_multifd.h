@@ -1,6 +1,8 @@
 /*
  * kvmsave_multifd.h: the socket QEMU's migration streams go through
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * QEMU 7.2 opens a multifd migration's connections itself, to a socket
  * address: they cannot be handed to it as file descriptors (docs/
  * performance.md); and libvirt's incoming migration, which a restore

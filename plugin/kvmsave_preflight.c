@@ -1,5 +1,7 @@
 /*
  * kvmsave_preflight.c: what a restore checks before it starts QEMU
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

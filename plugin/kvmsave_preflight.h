@@ -1,6 +1,8 @@
 /*
  * kvmsave_preflight.h: what a restore checks before it starts QEMU
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * A save records the guest's local disks as QEMU left them; a restore
  * refuses disks that changed since (a guest resumed over them would
  * corrupt them), and a machine type or CPU model this host's QEMU cannot

@@ -1,5 +1,7 @@
 /*
  * kvmsave_restore.h: the restore engine
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

@@ -1,6 +1,8 @@
 /*
  * kvmsave_save.c: the save engine
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * check -> write the header to a temporary file next to the target ->
  * pause -> QEMU migrates into a socket we hand it through libvirt's monitor
  * (or, with multifd, into N+1 connections to a socket we listen on) ->

@@ -1,5 +1,7 @@
 /*
  * kvmsave_save.h: the save engine
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

@@ -1,6 +1,8 @@
 /*
  * kvmsave_stock.c: save images of stock libvirt's QEMU driver, as kvmsave
  * reads them (libvirt 9.0's src/qemu/qemu_saveimage.[ch])
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

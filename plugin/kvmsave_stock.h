@@ -2,6 +2,8 @@
  * kvmsave_stock.h: save images of stock libvirt's QEMU driver, as kvmsave
  * reads them (docs/image-format.md, "Stock libvirt images")
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * libvirt's own save writes a 92-byte header ("LibvirtQemudSave", host
  * byte order), an area with the domain XML and the save cookie, then
  * QEMU's migration stream, raw or through an external compressor

@@ -1,6 +1,8 @@
 /*
  * kvmsave_uri.c: which daemon an inner URI such as qemu:///system reaches
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * A plain client (virsh -c qemu:///system) reaches virtqemud or libvirtd,
  * whichever runs: remoteGetUNIXSocket in libvirt's remote_sockets.c. The
  * same URI opened inside kvmsave's embedded process would only ever try

@@ -1,5 +1,7 @@
 /*
  * kvmsave_uri.h: which daemon an inner URI such as qemu:///system reaches
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

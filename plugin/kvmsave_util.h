@@ -1,5 +1,7 @@
 /*
  * kvmsave_util.h: small helpers shared by the kvmsave modules
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

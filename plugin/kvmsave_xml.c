@@ -1,6 +1,8 @@
 /*
  * kvmsave_xml.c: the kvmsave domain XML extension and XML rewriting
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Domain XML from users and from images is parsed with libxml2 with no
  * network access, no DTD loading and no entity substitution.
  */

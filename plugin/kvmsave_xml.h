@@ -1,5 +1,7 @@
 /*
  * kvmsave_xml.h: the kvmsave domain XML extension and XML rewriting
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

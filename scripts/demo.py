@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The demo behind scripts/demo: one guest saved and restored by kvmsave."""
 
 import os

@@ -1,6 +1,8 @@
 /*
  * kvmsave-image: inspect and verify kvmsave save images without restoring
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  *   kvmsave-image info FILE     header summary
  *   kvmsave-image verify FILE   check every checksum of the image
  *   kvmsave-image xml FILE      the domain XML kept in the image

@@ -1,6 +1,8 @@
 /*
  * eioshim.c: I/O errors on chosen files, for the integration tests
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * This machine has no device-mapper (no dm-error target), so the tests
  * inject I/O errors with this LD_PRELOAD library instead: once
  * KVMSAVE_EIO_AFTER bytes (default 0) have gone through reads or writes of

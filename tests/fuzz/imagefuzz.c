@@ -1,6 +1,8 @@
 /*
  * imagefuzz.c: libFuzzer target for the save-image parser
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Each input is a whole image file: decoded as a header from memory, then
  * opened from a memfd as a restore or kvmsave-image would, every chunk read
  * and checked, by the reader of all chunks and by each stream's reader.

@@ -1,6 +1,8 @@
 /*
  * mkcorpus.c: writes the fuzz target's seed corpus (tests/fuzz/corpus)
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Small valid images of every kind the writer makes: raw and zstd chunks,
  * no chunk at all, several streams, a header of several blocks; and stock
  * libvirt images of each compression, made with its programs as stock

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """pytest fixtures for kvmsave's integration tests on a real QEMU guest.
 
 Every libvirt call runs in a subprocess (virsh, or a Python snippet), because

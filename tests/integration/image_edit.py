@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Rewrite the header fields of a kvmsave image as a foreign or future
 host would have written them (docs/image-format.md), with valid checksums:
 the header's own and the trailer's copy of it. The header must keep its

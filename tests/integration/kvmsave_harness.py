@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Integration-test harness for kvmsave: test guests, consoles, virsh.
 
 Plain Python (no pytest inside), so that it can also be used from scripts.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """libvirt's lifecycle event and job numbers (include/libvirt/libvirt-domain.h)
 and error codes (virerror.h), so the test process need not import libvirt."""
 

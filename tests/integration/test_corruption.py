@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Corruption of every region of an image, restored through virsh: one
 byte changed in each field of the header, in the chunk headers and the
 payloads of the first, a middle and the last chunk, and in the trailer.

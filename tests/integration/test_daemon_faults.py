@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Faults over a libvirtd (issue 5, items 1 and 4, "over libvirtd"): the
 client killed (SIGKILL) at random points of saves and restores of a guest
 of the daemon, and jobs of one guest from kvmsave clients of two different

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Lifecycle events of save and restore, as stock libvirt sends them."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """examples/save-all.py: saves every running guest to a directory with a
 manifest and progress, then restores them; failures exit non-zero."""
 

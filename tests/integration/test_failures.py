@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Bad input gets a clear error and loses nothing: guest fine, images intact."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Tests of the test guest and harness themselves, against stock libvirt.
 
 * Console parser tests on synthetic logs (no VM, no root).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Image formats and channel counts: raw and zstd chunks, chosen per call or
 by the root's configuration; one stream, or QEMU's main stream and 2 or 4
 multifd channels (parallel.channels), each a stream of its own in the

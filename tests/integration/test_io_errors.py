@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """I/O errors mid-save and mid-restore. This machine's kernel has no
 device-mapper (no dm-error target), so an LD_PRELOAD library
 (tests/eio/eioshim.c, built by `make check`) makes reads and writes of the

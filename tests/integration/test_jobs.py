@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Job progress and cancel of save and restore, on a guest big enough that
 a poll from a second thread (or virsh's own watch) sees the job run."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """A client killed (SIGKILL) at a random point of a save or a restore, in
 embedded mode: the process that dies holds the embedded driver.  The next
 connection to the root finishes or undoes the job from its journal; after

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kvmsave over a libvirtd (qemu:///system, the `libvirtd` fixture): the
 daemon's guests saved and restored through kvmsave and looked at with plain
 virsh in between; QEMU reads no path; multifd; which daemon socket

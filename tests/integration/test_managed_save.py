@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Managed save through kvmsave: save, start, force-boot, remove, undefine."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The <kvmsave:migrateFrom> extension: create and start restore from an image."""
 
 import re

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Preflight on restore (issue 5, item 5): an image records the guest's
 local disks as QEMU left them (path, size, mtime, inode) and the QEMU
 version, machine type and host CPU. Before it starts QEMU, a restore

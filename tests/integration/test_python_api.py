@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """libvirt-python: save/restore and their Flags and Params variants."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Soak (opt-in: make check-soak, or KVMSAVE_SOAK=1): KVMSAVE_SOAK_CYCLES
 (default 100) save/restore cycles of one guest, all in one client process
 (kvmsave runs inside it), the guest's heartbeat and memory checked after

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Images saved by stock libvirt's own QEMU driver, restored through
 kvmsave: the embedded QEMU driver of the same root saves the guest with
 each save_image_format of DIR/etc/qemu.conf (raw, gzip, bzip2, xz, lzop),

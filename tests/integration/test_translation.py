@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kvmsave's messages are translated: po/de.po is complete and, through
 ./run (KVMSAVE_LOCALEDIR, the build tree's catalogs), the plugin in virsh
 and kvmsave-image speak German under LANGUAGE=de.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """valgrind on virsh save/restore through the plugin: nothing from kvmsave.
 
 Only the virsh process itself is judged (libvirt's forked helpers are not

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """virsh save/restore through kvmsave on a real guest, memory checked."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """virt-manager, for real: Save (managed save) and Run (restore) of a guest.
 
 Debian's virt-manager runs under Xvfb on ``kvmsave:///embed?root=DIR``

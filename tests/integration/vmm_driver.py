@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Run Debian's virt-manager under Xvfb and drive it through AT-SPI (dogtail).
 
 Used by test_virt_manager.py.  Two halves:

@@ -1,5 +1,7 @@
 /*
  * flagstest.c: unit tests of kvmsave's argument checks (kvmsave_args.c)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

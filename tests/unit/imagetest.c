@@ -2,6 +2,8 @@
  * imagetest.c: unit tests of the kvmsave save-image format
  * (kvmsave_image.c) and of kvmsaveCrc32c (kvmsave_util.c)
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Offsets follow the documented layout: a 64-byte fixed header (magic[8],
  * u16 major @8, u16 minor @10, u32 header_size @12, uuid @16, i64 created
  * @32, u32 flags @40, u32 chunk_size @44, u32 nfields @48, u32 fields_len

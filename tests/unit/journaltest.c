@@ -3,6 +3,8 @@
  * lock tells a live job from a dead one, and recovery of a dead save that
  * had not paused its guest removes what it left. (Recovery of guests:
  * tests/integration/test_kill.py.)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

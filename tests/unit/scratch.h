@@ -1,6 +1,8 @@
 /*
  * scratch.h: a scratch directory and file helpers for the unit tests
  * that work on files (imagetest.c, stocktest.c, uritest.c)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

@@ -2,6 +2,8 @@
  * stocktest.c: unit tests of the reader of stock libvirt's save images
  * (kvmsave_stock.c, kvmsave_decompress.c, through kvmsave_image.c)
  *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * Images are built here as libvirt 9.0 writes them (qemu_saveimage.c): a
  * 92-byte header {magic[16], u32 version, data_len, was_running,
  * compressed, cookieOffset, unused[14]} in host byte order, data_len

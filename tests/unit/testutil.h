@@ -1,5 +1,7 @@
 /*
  * testutil.h: helpers shared by kvmsave's unit tests (Check framework)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #pragma once
 

@@ -1,5 +1,7 @@
 /*
  * uritest.c: unit tests of the inner URI's daemon socket (kvmsave_uri.c)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 

@@ -1,6 +1,8 @@
 /*
  * xmltest.c: unit tests of kvmsave's domain XML extension and rewriting
  * (kvmsave_xml.c)
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 
