@@ -24,7 +24,8 @@ int kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
 #define KVMSAVE_SAVE_PARAM_IMAGE_FORMAT "image_format"
 
 /* libvirt's name for the number of parallel channels between QEMU and
- * the image; kvmsave's are the chunk pipeline's workers (architecture.md). */
+ * the image: for a save, QEMU multifd channels (above 1); for a restore,
+ * the workers that verify and decode chunks (architecture.md). */
 #define KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS "parallel.channels"
 #define KVMSAVE_PARALLEL_CHANNELS_MAX 16
 

@@ -481,10 +481,7 @@ kvmsaveConnectClose(virConnectPtr conn)
         priv->innerDriver->connectClose(conn);
     conn->privateData = NULL;
     conn->driver = NULL;
-    kvmsaveEventsFree(priv->events);
-    virConnectClose(priv->inner);
-    g_free(priv->root);
-    g_free(priv);
+    kvmsaveConnFree(priv);
     return 0;
 }
 
@@ -624,7 +621,7 @@ static virDrvOpenStatus
 kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
                    virConf *conf, unsigned int flags)
 {
-    g_autofree kvmsaveConn *priv = NULL;
+    g_autoptr(kvmsaveConn) priv = NULL;
     g_autofree char *inner = NULL;
     const char *root;
     bool embedded;
@@ -648,10 +645,8 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
     priv = g_new0(kvmsaveConn, 1);
     priv->root = g_strdup(root);
     priv->embedded = embedded;
-    if (kvmsaveConnLoadConfig(priv) < 0) {
-        g_free(priv->root);
+    if (kvmsaveConnLoadConfig(priv) < 0)
         return VIR_DRV_OPEN_ERROR;
-    }
     VIR_DEBUG("opening inner connection %s", inner);
     if (auth)
         priv->inner = virConnectOpenAuth(inner, auth, flags);
@@ -659,21 +654,12 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
         priv->inner = virConnectOpenReadOnly(inner);
     else
         priv->inner = virConnectOpen(inner);
-    if (!priv->inner) {
-        g_free(priv->root);
+    if (!priv->inner)
         return VIR_DRV_OPEN_ERROR;
-    }
 
     priv->outer = conn;
-    if (!(priv->events = kvmsaveEventsNew(conn, priv->inner))) {
-        virErrorPtr saved = NULL;
-
-        virErrorPreserveLast(&saved);
-        virConnectClose(priv->inner);
-        virErrorRestore(&saved);
-        g_free(priv->root);
+    if (!(priv->events = kvmsaveEventsNew(conn, priv->inner)))
         return VIR_DRV_OPEN_ERROR;
-    }
     priv->innerDriver = priv->inner->driver;
     if (embedded)
         kvmsaveEmbedSettle(priv->inner);
@@ -757,17 +743,9 @@ kvmsaveStateInitialize(bool privileged G_GNUC_UNUSED, const char *root,
 }
 
 
-static int
-kvmsaveStateCleanup(void)
-{
-    return 0;
-}
-
-
 static virStateDriver kvmsaveStateDriver = {
     .name = "kvmsave",
     .stateInitialize = kvmsaveStateInitialize,
-    .stateCleanup = kvmsaveStateCleanup,
 };
 
 

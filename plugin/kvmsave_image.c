@@ -848,7 +848,7 @@ writerQueue(kvmsaveImageWriter *w, size_t len, unsigned int stream)
         return -1;
     if (!(c = g_steal_pointer(&w->filling))) {
         virReportError(VIR_ERR_INTERNAL_ERROR,
-                       _("cannot queue a chunk of %zu bytes for save image '%s'"),
+                       _("cannot queue a chunk of %zu bytes for save image '%s': no buffer was taken for it"),
                        len, w->path);
         return -1;
     }

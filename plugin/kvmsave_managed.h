@@ -20,7 +20,7 @@ int kvmsaveConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains,
                                  unsigned int flags);
 
 /* A managed save writing chunks in @format (KVMSAVE_IMAGE_ENCODING_*)
- * with @channels workers (0: the default). */
+ * over @channels QEMU multifd channels (0 or 1: one stream). */
 int kvmsaveManagedSaveAs(kvmsaveConn *priv, virDomainPtr dom, int format,
                          int channels, unsigned int flags);
 

@@ -77,8 +77,8 @@ QEMU 7.2 (migration/migration.c, multifd.c) as found while writing this:
 Run as root (drop_caches), on an otherwise idle machine:
 
     KVMSAVE_GUEST_DIR=/var/cache/kvmsave-bench/multifd-guest tests/guest/build-guest
-    /usr/bin/python3 bench/multifd.py --memory 1024 --data 512 --fill random
-    /usr/bin/python3 bench/multifd.py --fill text --channels fd,0,1,2,4 \
+    /usr/bin/python3 bench/experiments/multifd.py --memory 1024 --data 512 --fill random
+    /usr/bin/python3 bench/experiments/multifd.py --fill text --channels fd,0,1,2,4 \
         --wait-idle 1800 --redo 3 --json text.json
 
 The guest is built by the script itself if needed (tests/guest/build-guest
@@ -108,7 +108,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.normpath(os.path.join(HERE, '..'))
+TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(TOP, 'tests', 'integration'))
 from kvmsave_harness import proc_stat   # noqa: E402
 DEFAULT_GUEST_DIR = '/var/cache/kvmsave-bench/multifd-guest'
