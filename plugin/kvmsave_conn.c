@@ -8,31 +8,12 @@
 #include <unistd.h>
 
 #include "kvmsave_conn.h"
-#include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "virconf.h"
 #include "virerror.h"
 #include "viruuid.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
-
-
-void
-kvmsaveConnFree(kvmsaveConn *priv)
-{
-    virErrorPtr saved = NULL;
-
-    if (!priv)
-        return;
-    /* Closing must not hide the error that made an open fail. */
-    virErrorPreserveLast(&saved);
-    kvmsaveEventsFree(priv->events);
-    if (priv->inner)
-        virConnectClose(priv->inner);
-    virErrorRestore(&saved);
-    g_free(priv->root);
-    g_free(priv);
-}
 
 
 kvmsaveConn *

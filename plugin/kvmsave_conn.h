@@ -31,10 +31,6 @@ struct _kvmsaveConn {
     int imageFormat;                /* default KVMSAVE_IMAGE_ENCODING_* */
 };
 
-/* Free @priv: its event callbacks, its inner connection, its root. */
-void kvmsaveConnFree(kvmsaveConn *priv);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveConn, kvmsaveConnFree);
-
 /* The kvmsave connection behind @conn, an outer connection. */
 kvmsaveConn *kvmsaveConnFromConnect(virConnectPtr conn);
 

@@ -28,6 +28,7 @@
 #include "kvmsave_managed.h"
 #include "kvmsave_restore.h"
 #include "kvmsave_save.h"
+#include "kvmsave_saveimage.h"
 #include "kvmsave_uri.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
@@ -467,6 +468,26 @@ kvmsaveDomainAbortJob(virDomainPtr dom)
 
 
 /* ---- connection ------------------------------------------------------ */
+
+/* Free @priv: its event callbacks, its inner connection, its root. */
+static void
+kvmsaveConnFree(kvmsaveConn *priv)
+{
+    virErrorPtr saved = NULL;
+
+    if (!priv)
+        return;
+    /* Closing must not hide the error that made an open fail. */
+    virErrorPreserveLast(&saved);
+    kvmsaveEventsFree(priv->events);
+    if (priv->inner)
+        virConnectClose(priv->inner);
+    virErrorRestore(&saved);
+    g_free(priv->root);
+    g_free(priv);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveConn, kvmsaveConnFree);
+
 
 static int
 kvmsaveConnectClose(virConnectPtr conn)

@@ -18,6 +18,7 @@
 #include "kvmsave_job.h"
 #include "kvmsave_restore.h"
 #include "kvmsave_save.h"
+#include "kvmsave_saveimage.h"
 #include "virerror.h"
 #include "virlog.h"
 

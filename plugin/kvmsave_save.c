@@ -19,9 +19,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "tempname.h"
-
 #include "kvmsave_save.h"
+#include "kvmsave_saveimage.h"
 #include "kvmsave_args.h"
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
@@ -30,7 +29,6 @@
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
-#include "kvmsave_stock.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -41,35 +39,6 @@
 
 VIR_LOG_INIT("kvmsave.save");
 
-
-
-int
-kvmsaveCreateTemp(const char *path, bool direct, char **tmppath)
-{
-    g_autofree char *dir = g_path_get_dirname(path);
-    g_autofree char *tmpl = g_build_filename(dir, ".kvmsave-XXXXXX.tmp", NULL);
-    struct stat sb;
-    int fd;
-
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        virReportError(VIR_ERR_INVALID_ARG,
-                       _("cannot save to '%s': it is a directory, give a file name"),
-                       path);
-        return -1;
-    }
-
-    /* O_CREAT | O_EXCL, mode 0600; O_NOFOLLOW on top. */
-    fd = gen_tempname(tmpl, 4, O_CLOEXEC | O_NOFOLLOW |
-                      (direct ? O_DIRECT : 0), GT_FILE);
-    if (fd < 0) {
-        virReportSystemError(errno,
-                             _("cannot create a save image in directory '%s'%s"),
-                             dir, direct ? _(" for direct I/O (bypass cache)") : "");
-        return -1;
-    }
-    *tmppath = g_steal_pointer(&tmpl);
-    return fd;
-}
 
 
 /* Room for video RAM, ROMs and device state beyond the guest's RAM, and
@@ -106,25 +75,6 @@ kvmsaveSaveCheckSpace(virDomainPtr dom, int fd, const char *path)
                        path, (unsigned long long) maxmem / 1024,
                        need / (1024 * 1024), avail / (1024 * 1024));
         return -1;
-    }
-    return 0;
-}
-
-
-int
-kvmsaveCommitTemp(const char *tmppath, const char *path)
-{
-    if (rename(tmppath, path) < 0) {
-        virReportSystemError(errno, _("cannot move the finished save image into place at '%s'"),
-                             path);
-        return -1;
-    }
-    /* Renamed is done: the image is in place and the guest must go. A
-     * failed directory sync only weakens durability against a host crash. */
-    if (kvmsaveSyncParentDir(path) < 0) {
-        VIR_WARN("save image %s is in place, but its directory could not be synced: %s",
-                 path, virGetLastErrorMessage());
-        virResetLastError();
     }
     return 0;
 }
@@ -352,347 +302,322 @@ kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
 }
 
 
-int
-kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
-                  const char *path, const char *dxml, int format,
-                  int channels, unsigned int flags)
-{
-    g_autoptr(virDomain) dom = NULL;
-    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
-    g_autoptr(kvmsaveImageWriter) writer = NULL;
-    g_autofree char *tmppath = NULL;
-    g_autofree char *fdname = kvmsaveFdName("save");
-    g_autoptr(kvmsaveMultifd) mfd = NULL;
+/* A save in progress: what each step sets up and the rollback undoes. */
+typedef struct _kvmsaveSave kvmsaveSave;
+struct _kvmsaveSave {
+    kvmsaveConn *priv;
+    virDomainPtr dom;
+    const char *path;
+    unsigned int channels;      /* multifd channels; 0: one stream */
+    bool direct;                /* VIR_DOMAIN_SAVE_BYPASS_CACHE */
+    kvmsaveJob *job;
+    kvmsaveJournal *journal;
+    kvmsaveImageHeader *hdr;
+    kvmsaveImageWriter *writer;
+    int fd;                     /* the temporary file */
+    char *tmppath;
+    char *fdname;               /* QEMU's name for its end of the socket pair */
+    int chan[2];                /* the socket pair of a single stream */
+    int wake[2];                /* written to stop the stream threads */
+    kvmsaveMultifd *mfd;
     kvmsaveSaveStream streams[KVMSAVE_PARALLEL_CHANNELS_MAX + 1];
-    GThread *threads[KVMSAVE_PARALLEL_CHANNELS_MAX + 1] = { NULL };
-    size_t nstreams = 0;
-    size_t i;
-    gint failures = 0;
-    kvmsaveSaveStream *first = NULL;
-    bool multifd = channels > 1;
-    VIR_AUTOCLOSE fd = -1;
-    int chan[2] = { -1, -1 };
-    int wake[2] = { -1, -1 };
-    bool direct = !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
+    GThread *threads[KVMSAVE_PARALLEL_CHANNELS_MAX + 1];
+    size_t nstreams;
+    gint failures;
     bool wasRunning;
-    bool paused = false;
-    bool fdPassed = false;
-    bool migrating = false;
+    bool paused;                /* by us: resumed on failure */
+    bool fdPassed;              /* QEMU holds @fdname, not yet migrating */
+    bool migrating;             /* QEMU's migration is to be cancelled */
+};
+
+
+/* Check the guest can be saved and describe it in the image's header. */
+static int
+kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
+{
     int state;
     int reason;
-    int ret = -1;
-    virErrorPtr saved = NULL;
-    kvmsaveJob *job = NULL;
-    kvmsaveJournal *journal = NULL;
-    int rc;
 
-    for (i = 0; i < G_N_ELEMENTS(streams); i++)
-        streams[i] = (kvmsaveSaveStream) { .fd = -1, .wakefd = -1, .stream = -1 };
-    if (channels > KVMSAVE_PARALLEL_CHANNELS_MAX)
-        channels = KVMSAVE_PARALLEL_CHANNELS_MAX;
-    if (!(dom = kvmsaveConnLookupInner(priv, uuid)))
+    if (virDomainGetState(s->dom, &state, &reason, 0) < 0)
         return -1;
-    if (!(job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)))
-        return -1;
-    if (!(journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL)))
-        goto cleanup;
-
-    /* Check everything we can before touching the guest. */
-    if (virDomainGetState(dom, &state, &reason, 0) < 0)
-        goto cleanup;
     if (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED &&
         state != VIR_DOMAIN_BLOCKED) {
         virReportError(VIR_ERR_OPERATION_INVALID,
                        _("domain '%s' is not running, so it cannot be saved"),
-                       virDomainGetName(dom));
-        goto cleanup;
+                       virDomainGetName(s->dom));
+        return -1;
     }
-    wasRunning = state != VIR_DOMAIN_PAUSED;
-
-    if (kvmsaveSaveHeaderInit(priv, dom, dxml,
+    s->wasRunning = state != VIR_DOMAIN_PAUSED;
+    if (kvmsaveSaveHeaderInit(s->priv, s->dom, dxml,
                               (flags & VIR_DOMAIN_SAVE_RUNNING) ||
-                              (wasRunning && !(flags & VIR_DOMAIN_SAVE_PAUSED)),
-                              hdr) < 0)
-        goto cleanup;
-    if (multifd) {
-        hdr->streams = channels + 1;
-        hdr->chunkSize = KVMSAVE_IMAGE_STREAM_CHUNK_SIZE;
+                              (s->wasRunning && !(flags & VIR_DOMAIN_SAVE_PAUSED)),
+                              s->hdr) < 0)
+        return -1;
+    if (s->channels) {
+        s->hdr->streams = s->channels + 1;
+        s->hdr->chunkSize = KVMSAVE_IMAGE_STREAM_CHUNK_SIZE;
     }
+    return 0;
+}
 
-    if ((fd = kvmsaveCreateTemp(path, direct, &tmppath)) < 0)
-        goto cleanup;
+
+/* The temporary file with the header, journalled, and where QEMU's
+ * streams will come in: a socket pair with its thread, or the multifd
+ * socket. */
+static int
+kvmsaveSavePrepare(kvmsaveSave *s, int format)
+{
+    size_t i;
+
+    if ((s->fd = kvmsaveCreateTemp(s->path, s->direct, &s->tmppath)) < 0)
+        return -1;
     /* From here a killed client is recovered on the next open. */
-    kvmsaveJournalSet(journal, "name", virDomainGetName(dom));
-    kvmsaveJournalSet(journal, "target", path);
-    kvmsaveJournalSet(journal, "temp", tmppath);
-    kvmsaveJournalSetInt(journal, "paused", wasRunning);
-    if (kvmsaveJournalWrite(journal, "prepared") < 0 ||
-        kvmsaveSaveCheckSpace(dom, fd, path) < 0)
-        goto cleanup;
-    writer = kvmsaveImageWriterNew(fd, tmppath, direct);
-    kvmsaveImageWriterSetFormat(writer, format);
-    if (kvmsaveImageWriteHeader(writer, hdr) < 0)
-        goto cleanup;
+    kvmsaveJournalSet(s->journal, "name", virDomainGetName(s->dom));
+    kvmsaveJournalSet(s->journal, "target", s->path);
+    kvmsaveJournalSet(s->journal, "temp", s->tmppath);
+    kvmsaveJournalSetInt(s->journal, "paused", s->wasRunning);
+    if (kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
+        kvmsaveSaveCheckSpace(s->dom, s->fd, s->path) < 0)
+        return -1;
+    s->writer = kvmsaveImageWriterNew(s->fd, s->tmppath, s->direct);
+    kvmsaveImageWriterSetFormat(s->writer, format);
+    if (kvmsaveImageWriteHeader(s->writer, s->hdr) < 0)
+        return -1;
 
-    if (pipe2(wake, O_CLOEXEC) < 0) {
+    if (pipe2(s->wake, O_CLOEXEC) < 0) {
         virReportSystemError(errno, "%s", _("cannot create a pipe to stop the save's stream thread"));
-        goto cleanup;
+        return -1;
     }
-    for (i = 0; i < G_N_ELEMENTS(streams); i++) {
-        streams[i].wakefd = wake[0];
-        streams[i].writer = writer;
-        streams[i].failures = &failures;
+    for (i = 0; i < G_N_ELEMENTS(s->streams); i++) {
+        s->streams[i].wakefd = s->wake[0];
+        s->streams[i].writer = s->writer;
+        s->streams[i].failures = &s->failures;
     }
-    if (multifd) {
-        if (!(mfd = kvmsaveMultifdNew(dom)))
-            goto cleanup;
+    if (s->channels) {
+        if (!(s->mfd = kvmsaveMultifdNew(s->dom)))
+            return -1;
         /* Recorded at once: recovery removes it after a kill. */
-        kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
-        if (kvmsaveJournalWrite(journal, "prepared") < 0 ||
-            kvmsaveMultifdListen(mfd, channels + 1) < 0)
-            goto cleanup;
-    } else {
-        if (kvmsaveStreamChannelNew(chan) < 0)
-            goto cleanup;
-        streams[0].fd = chan[0];
-        chan[0] = -1;
-        threads[nstreams++] = g_thread_new("kvmsave-save",
-                                           kvmsaveSaveStreamThread, &streams[0]);
+        kvmsaveJournalSet(s->journal, "multifd", kvmsaveMultifdDir(s->mfd));
+        if (kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
+            kvmsaveMultifdListen(s->mfd, s->channels + 1) < 0)
+            return -1;
+        return 0;
     }
+    if (kvmsaveStreamChannelNew(s->chan) < 0)
+        return -1;
+    s->streams[0].fd = s->chan[0];
+    s->chan[0] = -1;
+    s->threads[s->nstreams++] = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread,
+                                             &s->streams[0]);
+    return 0;
+}
 
-    VIR_DEBUG("header written to %s, pausing the guest", tmppath);
-    if (kvmsaveJournalWrite(journal, "paused") < 0)
-        goto cleanup;
-    if (wasRunning) {
-        if (virDomainSuspend(dom) < 0)
-            goto cleanup;
-        paused = true;
+
+/* Pause the guest, and have QEMU migrate into our streams until it is
+ * done and every stream thread has written its last chunk. */
+static int
+kvmsaveSaveMigrate(kvmsaveSave *s)
+{
+    size_t i;
+    int rc;
+
+    VIR_DEBUG("header written to %s, pausing the guest", s->tmppath);
+    if (kvmsaveJournalWrite(s->journal, "paused") < 0)
+        return -1;
+    if (s->wasRunning) {
+        if (virDomainSuspend(s->dom) < 0)
+            return -1;
+        s->paused = true;
     }
 
     /* QEMU keeps multifd on from one migration to the next: say it. */
-    if (kvmsaveMonitorSetMultifd(dom, multifd ? channels : 0) < 0 ||
-        kvmsaveMonitorSetUnlimitedBandwidth(dom) < 0)
-        goto cleanup;
-    if (multifd) {
-        if (kvmsaveMonitorMigrate(dom, "unix", kvmsaveMultifdPath(mfd)) < 0)
-            goto cleanup;
-        migrating = true;
-        if (kvmsaveSaveAcceptStreams(dom, mfd, job, streams, threads,
-                                     &nstreams, channels + 1) < 0)
-            goto cleanup;
-        kvmsaveMultifdRemove(mfd);
+    if (kvmsaveMonitorSetMultifd(s->dom, s->channels) < 0 ||
+        kvmsaveMonitorSetUnlimitedBandwidth(s->dom) < 0)
+        return -1;
+    if (s->channels) {
+        if (kvmsaveMonitorMigrate(s->dom, "unix", kvmsaveMultifdPath(s->mfd)) < 0)
+            return -1;
+        s->migrating = true;
+        if (kvmsaveSaveAcceptStreams(s->dom, s->mfd, s->job, s->streams, s->threads,
+                                     &s->nstreams, s->channels + 1) < 0)
+            return -1;
+        kvmsaveMultifdRemove(s->mfd);
     } else {
-        if (kvmsaveMonitorGetFd(dom, fdname, chan[1]) < 0)
-            goto cleanup;
-        fdPassed = true;
-        VIR_FORCE_CLOSE(chan[1]);
-        if (kvmsaveMonitorMigrate(dom, "fd", fdname) < 0)
-            goto cleanup;
-        fdPassed = false; /* the migration owns it now */
-        migrating = true;
+        if (kvmsaveMonitorGetFd(s->dom, s->fdname, s->chan[1]) < 0)
+            return -1;
+        s->fdPassed = true;
+        VIR_FORCE_CLOSE(s->chan[1]);
+        if (kvmsaveMonitorMigrate(s->dom, "fd", s->fdname) < 0)
+            return -1;
+        s->fdPassed = false; /* the migration owns it now */
+        s->migrating = true;
     }
 
-    rc = kvmsaveMonitorWaitMigration(dom, _("saving the guest's state"),
-                                     kvmsaveSavePoll, job);
+    rc = kvmsaveMonitorWaitMigration(s->dom, _("saving the guest's state"),
+                                     kvmsaveSavePoll, s->job);
     if (rc == -2)
-        kvmsaveJobReportCancelled(job);
+        kvmsaveJobReportCancelled(s->job);
     if (rc < 0)
-        goto cleanup;
-    migrating = false;
+        return -1;
+    s->migrating = false;
     VIR_DEBUG("QEMU's stream is complete");
 
-    for (i = 0; i < nstreams; i++) {
-        g_thread_join(g_steal_pointer(&threads[i]));
-        if (streams[i].rc < 0)
-            goto cleanup; /* its error is taken below */
+    for (i = 0; i < s->nstreams; i++) {
+        g_thread_join(g_steal_pointer(&s->threads[i]));
+        if (s->streams[i].rc < 0)
+            return -1; /* its error is taken in the rollback */
     }
+    return 0;
+}
 
+
+/* Finish the image and put it in place of the target. */
+static int
+kvmsaveSaveCommit(kvmsaveSave *s)
+{
     /* QEMU flushed and let go of the disks as the migration ended: this
      * is the state a restore must find them in. */
-    if (hdr->disks) {
-        g_autofree char *before = g_steal_pointer(&hdr->disks);
+    if (s->hdr->disks) {
+        g_autofree char *before = g_steal_pointer(&s->hdr->disks);
 
-        if (kvmsavePreflightRecordDisksAgain(before, &hdr->disks) < 0 ||
-            kvmsaveImageWriterReplaceHeader(writer, hdr) < 0)
-            goto cleanup;
+        if (kvmsavePreflightRecordDisksAgain(before, &s->hdr->disks) < 0 ||
+            kvmsaveImageWriterReplaceHeader(s->writer, s->hdr) < 0)
+            return -1;
     }
 
-    if (kvmsaveImageWriterFinish(writer) < 0)
-        goto cleanup;
-    if (VIR_CLOSE(fd) < 0) {
-        virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);
-        goto cleanup;
+    if (kvmsaveImageWriterFinish(s->writer) < 0)
+        return -1;
+    if (VIR_CLOSE(s->fd) < 0) {
+        virReportSystemError(errno, _("cannot close save image '%s'"), s->tmppath);
+        return -1;
     }
     /* A cancel up to here still leaves everything as it was. */
-    if (!kvmsaveJobCommit(job)) {
-        kvmsaveJobReportCancelled(job);
-        goto cleanup;
+    if (!kvmsaveJobCommit(s->job)) {
+        kvmsaveJobReportCancelled(s->job);
+        return -1;
     }
     /* Recorded before the rename: a client killed from here on leaves a
      * complete image, which recovery puts in place before it stops the
      * guest. */
-    if (kvmsaveJournalWrite(journal, "committed") < 0 ||
-        kvmsaveCommitTemp(tmppath, path) < 0)
-        goto cleanup;
-    g_clear_pointer(&tmppath, g_free);
-    VIR_DEBUG("image %s complete, stopping the guest", path);
+    if (kvmsaveJournalWrite(s->journal, "committed") < 0 ||
+        kvmsaveCommitTemp(s->tmppath, s->path) < 0)
+        return -1;
+    g_clear_pointer(&s->tmppath, g_free);
+    VIR_DEBUG("image %s complete, stopping the guest", s->path);
+    return 0;
+}
 
-    /* The image is safe: now the guest may go. From here on it is never
-     * resumed: a running guest and an image of it must not both exist. */
-    paused = false;
-    kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_SAVED);
-    if (virDomainDestroy(dom) < 0) {
+
+/* The image is safe: now the guest may go. From here on it is never
+ * resumed: a running guest and an image of it must not both exist. */
+static int
+kvmsaveSaveStopGuest(kvmsaveSave *s)
+{
+    s->paused = false;
+    kvmsaveEventsExpectDestroy(s->hdr->uuid, VIR_DOMAIN_EVENT_STOPPED_SAVED);
+    if (virDomainDestroy(s->dom) < 0) {
         /* Taken before virDomainIsActive() resets it. */
         g_autofree char *why = g_strdup(virGetLastErrorMessage());
 
-        if (virDomainIsActive(dom) != 0) {
+        if (virDomainIsActive(s->dom) != 0) {
             virReportError(VIR_ERR_OPERATION_FAILED,
                            _("the image '%s' is complete, but the guest could not be stopped and stays paused (%s); destroy it before restoring the image"),
-                           path, why);
-            goto cleanup;
+                           s->path, why);
+            return -1;
         }
         /* Stopped after all (a reconnecting process raced us). */
         virResetLastError();
     }
     VIR_DEBUG("guest stopped");
-    ret = 0;
-
- cleanup:
-    if (ret < 0)
-        virErrorPreserveLast(&saved);
-    if (migrating)
-        ignore_value(kvmsaveMonitorMigrateCancel(dom));
-    if (fdPassed)
-        ignore_value(kvmsaveMonitorCloseFd(dom, fdname));
-    if (wake[1] >= 0 && nstreams > 0)
-        ignore_value(safewrite(wake[1], "x", 1));
-    for (i = 0; i < nstreams; i++) {
-        if (threads[i])
-            g_thread_join(threads[i]);
-        if (streams[i].err && (!first || streams[i].order < first->order))
-            first = &streams[i];
-    }
-    /* A failure of ours (disk full...) explains more than QEMU's EPIPE;
-     * the stream that failed first has the cause. */
-    if (ret < 0 && first && !kvmsaveJobIsCancelled(job)) {
-        virFreeError(saved);
-        saved = g_steal_pointer(&first->err);
-    }
-    for (i = 0; i < nstreams; i++) {
-        VIR_FORCE_CLOSE(streams[i].fd);
-        virFreeError(streams[i].err);
-    }
-    if (ret < 0 && paused)
-        ignore_value(virDomainResume(dom));
-    if (tmppath)
-        unlink(tmppath);
-    VIR_FORCE_CLOSE(chan[0]);
-    VIR_FORCE_CLOSE(chan[1]);
-    VIR_FORCE_CLOSE(wake[0]);
-    VIR_FORCE_CLOSE(wake[1]);
-    if (saved)
-        virErrorRestore(&saved);
-    kvmsaveJournalEnd(journal);
-    kvmsaveJobEnd(job, ret == 0);
-    return ret;
-}
-
-
-/* A kvmsave image again, in @fd: @reader's header with @xml and @running,
- * every chunk copied after being checked, in the encoding it had. */
-static int
-kvmsaveSaveImageCopy(kvmsaveImageReader *reader, int fd, const char *tmppath,
-                     const char *xml, bool running)
-{
-    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
-    g_autoptr(kvmsaveImageWriter) writer = NULL;
-    const kvmsaveImageHeader *old = kvmsaveImageReaderHeader(reader);
-    const unsigned char *data;
-    size_t len;
-    int rc;
-
-    memcpy(hdr->uuid, old->uuid, VIR_UUID_BUFLEN);
-    hdr->created = old->created;
-    hdr->chunkSize = old->chunkSize;
-    hdr->streams = old->streams;
-    hdr->flags = old->flags & ~KVMSAVE_IMAGE_FLAG_RUNNING;
-    if (running)
-        hdr->flags |= KVMSAVE_IMAGE_FLAG_RUNNING;
-    hdr->xml = g_strdup(xml);
-    hdr->name = g_strdup(old->name);
-    hdr->qemuVersion = g_strdup(old->qemuVersion);
-    hdr->machine = g_strdup(old->machine);
-    hdr->hostCPU = g_strdup(old->hostCPU);
-    hdr->disks = g_strdup(old->disks);
-    hdr->producer = g_strdup(old->producer);
-
-    writer = kvmsaveImageWriterNew(fd, tmppath, false);
-    if (kvmsaveImageWriteHeader(writer, hdr) < 0)
-        return -1;
-    while ((rc = kvmsaveImageReadChunk(reader, &data, &len)) > 0) {
-        /* Each chunk keeps the encoding it had. */
-        kvmsaveImageWriterSetFormat(writer, kvmsaveImageReaderLastEncoding(reader));
-        if (kvmsaveImageWriteChunk(writer, kvmsaveImageReaderLastStream(reader),
-                                   data, len) < 0)
-            return -1;
-    }
-    if (rc < 0 || kvmsaveImageWriterFinish(writer) < 0)
-        return -1;
     return 0;
 }
 
 
-int
-kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
+/* Undo what a failed save set up (@failed), and free what any save set
+ * up: the guest resumed as it was, the temporary file removed. The error
+ * of the stream that failed first (disk full...) explains more than
+ * QEMU's broken pipe. */
+static void
+kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
 {
-    g_autoptr(kvmsaveImageReader) reader = NULL;
-    g_autofree char *tmppath = NULL;
-    g_autofree char *xml = NULL;
-    const kvmsaveImageHeader *old;
-    kvmsaveStockImage *stock;
-    VIR_AUTOCLOSE fd = -1;
-    kvmsaveJob *job;
-    bool running;
-    int ret = -1;
+    kvmsaveSaveStream *first = NULL;
+    virErrorPtr saved = NULL;
+    size_t i;
 
-    if (!(reader = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED)))
-        return -1;
-    old = kvmsaveImageReaderHeader(reader);
-    if (!(job = kvmsaveJobBegin(old->uuid, KVMSAVE_JOB_IMAGE_DEFINE)))
-        return -1;
-
-    if (dxml && kvmsaveXMLCheckABI(old->xml, dxml) < 0)
-        goto cleanup;
-    if (flags & VIR_DOMAIN_SAVE_RUNNING)
-        running = true;
-    else if (flags & VIR_DOMAIN_SAVE_PAUSED)
-        running = false;
-    else
-        running = old->flags & KVMSAVE_IMAGE_FLAG_RUNNING;
-    if (!(xml = kvmsaveXMLForImage(dxml ? dxml : old->xml)))
-        goto cleanup;
-
-    /* A new file, renamed over the old one when complete: the old image
-     * stays intact until then. A stock image stays one (where stock
-     * libvirt rewrites it in place). */
-    if ((fd = kvmsaveCreateTemp(path, false, &tmppath)) < 0)
-        goto cleanup;
-    if ((stock = kvmsaveImageReaderStock(reader)) ?
-        kvmsaveStockImageWrite(stock, fd, tmppath, xml, running) < 0 :
-        kvmsaveSaveImageCopy(reader, fd, tmppath, xml, running) < 0)
-        goto cleanup;
-    if (VIR_CLOSE(fd) < 0) {
-        virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);
-        goto cleanup;
+    if (failed)
+        virErrorPreserveLast(&saved);
+    if (s->migrating)
+        ignore_value(kvmsaveMonitorMigrateCancel(s->dom));
+    if (s->fdPassed)
+        ignore_value(kvmsaveMonitorCloseFd(s->dom, s->fdname));
+    if (s->wake[1] >= 0 && s->nstreams > 0)
+        ignore_value(safewrite(s->wake[1], "x", 1));
+    for (i = 0; i < s->nstreams; i++) {
+        if (s->threads[i])
+            g_thread_join(s->threads[i]);
+        if (s->streams[i].err && (!first || s->streams[i].order < first->order))
+            first = &s->streams[i];
     }
-    if (kvmsaveCommitTemp(tmppath, path) < 0)
-        goto cleanup;
-    g_clear_pointer(&tmppath, g_free);
-    ret = 0;
+    if (failed && first && !kvmsaveJobIsCancelled(s->job)) {
+        virFreeError(saved);
+        saved = g_steal_pointer(&first->err);
+    }
+    for (i = 0; i < s->nstreams; i++) {
+        VIR_FORCE_CLOSE(s->streams[i].fd);
+        virFreeError(s->streams[i].err);
+    }
+    if (failed && s->paused)
+        ignore_value(virDomainResume(s->dom));
+    if (s->tmppath)
+        unlink(s->tmppath);
+    VIR_FORCE_CLOSE(s->fd);
+    VIR_FORCE_CLOSE(s->chan[0]);
+    VIR_FORCE_CLOSE(s->chan[1]);
+    VIR_FORCE_CLOSE(s->wake[0]);
+    VIR_FORCE_CLOSE(s->wake[1]);
+    if (saved)
+        virErrorRestore(&saved);
+    kvmsaveImageWriterFree(s->writer);
+    kvmsaveMultifdFree(s->mfd);
+    kvmsaveImageHeaderFree(s->hdr);
+    g_free(s->tmppath);
+    g_free(s->fdname);
+    virObjectUnref(s->dom);
+    kvmsaveJournalEnd(s->journal);
+    kvmsaveJobEnd(s->job, !failed);
+}
 
- cleanup:
-    if (tmppath)
-        unlink(tmppath);
-    kvmsaveJobEnd(job, ret == 0);
+
+int
+kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
+                  const char *path, const char *dxml, int format,
+                  int channels, unsigned int flags)
+{
+    kvmsaveSave s = {
+        .priv = priv, .path = path,
+        .channels = channels > 1 ? MIN(channels, KVMSAVE_PARALLEL_CHANNELS_MAX) : 0,
+        .direct = !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE),
+        .fd = -1, .chan = { -1, -1 }, .wake = { -1, -1 },
+    };
+    int ret = -1;
+    size_t i;
+
+    for (i = 0; i < G_N_ELEMENTS(s.streams); i++)
+        s.streams[i] = (kvmsaveSaveStream) { .fd = -1, .wakefd = -1, .stream = -1 };
+    if (!(s.dom = kvmsaveConnLookupInner(priv, uuid)))
+        return -1;
+    s.hdr = kvmsaveImageHeaderNew();
+    s.fdname = kvmsaveFdName("save");
+
+    if ((s.job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)) &&
+        (s.journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL)) &&
+        kvmsaveSaveCheck(&s, dxml, flags) == 0 &&
+        kvmsaveSavePrepare(&s, format) == 0 &&
+        kvmsaveSaveMigrate(&s) == 0 &&
+        kvmsaveSaveCommit(&s) == 0 &&
+        kvmsaveSaveStopGuest(&s) == 0)
+        ret = 0;
+
+    kvmsaveSaveEnd(&s, ret < 0);
     return ret;
 }

@@ -16,15 +16,3 @@
 int kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                       const char *path, const char *dxml, int format,
                       int channels, unsigned int flags);
-
-/* Rewrite the XML (and the running/paused choice) of the image at @path,
- * atomically. */
-int kvmsaveSaveImageDefine(const char *path, const char *dxml,
-                           unsigned int flags);
-
-/* Create a temporary file for @path in its directory: 0600, O_EXCL, never
- * following a symlink. Returns the fd and sets *tmppath. */
-int kvmsaveCreateTemp(const char *path, bool direct, char **tmppath);
-
-/* Make @tmppath (flushed) the file at @path. */
-int kvmsaveCommitTemp(const char *tmppath, const char *path);

@@ -1,0 +1,21 @@
+/*
+ * kvmsave_saveimage.h: save image files: the temporary file a save writes
+ * and its commit, and the save-image calls
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#pragma once
+
+#include "internal.h"
+
+/* Create a temporary file for @path in its directory: 0600, O_EXCL, never
+ * following a symlink. Returns the fd and sets *tmppath. */
+int kvmsaveCreateTemp(const char *path, bool direct, char **tmppath);
+
+/* Make @tmppath (flushed) the file at @path. */
+int kvmsaveCommitTemp(const char *tmppath, const char *path);
+
+/* Rewrite the XML (and the running/paused choice) of the image at @path,
+ * atomically. */
+int kvmsaveSaveImageDefine(const char *path, const char *dxml,
+                           unsigned int flags);
