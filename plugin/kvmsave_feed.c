@@ -257,7 +257,7 @@ kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom)
 }
 
 
-int
+void
 kvmsaveFeedStartFifo(kvmsaveFeed *feed, const char *fifo,
                      const unsigned char *head, size_t headLen,
                      virConnectPtr inner, const unsigned char *uuid)
@@ -271,7 +271,6 @@ kvmsaveFeedStartFifo(kvmsaveFeed *feed, const char *fifo,
     st->inner = inner;
     memcpy(st->uuid, uuid, VIR_UUID_BUFLEN);
     feed->threads[0] = g_thread_new("kvmsave-restore", kvmsaveFeedThread, st);
-    return 0;
 }
 
 

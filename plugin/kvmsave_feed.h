@@ -29,9 +29,9 @@ int kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom);
  * on @inner (QEMU takes a stream that ends early in its last section
  * for a whole one) and drops that stop's events, as stock libvirt sends
  * none for a restore that failed. */
-int kvmsaveFeedStartFifo(kvmsaveFeed *feed, const char *fifo,
-                         const unsigned char *head, size_t headLen,
-                         virConnectPtr inner, const unsigned char *uuid);
+void kvmsaveFeedStartFifo(kvmsaveFeed *feed, const char *fifo,
+                          const unsigned char *head, size_t headLen,
+                          virConnectPtr inner, const unsigned char *uuid);
 
 /* Wait until every feeder has sent its stream (0), one failed (-1) or
  * the job was cancelled (-2). */

@@ -34,7 +34,6 @@
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
 #include "kvmsave_stock.h"
-#include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
