@@ -496,8 +496,9 @@ class QemuReaper(threading.Thread):
     PID 1 reaps slowly, and libvirt's kill of QEMU waits until the zombie is
     gone.  With PR_SET_CHILD_SUBREAPER the QEMUs that virsh starts from here
     on become this process's children; this thread reaps any that exited
-    (zombie QEMUs only: virsh, dd and the like are waited for by whoever
-    started them).  Used by bench.py --reap and by the integration tests.
+    (daemonized ones only, see orphan(): virsh, dd and the like are waited
+    for by whoever started them).  Used by bench.py --reap and by the
+    integration tests.
     """
 
     PR_SET_CHILD_SUBREAPER = 36
@@ -522,11 +523,23 @@ class QemuReaper(threading.Thread):
                 pass
         return pids
 
+    @staticmethod
+    def orphan(pid, fields, own_session):
+        """Whether a child was re-parented here rather than started here.
+        A child started here is in this session, or leads its own
+        (start_new_session).  A daemonized one is neither: QEMU, or the
+        fork libvirt made for it when libvirt killed it before its exec
+        (then still named after virsh or python).  Only those are reaped:
+        the others' status belongs to their subprocess.Popen."""
+        session = int(fields[3])
+        return session not in (own_session, pid)
+
     def run(self):
+        own_session = os.getsid(0)
         while True:
             for pid in self.children():
                 st = proc_stat(f'/proc/{pid}/stat')
-                if st and st[1][0] == 'Z' and st[0].startswith('qemu'):
+                if st and st[1][0] == 'Z' and self.orphan(pid, st[1], own_session):
                     try:
                         os.waitpid(pid, os.WNOHANG)
                         self.reaped += 1
