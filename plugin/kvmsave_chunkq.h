@@ -31,6 +31,7 @@ struct _kvmsaveChunk {
     const unsigned char *data;  /* the result */
     size_t dataLen;
     unsigned char head[32];
+    uint64_t index;             /* the chunk's number in the file */
     uint64_t offset;
     uint32_t encoding;
     uint32_t stream;

@@ -7,7 +7,7 @@
 #pragma once
 
 #include "internal.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "kvmsave_job.h"
 
 typedef struct _kvmsaveFeed kvmsaveFeed;

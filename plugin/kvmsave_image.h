@@ -1,5 +1,6 @@
 /*
- * kvmsave_image.h: the kvmsave save-image format (docs/image-format.md)
+ * kvmsave_image.h: the kvmsave save-image format, encoded and decoded
+ * (docs/image-format.md)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
@@ -68,7 +69,9 @@ extern bool kvmsaveImageIgnoreChecksums;
 /* The image formats a save can be asked for (typed parameter
  * "image_format"): how its chunks are encoded. */
 int kvmsaveImageFormatFromString(const char *name);
-const char *kvmsaveImageFormatToString(int format);
+
+/* Whether a @stored checksum does not match the @computed one. */
+bool kvmsaveImageChecksumBad(uint32_t stored, uint32_t computed);
 
 typedef struct _kvmsaveImageHeader kvmsaveImageHeader;
 struct _kvmsaveImageHeader {
@@ -119,87 +122,23 @@ void kvmsaveImageTrailerEncode(const kvmsaveImageTrailer *tr,
 int kvmsaveImageTrailerDecode(const unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN],
                               const char *what, kvmsaveImageTrailer *tr);
 
+/* The header in front of each chunk's stored bytes. */
+typedef struct _kvmsaveImageChunkHeader kvmsaveImageChunkHeader;
+struct _kvmsaveImageChunkHeader {
+    uint16_t encoding;          /* KVMSAVE_IMAGE_ENCODING_* */
+    uint16_t stream;            /* 0 for QEMU's main stream, else a channel */
+    uint64_t index;             /* the chunk's place in the file, from 0 */
+    uint32_t stored;            /* bytes that follow the header */
+    uint32_t raw;               /* bytes of QEMU's stream they decode to */
+    uint32_t crc;               /* of the stored bytes */
+};
 
-/* Writing an image, sequentially, through an aligned buffer. */
-typedef struct _kvmsaveImageWriter kvmsaveImageWriter;
-
-kvmsaveImageWriter *kvmsaveImageWriterNew(int fd, const char *path,
-                                          bool direct);
-void kvmsaveImageWriterFree(kvmsaveImageWriter *w);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageWriter, kvmsaveImageWriterFree);
-
-/* Encode the chunks that follow with @format (KVMSAVE_IMAGE_ENCODING_*); a
- * chunk that does not shrink is stored raw. */
-void kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format);
-/* Encoding workers for the chunks (default: one per CPU, at most 4). */
-void kvmsaveImageWriterSetThreads(kvmsaveImageWriter *w, size_t threads);
-int kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr);
-/* The buffer for the next chunk's raw bytes (KVMSAVE_IMAGE_CHUNK_MAX
- * long), waiting while the disk is behind; NULL with an error when writing
- * failed. The same buffer is returned until it is queued. */
-unsigned char *kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w);
-/* Queue the first @len bytes of that buffer as the next chunk. Workers
- * encode chunks in parallel and a writer thread puts them on disk in
- * order; a failure there shows in a later call. */
-int kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len);
-/* NextBuffer, a copy of @data, Queue, as a chunk of stream @stream.
- * Callers in several threads may call this at once (and only this). */
-int kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
-                           const void *data, size_t len);
-/* Have Finish write @hdr over the header written first: a header known
- * only once QEMU is done (the disks as it left them). It must encode to
- * the same size; the header is then kept by the caller until Finish. */
-int kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
-                                    kvmsaveImageHeader *hdr);
-/* Wait for every queued chunk, write padding and trailer, fdatasync. */
-int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
-uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);
-
-
-/* Reading an image: header, trailer, then chunk by chunk. */
-typedef struct _kvmsaveImageReader kvmsaveImageReader;
-/* An image of stock libvirt, which the reader also opens (kvmsave_stock.h). */
-typedef struct _kvmsaveStockImage kvmsaveStockImage;
-
-/* How an image's bytes come off the disk. */
-typedef enum {
-    KVMSAVE_IMAGE_IO_CACHED,    /* through the page cache */
-    KVMSAVE_IMAGE_IO_DIRECT,    /* O_DIRECT or fail (VIR_DOMAIN_SAVE_BYPASS_CACHE) */
-    KVMSAVE_IMAGE_IO_STREAM,    /* O_DIRECT where the file system has it, else
-                                 * cached: a restore reads every byte once */
-} kvmsaveImageIO;
-
-/* Open @path, read and check header and trailer; or, for an image of
- * stock libvirt, its header and XML area (kvmsave_stock.h): its stream
- * then comes out of kvmsaveImageReadChunk in blocks, decoded. */
-kvmsaveImageReader *kvmsaveImageOpen(const char *path, kvmsaveImageIO io);
-void kvmsaveImageReaderFree(kvmsaveImageReader *r);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageReader, kvmsaveImageReaderFree);
-
-/* A reader of the chunks of stream @stream only, of @r's file (opened
- * again) and sharing its header (@r must outlive it). It still walks, and
- * checks the headers of, every chunk, and the totals against the trailer
- * at the end. */
-kvmsaveImageReader *kvmsaveImageReaderOpenStream(kvmsaveImageReader *r,
-                                                 unsigned int stream);
-/* Verifying and decoding workers (default: one per CPU, at most 4). */
-void kvmsaveImageReaderSetThreads(kvmsaveImageReader *r, size_t threads);
-const kvmsaveImageHeader *kvmsaveImageReaderHeader(kvmsaveImageReader *r);
-const kvmsaveImageTrailer *kvmsaveImageReaderTrailer(kvmsaveImageReader *r);
-/* Next chunk's raw payload, checked; returns 1 with data, 0 at the end
- * (after checking the totals against the trailer), -1 on error. The data
- * stays valid until the next call. The first call starts a thread that
- * reads ahead and workers that verify and decode chunks in parallel. */
-int kvmsaveImageReadChunk(kvmsaveImageReader *r,
-                          const unsigned char **data, size_t *len);
-/* The encoding the chunk read last was stored with, and its stream. */
-int kvmsaveImageReaderLastEncoding(kvmsaveImageReader *r);
-unsigned int kvmsaveImageReaderLastStream(kvmsaveImageReader *r);
-/* How far the chunk read last took the job: its bytes of QEMU's stream,
- * or for a stock image the bytes of the file read for them (the stream's
- * decoded size is known only at its end). */
-size_t kvmsaveImageReaderLastProgress(kvmsaveImageReader *r);
-/* The stock libvirt image @r reads, or NULL for a kvmsave image. */
-kvmsaveStockImage *kvmsaveImageReaderStock(kvmsaveImageReader *r);
-/* Read every chunk, checking all checksums. */
-int kvmsaveImageVerify(kvmsaveImageReader *r);
+/* Serialize @ch with its own checksum. */
+void kvmsaveImageChunkHeaderEncode(const kvmsaveImageChunkHeader *ch,
+                                   unsigned char buf[KVMSAVE_IMAGE_CHUNK_HEADER_LEN]);
+/* Check the magic and checksum of the header of chunk @index at offset
+ * @off of image @what, and parse it. Its fields are checked against the
+ * image by the reader. */
+int kvmsaveImageChunkHeaderDecode(const unsigned char buf[KVMSAVE_IMAGE_CHUNK_HEADER_LEN],
+                                  const char *what, uint64_t index, uint64_t off,
+                                  kvmsaveImageChunkHeader *ch);

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "kvmsave_recover.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_saveimage.h"

@@ -26,7 +26,7 @@
 #include "kvmsave_decompress.h"
 #include "kvmsave_event.h"
 #include "kvmsave_feed.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "kvmsave_incoming.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
@@ -67,7 +67,7 @@ kvmsaveRestoreOpen(const char *path, const char *dxml, int channels,
     g_autoptr(kvmsaveImageReader) r = NULL;
     g_autofree char *withCPU = NULL;
     const kvmsaveImageHeader *hdr;
-    kvmsaveStockImage *stock;
+    const char *cookie;
     const char *xml;
 
     if (!(r = kvmsaveImageOpen(path, (flags & VIR_DOMAIN_SAVE_BYPASS_CACHE) ?
@@ -80,8 +80,8 @@ kvmsaveRestoreOpen(const char *path, const char *dxml, int channels,
     xml = dxml ? dxml : hdr->xml;
     /* Stock libvirt starts QEMU with the CPU its save cookie keeps (the
      * CPU as QEMU ran it), whatever XML the restore is given. */
-    if ((stock = kvmsaveImageReaderStock(r)) && kvmsaveStockImageInfo(stock)->cookie) {
-        if (!(withCPU = kvmsaveXMLWithCookieCPU(xml, kvmsaveStockImageInfo(stock)->cookie)))
+    if ((cookie = kvmsaveImageReaderCookie(r))) {
+        if (!(withCPU = kvmsaveXMLWithCookieCPU(xml, cookie)))
             return -1;
         xml = withCPU;
     }
@@ -349,12 +349,12 @@ static bool
 kvmsaveRestoreFeedError(kvmsaveRestore *r, bool failed, bool loading,
                         virErrorPtr *saved)
 {
-    kvmsaveStockImage *stock = kvmsaveImageReaderStock(r->reader);
     bool cancelled = kvmsaveJobIsCancelled(r->job);
     bool writing = false;
     virErrorPtr err = kvmsaveFeedFree(g_steal_pointer(&r->feed), &writing);
-    bool stockLoadFailed = failed && loading && stock &&
-        kvmsaveStockImageInfo(stock)->decoded > 0 &&
+    bool stockLoadFailed = failed && loading &&
+        !kvmsaveImageReaderChecksummed(r->reader) &&
+        kvmsaveImageReaderStreamRead(r->reader) > 0 &&
         (!err || writing) && !cancelled;
 
     if (err && failed && !cancelled && (!writing || !*saved)) {
@@ -374,7 +374,6 @@ kvmsaveRestoreFeedError(kvmsaveRestore *r, bool failed, bool loading,
 static virDomainPtr
 kvmsaveRestoreViaStock(kvmsaveRestore *r)
 {
-    kvmsaveStockImage *stock = kvmsaveImageReaderStock(r->reader);
     g_autoptr(kvmsaveMultifd) dir = NULL;
     g_autofree unsigned char *head = NULL;
     const char *fifo;
@@ -382,7 +381,7 @@ kvmsaveRestoreViaStock(kvmsaveRestore *r)
     int rc;
 
     if (!(head = kvmsaveStockHeaderFormat(KVMSAVE_STOCK_MAGIC, r->startxml,
-                                          stock ? kvmsaveStockImageInfo(stock)->cookie : NULL,
+                                          kvmsaveImageReaderCookie(r->reader),
                                           r->hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING,
                                           KVMSAVE_COMPRESS_RAW, 0, &headLen)) ||
         !(dir = kvmsaveMultifdNewPrivate()))

@@ -23,7 +23,7 @@
 #include "kvmsave_saveimage.h"
 #include "kvmsave_args.h"
 #include "kvmsave_event.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagewriter.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
 #include "kvmsave_monitor.h"

@@ -18,9 +18,8 @@
 #include "tempname.h"
 
 #include "kvmsave_saveimage.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "kvmsave_job.h"
-#include "kvmsave_stock.h"
 #include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -80,50 +79,6 @@ kvmsaveCommitTemp(const char *tmppath, const char *path)
 }
 
 
-/* A kvmsave image again, in @fd: @reader's header with @xml and @running,
- * every chunk copied after being checked, in the encoding it had. */
-static int
-kvmsaveSaveImageCopy(kvmsaveImageReader *reader, int fd, const char *tmppath,
-                     const char *xml, bool running)
-{
-    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
-    g_autoptr(kvmsaveImageWriter) writer = NULL;
-    const kvmsaveImageHeader *old = kvmsaveImageReaderHeader(reader);
-    const unsigned char *data;
-    size_t len;
-    int rc;
-
-    memcpy(hdr->uuid, old->uuid, VIR_UUID_BUFLEN);
-    hdr->created = old->created;
-    hdr->chunkSize = old->chunkSize;
-    hdr->streams = old->streams;
-    hdr->flags = old->flags & ~KVMSAVE_IMAGE_FLAG_RUNNING;
-    if (running)
-        hdr->flags |= KVMSAVE_IMAGE_FLAG_RUNNING;
-    hdr->xml = g_strdup(xml);
-    hdr->name = g_strdup(old->name);
-    hdr->qemuVersion = g_strdup(old->qemuVersion);
-    hdr->machine = g_strdup(old->machine);
-    hdr->hostCPU = g_strdup(old->hostCPU);
-    hdr->disks = g_strdup(old->disks);
-    hdr->producer = g_strdup(old->producer);
-
-    writer = kvmsaveImageWriterNew(fd, tmppath, false);
-    if (kvmsaveImageWriteHeader(writer, hdr) < 0)
-        return -1;
-    while ((rc = kvmsaveImageReadChunk(reader, &data, &len)) > 0) {
-        /* Each chunk keeps the encoding it had. */
-        kvmsaveImageWriterSetFormat(writer, kvmsaveImageReaderLastEncoding(reader));
-        if (kvmsaveImageWriteChunk(writer, kvmsaveImageReaderLastStream(reader),
-                                   data, len) < 0)
-            return -1;
-    }
-    if (rc < 0 || kvmsaveImageWriterFinish(writer) < 0)
-        return -1;
-    return 0;
-}
-
-
 int
 kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
 {
@@ -131,7 +86,6 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
     g_autofree char *tmppath = NULL;
     g_autofree char *xml = NULL;
     const kvmsaveImageHeader *old;
-    kvmsaveStockImage *stock;
     VIR_AUTOCLOSE fd = -1;
     kvmsaveJob *job;
     bool running;
@@ -159,9 +113,7 @@ kvmsaveSaveImageDefine(const char *path, const char *dxml, unsigned int flags)
      * libvirt rewrites it in place). */
     if ((fd = kvmsaveCreateTemp(path, false, &tmppath)) < 0)
         goto cleanup;
-    if ((stock = kvmsaveImageReaderStock(reader)) ?
-        kvmsaveStockImageWrite(stock, fd, tmppath, xml, running) < 0 :
-        kvmsaveSaveImageCopy(reader, fd, tmppath, xml, running) < 0)
+    if (kvmsaveImageReaderRewrite(reader, fd, tmppath, xml, running) < 0)
         goto cleanup;
     if (VIR_CLOSE(fd) < 0) {
         virReportSystemError(errno, _("cannot close save image '%s'"), tmppath);

@@ -79,7 +79,7 @@ kvmsaveStockImageFree(kvmsaveStockImage *s)
 
 /* The domain's identity, from the XML: stock images keep nothing else. */
 static int
-stockHeaderFromXML(kvmsaveImageHeader *hdr, const char *what)
+kvmsaveStockHeaderFromXML(kvmsaveImageHeader *hdr, const char *what)
 {
     g_autofree char *uuid = NULL;
 
@@ -204,7 +204,7 @@ kvmsaveStockHeaderDecode(const unsigned char *buf, size_t len,
     s->hdr->chunkSize = KVMSAVE_STOCK_BUFSIZE;
     s->hdr->flags = f[2] ? KVMSAVE_IMAGE_FLAG_RUNNING : 0;
     s->hdr->xml = g_strdup(area);
-    if (stockHeaderFromXML(s->hdr, what) < 0)
+    if (kvmsaveStockHeaderFromXML(s->hdr, what) < 0)
         return -1;
 
     *ret = g_steal_pointer(&s);
@@ -215,8 +215,8 @@ kvmsaveStockHeaderDecode(const unsigned char *buf, size_t len,
 /* Read [off, off + len) of the file; returns the bytes read, fewer only
  * at its end. */
 static ssize_t
-stockPread(int fd, bool direct, const char *path, unsigned char *buf,
-           size_t len, uint64_t off)
+kvmsaveStockPread(int fd, bool direct, const char *path, unsigned char *buf,
+                  size_t len, uint64_t off)
 {
     ssize_t n = kvmsaveReadAt(fd, buf, len, off, direct);
 
@@ -243,7 +243,7 @@ kvmsaveStockImageOpen(int fd, bool direct, const char *path, uint64_t fileSize,
         ssize_t n;
 
         more = kvmsaveAlignedAlloc(size);
-        if ((n = stockPread(fd, direct, path, more, size, 0)) < 0) {
+        if ((n = kvmsaveStockPread(fd, direct, path, more, size, 0)) < 0) {
             free(more);
             return NULL;
         }
@@ -292,7 +292,7 @@ kvmsaveStockImageLastProgress(kvmsaveStockImage *s)
 
 /* The file offset of the next byte of input. */
 static unsigned long long
-stockInputOffset(kvmsaveStockImage *s)
+kvmsaveStockInputOffset(kvmsaveStockImage *s)
 {
     return s->readPos - s->inAvail;
 }
@@ -300,7 +300,7 @@ stockInputOffset(kvmsaveStockImage *s)
 
 /* Refill the (empty) input: 1, or 0 at the end of the file. */
 static int
-stockFill(kvmsaveStockImage *s)
+kvmsaveStockFill(kvmsaveStockImage *s)
 {
     uint64_t start = s->readPos;
     size_t skip;
@@ -316,8 +316,8 @@ stockFill(kvmsaveStockImage *s)
         s->dropped = start;
     }
 #endif
-    if ((n = stockPread(s->fd, s->direct, s->path, s->in,
-                        KVMSAVE_STOCK_BUFSIZE, start)) < 0)
+    if ((n = kvmsaveStockPread(s->fd, s->direct, s->path, s->in,
+                               KVMSAVE_STOCK_BUFSIZE, start)) < 0)
         return -1;
     skip = start < s->info.streamOffset ? s->info.streamOffset - start : 0;
     if (n <= skip) {
@@ -332,11 +332,11 @@ stockFill(kvmsaveStockImage *s)
 
 
 static int
-stockReadRaw(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
+kvmsaveStockReadRaw(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
 {
     int rc;
 
-    if (s->inAvail == 0 && (rc = stockFill(s)) <= 0)
+    if (s->inAvail == 0 && (rc = kvmsaveStockFill(s)) <= 0)
         return rc;
     *data = s->inNext;
     *len = s->inAvail;
@@ -348,7 +348,7 @@ stockReadRaw(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
 
 
 static int
-stockReadDecoded(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
+kvmsaveStockReadDecoded(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
 {
     const char *name = kvmsaveCompressToString(s->info.compressed);
     size_t produced = 0;
@@ -361,7 +361,7 @@ stockReadDecoded(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
         const char *why = NULL;
         int rc;
 
-        if (s->inAvail == 0 && stockFill(s) < 0)
+        if (s->inAvail == 0 && kvmsaveStockFill(s) < 0)
             return -1;
         in = s->inNext;
         inLen = s->inAvail;
@@ -377,7 +377,7 @@ stockReadDecoded(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
             if (s->inAvail == 0 && s->readPos >= s->fileSize) {
                 virReportError(VIR_ERR_OPERATION_FAILED,
                                _("save image '%s' of stock libvirt is truncated: its %s stream ends early, at offset %llu (the file was cut short)"),
-                               s->path, name, stockInputOffset(s));
+                               s->path, name, kvmsaveStockInputOffset(s));
                 return -1;
             }
             if (s->inAvail > 0) {
@@ -388,7 +388,7 @@ stockReadDecoded(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
         if (rc < 0) {
             virReportError(VIR_ERR_OPERATION_FAILED,
                            _("save image '%s' of stock libvirt is damaged: its %s stream does not decompress near offset %llu (%s)"),
-                           s->path, name, stockInputOffset(s), _(why));
+                           s->path, name, kvmsaveStockInputOffset(s), _(why));
             return -1;
         }
         if (rc > 0) {
@@ -396,7 +396,7 @@ stockReadDecoded(kvmsaveStockImage *s, const unsigned char **data, size_t *len)
             if (s->inAvail > 0 || s->readPos < s->fileSize) {
                 virReportError(VIR_ERR_OPERATION_FAILED,
                                _("save image '%s' of stock libvirt is damaged: data follows the end of its %s stream at offset %llu"),
-                               s->path, name, stockInputOffset(s));
+                               s->path, name, kvmsaveStockInputOffset(s));
                 return -1;
             }
             s->streamEnded = true;
@@ -424,7 +424,7 @@ kvmsaveStockImageRead(kvmsaveStockImage *s,
         return 0;
 
     s->lastProgress = 0;
-    rc = s->dec ? stockReadDecoded(s, data, len) : stockReadRaw(s, data, len);
+    rc = s->dec ? kvmsaveStockReadDecoded(s, data, len) : kvmsaveStockReadRaw(s, data, len);
     /* Without checksums, the stream's own magic is the one check before
      * QEMU sees a byte. */
     if (rc == 0 && s->info.decoded == 0) {
@@ -453,7 +453,7 @@ kvmsaveStockImageRead(kvmsaveStockImage *s,
 /* Copy the stored stream to the end of @fd: in the kernel where the file
  * system can (no bytes through this process), else through a buffer. */
 static int
-stockCopyStream(kvmsaveStockImage *s, int fd, const char *path)
+kvmsaveStockCopyStream(kvmsaveStockImage *s, int fd, const char *path)
 {
     loff_t in = s->info.streamOffset;
     uint64_t left = s->info.streamSize;
@@ -556,7 +556,7 @@ kvmsaveStockImageWrite(kvmsaveStockImage *s, int fd, const char *path,
         kvmsaveReportWriteError(errno, path);
         return -1;
     }
-    if (stockCopyStream(s, fd, path) < 0)
+    if (kvmsaveStockCopyStream(s, fd, path) < 0)
         return -1;
     if (pwrite(fd, KVMSAVE_STOCK_MAGIC, KVMSAVE_STOCK_MAGIC_LEN, 0) !=
         KVMSAVE_STOCK_MAGIC_LEN) {
@@ -570,3 +570,67 @@ kvmsaveStockImageWrite(kvmsaveStockImage *s, int fd, const char *path,
     }
     return 0;
 }
+
+
+static void *
+kvmsaveStockBackendOpen(kvmsaveImageFile *f, const unsigned char *buf,
+                        size_t len, kvmsaveImageHeader **hdr,
+                        kvmsaveImageTrailer *tr)
+{
+    kvmsaveStockImage *s = kvmsaveStockImageOpen(f->fd, f->direct, f->path,
+                                                 f->size, buf, len, hdr, tr);
+
+    /* Stock images record no time of their own. */
+    if (s)
+        tr->completed = f->mtime;
+    return s;
+}
+
+
+static void
+kvmsaveStockBackendFree(void *data)
+{
+    kvmsaveStockImageFree(data);
+}
+
+
+static int
+kvmsaveStockBackendRead(void *data, const unsigned char **buf, size_t *len)
+{
+    return kvmsaveStockImageRead(data, buf, len);
+}
+
+
+static size_t
+kvmsaveStockBackendLastProgress(void *data)
+{
+    return kvmsaveStockImageLastProgress(data);
+}
+
+
+static const char *
+kvmsaveStockBackendCookie(void *data)
+{
+    return kvmsaveStockImageInfo(data)->cookie;
+}
+
+
+/* A stock image stays one (where stock libvirt rewrites it in place). */
+static int
+kvmsaveStockBackendRewrite(void *data, int fd, const char *path,
+                           const char *xml, bool running)
+{
+    return kvmsaveStockImageWrite(data, fd, path, xml, running);
+}
+
+
+const kvmsaveImageBackend kvmsaveStockBackend = {
+    .checksummed = false,
+    .probe = kvmsaveStockImageProbe,
+    .open = kvmsaveStockBackendOpen,
+    .free = kvmsaveStockBackendFree,
+    .read = kvmsaveStockBackendRead,
+    .lastProgress = kvmsaveStockBackendLastProgress,
+    .cookie = kvmsaveStockBackendCookie,
+    .rewrite = kvmsaveStockBackendRewrite,
+};

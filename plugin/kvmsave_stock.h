@@ -7,14 +7,14 @@
  * libvirt's own save writes a 92-byte header ("LibvirtQemudSave", host
  * byte order), an area with the domain XML and the save cookie, then
  * QEMU's migration stream, raw or through an external compressor
- * (qemu.conf's save_image_format). The image reader (kvmsave_image.c)
- * opens such a file through this module and hands out its decoded stream
- * in blocks, as it does a kvmsave image's chunks, so the restore engine
- * restores both alike.
+ * (qemu.conf's save_image_format). This module is the image reader's
+ * backend for them (kvmsaveStockBackend, kvmsave_imagebackend.h): the
+ * reader hands out their decoded stream in blocks, as it does a kvmsave
+ * image's chunks, so the restore engine restores both alike.
  */
 #pragma once
 
-#include "kvmsave_image.h"
+#include "kvmsave_imagebackend.h"
 
 #define KVMSAVE_STOCK_MAGIC "LibvirtQemudSave"
 /* What stock libvirt writes until the save is complete. */
@@ -22,6 +22,8 @@
 #define KVMSAVE_STOCK_MAGIC_LEN 16
 #define KVMSAVE_STOCK_HEADER_LEN 92
 #define KVMSAVE_STOCK_VERSION 2
+
+typedef struct _kvmsaveStockImage kvmsaveStockImage;
 
 /* What the header says, and how far the stream was read. */
 typedef struct _kvmsaveStockInfo kvmsaveStockInfo;

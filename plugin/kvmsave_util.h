@@ -12,7 +12,7 @@
 uint32_t kvmsaveCrc32c(uint32_t crc, const void *buf, size_t len);
 
 /* @size bytes aligned for O_DIRECT (4096); aborts on OOM as g_malloc
- * does. Free with free(). */
+ * does. Free with free(), or g_free() (GLib allocates with malloc). */
 unsigned char *kvmsaveAlignedAlloc(size_t size);
 
 /* Read [off, off + len) of @fd, retrying after signals and short reads

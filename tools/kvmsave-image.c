@@ -18,7 +18,7 @@
 #include <stdlib.h>
 
 #include "kvmsave_decompress.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "kvmsave_preflight.h"
 #include "kvmsave_stock.h"
 #include "virerror.h"
@@ -158,7 +158,7 @@ main(int argc, char **argv)
         printError(file);
         return 1;
     }
-    stock = kvmsaveImageReaderStock(r);
+    stock = kvmsaveImageReaderBackendData(r, &kvmsaveStockBackend);
     if (STREQ(cmd, "info")) {
         if (stock)
             printStockInfo(r, stock);

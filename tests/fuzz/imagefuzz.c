@@ -21,7 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "virerror.h"
 #include "libvirt/libvirt.h"
 
@@ -39,7 +39,7 @@ fuzzReadAll(kvmsaveImageReader *r)
 
     /* A stock libvirt image has its one stream only. */
     for (s = 0; s < hdr->streams && s < FUZZ_STREAMS_MAX &&
-         !kvmsaveImageReaderStock(r); s++) {
+         !kvmsaveImageReaderBackendData(r, &kvmsaveStockBackend); s++) {
         g_autoptr(kvmsaveImageReader) sr = kvmsaveImageReaderOpenStream(r, s);
 
         if (sr)

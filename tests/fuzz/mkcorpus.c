@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <gio/gio.h>
 
-#include "kvmsave_image.h"
+#include "kvmsave_imagewriter.h"
 #include "kvmsave_stock.h"
 #include "virerror.h"
 #include "viruuid.h"

@@ -107,7 +107,7 @@ def test_leak_check_can_fail():
     assert len(kvmsave_problems(log)) == 1
     access = ('==1== Invalid read of size 4\n'
               '==1==    at 0x1: memcpy (vg_replace_strmem.c:1)\n'
-              '==1==    by 0x2: kvmsaveImageReadChunk (kvmsave_image.c:5)\n'
+              '==1==    by 0x2: kvmsaveImageReadChunk (kvmsave_imagereader.c:5)\n'
               '==1== \n'
               '==1== Syscall param bpf(attr->value) points to unaddressable byte(s)\n'
               '==1==    at 0x1: syscall (syscall.S:38)\n'

@@ -1,6 +1,7 @@
 /*
- * imagetest.c: unit tests of the kvmsave save-image format
- * (kvmsave_image.c) and of kvmsaveCrc32c (kvmsave_util.c)
+ * imagetest.c: unit tests of the kvmsave save-image format, its codec,
+ * writer and reader (kvmsave_image.c, kvmsave_imagewriter.c,
+ * kvmsave_imagereader.c) and of kvmsaveCrc32c (kvmsave_util.c)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
@@ -23,7 +24,9 @@
 
 #include "testutil.h"
 #include "scratch.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagepriv.h"
+#include "kvmsave_imagereaderpriv.h"
+#include "kvmsave_imagewriterpriv.h"
 #include "kvmsave_util.h"
 #include "viruuid.h"
 

@@ -1,6 +1,6 @@
 /*
  * stocktest.c: unit tests of the reader of stock libvirt's save images
- * (kvmsave_stock.c, kvmsave_decompress.c, through kvmsave_image.c)
+ * (kvmsave_stock.c, kvmsave_decompress.c, through kvmsave_imagereader.c)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
@@ -18,7 +18,7 @@
 #include "testutil.h"
 #include "scratch.h"
 #include "kvmsave_decompress.h"
-#include "kvmsave_image.h"
+#include "kvmsave_imagereader.h"
 #include "kvmsave_stock.h"
 #include "virfile.h"
 #include "viruuid.h"
@@ -41,6 +41,14 @@
 
 /* QEMU's stream as far as the reader cares: its magic, then @len bytes
  * that compress somewhat (text, zero runs and noise, as guest RAM). */
+/* The stock image @r reads, or NULL. */
+static kvmsaveStockImage *
+stockOf(kvmsaveImageReader *r)
+{
+    return kvmsaveImageReaderBackendData(r, &kvmsaveStockBackend);
+}
+
+
 static GByteArray *
 makeStream(size_t len)
 {
@@ -244,7 +252,7 @@ START_TEST(test_reads_each_compression)
     /* The restore's way: direct where the file system allows it. */
     r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_STREAM);
     ck_assert_msg(r, "%s", virGetLastErrorMessage());
-    ck_assert(kvmsaveImageReaderStock(r) != NULL);
+    ck_assert(stockOf(r) != NULL);
     hdr = kvmsaveImageReaderHeader(r);
     virUUIDFormat(hdr->uuid, uuid);
     ck_assert_str_eq(uuid, UUID_STR);
@@ -254,7 +262,7 @@ START_TEST(test_reads_each_compression)
     ck_assert_uint_eq(hdr->flags, KVMSAVE_IMAGE_FLAG_RUNNING);
     ck_assert_uint_eq(hdr->streams, 1);
 
-    info = kvmsaveStockImageInfo(kvmsaveImageReaderStock(r));
+    info = kvmsaveStockImageInfo(stockOf(r));
     ck_assert_uint_eq(info->version, 2);
     ck_assert(!info->swapped);
     ck_assert_int_eq(info->compressed, format);
@@ -323,9 +331,9 @@ START_TEST(test_reads_version_1_and_the_other_byte_order)
 
         ck_assert_msg(r, "%s", virGetLastErrorMessage());
         ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->flags, 0);
-        ck_assert_int_eq(kvmsaveStockImageInfo(kvmsaveImageReaderStock(r))->compressed,
+        ck_assert_int_eq(kvmsaveStockImageInfo(stockOf(r))->compressed,
                          KVMSAVE_COMPRESS_RAW);
-        ck_assert(kvmsaveStockImageInfo(kvmsaveImageReaderStock(r))->cookie == NULL);
+        ck_assert(kvmsaveStockImageInfo(stockOf(r))->cookie == NULL);
         assertReadsBack(r, stream);
     }
 
@@ -337,7 +345,7 @@ START_TEST(test_reads_version_1_and_the_other_byte_order)
         const kvmsaveStockInfo *info;
 
         ck_assert_msg(r, "%s", virGetLastErrorMessage());
-        info = kvmsaveStockImageInfo(kvmsaveImageReaderStock(r));
+        info = kvmsaveStockImageInfo(stockOf(r));
         ck_assert(info->swapped);
         ck_assert_str_eq(info->cookie, COOKIE);
         ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->flags, KVMSAVE_IMAGE_FLAG_RUNNING);
@@ -519,7 +527,7 @@ START_TEST(test_write_keeps_format_cookie_and_stream)
     size_t i;
 
     ck_assert(r);
-    oldDataLen = kvmsaveStockImageInfo(kvmsaveImageReaderStock(r))->dataLen;
+    oldDataLen = kvmsaveStockImageInfo(stockOf(r))->dataLen;
 
     /* XML that fits: the area keeps its size, as stock libvirt does. */
     {
@@ -531,11 +539,11 @@ START_TEST(test_write_keeps_format_cookie_and_stream)
         uint32_t f[5];
 
         ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(kvmsaveStockImageWrite(kvmsaveImageReaderStock(r), fd, small,
+        ck_assert_int_eq(kvmsaveStockImageWrite(stockOf(r), fd, small,
                                                 DOMAIN_XML, false), 0);
         n = kvmsaveImageOpen(small, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_msg(n, "%s", virGetLastErrorMessage());
-        info = kvmsaveStockImageInfo(kvmsaveImageReaderStock(n));
+        info = kvmsaveStockImageInfo(stockOf(n));
         ck_assert_uint_eq(info->dataLen, oldDataLen);
         ck_assert_int_eq(info->compressed, KVMSAVE_COMPRESS_LZOP);
         ck_assert_str_eq(info->cookie, COOKIE);
@@ -561,14 +569,14 @@ START_TEST(test_write_keeps_format_cookie_and_stream)
         g_autoptr(kvmsaveImageReader) n = NULL;
 
         ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(kvmsaveStockImageWrite(kvmsaveImageReaderStock(r), fd, big,
+        ck_assert_int_eq(kvmsaveStockImageWrite(stockOf(r), fd, big,
                                                 bigXML, true), 0);
         n = kvmsaveImageOpen(big, KVMSAVE_IMAGE_IO_CACHED);
         ck_assert_msg(n, "%s", virGetLastErrorMessage());
         ck_assert_str_eq(kvmsaveImageReaderHeader(n)->xml, bigXML);
-        ck_assert_uint_gt(kvmsaveStockImageInfo(kvmsaveImageReaderStock(n))->dataLen,
+        ck_assert_uint_gt(kvmsaveStockImageInfo(stockOf(n))->dataLen,
                           strlen(bigXML));
-        ck_assert_str_eq(kvmsaveStockImageInfo(kvmsaveImageReaderStock(n))->cookie, COOKIE);
+        ck_assert_str_eq(kvmsaveStockImageInfo(stockOf(n))->cookie, COOKIE);
         ck_assert_uint_eq(kvmsaveImageReaderHeader(n)->flags, KVMSAVE_IMAGE_FLAG_RUNNING);
         assertReadsBack(n, stream);
     }

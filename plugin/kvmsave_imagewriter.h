@@ -1,0 +1,43 @@
+/*
+ * kvmsave_imagewriter.h: writing a kvmsave save image
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * The caller fills chunk buffers with QEMU's stream; workers encode and
+ * checksum them in parallel; a writer thread puts them on disk in order,
+ * through an aligned buffer where O_DIRECT needs one.
+ */
+#pragma once
+
+#include "kvmsave_image.h"
+
+typedef struct _kvmsaveImageWriter kvmsaveImageWriter;
+
+kvmsaveImageWriter *kvmsaveImageWriterNew(int fd, const char *path,
+                                          bool direct);
+void kvmsaveImageWriterFree(kvmsaveImageWriter *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveImageWriter, kvmsaveImageWriterFree);
+
+/* Encode the chunks that follow with @format (KVMSAVE_IMAGE_ENCODING_*); a
+ * chunk that does not shrink is stored raw. */
+void kvmsaveImageWriterSetFormat(kvmsaveImageWriter *w, int format);
+int kvmsaveImageWriteHeader(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr);
+/* The buffer for the next chunk's raw bytes (KVMSAVE_IMAGE_CHUNK_MAX
+ * long), waiting while the disk is behind; NULL with an error when writing
+ * failed. The same buffer is returned until it is queued. */
+unsigned char *kvmsaveImageWriterNextBuffer(kvmsaveImageWriter *w);
+/* Queue the first @len bytes of that buffer as the next chunk. Workers
+ * encode chunks in parallel and a writer thread puts them on disk in
+ * order; a failure there shows in a later call. */
+int kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len);
+/* NextBuffer, a copy of @data, Queue, as a chunk of stream @stream.
+ * Callers in several threads may call this at once (and only this). */
+int kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
+                           const void *data, size_t len);
+/* Have Finish write @hdr over the header written first: a header known
+ * only once QEMU is done (the disks as it left them). It must encode to
+ * the same size; the header is then kept by the caller until Finish. */
+int kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
+                                    kvmsaveImageHeader *hdr);
+/* Wait for every queued chunk, write padding and trailer, fdatasync. */
+int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
