@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include "kvmsave_decompress.h"
+#include "virendian.h"
 
 /* Decoder memory for xz (xz -9 needs 65 MiB). */
 #define KVMSAVE_XZ_MEMLIMIT (256ULL * 1024 * 1024)
@@ -272,18 +273,10 @@ kvmsaveDecompressXz(lzma_stream *xz, const unsigned char **in, size_t *inLen,
 }
 
 
-static uint32_t
-getBE32(const unsigned char *p)
-{
-    return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-        ((uint32_t) p[2] << 8) | p[3];
-}
-
-
 /* Gather input until @need bytes are there; false when the input ran out
  * first (all of it taken). */
 static bool
-lzopGather(kvmsaveLzop *l, const unsigned char **in, size_t *inLen, size_t need)
+kvmsaveLzopGather(kvmsaveLzop *l, const unsigned char **in, size_t *inLen, size_t need)
 {
     size_t n;
 
@@ -306,7 +299,7 @@ lzopGather(kvmsaveLzop *l, const unsigned char **in, size_t *inLen, size_t need)
 /* The length of the header that begins with the @len bytes at @p, or as
  * much of it as those bytes tell (more may then be needed). */
 static size_t
-lzopHeaderLen(const unsigned char *p, size_t len)
+kvmsaveLzopHeaderLen(const unsigned char *p, size_t len)
 {
     size_t n = sizeof(lzopMagic) + 2;
     unsigned int version;
@@ -321,7 +314,7 @@ lzopHeaderLen(const unsigned char *p, size_t len)
     if (len < n)
         return n;
     /* [filter], mode, mtime low, [mtime high], name length */
-    n += (getBE32(p + n - 4) & LZOP_F_H_FILTER ? 4 : 0) + 4 + 4 +
+    n += (virReadBufInt32BE(p + n - 4) & LZOP_F_H_FILTER ? 4 : 0) + 4 + 4 +
         (v940 ? 4 : 0) + 1;
     if (len < n)
         return n;
@@ -332,7 +325,7 @@ lzopHeaderLen(const unsigned char *p, size_t len)
 
 /* The header, complete in l->gather: check it as lzop does. */
 static int
-lzopParseHeader(kvmsaveLzop *l, size_t len, const char **why)
+kvmsaveLzopParseHeader(kvmsaveLzop *l, size_t len, const char **why)
 {
     const unsigned char *p = l->gather;
     unsigned int version = (p[9] << 8) | p[10];
@@ -359,9 +352,9 @@ lzopParseHeader(kvmsaveLzop *l, size_t len, const char **why)
     }
     method = p[off];
     off += version >= 0x0940 ? 2 : 1;
-    l->flags = getBE32(p + off);
+    l->flags = virReadBufInt32BE(p + off);
 
-    sum = getBE32(p + len - 4);
+    sum = virReadBufInt32BE(p + len - 4);
     if (sum != (l->flags & LZOP_F_H_CRC32 ?
                 crc32(0, p + 9, len - 13) : adler32(1, p + 9, len - 13))) {
         *why = N_("lzop header checksum mismatch");
@@ -382,13 +375,13 @@ lzopParseHeader(kvmsaveLzop *l, size_t len, const char **why)
 /* The block header (lengths, then the checksums the flags ask for), at
  * least 8 bytes of it in l->gather: its length, or -1. */
 static int
-lzopParseBlockHead(kvmsaveLzop *l, const char **why)
+kvmsaveLzopParseBlockHead(kvmsaveLzop *l, const char **why)
 {
     const unsigned char *p = l->gather;
     size_t n = 8;
 
-    l->dstLen = getBE32(p);
-    l->srcLen = getBE32(p + 4);
+    l->dstLen = virReadBufInt32BE(p);
+    l->srcLen = virReadBufInt32BE(p + 4);
     if (l->dstLen == 0)
         return 4;
     if (l->dstLen > LZOP_BLOCK_MAX || l->srcLen == 0 || l->srcLen > l->dstLen) {
@@ -404,31 +397,31 @@ lzopParseBlockHead(kvmsaveLzop *l, const char **why)
 
 /* l->gather holds the whole block header: its checksums. */
 static void
-lzopTakeBlockSums(kvmsaveLzop *l)
+kvmsaveLzopTakeBlockSums(kvmsaveLzop *l)
 {
     const unsigned char *p = l->gather + 8;
 
     if (l->flags & LZOP_F_ADLER32_D) {
-        l->adlerD = getBE32(p);
+        l->adlerD = virReadBufInt32BE(p);
         p += 4;
     }
     if (l->flags & LZOP_F_CRC32_D) {
-        l->crcD = getBE32(p);
+        l->crcD = virReadBufInt32BE(p);
         p += 4;
     }
     if (l->srcLen < l->dstLen && (l->flags & LZOP_F_ADLER32_C)) {
-        l->adlerC = getBE32(p);
+        l->adlerC = virReadBufInt32BE(p);
         p += 4;
     }
     if (l->srcLen < l->dstLen && (l->flags & LZOP_F_CRC32_C))
-        l->crcC = getBE32(p);
+        l->crcC = virReadBufInt32BE(p);
 }
 
 
 /* The block's data, complete in l->gather: checked, decoded into
  * l->block, checked again. */
 static int
-lzopDecodeBlock(kvmsaveLzop *l, const char **why)
+kvmsaveLzopDecodeBlock(kvmsaveLzop *l, const char **why)
 {
     const unsigned char *src = l->gather;
     lzo_uint n = l->dstLen;
@@ -474,11 +467,11 @@ kvmsaveDecompressLzop(kvmsaveLzop *l, const unsigned char **in, size_t *inLen,
         switch (l->state) {
         case LZOP_HEADER:
             /* Its length shows as its fields arrive. */
-            while ((need = lzopHeaderLen(l->gather, l->gatherLen)) > l->gatherLen) {
-                if (!lzopGather(l, in, inLen, need))
+            while ((need = kvmsaveLzopHeaderLen(l->gather, l->gatherLen)) > l->gatherLen) {
+                if (!kvmsaveLzopGather(l, in, inLen, need))
                     return 0;
             }
-            if (lzopParseHeader(l, need, why) < 0)
+            if (kvmsaveLzopParseHeader(l, need, why) < 0)
                 return -1;
             l->gatherLen = 0;
             l->state = l->flags & LZOP_F_H_EXTRA_FIELD ? LZOP_EXTRA : LZOP_BLOCK_HEAD;
@@ -486,16 +479,16 @@ kvmsaveDecompressLzop(kvmsaveLzop *l, const unsigned char **in, size_t *inLen,
 
         case LZOP_EXTRA:
             /* Not used by lzop yet: its length, bytes and checksum. */
-            if (!lzopGather(l, in, inLen, 4))
+            if (!kvmsaveLzopGather(l, in, inLen, 4))
                 return 0;
-            need = 4 + (size_t) getBE32(l->gather) + 4;
+            need = 4 + (size_t) virReadBufInt32BE(l->gather) + 4;
             if (need > LZOP_BLOCK_MAX) {
                 *why = N_("lzop header extra field too long");
                 return -1;
             }
-            if (!lzopGather(l, in, inLen, need))
+            if (!kvmsaveLzopGather(l, in, inLen, need))
                 return 0;
-            if (getBE32(l->gather + need - 4) !=
+            if (virReadBufInt32BE(l->gather + need - 4) !=
                 (l->flags & LZOP_F_H_CRC32 ? crc32(0, l->gather, need - 4) :
                  adler32(1, l->gather, need - 4))) {
                 *why = N_("lzop header checksum mismatch");
@@ -506,29 +499,29 @@ kvmsaveDecompressLzop(kvmsaveLzop *l, const unsigned char **in, size_t *inLen,
             break;
 
         case LZOP_BLOCK_HEAD:
-            if (!lzopGather(l, in, inLen, 4))
+            if (!kvmsaveLzopGather(l, in, inLen, 4))
                 return 0;
-            if (getBE32(l->gather) == 0) {
+            if (virReadBufInt32BE(l->gather) == 0) {
                 l->gatherLen = 0;
                 l->state = LZOP_END;
                 break;
             }
-            if (!lzopGather(l, in, inLen, 8))
+            if (!kvmsaveLzopGather(l, in, inLen, 8))
                 return 0;
-            if ((n = lzopParseBlockHead(l, why)) < 0)
+            if ((n = kvmsaveLzopParseBlockHead(l, why)) < 0)
                 return -1;
             l->headLen = n;
-            if (!lzopGather(l, in, inLen, l->headLen))
+            if (!kvmsaveLzopGather(l, in, inLen, l->headLen))
                 return 0;
-            lzopTakeBlockSums(l);
+            kvmsaveLzopTakeBlockSums(l);
             l->gatherLen = 0;
             l->state = LZOP_BLOCK_DATA;
             break;
 
         case LZOP_BLOCK_DATA:
-            if (!lzopGather(l, in, inLen, l->srcLen))
+            if (!kvmsaveLzopGather(l, in, inLen, l->srcLen))
                 return 0;
-            if (lzopDecodeBlock(l, why) < 0)
+            if (kvmsaveLzopDecodeBlock(l, why) < 0)
                 return -1;
             l->gatherLen = 0;
             l->state = LZOP_OUTPUT;
