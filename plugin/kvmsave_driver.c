@@ -334,9 +334,6 @@ kvmsaveDomainCreateWithFiles(virDomainPtr dom, unsigned int nfiles,
 }
 
 
-/* A restored guest's live XML carries kvmsave's "-incoming defer"; a
- * definition made from it must not, or the next plain start would wait
- * for a migration forever. */
 /* A define replaces the definition of the guest with the XML's UUID, or
  * else of the guest with its name: neither may be saved or restored now.
  * XML that does not parse is left to the inner driver to refuse. */
@@ -358,6 +355,9 @@ kvmsaveDefineCheckIdle(kvmsaveConn *priv, const char *xml)
 }
 
 
+/* A restored guest's live XML carries kvmsave's "-incoming defer"; a
+ * definition made from it must not, or the next plain start would wait
+ * for a migration forever. */
 static virDomainPtr
 kvmsaveDomainDefineXMLFlags(virConnectPtr conn, const char *xml,
                             unsigned int flags)
