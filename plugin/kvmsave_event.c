@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include "kvmsave_event.h"
+#include "kvmsave_eventpriv.h"
 #include "kvmsave_conn.h"
 #include "domain_event.h"
 #include "object_event.h"
@@ -26,7 +27,6 @@ struct _kvmsaveEventRule {
     int newDetail;
     gint64 expires;
 };
-#define KVMSAVE_EVENT_RULE_LIFETIME (10 * G_USEC_PER_SEC)
 
 /* A callback ID given to the client: kvmsave's own or the inner driver's. */
 typedef struct _kvmsaveEventCallback kvmsaveEventCallback;
@@ -93,6 +93,22 @@ kvmsaveEventsFree(kvmsaveEvents *ev)
 
 
 void
+kvmsaveEventRulesAdd(GList **rules, gint64 now, const unsigned char *uuid,
+                     int type, int detail, int newType, int newDetail)
+{
+    kvmsaveEventRule *rule = g_new0(kvmsaveEventRule, 1);
+
+    memcpy(rule->uuid, uuid, VIR_UUID_BUFLEN);
+    rule->type = type;
+    rule->detail = detail;
+    rule->newType = newType;
+    rule->newDetail = newDetail;
+    rule->expires = now + KVMSAVE_EVENT_RULE_LIFETIME;
+    *rules = g_list_append(*rules, rule);
+}
+
+
+void
 kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
                     int newType, int newDetail)
 {
@@ -102,19 +118,11 @@ kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
     g_mutex_lock(&kvmsaveEventsLock);
     for (l = kvmsaveEventsAll; l; l = l->next) {
         kvmsaveEvents *ev = l->data;
-        kvmsaveEventRule *rule;
 
         if (ev->innerLifecycleID < 0)
             continue; /* nobody listens there */
-        rule = g_new0(kvmsaveEventRule, 1);
-
-        memcpy(rule->uuid, uuid, VIR_UUID_BUFLEN);
-        rule->type = type;
-        rule->detail = detail;
-        rule->newType = newType;
-        rule->newDetail = newDetail;
-        rule->expires = now + KVMSAVE_EVENT_RULE_LIFETIME;
-        ev->rules = g_list_append(ev->rules, rule);
+        kvmsaveEventRulesAdd(&ev->rules, now, uuid, type, detail,
+                             newType, newDetail);
     }
     g_mutex_unlock(&kvmsaveEventsLock);
 }
@@ -156,21 +164,18 @@ kvmsaveEventsForget(const unsigned char *uuid)
 }
 
 
-/* Apply the first matching rule to (*type, *detail); false to drop. */
-static bool
-kvmsaveEventsRewrite(kvmsaveEvents *ev, const unsigned char *uuid,
-                     int *type, int *detail)
+bool
+kvmsaveEventRulesApply(GList **rules, gint64 now, const unsigned char *uuid,
+                       int *type, int *detail)
 {
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
-    gint64 now = g_get_monotonic_time();
-    GList *l = ev->rules;
+    GList *l = *rules;
 
     while (l) {
         kvmsaveEventRule *rule = l->data;
         GList *next = l->next;
 
         if (rule->expires < now) {
-            ev->rules = g_list_delete_link(ev->rules, l);
+            *rules = g_list_delete_link(*rules, l);
             g_free(rule);
         } else if (memcmp(rule->uuid, uuid, VIR_UUID_BUFLEN) == 0 &&
                    rule->type == *type && rule->detail == *detail) {
@@ -178,13 +183,25 @@ kvmsaveEventsRewrite(kvmsaveEvents *ev, const unsigned char *uuid,
 
             *type = rule->newType;
             *detail = rule->newDetail;
-            ev->rules = g_list_delete_link(ev->rules, l);
+            *rules = g_list_delete_link(*rules, l);
             g_free(rule);
             return keep;
         }
         l = next;
     }
     return true;
+}
+
+
+/* Apply the first matching rule to (*type, *detail); false to drop. */
+static bool
+kvmsaveEventsRewrite(kvmsaveEvents *ev, const unsigned char *uuid,
+                     int *type, int *detail)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
+
+    return kvmsaveEventRulesApply(&ev->rules, g_get_monotonic_time(),
+                                  uuid, type, detail);
 }
 
 
