@@ -65,8 +65,8 @@ kvmsaveMonitorCommand(virDomainPtr dom, const char *cmd,
 
 
 static int
-monitorCommandNoReply(virDomainPtr dom, const char *cmd,
-                      virJSONValue *args, int *fds, unsigned int nfds)
+kvmsaveMonitorCommandNoReply(virDomainPtr dom, const char *cmd,
+                             virJSONValue *args, int *fds, unsigned int nfds)
 {
     g_autoptr(virJSONValue) ret = kvmsaveMonitorCommand(dom, cmd, args,
                                                         fds, nfds);
@@ -82,7 +82,7 @@ kvmsaveMonitorGetFd(virDomainPtr dom, const char *fdname, int fd)
 
     if (virJSONValueObjectAdd(&args, "s:fdname", fdname, NULL) < 0)
         return -1;
-    return monitorCommandNoReply(dom, "getfd", g_steal_pointer(&args), &fd, 1);
+    return kvmsaveMonitorCommandNoReply(dom, "getfd", g_steal_pointer(&args), &fd, 1);
 }
 
 
@@ -93,7 +93,7 @@ kvmsaveMonitorCloseFd(virDomainPtr dom, const char *fdname)
 
     if (virJSONValueObjectAdd(&args, "s:fdname", fdname, NULL) < 0)
         return -1;
-    return monitorCommandNoReply(dom, "closefd", g_steal_pointer(&args), NULL, 0);
+    return kvmsaveMonitorCommandNoReply(dom, "closefd", g_steal_pointer(&args), NULL, 0);
 }
 
 
@@ -107,19 +107,19 @@ kvmsaveMonitorSetUnlimitedBandwidth(virDomainPtr dom)
 
     if (virJSONValueObjectAdd(&args, "U:max-bandwidth", unlimited, NULL) < 0)
         return -1;
-    return monitorCommandNoReply(dom, "migrate-set-parameters",
-                                 g_steal_pointer(&args), NULL, 0);
+    return kvmsaveMonitorCommandNoReply(dom, "migrate-set-parameters",
+                                        g_steal_pointer(&args), NULL, 0);
 }
 
 
 static int
-monitorMigrateURI(virDomainPtr dom, const char *cmd, const char *uri)
+kvmsaveMonitorMigrateURI(virDomainPtr dom, const char *cmd, const char *uri)
 {
     g_autoptr(virJSONValue) args = NULL;
 
     if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0)
         return -1;
-    return monitorCommandNoReply(dom, cmd, g_steal_pointer(&args), NULL, 0);
+    return kvmsaveMonitorCommandNoReply(dom, cmd, g_steal_pointer(&args), NULL, 0);
 }
 
 
@@ -128,7 +128,7 @@ kvmsaveMonitorMigrate(virDomainPtr dom, const char *scheme, const char *target)
 {
     g_autofree char *uri = g_strdup_printf("%s:%s", scheme, target);
 
-    return monitorMigrateURI(dom, "migrate", uri);
+    return kvmsaveMonitorMigrateURI(dom, "migrate", uri);
 }
 
 
@@ -138,7 +138,7 @@ kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
 {
     g_autofree char *uri = g_strdup_printf("%s:%s", scheme, target);
 
-    return monitorMigrateURI(dom, "migrate-incoming", uri);
+    return kvmsaveMonitorMigrateURI(dom, "migrate-incoming", uri);
 }
 
 
@@ -154,22 +154,22 @@ kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels)
                               "b:state", channels > 0, NULL) < 0 ||
         virJSONValueArrayAppend(caps, &cap) < 0 ||
         virJSONValueObjectAdd(&args, "a:capabilities", &caps, NULL) < 0 ||
-        monitorCommandNoReply(dom, "migrate-set-capabilities",
-                              g_steal_pointer(&args), NULL, 0) < 0)
+        kvmsaveMonitorCommandNoReply(dom, "migrate-set-capabilities",
+                                     g_steal_pointer(&args), NULL, 0) < 0)
         return -1;
     if (channels == 0)
         return 0;
     if (virJSONValueObjectAdd(&params, "i:multifd-channels", channels, NULL) < 0)
         return -1;
-    return monitorCommandNoReply(dom, "migrate-set-parameters",
-                                 g_steal_pointer(&params), NULL, 0);
+    return kvmsaveMonitorCommandNoReply(dom, "migrate-set-parameters",
+                                        g_steal_pointer(&params), NULL, 0);
 }
 
 
 int
 kvmsaveMonitorMigrateCancel(virDomainPtr dom)
 {
-    return monitorCommandNoReply(dom, "migrate_cancel", NULL, NULL, 0);
+    return kvmsaveMonitorCommandNoReply(dom, "migrate_cancel", NULL, NULL, 0);
 }
 
 

@@ -40,7 +40,7 @@ struct _kvmsaveMultifd {
 
 /* The user QEMU runs as: the DAC label libvirt gave it, else ours. */
 static int
-multifdQemuUser(virDomainPtr dom, uid_t *uid, gid_t *gid)
+kvmsaveMultifdQemuUser(virDomainPtr dom, uid_t *uid, gid_t *gid)
 {
     g_autofree char *xml = NULL;
     g_autofree char *label = NULL;
@@ -61,8 +61,8 @@ multifdQemuUser(virDomainPtr dom, uid_t *uid, gid_t *gid)
  * @conn: the DAC label of its XML, else the driver's base label for
  * guests of its type, else ours. */
 static int
-multifdQemuUserOfXML(virConnectPtr conn, const char *xml,
-                     uid_t *uid, gid_t *gid)
+kvmsaveMultifdQemuUserOfXML(virConnectPtr conn, const char *xml,
+                            uid_t *uid, gid_t *gid)
 {
     g_autofree char *label = NULL;
     g_autofree char *type = NULL;
@@ -87,7 +87,7 @@ multifdQemuUserOfXML(virConnectPtr conn, const char *xml,
 
 
 static kvmsaveMultifd *
-multifdNew(uid_t uid, gid_t gid, bool qemuListens)
+kvmsaveMultifdNewDir(uid_t uid, gid_t gid, bool qemuListens)
 {
     g_autoptr(kvmsaveMultifd) m = g_new0(kvmsaveMultifd, 1);
     g_autofree char *sub = NULL;
@@ -142,16 +142,16 @@ kvmsaveMultifdNew(virDomainPtr dom)
     uid_t uid;
     gid_t gid;
 
-    if (multifdQemuUser(dom, &uid, &gid) < 0)
+    if (kvmsaveMultifdQemuUser(dom, &uid, &gid) < 0)
         return NULL;
-    return multifdNew(uid, gid, false);
+    return kvmsaveMultifdNewDir(uid, gid, false);
 }
 
 
 kvmsaveMultifd *
 kvmsaveMultifdNewPrivate(void)
 {
-    return multifdNew(geteuid(), getegid(), false);
+    return kvmsaveMultifdNewDir(geteuid(), getegid(), false);
 }
 
 
@@ -161,9 +161,9 @@ kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml)
     uid_t uid;
     gid_t gid;
 
-    if (multifdQemuUserOfXML(conn, xml, &uid, &gid) < 0)
+    if (kvmsaveMultifdQemuUserOfXML(conn, xml, &uid, &gid) < 0)
         return NULL;
-    return multifdNew(uid, gid, true);
+    return kvmsaveMultifdNewDir(uid, gid, true);
 }
 
 
@@ -204,7 +204,7 @@ kvmsaveMultifdPath(kvmsaveMultifd *m)
 
 
 static void
-multifdAddress(kvmsaveMultifd *m, struct sockaddr_un *sa)
+kvmsaveMultifdAddress(kvmsaveMultifd *m, struct sockaddr_un *sa)
 {
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
@@ -214,7 +214,7 @@ multifdAddress(kvmsaveMultifd *m, struct sockaddr_un *sa)
 
 /* Only QEMU's user (or root) may be at the other end. */
 static int
-multifdCheckPeer(kvmsaveMultifd *m, int fd)
+kvmsaveMultifdCheckPeer(kvmsaveMultifd *m, int fd)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -240,7 +240,7 @@ kvmsaveMultifdListen(kvmsaveMultifd *m, unsigned int backlog)
 {
     struct sockaddr_un sa;
 
-    multifdAddress(m, &sa);
+    kvmsaveMultifdAddress(m, &sa);
     if ((m->listenfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
         bind(m->listenfd, (struct sockaddr *) &sa, sizeof(sa)) < 0 ||
         chown(m->path, m->uid, m->gid) < 0 ||
@@ -275,7 +275,7 @@ kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout)
                              m->path);
         return -1;
     }
-    if (multifdCheckPeer(m, fd) < 0) {
+    if (kvmsaveMultifdCheckPeer(m, fd) < 0) {
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
@@ -289,7 +289,7 @@ kvmsaveMultifdConnect(kvmsaveMultifd *m)
     struct sockaddr_un sa;
     int fd;
 
-    multifdAddress(m, &sa);
+    kvmsaveMultifdAddress(m, &sa);
     if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
         connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
         virReportSystemError(errno, _("cannot connect to QEMU's multifd socket '%s'"),
@@ -297,7 +297,7 @@ kvmsaveMultifdConnect(kvmsaveMultifd *m)
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
-    if (multifdCheckPeer(m, fd) < 0) {
+    if (kvmsaveMultifdCheckPeer(m, fd) < 0) {
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
@@ -308,7 +308,7 @@ kvmsaveMultifdConnect(kvmsaveMultifd *m)
 /* Empty directory @name in @parentfd (no symbolic link followed: QEMU's
  * user may own it), then remove it. */
 static void
-multifdRemoveInner(int parentfd, const char *name)
+kvmsaveMultifdRemoveInner(int parentfd, const char *name)
 {
     g_autoptr(DIR) dh = NULL;
     struct dirent *ent;
@@ -352,7 +352,7 @@ kvmsaveMultifdRemoveDir(const char *dir)
     }
     while ((ent = readdir(dh))) {
         if (STRNEQ(ent->d_name, ".") && STRNEQ(ent->d_name, ".."))
-            multifdRemoveInner(dirfd(dh), ent->d_name);
+            kvmsaveMultifdRemoveInner(dirfd(dh), ent->d_name);
     }
     if (rmdir(dir) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove multifd directory %s: %s", dir, g_strerror(errno));
