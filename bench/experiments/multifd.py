@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Does QEMU multifd (several parallel streams) make save and restore faster?
 
-Evidence for the "parallel channels" issue.  QEMU is driven directly over
+A one-off experiment that decided kvmsave's parallel.channels design; its
+results are in docs/performance.md ("Parallel channels").  It stands apart
+from kvmsave's code and does not follow it.  QEMU is driven directly over
 QMP (no libvirt, no kvmsave): one TCG guest (1 vCPU, --memory MiB, the test
 guest of tests/guest with --data MiB of --fill content in its RAM) is booted,
 paused with `stop` once its data is in memory, and then saved and restored
 over and over, for each channel configuration of --channels:
 
-  fd     the single stream kvmsave uses today: `getfd` of a pipe's write end
+  fd     a single stream through a pipe: `getfd` of its write end
          (F_SETPIPE_SZ 1 MiB), `migrate fd:NAME`; one thread reads the pipe
          in 4 MiB pieces and writes them to a file.  Restore: a thread feeds
          the file into a pipe, `migrate-incoming fd:NAME`.
