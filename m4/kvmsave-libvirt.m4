@@ -73,3 +73,23 @@ but libvirt-dev $libvirt_deb_installed is installed; re-run configure without
   AC_SUBST([LIBVIRT_SOURCE_DIR])
   AC_SUBST([LIBVIRT_INTERNAL_CFLAGS])
 ])
+
+dnl What libvirt's own config.h gives its internal headers; config.h's
+dnl bottom and configure's probes of those headers (m4/kvmsave-compat.m4).
+m4_define([KVMSAVE_LIBVIRT_CONFIG_TEXT], [[
+#define WITH_LIBVIRT_INTERNAL_HEADERS 1
+#ifndef STATIC_ANALYSIS
+# define STATIC_ANALYSIS 0
+#endif
+#define WITH_SUGGEST_ATTRIBUTE_FORMAT 1
+#define BROKEN_GCC_WLOGICALOP_EQUAL_EXPR 1
+/* virutil.h stubs these out unless told they exist; this is Linux. */
+#define WITH_GETUID 1
+#define WITH_GETEUID 1
+#define WITH_GETGID 1
+#define WITH_GETEGID 1
+/* Without it, internal.h defines _(str) as plain str: no translation. */
+#if ENABLE_NLS
+# define WITH_LIBINTL_H 1
+#endif
+]])
