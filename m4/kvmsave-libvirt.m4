@@ -10,6 +10,11 @@ AC_DEFUN([KVMSAVE_CHECK_LIBVIRT], [
   PKG_CHECK_MODULES([LIBVIRT], [libvirt >= 9.0.0 libvirt-qemu >= 9.0.0])
   LIBVIRT_VERSION=`$PKG_CONFIG --modversion libvirt`
   AC_SUBST([LIBVIRT_VERSION])
+  AC_DEFINE_UNQUOTED([KVMSAVE_LIBVIRT_VERSION], ["$LIBVIRT_VERSION"],
+    [the libvirt release kvmsave is built for])
+  dnl The loader libvirt loads finds kvmsave under this name beside it.
+  AC_DEFINE([KVMSAVE_IMPL_NAME], ["kvmsave_impl.so"],
+    [kvmsave's module, loaded by plugin/kvmsave_loader.c])
 
   libvirt_libdir=`$PKG_CONFIG --variable=libdir libvirt`
   AC_ARG_WITH([driver-dir],
