@@ -552,7 +552,7 @@ class Bench:
 
     def module_ctime(self):
         mod = os.path.join(os.path.dirname(os.path.abspath(self.runwrap)), '.drivers',
-                           'libvirt_driver_kvmsave.so')
+                           'kvmsave_impl.so')
         try:
             return os.stat(mod).st_ctime
         except OSError:

@@ -10,6 +10,11 @@ AC_DEFUN([KVMSAVE_CHECK_LIBVIRT], [
   PKG_CHECK_MODULES([LIBVIRT], [libvirt >= 9.0.0 libvirt-qemu >= 9.0.0])
   LIBVIRT_VERSION=`$PKG_CONFIG --modversion libvirt`
   AC_SUBST([LIBVIRT_VERSION])
+  AC_DEFINE_UNQUOTED([KVMSAVE_LIBVIRT_VERSION], ["$LIBVIRT_VERSION"],
+    [the libvirt release kvmsave is built for])
+  dnl The loader libvirt loads finds kvmsave under this name beside it.
+  AC_DEFINE([KVMSAVE_IMPL_NAME], ["kvmsave_impl.so"],
+    [kvmsave's module, loaded by plugin/kvmsave_loader.c])
 
   libvirt_libdir=`$PKG_CONFIG --variable=libdir libvirt`
   AC_ARG_WITH([driver-dir],
@@ -73,3 +78,23 @@ but libvirt-dev $libvirt_deb_installed is installed; re-run configure without
   AC_SUBST([LIBVIRT_SOURCE_DIR])
   AC_SUBST([LIBVIRT_INTERNAL_CFLAGS])
 ])
+
+dnl What libvirt's own config.h gives its internal headers; config.h's
+dnl bottom and configure's probes of those headers (m4/kvmsave-compat.m4).
+m4_define([KVMSAVE_LIBVIRT_CONFIG_TEXT], [[
+#define WITH_LIBVIRT_INTERNAL_HEADERS 1
+#ifndef STATIC_ANALYSIS
+# define STATIC_ANALYSIS 0
+#endif
+#define WITH_SUGGEST_ATTRIBUTE_FORMAT 1
+#define BROKEN_GCC_WLOGICALOP_EQUAL_EXPR 1
+/* virutil.h stubs these out unless told they exist; this is Linux. */
+#define WITH_GETUID 1
+#define WITH_GETEUID 1
+#define WITH_GETGID 1
+#define WITH_GETEGID 1
+/* Without it, internal.h defines _(str) as plain str: no translation. */
+#if ENABLE_NLS
+# define WITH_LIBINTL_H 1
+#endif
+]])

@@ -13,9 +13,8 @@
 #include "internal.h"
 #include "datatypes.h"
 #include "driver.h"
-
-/* Domain objects of the public API are libvirt objects. */
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virObjectUnref);
+/* g_autoptr(virDomain) */
+#include "kvmsave_compat.h"
 
 typedef struct _kvmsaveEvents kvmsaveEvents;
 

@@ -17,6 +17,7 @@
 #include "virfile.h"
 #include "virlog.h"
 #include "virstring.h"
+#include "kvmsave_compat.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 

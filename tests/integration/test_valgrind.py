@@ -42,7 +42,7 @@ def records(log):
     return blocks
 
 
-KVMSAVE_FRAME = re.compile(r': kvmsave\w* \(|kvmsave_\w+\.c|libvirt_driver_kvmsave')
+KVMSAVE_FRAME = re.compile(r': kvmsave\w* \(|kvmsave_\w+\.c|libvirt_driver_kvmsave|kvmsave_impl')
 LIBC_FRAME = re.compile(r'\((in [^)]*/(libc\.so|ld-linux)[^)]*|vg_replace[^)]*|[\w.-]+\.S:\d+)\)$')
 
 
