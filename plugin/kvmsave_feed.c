@@ -7,7 +7,6 @@
 #include <config.h>
 
 #include <fcntl.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include "full-write.h"
@@ -15,6 +14,7 @@
 #include "kvmsave_feed.h"
 #include "kvmsave_conn.h"
 #include "kvmsave_event.h"
+#include "kvmsave_stream.h"
 #include "virerror.h"
 #include "virfile.h"
 #include "virlog.h"
@@ -29,15 +29,9 @@ VIR_LOG_INIT("kvmsave.feed");
 
 typedef struct _kvmsaveFeedStream kvmsaveFeedStream;
 struct _kvmsaveFeedStream {
-    kvmsaveFeed *feed;
-    int fd;                     /* our end of QEMU's stream */
     kvmsaveImageReader *reader;
     kvmsaveImageReader *own;    /* reader of one of several streams */
-    volatile gint stop;
     bool writing;               /* failed writing to QEMU, not reading */
-    int rc;
-    virErrorPtr err;
-    int order;                  /* how many had failed before this one */
     virDomainPtr dom;           /* multifd: the QEMU to kill on failure */
     /* The FIFO of the inner driver's own restore. */
     char *fifo;
@@ -50,59 +44,27 @@ struct _kvmsaveFeedStream {
 };
 
 struct _kvmsaveFeed {
+    kvmsaveStreamSet *set;
     kvmsaveFeedStream *streams;
-    GThread **threads;
     size_t n;
     kvmsaveImageReader *reader;
     kvmsaveJob *job;
-    gint failures;
-    GMutex lock;
-    GCond cond;
-    size_t done;                /* feeders that ended, under @lock */
+    volatile gint stop;         /* the restore is being undone */
 };
 
 
-kvmsaveFeed *
-kvmsaveFeedNew(kvmsaveImageReader *reader, kvmsaveJob *job)
-{
-    kvmsaveFeed *feed = g_new0(kvmsaveFeed, 1);
-    size_t i;
-
-    feed->n = kvmsaveImageReaderHeader(reader)->streams;
-    feed->streams = g_new0(kvmsaveFeedStream, feed->n);
-    feed->threads = g_new0(GThread *, feed->n);
-    feed->reader = reader;
-    feed->job = job;
-    g_mutex_init(&feed->lock);
-    g_cond_init(&feed->cond);
-    for (i = 0; i < feed->n; i++) {
-        feed->streams[i].feed = feed;
-        feed->streams[i].fd = -1;
-        feed->streams[i].reader = reader;
-    }
-    return feed;
-}
-
-
-size_t
-kvmsaveFeedStreams(kvmsaveFeed *feed)
-{
-    return feed->n;
-}
-
-
-/* Open the FIFO (waiting for the inner driver to open it) and write the
- * stock header ahead of the stream. */
+/* Open the FIFO into *@fd (waiting for the inner driver to open it) and
+ * write the stock header ahead of the stream. */
 static int
-kvmsaveFeedOpenFifo(kvmsaveFeedStream *st)
+kvmsaveFeedOpenFifo(kvmsaveFeedStream *st, int *fd)
 {
-    if ((st->fd = open(st->fifo, O_WRONLY | O_CLOEXEC)) < 0) {
+    if ((*fd = open(st->fifo, O_WRONLY | O_CLOEXEC)) < 0) {
         virReportSystemError(errno, _("cannot open FIFO '%s' to pass the guest's state"),
                              st->fifo);
         return -1;
     }
-    ignore_value(fcntl(st->fd, F_SETPIPE_SZ, KVMSAVE_FEED_PIPE_SIZE));
-    if (full_write(st->fd, st->head, st->headLen) != st->headLen) {
+    ignore_value(fcntl(*fd, F_SETPIPE_SZ, KVMSAVE_FEED_PIPE_SIZE));
+    if (full_write(*fd, st->head, st->headLen) != st->headLen) {
         virReportSystemError(errno, "%s", _("cannot feed the saved state to QEMU"));
         st->writing = true;
         return -1;
@@ -114,15 +76,16 @@ kvmsaveFeedOpenFifo(kvmsaveFeedStream *st)
 /* Write a chunk; with a FIFO, all but its last byte, which goes with the
  * next chunk (or at the end). */
 static int
-kvmsaveFeedWrite(kvmsaveFeedStream *st, const unsigned char *data, size_t len)
+kvmsaveFeedWrite(kvmsaveFeedStream *st, int fd, const unsigned char *data,
+                 size_t len)
 {
     if (!st->fifo)
-        return full_write(st->fd, data, len) == len ? 0 : -1;
+        return full_write(fd, data, len) == len ? 0 : -1;
     if (len == 0)
         return 0;
-    if (st->haveHeld && full_write(st->fd, &st->held, 1) != 1)
+    if (st->haveHeld && full_write(fd, &st->held, 1) != 1)
         return -1;
-    if (full_write(st->fd, data, len - 1) != len - 1)
+    if (full_write(fd, data, len - 1) != len - 1)
         return -1;
     st->held = data[len - 1];
     st->haveHeld = true;
@@ -133,15 +96,15 @@ kvmsaveFeedWrite(kvmsaveFeedStream *st, const unsigned char *data, size_t len)
 /* The image's totals passed: the job commits, and QEMU gets the last
  * byte. */
 static int
-kvmsaveFeedEnd(kvmsaveFeedStream *st)
+kvmsaveFeedEnd(kvmsaveFeed *feed, kvmsaveFeedStream *st, int fd)
 {
     if (!st->fifo)
         return 0;
-    if (!kvmsaveJobCommit(st->feed->job)) {
-        kvmsaveJobReportCancelled(st->feed->job);
+    if (!kvmsaveJobCommit(feed->job)) {
+        kvmsaveJobReportCancelled(feed->job);
         return -1;
     }
-    if (st->haveHeld && full_write(st->fd, &st->held, 1) != 1) {
+    if (st->haveHeld && full_write(fd, &st->held, 1) != 1) {
         virReportSystemError(errno, "%s", _("cannot feed the saved state to QEMU"));
         st->writing = true;
         return -1;
@@ -150,16 +113,18 @@ kvmsaveFeedEnd(kvmsaveFeedStream *st)
 }
 
 
-/* A feeder failed: stop the QEMU that might otherwise go on (see the
+/* Feeder @i failed: stop the QEMU that might otherwise go on (see the
  * header). Killing it ends the restore; the guest never ran. */
 static void
-kvmsaveFeedKill(kvmsaveFeedStream *st)
+kvmsaveFeedKill(size_t i, bool first, void *opaque)
 {
+    kvmsaveFeed *feed = opaque;
+    kvmsaveFeedStream *st = &feed->streams[i];
     g_autoptr(virDomain) dom = NULL;
 
-    if (g_atomic_int_get(&st->stop))
+    if (g_atomic_int_get(&feed->stop))
         return;
-    if (st->dom && st->order == 0 && virDomainIsActive(st->dom) == 1) {
+    if (st->dom && first && virDomainIsActive(st->dom) == 1) {
         unsigned char uuid[VIR_UUID_BUFLEN];
 
         if (virDomainGetUUID(st->dom, uuid) == 0)
@@ -177,66 +142,63 @@ kvmsaveFeedKill(kvmsaveFeedStream *st)
 }
 
 
-static void
-kvmsaveFeedDone(kvmsaveFeedStream *st)
+/* The thread of feeder @i: a stream that ends early (the set closes *@fd)
+ * makes QEMU fail to load it. */
+static int
+kvmsaveFeedRun(size_t i, int *fd, void *opaque)
 {
-    VIR_FORCE_CLOSE(st->fd);
-    g_mutex_lock(&st->feed->lock);
-    st->feed->done++;
-    g_cond_signal(&st->feed->cond);
-    g_mutex_unlock(&st->feed->lock);
-}
-
-
-static gpointer
-kvmsaveFeedThread(gpointer opaque)
-{
-    kvmsaveFeedStream *st = opaque;
-    kvmsaveJob *job = st->feed->job;
+    kvmsaveFeed *feed = opaque;
+    kvmsaveFeedStream *st = &feed->streams[i];
     const unsigned char *data;
     size_t len;
-    sigset_t set;
     int rc;
 
-    /* A QEMU that gave up makes our write fail with EPIPE, not kill us. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-    st->rc = -1;
-    if (st->fifo && kvmsaveFeedOpenFifo(st) < 0)
-        goto error;
+    if (st->fifo && kvmsaveFeedOpenFifo(st, fd) < 0)
+        return -1;
     while ((rc = kvmsaveImageReadChunk(st->reader, &data, &len)) > 0) {
-        if (g_atomic_int_get(&st->stop))
-            goto stopped;
+        if (g_atomic_int_get(&feed->stop))
+            return 1;
         /* Nobody else watches the job while the inner driver restores. */
-        if (st->fifo && kvmsaveJobIsCancelled(job)) {
-            kvmsaveJobReportCancelled(job);
-            goto error;
+        if (st->fifo && kvmsaveJobIsCancelled(feed->job)) {
+            kvmsaveJobReportCancelled(feed->job);
+            return -1;
         }
-        if (kvmsaveFeedWrite(st, data, len) < 0) {
+        if (kvmsaveFeedWrite(st, *fd, data, len) < 0) {
             virReportSystemError(errno, "%s",
                                  _("cannot feed the saved state to QEMU"));
             st->writing = true;
-            goto error;
+            return -1;
         }
-        kvmsaveJobAddProcessed(job, kvmsaveImageReaderLastProgress(st->reader));
+        kvmsaveJobAddProcessed(feed->job, kvmsaveImageReaderLastProgress(st->reader));
     }
-    if (rc < 0 || kvmsaveFeedEnd(st) < 0)
-        goto error;
-    st->rc = 0;
-    kvmsaveFeedDone(st);
-    return NULL;
+    if (rc < 0 || kvmsaveFeedEnd(feed, st, *fd) < 0)
+        return -1;
+    return 0;
+}
 
- error:
-    st->err = virErrorCopyNew(virGetLastError());
-    /* The first to fail has the cause; the others' broken pipes follow. */
-    st->order = g_atomic_int_add(&st->feed->failures, 1);
-    kvmsaveFeedKill(st);
- stopped:
-    /* QEMU sees the stream end early and fails to load it. */
-    kvmsaveFeedDone(st);
-    return NULL;
+
+kvmsaveFeed *
+kvmsaveFeedNew(kvmsaveImageReader *reader, kvmsaveJob *job)
+{
+    kvmsaveFeed *feed = g_new0(kvmsaveFeed, 1);
+    size_t i;
+
+    feed->n = kvmsaveImageReaderHeader(reader)->streams;
+    feed->streams = g_new0(kvmsaveFeedStream, feed->n);
+    feed->reader = reader;
+    feed->job = job;
+    for (i = 0; i < feed->n; i++)
+        feed->streams[i].reader = reader;
+    feed->set = kvmsaveStreamSetNew("kvmsave-restore", feed->n,
+                                    kvmsaveFeedRun, kvmsaveFeedKill, feed);
+    return feed;
+}
+
+
+size_t
+kvmsaveFeedStreams(kvmsaveFeed *feed)
+{
+    return feed->n;
 }
 
 
@@ -245,14 +207,13 @@ kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom)
 {
     kvmsaveFeedStream *st = &feed->streams[i];
 
-    st->fd = fd;
     if (feed->n > 1) {
         if (!(st->own = kvmsaveImageReaderOpenStream(feed->reader, i)))
             return -1;
         st->reader = st->own;
         st->dom = dom;
     }
-    feed->threads[i] = g_thread_new("kvmsave-restore", kvmsaveFeedThread, st);
+    kvmsaveStreamSetStart(feed->set, i, fd);
     return 0;
 }
 
@@ -270,98 +231,51 @@ kvmsaveFeedStartFifo(kvmsaveFeed *feed, const char *fifo,
     st->headLen = headLen;
     st->inner = inner;
     memcpy(st->uuid, uuid, VIR_UUID_BUFLEN);
-    feed->threads[0] = g_thread_new("kvmsave-restore", kvmsaveFeedThread, st);
+    kvmsaveStreamSetStart(feed->set, 0, -1);
 }
 
 
 int
 kvmsaveFeedWait(kvmsaveFeed *feed)
 {
-    int ret = 0;
-    size_t i;
-
-    g_mutex_lock(&feed->lock);
-    while (feed->done < feed->n) {
-        /* A cancel is looked at ten times a second. */
-        gint64 until = g_get_monotonic_time() + G_TIME_SPAN_SECOND / 10;
-
-        if (kvmsaveJobIsCancelled(feed->job)) {
-            ret = -2;
-            break;
-        }
-        if (g_atomic_int_get(&feed->failures) > 0) {
-            ret = -1;
-            break;
-        }
-        g_cond_wait_until(&feed->cond, &feed->lock, until);
-    }
-    g_mutex_unlock(&feed->lock);
-    for (i = 0; ret == 0 && i < feed->n; i++) {
-        if (feed->streams[i].rc < 0)
-            ret = -1;
-    }
-    return ret;
+    return kvmsaveStreamSetWait(feed->set, feed->job);
 }
 
 
 int
 kvmsaveFeedJoin(kvmsaveFeed *feed, bool stop)
 {
-    int rc = 0;
-    size_t i;
+    if (stop) {
+        g_atomic_int_set(&feed->stop, 1);
+        /* A feeder may still wait for a reader of its FIFO. */
+        if (feed->streams[0].fifo) {
+            int fd = open(feed->streams[0].fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 
-    for (i = 0; i < feed->n; i++) {
-        kvmsaveFeedStream *st = &feed->streams[i];
-
-        if (!feed->threads[i])
-            continue;
-        if (stop) {
-            g_atomic_int_set(&st->stop, 1);
-            /* A feeder may still wait for a reader of its FIFO. */
-            if (st->fifo) {
-                int fd = open(st->fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-
-                VIR_FORCE_CLOSE(fd);
-            }
+            VIR_FORCE_CLOSE(fd);
         }
-        g_thread_join(g_steal_pointer(&feed->threads[i]));
-        if (st->rc < 0)
-            rc = -1;
     }
-    return rc;
+    return kvmsaveStreamSetJoin(feed->set);
 }
 
 
 virErrorPtr
 kvmsaveFeedFree(kvmsaveFeed *feed, bool *writing)
 {
-    kvmsaveFeedStream *first = NULL;
     virErrorPtr err = NULL;
+    size_t first;
     size_t i;
 
     if (!feed)
         return NULL;
     ignore_value(kvmsaveFeedJoin(feed, true));
+    if ((err = kvmsaveStreamSetFree(feed->set, &first)))
+        *writing = feed->streams[first].writing;
     for (i = 0; i < feed->n; i++) {
-        if (feed->streams[i].err &&
-            (!first || feed->streams[i].order < first->order))
-            first = &feed->streams[i];
-    }
-    if (first) {
-        err = g_steal_pointer(&first->err);
-        *writing = first->writing;
-    }
-    for (i = 0; i < feed->n; i++) {
-        VIR_FORCE_CLOSE(feed->streams[i].fd);
-        virFreeError(feed->streams[i].err);
         kvmsaveImageReaderFree(feed->streams[i].own);
         g_free(feed->streams[i].fifo);
         g_free(feed->streams[i].head);
     }
     g_free(feed->streams);
-    g_free(feed->threads);
-    g_mutex_clear(&feed->lock);
-    g_cond_clear(&feed->cond);
     g_free(feed);
     return err;
 }

@@ -37,8 +37,8 @@ void kvmsaveFeedStartFifo(kvmsaveFeed *feed, const char *fifo,
  * the job was cancelled (-2). */
 int kvmsaveFeedWait(kvmsaveFeed *feed);
 
-/* Join every feeder, telling them to stop first when @stop; returns -1
- * when one failed. */
+/* Join the feeders in order, telling them to stop first when @stop;
+ * returns -1 at the first that failed (kvmsaveFeedFree joins the rest). */
 int kvmsaveFeedJoin(kvmsaveFeed *feed, bool stop);
 
 /* Stop, join and free the feeders. Returns the error of the one that

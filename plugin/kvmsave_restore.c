@@ -34,6 +34,7 @@
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
 #include "kvmsave_stock.h"
+#include "kvmsave_stream.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
@@ -392,7 +393,7 @@ kvmsaveRestoreViaStock(kvmsaveRestore *r)
         return NULL;
     }
     /* Recovery removes the directory of a killed client's FIFO. */
-    kvmsaveJournalSet(r->journal, "multifd", kvmsaveMultifdDir(dir));
+    kvmsaveStreamJournalDir(r->journal, dir);
     if (kvmsaveJournalWrite(r->journal, "starting") < 0)
         return NULL;
     if (kvmsaveRestorePausedDetail(r) == VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
@@ -479,7 +480,7 @@ kvmsaveRestoreMultifd(kvmsaveRestore *r)
         return NULL;
     if (!(mfd = kvmsaveMultifdNewIncoming(r->priv->inner, r->startxml)))
         return NULL;
-    kvmsaveJournalSet(r->journal, "multifd", kvmsaveMultifdDir(mfd));
+    kvmsaveStreamJournalDir(r->journal, mfd);
     if (r->priv->embedded)
         return kvmsaveRestoreViaCommandline(r, mfd);
     return kvmsaveRestoreViaMigration(r, mfd);

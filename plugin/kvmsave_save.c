@@ -14,7 +14,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -29,7 +28,7 @@
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
-#include "kvmsave_util.h"
+#include "kvmsave_stream.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
@@ -80,31 +79,42 @@ kvmsaveSaveCheckSpace(virDomainPtr dom, int fd, const char *path)
 }
 
 
-/* The thread that turns one of QEMU's streams into image chunks. */
-typedef struct _kvmsaveSaveStream kvmsaveSaveStream;
-struct _kvmsaveSaveStream {
-    int fd;                     /* our end of QEMU's stream socket */
-    int wakefd;                 /* readable when the thread must stop */
-    int stream;                 /* its number in the image; -1: the only one */
+/* A save in progress: what each step sets up and the rollback undoes. */
+typedef struct _kvmsaveSave kvmsaveSave;
+struct _kvmsaveSave {
+    kvmsaveConn *priv;
+    virDomainPtr dom;
+    const char *path;
+    unsigned int channels;      /* multifd channels; 0: one stream */
+    bool direct;                /* VIR_DOMAIN_SAVE_BYPASS_CACHE */
+    kvmsaveJob *job;
+    kvmsaveJournal *journal;
+    kvmsaveImageHeader *hdr;
     kvmsaveImageWriter *writer;
-    int rc;
-    virErrorPtr err;
-    gint *failures;             /* shared: how many streams failed so far */
-    int order;                  /* how many had failed before this one */
+    int fd;                     /* the temporary file */
+    char *tmppath;
+    kvmsaveStreamChannel *chan; /* of a single stream */
+    kvmsaveMultifd *mfd;        /* of several */
+    kvmsaveStreamSet *streams;  /* their threads */
+    int wake[2];                /* written to stop the stream threads */
+    bool wasRunning;
+    bool paused;                /* by us: resumed on failure */
+    bool migrating;             /* QEMU's migration is to be cancelled */
 };
 
 
-/* Read up to @size bytes of the stream into @buf: 0 with *@fill bytes
- * (fewer only at its end, *@eof), 1 when told to stop, -1 on error. */
+/* Read up to @size bytes of QEMU's stream on @fd into @buf: 0 with *@fill
+ * bytes (fewer only at its end, *@eof), 1 when @wakefd says to stop, -1 on
+ * error. */
 static int
-kvmsaveSaveStreamRead(kvmsaveSaveStream *st, unsigned char *buf, size_t size,
+kvmsaveSaveStreamRead(int fd, int wakefd, unsigned char *buf, size_t size,
                       size_t *fill, bool *eof)
 {
     *fill = 0;
     while (*fill < size) {
         struct pollfd fds[2] = {
-            { .fd = st->fd, .events = POLLIN },
-            { .fd = st->wakefd, .events = POLLIN },
+            { .fd = fd, .events = POLLIN },
+            { .fd = wakefd, .events = POLLIN },
         };
         ssize_t n;
 
@@ -116,7 +126,7 @@ kvmsaveSaveStreamRead(kvmsaveSaveStream *st, unsigned char *buf, size_t size,
         }
         if (fds[1].revents)
             return 1;
-        n = read(st->fd, buf + *fill, size - *fill);
+        n = read(fd, buf + *fill, size - *fill);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n < 0) {
@@ -133,62 +143,48 @@ kvmsaveSaveStreamRead(kvmsaveSaveStream *st, unsigned char *buf, size_t size,
 }
 
 
-static gpointer
-kvmsaveSaveStreamThread(gpointer opaque)
+/* The thread of stream @i: it cuts QEMU's stream into image chunks. */
+static int
+kvmsaveSaveStreamRun(size_t i, int *fd, void *opaque)
 {
-    kvmsaveSaveStream *st = opaque;
+    kvmsaveSave *s = opaque;
+    int stream = s->channels ? (int) i : -1; /* in the image; -1: the only one */
     g_autofree unsigned char *own = NULL;
     bool first = true;
     bool eof = false;
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     /* One stream goes straight into the chunk the workers encode; several
      * share the writer, so each fills a chunk of its own first. */
-    if (st->stream >= 0)
+    if (stream >= 0)
         own = g_malloc(KVMSAVE_IMAGE_STREAM_CHUNK_SIZE);
 
-    st->rc = -1;
     while (!eof) {
         size_t fill;
         unsigned char *buf = own;
         int rc;
 
-        if (!buf && !(buf = kvmsaveImageWriterNextBuffer(st->writer)))
-            goto error;
-        rc = kvmsaveSaveStreamRead(st, buf, own ? KVMSAVE_IMAGE_STREAM_CHUNK_SIZE :
+        if (!buf && !(buf = kvmsaveImageWriterNextBuffer(s->writer)))
+            return -1;
+        rc = kvmsaveSaveStreamRead(*fd, s->wake[0], buf,
+                                   own ? KVMSAVE_IMAGE_STREAM_CHUNK_SIZE :
                                    KVMSAVE_IMAGE_CHUNK_SIZE, &fill, &eof);
-        if (rc < 0)
-            goto error;
-        if (rc > 0)
-            goto stopped;
+        if (rc != 0)
+            return rc;
         /* A restore hands QEMU stream 0 first, as its main stream. */
-        if (first && st->stream == 0 &&
+        if (first && stream == 0 &&
             (fill < 4 || memcmp(buf, "QEVM", 4) != 0)) {
             virReportError(VIR_ERR_OPERATION_FAILED, "%s",
                            _("QEMU's first multifd connection is not its main migration stream"));
-            goto error;
+            return -1;
         }
         first = false;
         if (fill == 0)
             continue;
-        if ((own ? kvmsaveImageWriteChunk(st->writer, st->stream, own, fill) :
-             kvmsaveImageWriterQueue(st->writer, fill)) < 0)
-            goto error;
+        if ((own ? kvmsaveImageWriteChunk(s->writer, stream, own, fill) :
+             kvmsaveImageWriterQueue(s->writer, fill)) < 0)
+            return -1;
     }
-    st->rc = 0;
-    return NULL;
-
- error:
-    st->err = virErrorCopyNew(virGetLastError());
-    st->order = g_atomic_int_add(st->failures, 1);
- stopped:
-    /* QEMU's writes now fail with EPIPE, so its migration fails. */
-    VIR_FORCE_CLOSE(st->fd);
-    return NULL;
+    return 0;
 }
 
 
@@ -202,31 +198,26 @@ kvmsaveSaveStreamThread(gpointer opaque)
  * reported an error) before connecting them all ends the wait, as do a
  * cancel and the timeout. */
 static int
-kvmsaveSaveAcceptStreams(virDomainPtr dom, kvmsaveMultifd *mfd,
-                         kvmsaveJob *job, kvmsaveSaveStream *streams,
-                         GThread **threads, size_t *nstreams, size_t want)
+kvmsaveSaveAcceptStreams(kvmsaveSave *s)
 {
     gint64 deadline = g_get_monotonic_time() + KVMSAVE_SAVE_CONNECT_TIMEOUT;
+    size_t want = s->channels + 1;
 
-    while (*nstreams < want) {
+    while (kvmsaveStreamSetStarted(s->streams) < want) {
         kvmsaveMigrationStatus st = { 0 };
-        kvmsaveSaveStream *s = &streams[*nstreams];
-        int fd = kvmsaveMultifdAccept(mfd, 100);
+        int fd = kvmsaveMultifdAccept(s->mfd, 100);
 
         if (fd == -1)
             return -1;
         if (fd >= 0) {
-            s->fd = fd;
-            s->stream = *nstreams;
-            threads[(*nstreams)++] = g_thread_new("kvmsave-save",
-                                                  kvmsaveSaveStreamThread, s);
+            kvmsaveStreamSetStart(s->streams, kvmsaveStreamSetStarted(s->streams), fd);
             continue;
         }
-        if (kvmsaveJobIsCancelled(job)) {
-            kvmsaveJobReportCancelled(job);
+        if (kvmsaveJobIsCancelled(s->job)) {
+            kvmsaveJobReportCancelled(s->job);
             return -1;
         }
-        if (kvmsaveMonitorQueryMigrate(dom, &st) < 0)
+        if (kvmsaveMonitorQueryMigrate(s->dom, &st) < 0)
             return -1;
         if (st.state == KVMSAVE_MIGRATION_FAILED || st.error) {
             virReportError(VIR_ERR_OPERATION_FAILED,
@@ -239,7 +230,7 @@ kvmsaveSaveAcceptStreams(virDomainPtr dom, kvmsaveMultifd *mfd,
         if (g_get_monotonic_time() > deadline) {
             virReportError(VIR_ERR_OPERATION_FAILED,
                            _("QEMU connected only %zu of its %zu multifd streams in %d seconds"),
-                           *nstreams, want,
+                           kvmsaveStreamSetStarted(s->streams), want,
                            (int) (KVMSAVE_SAVE_CONNECT_TIMEOUT / G_USEC_PER_SEC));
             return -1;
         }
@@ -302,35 +293,6 @@ kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
 }
 
 
-/* A save in progress: what each step sets up and the rollback undoes. */
-typedef struct _kvmsaveSave kvmsaveSave;
-struct _kvmsaveSave {
-    kvmsaveConn *priv;
-    virDomainPtr dom;
-    const char *path;
-    unsigned int channels;      /* multifd channels; 0: one stream */
-    bool direct;                /* VIR_DOMAIN_SAVE_BYPASS_CACHE */
-    kvmsaveJob *job;
-    kvmsaveJournal *journal;
-    kvmsaveImageHeader *hdr;
-    kvmsaveImageWriter *writer;
-    int fd;                     /* the temporary file */
-    char *tmppath;
-    char *fdname;               /* QEMU's name for its end of the socket pair */
-    int chan[2];                /* the socket pair of a single stream */
-    int wake[2];                /* written to stop the stream threads */
-    kvmsaveMultifd *mfd;
-    kvmsaveSaveStream streams[KVMSAVE_PARALLEL_CHANNELS_MAX + 1];
-    GThread *threads[KVMSAVE_PARALLEL_CHANNELS_MAX + 1];
-    size_t nstreams;
-    gint failures;
-    bool wasRunning;
-    bool paused;                /* by us: resumed on failure */
-    bool fdPassed;              /* QEMU holds @fdname, not yet migrating */
-    bool migrating;             /* QEMU's migration is to be cancelled */
-};
-
-
 /* Check the guest can be saved and describe it in the image's header. */
 static int
 kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
@@ -367,8 +329,6 @@ kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
 static int
 kvmsaveSavePrepare(kvmsaveSave *s, int format)
 {
-    size_t i;
-
     if ((s->fd = kvmsaveCreateTemp(s->path, s->direct, &s->tmppath)) < 0)
         return -1;
     /* From here a killed client is recovered on the next open. */
@@ -388,27 +348,21 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
         virReportSystemError(errno, "%s", _("cannot create a pipe to stop the save's stream thread"));
         return -1;
     }
-    for (i = 0; i < G_N_ELEMENTS(s->streams); i++) {
-        s->streams[i].wakefd = s->wake[0];
-        s->streams[i].writer = s->writer;
-        s->streams[i].failures = &s->failures;
-    }
+    s->streams = kvmsaveStreamSetNew("kvmsave-save", s->channels + 1,
+                                     kvmsaveSaveStreamRun, NULL, s);
     if (s->channels) {
         if (!(s->mfd = kvmsaveMultifdNew(s->dom)))
             return -1;
         /* Recorded at once: recovery removes it after a kill. */
-        kvmsaveJournalSet(s->journal, "multifd", kvmsaveMultifdDir(s->mfd));
+        kvmsaveStreamJournalDir(s->journal, s->mfd);
         if (kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
             kvmsaveMultifdListen(s->mfd, s->channels + 1) < 0)
             return -1;
         return 0;
     }
-    if (kvmsaveStreamChannelNew(s->chan) < 0)
+    if (!(s->chan = kvmsaveStreamChannelNew("save")))
         return -1;
-    s->streams[0].fd = s->chan[0];
-    s->chan[0] = -1;
-    s->threads[s->nstreams++] = g_thread_new("kvmsave-save", kvmsaveSaveStreamThread,
-                                             &s->streams[0]);
+    kvmsaveStreamSetStart(s->streams, 0, kvmsaveStreamChannelTakeOurs(s->chan));
     return 0;
 }
 
@@ -418,7 +372,6 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
 static int
 kvmsaveSaveMigrate(kvmsaveSave *s)
 {
-    size_t i;
     int rc;
 
     VIR_DEBUG("header written to %s, pausing the guest", s->tmppath);
@@ -438,18 +391,12 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
         if (kvmsaveMonitorMigrate(s->dom, "unix", kvmsaveMultifdPath(s->mfd)) < 0)
             return -1;
         s->migrating = true;
-        if (kvmsaveSaveAcceptStreams(s->dom, s->mfd, s->job, s->streams, s->threads,
-                                     &s->nstreams, s->channels + 1) < 0)
+        if (kvmsaveSaveAcceptStreams(s) < 0)
             return -1;
         kvmsaveMultifdRemove(s->mfd);
     } else {
-        if (kvmsaveMonitorGetFd(s->dom, s->fdname, s->chan[1]) < 0)
+        if (kvmsaveStreamChannelMigrate(s->chan, s->dom) < 0)
             return -1;
-        s->fdPassed = true;
-        VIR_FORCE_CLOSE(s->chan[1]);
-        if (kvmsaveMonitorMigrate(s->dom, "fd", s->fdname) < 0)
-            return -1;
-        s->fdPassed = false; /* the migration owns it now */
         s->migrating = true;
     }
 
@@ -462,12 +409,8 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
     s->migrating = false;
     VIR_DEBUG("QEMU's stream is complete");
 
-    for (i = 0; i < s->nstreams; i++) {
-        g_thread_join(g_steal_pointer(&s->threads[i]));
-        if (s->streams[i].rc < 0)
-            return -1; /* its error is taken in the rollback */
-    }
-    return 0;
+    /* A stream's error is taken in the rollback. */
+    return kvmsaveStreamSetJoin(s->streams);
 }
 
 
@@ -540,39 +483,27 @@ kvmsaveSaveStopGuest(kvmsaveSave *s)
 static void
 kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
 {
-    kvmsaveSaveStream *first = NULL;
     virErrorPtr saved = NULL;
-    size_t i;
+    virErrorPtr first;
 
     if (failed)
         virErrorPreserveLast(&saved);
     if (s->migrating)
         ignore_value(kvmsaveMonitorMigrateCancel(s->dom));
-    if (s->fdPassed)
-        ignore_value(kvmsaveMonitorCloseFd(s->dom, s->fdname));
-    if (s->wake[1] >= 0 && s->nstreams > 0)
+    g_clear_pointer(&s->chan, kvmsaveStreamChannelFree);
+    if (s->wake[1] >= 0 && s->streams && kvmsaveStreamSetStarted(s->streams) > 0)
         ignore_value(safewrite(s->wake[1], "x", 1));
-    for (i = 0; i < s->nstreams; i++) {
-        if (s->threads[i])
-            g_thread_join(s->threads[i]);
-        if (s->streams[i].err && (!first || s->streams[i].order < first->order))
-            first = &s->streams[i];
-    }
+    first = kvmsaveStreamSetFree(g_steal_pointer(&s->streams), NULL);
     if (failed && first && !kvmsaveJobIsCancelled(s->job)) {
         virFreeError(saved);
-        saved = g_steal_pointer(&first->err);
+        saved = g_steal_pointer(&first);
     }
-    for (i = 0; i < s->nstreams; i++) {
-        VIR_FORCE_CLOSE(s->streams[i].fd);
-        virFreeError(s->streams[i].err);
-    }
+    virFreeError(first);
     if (failed && s->paused)
         ignore_value(virDomainResume(s->dom));
     if (s->tmppath)
         unlink(s->tmppath);
     VIR_FORCE_CLOSE(s->fd);
-    VIR_FORCE_CLOSE(s->chan[0]);
-    VIR_FORCE_CLOSE(s->chan[1]);
     VIR_FORCE_CLOSE(s->wake[0]);
     VIR_FORCE_CLOSE(s->wake[1]);
     if (saved)
@@ -581,7 +512,6 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
     kvmsaveMultifdFree(s->mfd);
     kvmsaveImageHeaderFree(s->hdr);
     g_free(s->tmppath);
-    g_free(s->fdname);
     virObjectUnref(s->dom);
     kvmsaveJournalEnd(s->journal);
     kvmsaveJobEnd(s->job, !failed);
@@ -597,17 +527,13 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
         .priv = priv, .path = path,
         .channels = channels > 1 ? MIN(channels, KVMSAVE_PARALLEL_CHANNELS_MAX) : 0,
         .direct = !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE),
-        .fd = -1, .chan = { -1, -1 }, .wake = { -1, -1 },
+        .fd = -1, .wake = { -1, -1 },
     };
     int ret = -1;
-    size_t i;
 
-    for (i = 0; i < G_N_ELEMENTS(s.streams); i++)
-        s.streams[i] = (kvmsaveSaveStream) { .fd = -1, .wakefd = -1, .stream = -1 };
     if (!(s.dom = kvmsaveConnLookupInner(priv, uuid)))
         return -1;
     s.hdr = kvmsaveImageHeaderNew();
-    s.fdname = kvmsaveFdName("save");
 
     if ((s.job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)) &&
         (s.journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL)) &&

@@ -6,7 +6,6 @@
 #include <config.h>
 
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <isa-l/crc.h>
 
@@ -24,19 +23,6 @@ kvmsaveAlignedAlloc(size_t size)
     if (posix_memalign(&p, 4096, size) != 0)
         abort(); /* as g_malloc does on OOM */
     return p;
-}
-
-
-int
-kvmsaveStreamChannelNew(int fds[2])
-{
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
-        virReportSystemError(errno, "%s",
-                             _("cannot create the socket pair for QEMU's migration stream"));
-        fds[0] = fds[1] = -1;
-        return -1;
-    }
-    return 0;
 }
 
 
@@ -113,17 +99,6 @@ kvmsaveSyncParentDir(const char *path)
         return -1;
     }
     return 0;
-}
-
-
-char *
-kvmsaveFdName(const char *what)
-{
-    static gint counter;
-
-    /* Unique per process and job: several clients may reach one QEMU. */
-    return g_strdup_printf("kvmsave-%s-%lld-%d", what, (long long) getpid(),
-                           g_atomic_int_add(&counter, 1));
 }
 
 

@@ -31,15 +31,6 @@ char *kvmsaveAbsPath(const char *path);
 /* fsync the directory holding @path, so a rename in it is durable. */
 int kvmsaveSyncParentDir(const char *path);
 
-/* The channel of QEMU's migration stream: a connected pair of unix stream
- * sockets, close-on-exec. fds[0] stays with us, fds[1] goes to QEMU.
- * QEMU moves its stream through a socket faster than through a pipe
- * (docs/performance.md). */
-int kvmsaveStreamChannelNew(int fds[2]);
-
-/* A name for a file descriptor handed to QEMU, unique to this job. */
-char *kvmsaveFdName(const char *what);
-
 /* Sleep KVMSAVE_TEST_CHUNK_DELAY_MS (environment, read once; tests only)
  * per chunk of a save or restore stream. */
 void kvmsaveTestChunkDelay(void);
