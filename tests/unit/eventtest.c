@@ -1,9 +1,9 @@
 /*
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
  * eventtest.c: the lifecycle event rewrites of kvmsave_event.c: each
  * announced rewrite or drop, used once, per guest, in order, lapsing;
  * and what clients of a connection over test:///default see
- *
- * SPDX-License-Identifier: LGPL-2.1-or-later
  */
 #include <config.h>
 
