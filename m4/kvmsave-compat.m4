@@ -29,7 +29,7 @@ dnl compiles.
 AC_DEFUN([KVMSAVE_LIBVIRT_PROBE], [
   AC_CACHE_CHECK([whether libvirt's headers $1], [kvmsave_cv_$2], [
     save_CPPFLAGS=$CPPFLAGS
-    CPPFLAGS="$CPPFLAGS $LIBVIRT_INTERNAL_CFLAGS $LIBVIRT_CFLAGS $GLIB_CFLAGS"
+    CPPFLAGS="$CPPFLAGS $LIBVIRT_INTERNAL_CFLAGS $LIBVIRT_CFLAGS $GLIB_CFLAGS $LIBXML_CFLAGS"
     AC_COMPILE_IFELSE([AC_LANG_PROGRAM([KVMSAVE_LIBVIRT_CONFIG_TEXT
 #include "internal.h"
 $3], [$4])],
@@ -62,4 +62,25 @@ AC_DEFUN([KVMSAVE_LIBVIRT_COMPAT], [
     [WITH_LIBVIRT_VIRSTRTOLONG_L],
     [#include "virstring.h"], [(void) virStrToLong_l;],
     [libvirt's virstring.h declares virStrToLong_l])
+
+  dnl The QEMU driver's save image header, which the probe below reads:
+  dnl its failing to compile would look like the older restore.
+  KVMSAVE_LIBVIRT_PROBE([compile qemu/qemu_saveimage.h],
+    [WITH_LIBVIRT_QEMU_SAVEIMAGE_PROBE],
+    [#include "qemu/qemu_saveimage.h"], [(void) qemuSaveImageOpen;],
+    [libvirt's qemu/qemu_saveimage.h compiles (configure's probe)])
+  AS_IF([test "x$kvmsave_cv_WITH_LIBVIRT_QEMU_SAVEIMAGE_PROBE" != xyes],
+    [AC_MSG_FAILURE([libvirt's qemu/qemu_saveimage.h in $LIBVIRT_SOURCE_DIR does not compile])])
+
+  dnl 11.3's restore reads the image's metadata through an open of its
+  dnl own (qemuSaveImageGetMetadata), closes it, and opens the image again
+  dnl for QEMU, reading the header a second time; 9.0's qemuSaveImageOpen
+  dnl does both on one open. The feeder of a FIFO serves each open.
+  KVMSAVE_LIBVIRT_PROBE([read a restore's header twice],
+    [WITH_LIBVIRT_RESTORE_READS_HEADER_TWICE],
+    [#include "qemu/qemu_saveimage.h"],
+    [int (*get)(virQEMUDriver *, virQEMUCaps *, const char *,
+                virDomainDef **, virQEMUSaveData **) = qemuSaveImageGetMetadata;
+     (void) get;],
+    [libvirt's QEMU restore opens the image for its metadata, then again])
 ])

@@ -7,6 +7,8 @@
 #include <config.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "full-write.h"
@@ -26,6 +28,10 @@ VIR_LOG_INIT("kvmsave.feed");
 /* A FIFO's buffer: QEMU reads its stream in small pieces, and 64 KiB
  * would have the feeder wake for each. */
 #define KVMSAVE_FEED_PIPE_SIZE (1024 * 1024)
+
+/* How often (ms) a feeder waiting on its FIFO's reader looks whether the
+ * restore is being undone. */
+#define KVMSAVE_FEED_FIFO_POLL 20
 
 typedef struct _kvmsaveFeedStream kvmsaveFeedStream;
 struct _kvmsaveFeedStream {
@@ -53,23 +59,101 @@ struct _kvmsaveFeed {
 };
 
 
-/* Open the FIFO into *@fd (waiting for the inner driver to open it) and
- * write the stock header ahead of the stream. */
+/* Write @copies of the stock header into the just opened FIFO @fd, in one
+ * write (see kvmsaveFeedOpenFifo). */
 static int
-kvmsaveFeedOpenFifo(kvmsaveFeedStream *st, int *fd)
+kvmsaveFeedWriteHead(kvmsaveFeedStream *st, int fd, size_t copies)
+{
+    g_autofree unsigned char *buf = NULL;
+    const unsigned char *data = st->head;
+    size_t len = copies * st->headLen;
+    size_t i;
+    int size;
+
+    ignore_value(fcntl(fd, F_SETPIPE_SZ, KVMSAVE_FEED_PIPE_SIZE));
+    if (copies > 1) {
+        /* Failing before anything is written, the first reader finds an
+         * empty file, and libvirt opens the FIFO no more. */
+        if ((size = fcntl(fd, F_GETPIPE_SZ)) < 0 || (size_t) size < len) {
+            virReportError(VIR_ERR_INTERNAL_ERROR,
+                           _("the saved state's header does not fit twice into FIFO '%s'"),
+                           st->fifo);
+            return -1;
+        }
+        data = buf = g_malloc(len);
+        for (i = 0; i < copies; i++)
+            memcpy(buf + i * st->headLen, st->head, st->headLen);
+    }
+    if (full_write(fd, data, len) != len) {
+        virReportSystemError(errno, "%s", _("cannot feed the saved state to QEMU"));
+        st->writing = true;
+        return -1;
+    }
+    return 0;
+}
+
+
+#ifdef WITH_LIBVIRT_RESTORE_READS_HEADER_TWICE
+/* Wait until the FIFO @fd is read empty: the second reader took its copy
+ * of the header. 1: the restore was undone first. */
+static int
+kvmsaveFeedWaitHeadRead(kvmsaveFeed *feed, kvmsaveFeedStream *st, int fd)
+{
+    int left;
+
+    for (;;) {
+        if (g_atomic_int_get(&feed->stop))
+            return 1;
+        if (ioctl(fd, FIONREAD, &left) < 0) {
+            virReportSystemError(errno, _("cannot wait on FIFO '%s'"), st->fifo);
+            return -1;
+        }
+        if (left == 0)
+            break;
+        ignore_value(poll(NULL, 0, KVMSAVE_FEED_FIFO_POLL));
+    }
+    VIR_DEBUG("Both headers read from FIFO '%s'", st->fifo);
+    if (kvmsaveJobIsCancelled(feed->job)) {
+        kvmsaveJobReportCancelled(feed->job);
+        return -1;
+    }
+    return 0;
+}
+#endif /* WITH_LIBVIRT_RESTORE_READS_HEADER_TWICE */
+
+
+/* Open the FIFO into *@fd (waiting for the inner driver to open it) and
+ * write the stock header ahead of the stream. Returns 1 if the restore was
+ * undone meanwhile.
+ *
+ * Where the inner driver opens the FIFO twice in turn, each time reading
+ * exactly the header (its read of the image's metadata, closed before the
+ * open it hands QEMU), two copies go in, in one write: before the first
+ * reader can have read the first and gone (a write with no reader fails).
+ * The pipe keeps the second while the feeder holds its end, and the
+ * second reader's open does not block, as a writer is there. (Closing the
+ * FIFO and opening it again between the two would race with the second
+ * open, which may come before the feeder sees the first reader go.) The
+ * stream follows once the second copy is read, so that it finds a reader.
+ * A cancelled job does not end that wait: libvirt, about to open the FIFO
+ * again, would wait for a writer forever; it gets the end of the file
+ * instead. */
+static int
+kvmsaveFeedOpenFifo(kvmsaveFeed *feed, kvmsaveFeedStream *st, int *fd)
 {
     if ((*fd = open(st->fifo, O_WRONLY | O_CLOEXEC)) < 0) {
         virReportSystemError(errno, _("cannot open FIFO '%s' to pass the guest's state"),
                              st->fifo);
         return -1;
     }
-    ignore_value(fcntl(*fd, F_SETPIPE_SZ, KVMSAVE_FEED_PIPE_SIZE));
-    if (full_write(*fd, st->head, st->headLen) != st->headLen) {
-        virReportSystemError(errno, "%s", _("cannot feed the saved state to QEMU"));
-        st->writing = true;
+#ifdef WITH_LIBVIRT_RESTORE_READS_HEADER_TWICE
+    if (kvmsaveFeedWriteHead(st, *fd, 2) < 0)
         return -1;
-    }
-    return 0;
+    return kvmsaveFeedWaitHeadRead(feed, st, *fd);
+#else
+    (void) feed;
+    return kvmsaveFeedWriteHead(st, *fd, 1);
+#endif
 }
 
 
@@ -153,8 +237,8 @@ kvmsaveFeedRun(size_t i, int *fd, void *opaque)
     size_t len;
     int rc;
 
-    if (st->fifo && kvmsaveFeedOpenFifo(st, fd) < 0)
-        return -1;
+    if (st->fifo && (rc = kvmsaveFeedOpenFifo(feed, st, fd)) != 0)
+        return rc;
     while ((rc = kvmsaveImageReadChunk(st->reader, &data, &len)) > 0) {
         if (g_atomic_int_get(&feed->stop))
             return 1;
