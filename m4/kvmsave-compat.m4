@@ -74,13 +74,17 @@ AC_DEFUN([KVMSAVE_LIBVIRT_COMPAT], [
 
   dnl 11.3's restore reads the image's metadata through an open of its
   dnl own (qemuSaveImageGetMetadata), closes it, and opens the image again
-  dnl for QEMU, reading the header a second time; 9.0's qemuSaveImageOpen
-  dnl does both on one open. The feeder of a FIFO serves each open.
+  dnl for QEMU (qemuSaveImageOpen, no longer returning the metadata),
+  dnl reading the header a second time; 9.0's qemuSaveImageOpen does both
+  dnl on one open. The feeder of a FIFO serves each open. (Not
+  dnl qemuSaveImageGetMetadata's signature: Debian 13's security update
+  dnl added parameters to it.)
   KVMSAVE_LIBVIRT_PROBE([read a restore's header twice],
     [WITH_LIBVIRT_RESTORE_READS_HEADER_TWICE],
     [#include "qemu/qemu_saveimage.h"],
-    [int (*get)(virQEMUDriver *, virQEMUCaps *, const char *,
-                virDomainDef **, virQEMUSaveData **) = qemuSaveImageGetMetadata;
-     (void) get;],
+    [int (*opener)(virQEMUDriver *, const char *, bool, bool,
+                   virFileWrapperFd **, bool) = qemuSaveImageOpen;
+     (void) opener;
+     (void) qemuSaveImageGetMetadata;],
     [libvirt's QEMU restore opens the image for its metadata, then again])
 ])
