@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "kvmsave_recover.h"
+#include "kvmsave_recoverpriv.h"
 #include "kvmsave_imagereader.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
@@ -200,28 +201,51 @@ kvmsaveJournalRmdir(const char *path, const struct stat *sb G_GNUC_UNUSED,
 }
 
 
+/* The glob of the cgroups of the embedded driver's guest @machine (a
+ * machine name's tail, kvmsaveJournalMachineNameAppend) under @cgroot.
+ * libvirt without systemd-machined on the system bus makes them as
+ * virCgroupNewMachineManual does: partition "machine", group
+ * "qemu-embed-HASH-ID-NAME.libvirt-qemu" (virDomainDriverGenerateMachineName),
+ * in every controller's hierarchy on cgroup v1, once in the unified
+ * hierarchy on cgroup v2, whose root alone has cgroup.controllers. A
+ * machined scope (machine.slice) is systemd's, so it is left alone. */
+static char *
+kvmsaveJournalCgroupGlob(const char *cgroot, const char *root,
+                         const char *machine)
+{
+    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256,
+                                                          root, -1);
+    g_autofree char *controllers = g_build_filename(cgroot, "cgroup.controllers",
+                                                    NULL);
+    bool unified = access(controllers, F_OK) == 0;
+
+    return g_strdup_printf("%s%s/machine/qemu-embed-%.8s-*-%s.libvirt-qemu",
+                           cgroot, unified ? "" : "/*", hash, machine);
+}
+
+
 /* libvirt 9.0 makes a cgroup v1 cpuset group with mkdir and only then
  * copies its parent's CPUs and memory nodes into it. A client killed in
  * between leaves an empty cpuset that the next start of the guest reuses
  * as it is, and fails ("Unable to write to '.../tasks': No space left on
  * device"). The kill may come while QEMU already runs (its vcpu groups
  * are made after it starts), and libvirt's destroy leaves such a group
- * too. Once the guest is known not to run, its groups go. */
-static void
-kvmsaveJournalRemoveStaleCgroups(kvmsaveConn *priv, const char *name)
+ * too. cgroup v2 has no such failure (an empty cpuset.cpus takes the
+ * parent's), but the killed start's groups stay there all the same. Once
+ * the guest is known not to run, its groups go. */
+void
+kvmsaveRecoverRemoveStaleCgroups(const char *cgroot, const char *root,
+                                 const char *name)
 {
-    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256,
-                                                          priv->root, -1);
     g_autoptr(GString) machine = g_string_new(NULL);
     g_autofree char *pattern = NULL;
     glob_t g = { 0 };
     size_t i;
 
-    if (!hash || !name)
+    if (!root || !name)
         return;
     kvmsaveJournalMachineNameAppend(machine, name);
-    pattern = g_strdup_printf("/sys/fs/cgroup/*/machine/qemu-embed-%.8s-*-%s.libvirt-qemu",
-                              hash, machine->str);
+    pattern = kvmsaveJournalCgroupGlob(cgroot, root, machine->str);
     if (glob(pattern, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g) == 0) {
         for (i = 0; i < g.gl_pathc; i++) {
             ignore_value(nftw(g.gl_pathv[i], kvmsaveJournalRmdir, 8,
@@ -232,6 +256,13 @@ kvmsaveJournalRemoveStaleCgroups(kvmsaveConn *priv, const char *name)
         }
     }
     globfree(&g);
+}
+
+
+static void
+kvmsaveJournalRemoveStaleCgroups(kvmsaveConn *priv, const char *name)
+{
+    kvmsaveRecoverRemoveStaleCgroups(KVMSAVE_CGROUP_ROOT, priv->root, name);
 }
 
 

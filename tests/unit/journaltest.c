@@ -2,7 +2,9 @@
  * journaltest.c: unit tests of the job journal (kvmsave_journal.c): its
  * lock tells a live job from a dead one, and recovery of a dead save that
  * had not paused its guest removes what it left. (Recovery of guests:
- * tests/integration/test_kill.py.)
+ * tests/integration/test_kill.py.) The sweep of the cgroups a killed
+ * start left, in cgroup v1's and v2's layout, on fake trees: this host is
+ * cgroup v1 and the chroots bind its /sys, so no test here meets v2.
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -15,6 +17,7 @@
 
 #include "testutil.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_recoverpriv.h"
 #include "kvmsave_util.h"
 #include "viruuid.h"
 
@@ -253,6 +256,137 @@ START_TEST(test_ended_job_leaves_no_journal_and_frees_the_guest)
 END_TEST
 
 
+/* The embedded driver's root in the cgroup tests, and its guest. */
+#define CG_ROOT "/var/lib/kvmsave-cgtest"
+#define CG_GUEST "my_guest.1"       /* machine name: "myguest.1" */
+
+
+/* @top/@rel, "HASH" in @rel standing for the first 8 hex digits of the
+ * SHA-256 of CG_ROOT, as in libvirt's machine names. */
+static char *
+cgPath(const char *top, const char *rel)
+{
+    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256,
+                                                          CG_ROOT, -1);
+    g_auto(GStrv) parts = g_strsplit(rel, "HASH", -1);
+    g_autofree char *expanded = NULL;
+
+    hash[8] = '\0';
+    expanded = g_strjoinv(hash, parts);
+    return g_build_filename(top, expanded, NULL);
+}
+
+
+/* A fake cgroup tree: each of @dirs (cgPath) under a new temporary
+ * directory. */
+static char *
+cgTree(const char *const *dirs)
+{
+    char *top = g_dir_make_tmp("kvmsave-cgtest-XXXXXX", NULL);
+    size_t i;
+
+    ck_assert_ptr_nonnull(top);
+    for (i = 0; dirs[i]; i++) {
+        g_autofree char *path = cgPath(top, dirs[i]);
+
+        ck_assert_int_eq(g_mkdir_with_parents(path, 0755), 0);
+    }
+    return top;
+}
+
+
+static bool
+cgExists(const char *top, const char *rel)
+{
+    g_autofree char *path = cgPath(top, rel);
+
+    return access(path, F_OK) == 0;
+}
+
+
+static void
+cgTouch(const char *top, const char *rel)
+{
+    g_autofree char *path = cgPath(top, rel);
+
+    ck_assert(g_file_set_contents(path, "", 0, NULL));
+}
+
+
+static void
+cgFree(char *top)
+{
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", top);
+
+    ck_assert_int_eq(system(cmd), 0);
+    g_free(top);
+}
+
+
+#define CG_GROUP "machine/qemu-embed-HASH-3-myguest.1.libvirt-qemu"
+
+
+START_TEST(test_cgroup_v1_groups_of_the_guest_go)
+{
+    static const char *const dirs[] = {
+        "cpuset/" CG_GROUP "/vcpu0", "cpuset/" CG_GROUP "/emulator",
+        "memory/" CG_GROUP,
+        "cpuset/machine/qemu-embed-HASH-3-other.libvirt-qemu",
+        "cpuset/machine/qemu-embed-00000000-3-myguest.1.libvirt-qemu",
+        CG_GROUP,                   /* v2's layout, not this tree's */
+        NULL,
+    };
+    char *top = cgTree(dirs);
+
+    kvmsaveRecoverRemoveStaleCgroups(top, CG_ROOT, CG_GUEST);
+    ck_assert(!cgExists(top, "cpuset/" CG_GROUP));
+    ck_assert(!cgExists(top, "memory/" CG_GROUP));
+    ck_assert(cgExists(top, "cpuset/machine"));
+    ck_assert(cgExists(top, "cpuset/machine/qemu-embed-HASH-3-other.libvirt-qemu"));
+    ck_assert(cgExists(top, "cpuset/machine/qemu-embed-00000000-3-myguest.1.libvirt-qemu"));
+    ck_assert(cgExists(top, CG_GROUP));
+    cgFree(top);
+}
+END_TEST
+
+
+START_TEST(test_cgroup_v2_groups_of_the_guest_go)
+{
+    static const char *const dirs[] = {
+        CG_GROUP "/vcpu0", CG_GROUP "/emulator",
+        "machine/qemu-embed-HASH-4-myguest.1.libvirt-qemu",
+        "machine/qemu-embed-HASH-3-other.libvirt-qemu",
+        "cpuset/" CG_GROUP,         /* v1's layout, not this tree's */
+        NULL,
+    };
+    char *top = cgTree(dirs);
+
+    cgTouch(top, "cgroup.controllers");
+    kvmsaveRecoverRemoveStaleCgroups(top, CG_ROOT, CG_GUEST);
+    ck_assert(!cgExists(top, CG_GROUP));
+    ck_assert(!cgExists(top, "machine/qemu-embed-HASH-4-myguest.1.libvirt-qemu"));
+    ck_assert(cgExists(top, "machine/qemu-embed-HASH-3-other.libvirt-qemu"));
+    ck_assert(cgExists(top, "cpuset/" CG_GROUP));
+    cgFree(top);
+}
+END_TEST
+
+
+START_TEST(test_cgroup_with_a_task_stays)
+{
+    static const char *const dirs[] = { CG_GROUP "/vcpu0", NULL };
+    char *top = cgTree(dirs);
+
+    cgTouch(top, "cgroup.controllers");
+    cgTouch(top, CG_GROUP "/task");   /* its rmdir fails as with a task in it */
+    kvmsaveRecoverRemoveStaleCgroups(top, CG_ROOT, CG_GUEST);
+    ck_assert(!cgExists(top, CG_GROUP "/vcpu0"));
+    ck_assert(cgExists(top, CG_GROUP));
+    cgFree(top);
+}
+END_TEST
+
+
 static Suite *
 journalSuite(void)
 {
@@ -265,6 +399,9 @@ journalSuite(void)
     tcase_add_test(tc, test_torn_journal_is_removed_without_acting_on_it);
     tcase_add_test(tc, test_dead_journal_of_another_connection_is_left_alone);
     tcase_add_test(tc, test_ended_job_leaves_no_journal_and_frees_the_guest);
+    tcase_add_test(tc, test_cgroup_v1_groups_of_the_guest_go);
+    tcase_add_test(tc, test_cgroup_v2_groups_of_the_guest_go);
+    tcase_add_test(tc, test_cgroup_with_a_task_stays);
     suite_add_tcase(s, tc);
     return s;
 }
