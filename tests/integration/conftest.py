@@ -266,6 +266,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'libvirtd: run this test over a libvirtd (qemu:///system) '
         'too, besides the embedded QEMU driver')
+    config.addinivalue_line(
+        'markers', 'every_release: part of the suite of every supported '
+        'Debian release, not only of the full suite (scripts/suite)')
 
 
 def _module_has_libvirtd_tests(module):

@@ -47,10 +47,14 @@ def libvirt_version():
     return tuple(int(n) for n in re.search(r'(\d+)\.(\d+)\.(\d+)', out).groups())
 
 
-pytestmark = pytest.mark.skipif(
-    libvirt_version()[:2] < MIN_VERSION,
-    reason='the daemon saves guests at host shutdown (auto_shutdown_try_save) '
-           'from libvirt 11.2 on; this is libvirt %d.%d.%d' % libvirt_version())
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = [
+    pytest.mark.every_release,
+    pytest.mark.skipif(
+        libvirt_version()[:2] < MIN_VERSION,
+        reason='the daemon saves guests at host shutdown (auto_shutdown_try_save) '
+               'from libvirt 11.2 on; this is libvirt %d.%d.%d' % libvirt_version()),
+]
 
 
 BUS_CONFIG = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"

@@ -12,7 +12,12 @@ import os
 import shutil
 import struct
 
+import pytest
+
 from conftest import sha256
+
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
 
 HEADER_FIXED = 64
 CHUNK_HEADER = 32

@@ -17,6 +17,9 @@ import libvirt_consts as C
 from kvmsave_harness import Virsh, embed_uri
 from conftest import lifecycle_events, module_env, sha256, started_guest, tmpfs
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 VIR_ERR_OPERATION_ABORTED = 78
 VIR_DOMAIN_JOB_UNBOUNDED = 2
 VIR_DOMAIN_JOB_COMPLETED = 3

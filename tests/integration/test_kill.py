@@ -26,6 +26,9 @@ import pytest
 from conftest import module_env, sha256, started_guest
 from kvmsave_harness import SYSTEM_PYTHON
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 TRIALS = int(os.environ.get('KVMSAVE_KILL_TRIALS', '10'))
 MF_TRIALS = int(os.environ.get('KVMSAVE_KILL_MF_TRIALS', '5'))
 SEED = int(os.environ.get('KVMSAVE_KILL_SEED', str(int(time.time()))))

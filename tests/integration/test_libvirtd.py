@@ -19,6 +19,9 @@ from kvmsave_harness import (LIBVIRTD_SOCKET, SOCKET_DIR, SYSTEM_URI,
                              run_python)
 from test_image_formats import image_info, multifd_dirs, restore_params, save_params
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 
 @pytest.fixture(scope='module')
 def env(libvirtd):

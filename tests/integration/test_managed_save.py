@@ -7,6 +7,9 @@ import re
 
 import pytest
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 
 def managed_image(env, guest):
     return os.path.join(env.root, 'lib', 'kvmsave', 'managed-save', guest.uuid + '.save')

@@ -16,6 +16,9 @@ import pytest
 from conftest import Guest, module_env, sha256
 from image_edit import FIELD_DISKS, FIELD_MACHINE, FIELD_XML, field, replace_in_field
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 preflight_env = module_env('kvmsave-preflight-')
 
 

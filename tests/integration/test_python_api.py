@@ -4,6 +4,11 @@
 import json
 import os
 
+import pytest
+
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 
 def py(env, code):
     """Run a snippet; it prints one JSON value, which is returned."""

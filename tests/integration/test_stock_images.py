@@ -23,6 +23,9 @@ from conftest import module_env, sha256, started_guest
 from kvmsave_harness import (DEFAULT_QEMU_CONF, PLAIN_QUICK_EXIT, Virsh, embed_uri,
                              run_python)
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
+
 FORMATS = ('raw', 'gzip', 'bzip2', 'xz', 'lzop')
 HEADER_LEN = 92
 

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import sha256
 
+# In the suite of every supported Debian release (scripts/suite).
+pytestmark = pytest.mark.every_release
 
 
 def save(guest, path, *args):
