@@ -23,6 +23,7 @@ import libvirt_consts as C
 from conftest import module_env, sha256, started_guest
 from kvmsave_harness import (DEFAULT_QEMU_CONF, PLAIN_QUICK_EXIT, Virsh, embed_uri,
                              run_python)
+from test_restore_trace import plain_uri
 
 HEADER_LEN = 92
 
@@ -323,3 +324,25 @@ def test_sparse_image_refused_before_qemu_9(stock_env, tmp_path):
     assert '<name>stockguest</name>' in env.virsh.run('save-image-dumpxml', img).stdout
     assert 'mapped-ram' in tool(env, 'info', img).stdout
     assert 'OK as far as it can be checked' in tool(env, 'verify', img).stdout
+
+
+@pytest.mark.libvirtd
+@pytest.mark.skipif(not HAVE_SPARSE, reason=NEW_FORMATS_REASON if not HAVE_ZSTD
+                    else SPARSE_QEMU_REASON)
+def test_sparse_image_of_save_params_restores(env, guest):
+    """A sparse image saved through virDomainSaveParams' image_format
+    (libvirt 11.2) by the QEMU driver itself, embedded or a daemon's,
+    restores through kvmsave: over a daemon too, QEMU reads the file from
+    the descriptor kvmsave hands it."""
+    img = env.image('params-sparse.img')
+    code = f'''
+dom = conn.lookupByName({guest.name!r})
+dom.saveParams({{'file': {img!r}, 'image_format': 'sparse'}}, 0)
+''' + PLAIN_QUICK_EXIT
+    pre = [env.wrapper] if env.wrapper else []
+    run_python(pre, plain_uri(env), code)
+    guest.checkpoint()
+    assert 'mapped-ram' in tool(env, 'info', img).stdout
+    env.virsh.run('restore', img)
+    assert guest.state() == 'running'
+    guest.assert_continued()
