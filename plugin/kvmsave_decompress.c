@@ -1,6 +1,6 @@
 /*
  * kvmsave_decompress.c: stream decoders for the compressed save images of
- * stock libvirt (gzip, bzip2, xz, lzop)
+ * stock libvirt (gzip, bzip2, xz, lzop, zstd)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -10,6 +10,7 @@
 #include <lzma.h>
 #include <lzo/lzo1x.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "kvmsave_decompress.h"
 #include "virendian.h"
@@ -26,6 +27,8 @@ static const char *const kvmsaveCompressNames[] = {
     [KVMSAVE_COMPRESS_BZIP2] = "bzip2",
     [KVMSAVE_COMPRESS_XZ] = "xz",
     [KVMSAVE_COMPRESS_LZOP] = "lzop",
+    [KVMSAVE_COMPRESS_ZSTD] = "zstd",
+    [KVMSAVE_COMPRESS_SPARSE] = "sparse",
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(kvmsaveCompressNames) == KVMSAVE_COMPRESS_LAST);
 
@@ -96,6 +99,7 @@ struct _kvmsaveDecompressor {
     bz_stream bz;
     lzma_stream xz;
     kvmsaveLzop lzop;
+    ZSTD_DCtx *zstd;
 };
 
 
@@ -128,7 +132,14 @@ kvmsaveDecompressorNew(int format)
         if (lzo_init() != LZO_E_OK)
             abort(); /* a liblzo2 built for another ABI */
         break;
+    case KVMSAVE_COMPRESS_ZSTD:
+        /* libzstd's default window limit (128 MiB) covers every level
+         * "zstd -c" writes without --long. */
+        if (!(d->zstd = ZSTD_createDCtx()))
+            abort();
+        break;
     case KVMSAVE_COMPRESS_RAW:
+    case KVMSAVE_COMPRESS_SPARSE: /* QEMU reads it itself */
     case KVMSAVE_COMPRESS_LAST:
     default:
         return NULL;
@@ -156,7 +167,11 @@ kvmsaveDecompressorFree(kvmsaveDecompressor *d)
         g_free(d->lzop.gather);
         g_free(d->lzop.block);
         break;
+    case KVMSAVE_COMPRESS_ZSTD:
+        ZSTD_freeDCtx(d->zstd);
+        break;
     case KVMSAVE_COMPRESS_RAW:
+    case KVMSAVE_COMPRESS_SPARSE:
     case KVMSAVE_COMPRESS_LAST:
         break;
     }
@@ -270,6 +285,30 @@ kvmsaveDecompressXz(lzma_stream *xz, const unsigned char **in, size_t *inLen,
         *why = N_("xz decoder failed");
         return -1;
     }
+}
+
+
+/* One frame, as "zstd -c" writes: the frame's end is the stream's, and
+ * its content checksum (XXH64, which zstd writes by default) is checked
+ * there. */
+static int
+kvmsaveDecompressZstd(ZSTD_DCtx *zstd, const unsigned char **in, size_t *inLen,
+                      unsigned char *out, size_t outLen, size_t *produced,
+                      const char **why)
+{
+    ZSTD_inBuffer ib = { .src = *in, .size = *inLen, .pos = 0 };
+    ZSTD_outBuffer ob = { .dst = out, .size = outLen, .pos = 0 };
+    size_t rc = ZSTD_decompressStream(zstd, &ob, &ib);
+
+    *produced = ob.pos;
+    *in += ib.pos;
+    *inLen -= ib.pos;
+    if (ZSTD_isError(rc)) {
+        /* libzstd's own words, static text */
+        *why = ZSTD_getErrorName(rc);
+        return -1;
+    }
+    return rc == 0 ? 1 : 0;
 }
 
 
@@ -560,7 +599,10 @@ kvmsaveDecompress(kvmsaveDecompressor *d,
         return kvmsaveDecompressXz(&d->xz, in, inLen, out, outLen, produced, why);
     case KVMSAVE_COMPRESS_LZOP:
         return kvmsaveDecompressLzop(&d->lzop, in, inLen, out, outLen, produced, why);
+    case KVMSAVE_COMPRESS_ZSTD:
+        return kvmsaveDecompressZstd(d->zstd, in, inLen, out, outLen, produced, why);
     case KVMSAVE_COMPRESS_RAW:
+    case KVMSAVE_COMPRESS_SPARSE:
     case KVMSAVE_COMPRESS_LAST:
         break;
     }

@@ -1,25 +1,30 @@
 /*
  * kvmsave_decompress.h: stream decoders for the compressed save images of
- * stock libvirt (gzip, bzip2, xz, lzop)
+ * stock libvirt (gzip, bzip2, xz, lzop, zstd)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Stock libvirt pipes QEMU's stream through "gzip -c", "bzip2 -c", "xz -c"
- * or "lzop -c". kvmsave decodes those files with the libraries Debian
- * keeps for them: zlib, libbz2, liblzma, and liblzo2 for lzop's blocks
- * (lzop's container around them is parsed here). No program is run.
+ * "lzop -c" or (libvirt 11.2 and later) "zstd -c". kvmsave decodes those
+ * files with the libraries Debian keeps for them: zlib, libbz2, liblzma,
+ * liblzo2 for lzop's blocks (lzop's container around them is parsed here)
+ * and libzstd. No program is run.
  */
 #pragma once
 
 #include "internal.h"
 
-/* The compressors, numbered as in the stock header's "compressed" field. */
+/* The compressors, numbered as in the stock header's "compressed" field
+ * (libvirt 11.2 calls it "format": 6 is no compressor but QEMU's
+ * mapped-ram layout, which only QEMU reads, kvmsave_sparse.h). */
 typedef enum {
     KVMSAVE_COMPRESS_RAW = 0,
     KVMSAVE_COMPRESS_GZIP = 1,
     KVMSAVE_COMPRESS_BZIP2 = 2,
     KVMSAVE_COMPRESS_XZ = 3,
     KVMSAVE_COMPRESS_LZOP = 4,
+    KVMSAVE_COMPRESS_ZSTD = 5,
+    KVMSAVE_COMPRESS_SPARSE = 6,
 
     KVMSAVE_COMPRESS_LAST
 } kvmsaveCompress;
@@ -29,7 +34,7 @@ const char *kvmsaveCompressToString(int format);
 
 typedef struct _kvmsaveDecompressor kvmsaveDecompressor;
 
-/* A decoder of one compressed stream of @format (not RAW). */
+/* A decoder of one compressed stream of @format (not RAW or SPARSE). */
 kvmsaveDecompressor *kvmsaveDecompressorNew(int format);
 void kvmsaveDecompressorFree(kvmsaveDecompressor *d);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveDecompressor, kvmsaveDecompressorFree);

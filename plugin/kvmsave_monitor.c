@@ -143,19 +143,28 @@ kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
 
 
 int
-kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels)
+kvmsaveMonitorSetCapability(virDomainPtr dom, const char *name, bool state)
 {
     g_autoptr(virJSONValue) caps = virJSONValueNewArray();
     g_autoptr(virJSONValue) cap = NULL;
     g_autoptr(virJSONValue) args = NULL;
+
+    if (virJSONValueObjectAdd(&cap, "s:capability", name,
+                              "b:state", state, NULL) < 0 ||
+        virJSONValueArrayAppend(caps, &cap) < 0 ||
+        virJSONValueObjectAdd(&args, "a:capabilities", &caps, NULL) < 0)
+        return -1;
+    return kvmsaveMonitorCommandNoReply(dom, "migrate-set-capabilities",
+                                        g_steal_pointer(&args), NULL, 0);
+}
+
+
+int
+kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels)
+{
     g_autoptr(virJSONValue) params = NULL;
 
-    if (virJSONValueObjectAdd(&cap, "s:capability", "multifd",
-                              "b:state", channels > 0, NULL) < 0 ||
-        virJSONValueArrayAppend(caps, &cap) < 0 ||
-        virJSONValueObjectAdd(&args, "a:capabilities", &caps, NULL) < 0 ||
-        kvmsaveMonitorCommandNoReply(dom, "migrate-set-capabilities",
-                                     g_steal_pointer(&args), NULL, 0) < 0)
+    if (kvmsaveMonitorSetCapability(dom, "multifd", channels > 0) < 0)
         return -1;
     if (channels == 0)
         return 0;
@@ -163,6 +172,33 @@ kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels)
         return -1;
     return kvmsaveMonitorCommandNoReply(dom, "migrate-set-parameters",
                                         g_steal_pointer(&params), NULL, 0);
+}
+
+
+int
+kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset)
+{
+    g_autoptr(virJSONValue) ret = kvmsaveMonitorCommand(dom, "add-fd", NULL, &fd, 1);
+
+    if (!ret)
+        return -1;
+    if (virJSONValueObjectGetNumberInt(ret, "fdset-id", fdset) < 0) {
+        virReportError(VIR_ERR_INTERNAL_ERROR, "%s",
+                       _("QEMU's reply to add-fd lacks 'fdset-id'"));
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+kvmsaveMonitorRemoveFd(virDomainPtr dom, int fdset)
+{
+    g_autoptr(virJSONValue) args = NULL;
+
+    if (virJSONValueObjectAdd(&args, "i:fdset-id", fdset, NULL) < 0)
+        return -1;
+    return kvmsaveMonitorCommandNoReply(dom, "remove-fd", g_steal_pointer(&args), NULL, 0);
 }
 
 

@@ -51,6 +51,11 @@ int kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
  * save sets it every time, as libvirt's own save sets every capability it
  * knows: QEMU keeps them from one migration to the next. */
 int kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels);
+/* Turn QEMU's migration capability @name on or off. */
+int kvmsaveMonitorSetCapability(virDomainPtr dom, const char *name, bool state);
+/* Put @fd into a new fdset (add-fd): *@fdset its ID, for "/dev/fdset/N". */
+int kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset);
+int kvmsaveMonitorRemoveFd(virDomainPtr dom, int fdset);
 
 int kvmsaveMonitorMigrateCancel(virDomainPtr dom);
 int kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st);

@@ -12,7 +12,9 @@
  *  - several streams over a daemon: the inner driver's migration
  *    destination listens on a unix socket (kvmsave_incoming.c);
  *  - several streams in embedded mode: QEMU started with "-incoming
- *    defer" is told through its monitor where to listen.
+ *    defer" is told through its monitor where to listen;
+ *  - a sparse stock image: QEMU, started so, reads the file itself from
+ *    a descriptor in an fdset.
  * The guest runs only once every check passed. Any failure stops the new
  * QEMU; the image is only ever read.
  */
@@ -33,6 +35,7 @@
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
+#include "kvmsave_sparse.h"
 #include "kvmsave_stock.h"
 #include "kvmsave_stream.h"
 #include "kvmsave_xml.h"
@@ -437,6 +440,28 @@ kvmsaveRestoreViaMigration(kvmsaveRestore *r, kvmsaveMultifd *mfd)
 }
 
 
+/* Start QEMU paused with kvmsave's own "-incoming defer", to be told
+ * through its monitor where its state comes from; journal it. */
+static int
+kvmsaveRestoreStartDeferred(kvmsaveRestore *r)
+{
+    g_autofree char *xml = NULL;
+    unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
+
+    if (!(xml = kvmsaveXMLWithIncoming(r->startxml)))
+        return -1;
+    if (r->flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
+        startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
+    kvmsaveRestoreExpectCommandlineEvents(r);
+    if (kvmsaveJournalWrite(r->journal, "starting") < 0 ||
+        !(r->dom = virDomainCreateXML(r->priv->inner, xml, startFlags))) {
+        kvmsaveEventsForget(r->hdr->uuid);
+        return -1;
+    }
+    return kvmsaveRestoreStarted(r);
+}
+
+
 /* Several streams in embedded mode, where libvirt refuses the migration
  * destination (it needs autodestroy, which embedded drivers lack): QEMU
  * starts with kvmsave's own "-incoming defer" and is told through its
@@ -444,26 +469,58 @@ kvmsaveRestoreViaMigration(kvmsaveRestore *r, kvmsaveMultifd *mfd)
 static virDomainPtr
 kvmsaveRestoreViaCommandline(kvmsaveRestore *r, kvmsaveMultifd *mfd)
 {
-    g_autofree char *xml = NULL;
-    unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
-
-    if (!(xml = kvmsaveXMLWithIncoming(r->startxml)))
-        return NULL;
-    if (r->flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
-        startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
-    kvmsaveRestoreExpectCommandlineEvents(r);
-    if (kvmsaveJournalWrite(r->journal, "starting") < 0 ||
-        !(r->dom = virDomainCreateXML(r->priv->inner, xml, startFlags))) {
-        kvmsaveEventsForget(r->hdr->uuid);
-        return NULL;
-    }
-    if (kvmsaveRestoreStarted(r) < 0 ||
+    if (kvmsaveRestoreStartDeferred(r) < 0 ||
         kvmsaveMonitorSetMultifd(r->dom, r->hdr->streams - 1) < 0 ||
         kvmsaveMonitorMigrateIncoming(r->dom, "unix", kvmsaveMultifdPath(mfd)) < 0 ||
         kvmsaveRestoreFeedAll(r, mfd) < 0 ||
         kvmsaveMonitorWaitMigration(r->dom, _("restoring the guest's state"),
                                     NULL, NULL) < 0)
         return NULL;
+    if (r->running && virDomainResume(r->dom) < 0)
+        return NULL;
+    return virObjectRef(r->dom);
+}
+
+
+/* While QEMU loads a sparse image: an abort stops the wait. */
+static bool
+kvmsaveRestoreSparsePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
+                         void *opaque)
+{
+    return kvmsaveJobIsCancelled(opaque);
+}
+
+
+/* A sparse stock image (QEMU's mapped-ram layout): QEMU reads the file
+ * itself, at the offsets its stream records, so it cannot come through a
+ * FIFO or socket. QEMU starts with "-incoming defer" and gets the file's
+ * descriptor in an fdset, over a daemon too (kvmsave_sparse.h). */
+static virDomainPtr
+kvmsaveRestoreViaFdset(kvmsaveRestore *r, kvmsaveStockImage *stock)
+{
+    virErrorPtr err = NULL;
+    int fdset;
+    int rc;
+
+    if (kvmsaveRestoreStartDeferred(r) < 0 ||
+        (fdset = kvmsaveSparseIncoming(r->dom, stock)) < 0)
+        return NULL;
+    rc = kvmsaveMonitorWaitMigration(r->dom, _("restoring the guest's state"),
+                                     kvmsaveRestoreSparsePoll, r->job);
+    /* QEMU's own copy of the descriptor is of no more use; QEMU's error,
+     * if any, is the one to report. */
+    virErrorPreserveLast(&err);
+    ignore_value(kvmsaveMonitorRemoveFd(r->dom, fdset));
+    virErrorRestore(&err);
+    if (rc == -1) {
+        kvmsaveRestoreReportStockLoad(r->path);
+        return NULL;
+    }
+    /* Nothing kvmsave could check: the commit is QEMU's loading. */
+    if (rc == -2 || !kvmsaveJobCommit(r->job)) {
+        kvmsaveJobReportCancelled(r->job);
+        return NULL;
+    }
     if (r->running && virDomainResume(r->dom) < 0)
         return NULL;
     return virObjectRef(r->dom);
@@ -494,6 +551,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autoptr(kvmsaveImageReader) reader = NULL;
     g_autoptr(virDomain) loaded = NULL;
     g_autofree char *startxml = NULL;
+    kvmsaveStockImage *stock = NULL;
     g_autofree char *from = NULL;
     bool forceDisks = false;
     kvmsaveRestore r = { .priv = priv, .path = path, .flags = flags };
@@ -517,6 +575,13 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
      * state, or run the guest over disks that changed under it. */
     if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks) < 0)
         goto cleanup;
+    if ((stock = kvmsaveImageReaderBackendData(reader, &kvmsaveStockBackend)) &&
+        kvmsaveStockImageInfo(stock)->compressed == KVMSAVE_COMPRESS_SPARSE) {
+        if (kvmsaveSparseCheckQemu(priv->inner, path) < 0)
+            goto cleanup;
+    } else {
+        stock = NULL;
+    }
     if (kvmsavePreflightCheck(priv->inner, r.hdr, startxml, path, forceDisks) < 0)
         goto cleanup;
 
@@ -524,8 +589,13 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
          (r.hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
     kvmsaveJournalSetInt(r.journal, "running", r.running);
-    if (!(loaded = r.hdr->streams > 1 ? kvmsaveRestoreMultifd(&r) :
-          kvmsaveRestoreViaStock(&r)))
+    if (stock)
+        loaded = kvmsaveRestoreViaFdset(&r, stock);
+    else if (r.hdr->streams > 1)
+        loaded = kvmsaveRestoreMultifd(&r);
+    else
+        loaded = kvmsaveRestoreViaStock(&r);
+    if (!loaded)
         goto cleanup;
     if (kvmsaveJournalWrite(r.journal, "loaded") < 0 ||
         kvmsaveRestoreSetMigrateFrom(loaded, path, r.hdr->name) < 0)

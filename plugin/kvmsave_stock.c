@@ -1,6 +1,6 @@
 /*
  * kvmsave_stock.c: save images of stock libvirt's QEMU driver, as kvmsave
- * reads them (libvirt 9.0's src/qemu/qemu_saveimage.[ch])
+ * reads them (libvirt 9.0's and 11.3's src/qemu/qemu_saveimage.[ch])
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -17,6 +17,7 @@
 #include "kvmsave_xml.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virendian.h"
 #include "viruuid.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
@@ -25,8 +26,14 @@
 #define KVMSAVE_STOCK_BUFSIZE (4 * 1024 * 1024)
 /* Room stock libvirt leaves after the XML for later edits. */
 #define KVMSAVE_STOCK_XML_ROOM (64 * 1024)
-/* QEMU's migration stream begins with QEMU_VM_FILE_MAGIC. */
+/* QEMU's migration stream begins with QEMU_VM_FILE_MAGIC, then
+ * QEMU_VM_FILE_VERSION (big-endian). */
 #define KVMSAVE_STOCK_QEMU_MAGIC "QEVM"
+#define KVMSAVE_STOCK_QEMU_VERSION 3
+/* The least a sparse image's stream holds: QEMU's file header and one
+ * mapped-ram header (QEMU 9.0's MappedRamHeader: u32 version, u64
+ * page_size, bitmap_offset, pages_offset). */
+#define KVMSAVE_STOCK_SPARSE_MIN (8 + 28)
 
 struct _kvmsaveStockImage {
     kvmsaveStockInfo info;
@@ -226,6 +233,43 @@ kvmsaveStockPread(int fd, bool direct, const char *path, unsigned char *buf,
 }
 
 
+/* QEMU reads a sparse image itself, from the file, once it runs: what
+ * kvmsave can check is that the file holds the beginning of a mapped-ram
+ * stream, before any QEMU starts. */
+static int
+kvmsaveStockCheckSparse(kvmsaveStockImage *s)
+{
+    uint64_t start = s->info.streamOffset / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
+    size_t skip = s->info.streamOffset - start;
+    unsigned char *buf;
+    ssize_t n;
+    bool ok;
+
+    if (s->info.streamSize < KVMSAVE_STOCK_SPARSE_MIN) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' of stock libvirt is truncated: its sparse (mapped-ram) stream has %llu bytes, too few for QEMU's headers"),
+                       s->path, (unsigned long long) s->info.streamSize);
+        return -1;
+    }
+    buf = kvmsaveAlignedAlloc(KVMSAVE_IMAGE_ALIGN * 2);
+    n = kvmsaveStockPread(s->fd, s->direct, s->path, buf,
+                          KVMSAVE_IMAGE_ALIGN * 2, start);
+    ok = n >= (ssize_t) (skip + 8) &&
+        memcmp(buf + skip, KVMSAVE_STOCK_QEMU_MAGIC, 4) == 0 &&
+        virReadBufInt32BE(buf + skip + 4) == KVMSAVE_STOCK_QEMU_VERSION;
+    free(buf);
+    if (n < 0)
+        return -1;
+    if (!ok) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' of stock libvirt is damaged: what follows its header is not QEMU's migration stream"),
+                       s->path);
+        return -1;
+    }
+    return 0;
+}
+
+
 kvmsaveStockImage *
 kvmsaveStockImageOpen(int fd, bool direct, const char *path, uint64_t fileSize,
                       const unsigned char *buf, size_t len,
@@ -263,7 +307,11 @@ kvmsaveStockImageOpen(int fd, bool direct, const char *path, uint64_t fileSize,
     s->readPos = s->info.streamOffset / KVMSAVE_IMAGE_ALIGN * KVMSAVE_IMAGE_ALIGN;
     s->dropped = s->readPos;
     s->in = kvmsaveAlignedAlloc(KVMSAVE_STOCK_BUFSIZE);
-    if (s->info.compressed != KVMSAVE_COMPRESS_RAW) {
+    if (s->info.compressed == KVMSAVE_COMPRESS_SPARSE &&
+        kvmsaveStockCheckSparse(s) < 0)
+        return NULL;
+    if (s->info.compressed != KVMSAVE_COMPRESS_RAW &&
+        s->info.compressed != KVMSAVE_COMPRESS_SPARSE) {
         s->dec = kvmsaveDecompressorNew(s->info.compressed);
         s->out = g_malloc(KVMSAVE_STOCK_BUFSIZE);
     }
@@ -280,6 +328,20 @@ const kvmsaveStockInfo *
 kvmsaveStockImageInfo(kvmsaveStockImage *s)
 {
     return &s->info;
+}
+
+
+int
+kvmsaveStockImageReopen(kvmsaveStockImage *s)
+{
+    /* The file the reader checked, whatever its path names now. */
+    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", s->fd);
+    int fd = open(self, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        virReportSystemError(errno, _("cannot open save image '%s' again"),
+                             s->path);
+    return fd;
 }
 
 
@@ -543,7 +605,15 @@ kvmsaveStockImageWrite(kvmsaveStockImage *s, int fd, const char *path,
     size_t headLen;
 
     /* As stock libvirt: the area keeps its size while the XML fits. Where
-     * stock refuses larger XML, a new file can give it room. */
+     * stock refuses larger XML, a new file can give it room; but not a
+     * sparse one, whose mapped-ram stream records file offsets. */
+    if (xmlLen + cookieLen > minData &&
+        s->info.compressed == KVMSAVE_COMPRESS_SPARSE) {
+        virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
+                       _("the new domain XML does not fit into the %u bytes the sparse save image '%s' has for it, and that room cannot grow, since QEMU's stream in it records file offsets; shorten the XML"),
+                       s->info.dataLen, s->path);
+        return -1;
+    }
     if (xmlLen + cookieLen > minData)
         minData = xmlLen + cookieLen + KVMSAVE_STOCK_XML_ROOM;
     /* Marked incomplete until the stream is there, as stock does. */

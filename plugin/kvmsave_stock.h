@@ -6,8 +6,9 @@
  *
  * libvirt's own save writes a 92-byte header ("LibvirtQemudSave", host
  * byte order), an area with the domain XML and the save cookie, then
- * QEMU's migration stream, raw or through an external compressor
- * (qemu.conf's save_image_format). This module is the image reader's
+ * QEMU's migration stream, raw, through an external compressor
+ * (qemu.conf's save_image_format), or (libvirt 11.2 and later, "sparse")
+ * in QEMU's mapped-ram layout, which QEMU reads from the file itself. This module is the image reader's
  * backend for them (kvmsaveStockBackend, kvmsave_imagebackend.h): the
  * reader hands out their decoded stream in blocks, as it does a kvmsave
  * image's chunks, so the restore engine restores both alike.
@@ -69,6 +70,10 @@ const kvmsaveStockInfo *kvmsaveStockImageInfo(kvmsaveStockImage *s);
  * error (the same on every later call). */
 int kvmsaveStockImageRead(kvmsaveStockImage *s,
                           const unsigned char **data, size_t *len);
+/* A new descriptor of @s's file, read-only, without O_DIRECT (for QEMU,
+ * which reads a sparse image itself), or -1 with an error reported. */
+int kvmsaveStockImageReopen(kvmsaveStockImage *s);
+
 /* Bytes of the file the last read went through (the stored stream). */
 size_t kvmsaveStockImageLastProgress(kvmsaveStockImage *s);
 

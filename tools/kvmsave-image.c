@@ -8,7 +8,8 @@
  *   kvmsave-image xml FILE      the domain XML kept in the image
  *
  * Images of stock libvirt are read too; they carry no checksums, so
- * verify checks what can be: header, XML, the stream decoded to its end.
+ * verify checks what can be: header, XML, the stream decoded to its end
+ * (a sparse image's read to its end: only QEMU knows its layout).
  */
 #include <config.h>
 
@@ -104,7 +105,10 @@ printStockInfo(kvmsaveImageReader *r, kvmsaveStockImage *stock)
     printf(_("stream:        %llu bytes at offset %llu, %s\n"),
            (unsigned long long) info->streamSize,
            (unsigned long long) info->streamOffset, compression);
-    if (info->compressed == KVMSAVE_COMPRESS_RAW)
+    if (info->compressed == KVMSAVE_COMPRESS_SPARSE)
+        printf("%s", _("layout:        QEMU's mapped-ram (save_image_format \"sparse\"): QEMU reads the file itself, which needs QEMU 9.0 or later\n"));
+    if (info->compressed == KVMSAVE_COMPRESS_RAW ||
+        info->compressed == KVMSAVE_COMPRESS_SPARSE)
         printf("%s", _("checksums:     none: stock libvirt images carry none, so silent corruption goes unnoticed\n"));
     else
         printf(_("checksums:     none of the image's own; %s's checks of its stream are made by verify and restore\n"),
@@ -117,7 +121,10 @@ printStockVerified(const char *file, kvmsaveStockImage *stock)
 {
     const kvmsaveStockInfo *info = kvmsaveStockImageInfo(stock);
 
-    if (info->compressed == KVMSAVE_COMPRESS_RAW)
+    if (info->compressed == KVMSAVE_COMPRESS_SPARSE)
+        printf(_("%s: OK as far as it can be checked: header and domain XML are sound, QEMU's mapped-ram stream begins as it should and all of its %llu bytes can be read, but stock libvirt images carry no checksums, and only QEMU can check that stream's layout\n"),
+               file, (unsigned long long) info->decoded);
+    else if (info->compressed == KVMSAVE_COMPRESS_RAW)
         printf(_("%s: OK as far as it can be checked: header and domain XML are sound and QEMU's stream (%llu bytes) begins as it should, but stock libvirt images carry no checksums, so corruption inside it cannot be detected\n"),
                file, (unsigned long long) info->decoded);
     else

@@ -149,7 +149,9 @@ main(int argc, char **argv)
         writeStockSeed(dir, "stock-gzip.img", 1, "gzip") < 0 ||
         writeStockSeed(dir, "stock-bzip2.img", 2, "bzip2") < 0 ||
         writeStockSeed(dir, "stock-xz.img", 3, "xz") < 0 ||
-        writeStockSeed(dir, "stock-lzop.img", 4, "lzop") < 0)
+        writeStockSeed(dir, "stock-lzop.img", 4, "lzop") < 0 ||
+        writeStockSeed(dir, "stock-zstd.img", 5, "zstd") < 0 ||
+        writeStockSeed(dir, "stock-sparse.img", 6, NULL) < 0)
         return 1;
     return 0;
 }

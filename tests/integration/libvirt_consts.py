@@ -4,6 +4,7 @@ and error codes (virerror.h), so the test process need not import libvirt."""
 
 VIR_ERR_OPERATION_FAILED = 9
 VIR_ERR_OPERATION_INVALID = 55
+VIR_ERR_OPERATION_UNSUPPORTED = 84
 
 STARTED = 2
 SUSPENDED = 3

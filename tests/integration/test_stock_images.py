@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Images saved by stock libvirt's own QEMU driver, restored through
 kvmsave: the embedded QEMU driver of the same root saves the guest with
-each save_image_format of DIR/etc/qemu.conf (raw, gzip, bzip2, xz, lzop),
-and virsh or libvirt-python restores the image through kvmsave, the guest
-going on with its memory intact. save-image-dumpxml and -define and
+each save_image_format of DIR/etc/qemu.conf (raw, gzip, bzip2, xz, lzop;
+with libvirt 11.2 and later zstd, and sparse, QEMU's mapped-ram, where
+QEMU is 9.0 or later too), and virsh or libvirt-python restores the image
+through kvmsave, the guest going on with its memory intact. save-image-dumpxml and -define and
 kvmsave-image work on such images; an incomplete or truncated one is
 refused, the guest left shut off and the file unchanged.
 
@@ -22,12 +23,40 @@ import libvirt_consts as C
 from conftest import module_env, sha256, started_guest
 from kvmsave_harness import (DEFAULT_QEMU_CONF, PLAIN_QUICK_EXIT, Virsh, embed_uri,
                              run_python)
+from test_restore_trace import plain_uri
 
 # In the suite of every supported Debian release (scripts/suite).
 pytestmark = pytest.mark.every_release
 
-FORMATS = ('raw', 'gzip', 'bzip2', 'xz', 'lzop')
 HEADER_LEN = 92
+
+
+def _version(cmd, pattern):
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return tuple(int(x) for x in re.search(pattern, out).groups())
+
+
+LIBVIRT_VERSION = _version(['virsh', '--version'], r'(\d+)\.(\d+)')
+QEMU_VERSION = _version(['qemu-system-x86_64', '--version'], r'version (\d+)\.(\d+)')
+# save_image_format "zstd" and "sparse" came with libvirt 11.2; sparse is
+# QEMU's mapped-ram capability, new in QEMU 9.0 (Debian 12 has libvirt 9.0
+# and QEMU 7.2).
+NEW_FORMATS_REASON = (f'libvirt {LIBVIRT_VERSION[0]}.{LIBVIRT_VERSION[1]} cannot save it: '
+                      f'save_image_format "zstd" and "sparse" need libvirt 11.2 or later')
+SPARSE_QEMU_REASON = (f'QEMU {QEMU_VERSION[0]}.{QEMU_VERSION[1]} cannot save or load it: '
+                      f'save_image_format "sparse" (mapped-ram) needs QEMU 9.0 or later')
+HAVE_ZSTD = LIBVIRT_VERSION >= (11, 2)
+HAVE_SPARSE = HAVE_ZSTD and QEMU_VERSION >= (9, 0)
+# the formats this host's stock libvirt writes
+FORMATS = ('raw', 'gzip', 'bzip2', 'xz', 'lzop') + (('zstd',) if HAVE_ZSTD else ()) + \
+    (('sparse',) if HAVE_SPARSE else ())
+ALL_FORMATS = [f if f in FORMATS else
+               pytest.param(f, marks=pytest.mark.skip(
+                   reason=NEW_FORMATS_REASON if not HAVE_ZSTD else SPARSE_QEMU_REASON))
+               for f in ('raw', 'gzip', 'bzip2', 'xz', 'lzop', 'zstd', 'sparse')]
+LV11_UUID = 'e66c08d8-4a37-456e-ba6a-e76b18a7d37f'    # the fixture's guest
+SPARSE_PREFIX = os.path.join(os.path.dirname(__file__), '..', 'unit', 'data',
+                             'libvirt-11.3-sparse-prefix.img')
 
 stock_env = module_env('kvmsave-stock-')
 
@@ -104,11 +133,23 @@ def restore_python(env, guest, code):
     return json.loads(out)
 
 
+def restore_error_code(env, path):
+    """The error code of libvirt-python's restore() of PATH, which fails."""
+    out = env.python(f'''
+        try:
+            conn.restore({path!r})
+        except libvirt.libvirtError as e:
+            print(e.get_error_code())
+    ''').stdout.split()
+    assert len(out) == 1, out
+    return int(out[0])
+
+
 def with_description(xml, text):
     return xml.replace('</name>', f'</name>\n  <description>{text}</description>', 1)
 
 
-@pytest.mark.parametrize('fmt', FORMATS)
+@pytest.mark.parametrize('fmt', ALL_FORMATS)
 def test_stock_image_restores_through_kvmsave(stock_env, sguest, fmt, tmp_path):
     """Each format, each way of restoring once: virsh (plain, with
     --bypass-cache, with --xml) and Python's restoreFlags and
@@ -120,7 +161,7 @@ def test_stock_image_restores_through_kvmsave(stock_env, sguest, fmt, tmp_path):
     assert 'stock libvirt save image, version 2' in info
     assert f', {fmt}\n' in info and 'state:         running on restore' in info
 
-    if fmt == 'raw':
+    if fmt in ('raw', 'zstd', 'sparse'):
         env.virsh.run('restore', img)
     elif fmt == 'gzip':
         env.virsh.run('restore', img, '--bypass-cache')
@@ -143,6 +184,8 @@ def test_stock_image_restores_through_kvmsave(stock_env, sguest, fmt, tmp_path):
     with open(img, 'rb') as fh:
         assert fh.read(16) == b'LibvirtQemudSave'
     assert "check='full'" in env.virsh.run('dumpxml', sguest.name).stdout
+    if fmt == 'sparse':
+        assert 'mapped-ram' in info
 
 
 def test_save_image_dumpxml_and_define(stock_env, stock_obj, tmp_path):
@@ -226,16 +269,83 @@ def test_bad_stock_images_are_refused_and_kept(stock_env, sguest):
         assert os.path.exists(path) and sha256(path) == before, path
 
     # and through the API: the same code, the file still there
-    out = env.python(f'''
-        try:
-            conn.restore({part!r})
-        except libvirt.libvirtError as e:
-            print(e.get_error_code())
-    ''').stdout.split()
-    assert out == [str(C.VIR_ERR_OPERATION_FAILED)]
+    assert restore_error_code(env, part) == C.VIR_ERR_OPERATION_FAILED
     assert os.path.exists(part)
 
     env.virsh.run('restore', img, '--paused')
     assert sguest.state() == 'paused'
     env.virsh.run('resume', sguest.name)
     sguest.assert_continued()
+
+
+@pytest.mark.parametrize('fmt', [f for f in ALL_FORMATS
+                                 if getattr(f, 'values', (f,))[0] in ('zstd', 'sparse')])
+def test_save_image_calls_on_libvirt_11_formats(stock_env, stock_obj, fmt, tmp_path):
+    """zstd and sparse images: save-image-dumpxml as stock libvirt gives
+    it; save-image-define writes an image stock libvirt reads, a sparse
+    one with its XML area (and so its stream's file offsets) unmoved."""
+    env = stock_env
+    img = ensure_stock_image(env, stock_obj, fmt)
+    copy = env.image(f'define-{fmt}.img')
+    shutil.copy(img, copy)
+    ours = env.virsh.run('save-image-dumpxml', copy).stdout
+    assert '<name>stockguest</name>' in ours and '<name>stockguest</name>' in stock_image_xml(env, copy)
+    new = tmp_path / 'new.xml'
+    new.write_text(with_description(ours, f'defined through kvmsave ({fmt})'))
+    env.virsh.run('save-image-define', copy, str(new))
+    assert f'defined through kvmsave ({fmt})' in stock_image_xml(env, copy)
+    assert stream_size(copy) == stream_size(img)
+    out = tool(env, 'verify', copy).stdout
+    assert 'OK as far as it can be checked' in out, out
+    if fmt == 'sparse':
+        # the XML area cannot grow: refused, the image as it was
+        before = sha256(copy)
+        new.write_text(with_description(ours, 'x' * 200000))
+        assert 'cannot grow' in env.virsh.fails('save-image-define', copy, str(new))
+        assert sha256(copy) == before
+
+
+@pytest.mark.skipif(QEMU_VERSION >= (9, 0),
+                    reason=f'QEMU {QEMU_VERSION[0]}.{QEMU_VERSION[1]} loads sparse images '
+                           '(test_stock_image_restores_through_kvmsave[sparse])')
+def test_sparse_image_refused_before_qemu_9(stock_env, tmp_path):
+    """The beginning of a sparse image libvirt 11.3 wrote (the unit tests'
+    fixture): on QEMU before 9.0 the restore is refused before anything
+    starts, saying what it needs; the file unchanged, no guest left."""
+    env = stock_env
+    img = str(tmp_path / 'sparse.img')
+    shutil.copy(SPARSE_PREFIX, img)
+    before = sha256(img)
+    err = env.virsh.fails('restore', img)
+    for w in ('sparse save image of stock libvirt', 'mapped-ram',
+              'QEMU 9.0 or later', f'this host has QEMU {QEMU_VERSION[0]}.{QEMU_VERSION[1]}'):
+        assert w in err, err
+    assert restore_error_code(env, img) == C.VIR_ERR_OPERATION_UNSUPPORTED
+    assert sha256(img) == before
+    assert 'failed to get domain' in env.virsh.fails('domstate', LV11_UUID)
+    # the save-image calls and kvmsave-image work on it here too
+    assert '<name>stockguest</name>' in env.virsh.run('save-image-dumpxml', img).stdout
+    assert 'mapped-ram' in tool(env, 'info', img).stdout
+    assert 'OK as far as it can be checked' in tool(env, 'verify', img).stdout
+
+
+@pytest.mark.libvirtd
+@pytest.mark.skipif(not HAVE_SPARSE, reason=NEW_FORMATS_REASON if not HAVE_ZSTD
+                    else SPARSE_QEMU_REASON)
+def test_sparse_image_of_save_params_restores(env, guest):
+    """A sparse image saved through virDomainSaveParams' image_format
+    (libvirt 11.2) by the QEMU driver itself, embedded or a daemon's,
+    restores through kvmsave: over a daemon too, QEMU reads the file from
+    the descriptor kvmsave hands it."""
+    img = env.image('params-sparse.img')
+    code = f'''
+dom = conn.lookupByName({guest.name!r})
+dom.saveParams({{'file': {img!r}, 'image_format': 'sparse'}}, 0)
+''' + PLAIN_QUICK_EXIT
+    pre = [env.wrapper] if env.wrapper else []
+    run_python(pre, plain_uri(env), code)
+    guest.checkpoint()
+    assert 'mapped-ram' in tool(env, 'info', img).stdout
+    env.virsh.run('restore', img)
+    assert guest.state() == 'running'
+    guest.assert_continued()

@@ -9,7 +9,14 @@
  * compressed, cookieOffset, unused[14]} in host byte order, data_len
  * bytes of XML, cookie and zero padding, then the stream, compressed by
  * the same programs stock libvirt runs ("gzip -c", "bzip2 -c", "xz -c -3",
- * "lzop -c").
+ * "lzop -c", "zstd -c"). Format 6 ("sparse", QEMU's mapped-ram layout) is
+ * stored as is; kvmsave only checks its beginning and reads it through.
+ *
+ * tests/unit/data/ holds the beginnings of images the real libvirt 11.3
+ * (Debian 13, QEMU 10.0) wrote of the test guest with save_image_format
+ * "zstd" and "sparse": header, XML area, and the first 64 KiB of the zstd
+ * frame or the first 4 KiB of the mapped-ram stream (whole images are
+ * tens of MiB).
  */
 #include <config.h>
 
@@ -101,7 +108,9 @@ storedStream(int format, GByteArray *stream)
     case KVMSAVE_COMPRESS_BZIP2: return compress("bzip2", NULL, stream);
     case KVMSAVE_COMPRESS_XZ: return compress("xz", "-3", stream);
     case KVMSAVE_COMPRESS_LZOP: return compress("lzop", NULL, stream);
+    case KVMSAVE_COMPRESS_ZSTD: return compress("zstd", NULL, stream);
     case KVMSAVE_COMPRESS_RAW:
+    case KVMSAVE_COMPRESS_SPARSE:
     case KVMSAVE_COMPRESS_LAST:
         break;
     }
@@ -203,6 +212,22 @@ assertReadsBack(kvmsaveImageReader *r, GByteArray *stream)
     return progress;
 }
 
+/* @r's guest, as its XML names it, to be restored running. */
+static const kvmsaveImageHeader *
+assertGuest(kvmsaveImageReader *r, const char *uuid, const char *name,
+            const char *machine)
+{
+    const kvmsaveImageHeader *hdr = kvmsaveImageReaderHeader(r);
+    char got[VIR_UUID_STRING_BUFLEN];
+
+    virUUIDFormat(hdr->uuid, got);
+    ck_assert_str_eq(got, uuid);
+    ck_assert_str_eq(hdr->name, name);
+    ck_assert_str_eq(hdr->machine, machine);
+    ck_assert_uint_eq(hdr->flags, KVMSAVE_IMAGE_FLAG_RUNNING);
+    return hdr;
+}
+
 static void
 assertOpenFails(const char *path, int code, const char *substr)
 {
@@ -246,20 +271,14 @@ START_TEST(test_reads_each_compression)
     g_autoptr(kvmsaveImageReader) r = NULL;
     const kvmsaveImageHeader *hdr;
     const kvmsaveStockInfo *info;
-    char uuid[VIR_UUID_STRING_BUFLEN];
     uint64_t size = fileSize(path);
 
     /* The restore's way: direct where the file system allows it. */
     r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_STREAM);
     ck_assert_msg(r, "%s", virGetLastErrorMessage());
     ck_assert(stockOf(r) != NULL);
-    hdr = kvmsaveImageReaderHeader(r);
-    virUUIDFormat(hdr->uuid, uuid);
-    ck_assert_str_eq(uuid, UUID_STR);
-    ck_assert_str_eq(hdr->name, "stocky");
-    ck_assert_str_eq(hdr->machine, "pc-i440fx-7.2");
+    hdr = assertGuest(r, UUID_STR, "stocky", "pc-i440fx-7.2");
     ck_assert_str_eq(hdr->xml, DOMAIN_XML);
-    ck_assert_uint_eq(hdr->flags, KVMSAVE_IMAGE_FLAG_RUNNING);
     ck_assert_uint_eq(hdr->streams, 1);
 
     info = kvmsaveStockImageInfo(stockOf(r));
@@ -416,9 +435,9 @@ START_TEST(test_corrupt_headers_refused)
     writeImage(path, &h, raw);
     assertOpenFails(path, VIR_ERR_OPERATION_FAILED, "save cookie offset");
 
-    stockHeaderInit(&h, 5, DOMAIN_XML, COOKIE);
+    stockHeaderInit(&h, KVMSAVE_COMPRESS_LAST, DOMAIN_XML, COOKIE);
     writeImage(path, &h, raw);
-    assertOpenFails(path, VIR_ERR_OPERATION_FAILED, "uses compression 5");
+    assertOpenFails(path, VIR_ERR_OPERATION_FAILED, "uses compression 7");
 
     /* The area runs past the end of the file. */
     stockHeaderInit(&h, KVMSAVE_COMPRESS_RAW, DOMAIN_XML, COOKIE);
@@ -501,13 +520,156 @@ START_TEST(test_damaged_streams_refused)
     empty = writeStdImage("empty.img", KVMSAVE_COMPRESS_RAW, notQemu);
     assertReadFails(empty, "it ends where QEMU's stream should begin");
     /* A compressed stream with no byte at all (found by the fuzzer). */
-    for (format = KVMSAVE_COMPRESS_GZIP; format < KVMSAVE_COMPRESS_LAST; format++) {
+    for (format = KVMSAVE_COMPRESS_GZIP; format < KVMSAVE_COMPRESS_SPARSE; format++) {
         StockHeader h;
 
         stockHeaderInit(&h, format, DOMAIN_XML, COOKIE);
         writeImage(empty, &h, NULL);
         assertReadFails(empty, "stream ends early");
     }
+}
+END_TEST
+
+
+/* ---- images of the real libvirt 11.3 (tests/unit/data) ---- */
+
+#define LV11_UUID "e66c08d8-4a37-456e-ba6a-e76b18a7d37f"
+
+/* The fixture @name, copied to scratch (tests may change the copy). */
+static char *
+lv11Image(const char *name)
+{
+    g_autofree char *src = g_build_filename(KT_DATADIR, name, NULL);
+    g_autofree unsigned char *d = NULL;
+    char *path = scratchPath(name);
+    size_t len;
+
+    d = fileRead(src, &len);
+    fileWrite(path, d, len);
+    return path;
+}
+
+/* Opens, and says what libvirt 11.3 wrote of the test guest. */
+static kvmsaveImageReader *
+lv11Open(const char *path, int format)
+{
+    kvmsaveImageReader *r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
+    const kvmsaveStockInfo *info;
+
+    ck_assert_msg(r, "%s: %s", path, virGetLastErrorMessage());
+    assertGuest(r, LV11_UUID, "stockguest", "pc-i440fx-10.0");
+    info = kvmsaveStockImageInfo(stockOf(r));
+    ck_assert_uint_eq(info->version, 2);
+    ck_assert_int_eq(info->compressed, format);
+    ck_assert_ptr_nonnull(info->cookie);
+    ck_assert(strstr(info->cookie, "<cookie>"));
+    ck_assert_uint_eq(info->streamOffset, HEADER_LEN + info->dataLen);
+    return r;
+}
+
+
+START_TEST(test_libvirt_11_3_zstd_image)
+{
+    g_autofree char *path = lv11Image("libvirt-11.3-zstd-prefix.img");
+    g_autoptr(kvmsaveImageReader) r = lv11Open(path, KVMSAVE_COMPRESS_ZSTD);
+    const kvmsaveStockInfo *info = kvmsaveStockImageInfo(stockOf(r));
+    g_autoptr(kvmsaveDecompressor) d = kvmsaveDecompressorNew(KVMSAVE_COMPRESS_ZSTD);
+    g_autofree unsigned char *file = NULL;
+    g_autofree unsigned char *out = g_malloc(1024 * 1024);
+    const unsigned char *in;
+    const char *why = NULL;
+    size_t fileLen;
+    size_t inLen;
+    size_t n = 0;
+
+    /* libzstd decodes the start of "zstd -c"'s frame into QEMU's stream. */
+    file = fileRead(path, &fileLen);
+    in = file + info->streamOffset;
+    inLen = fileLen - info->streamOffset;
+    ck_assert_int_eq(kvmsaveDecompress(d, &in, &inLen, out, 1024 * 1024, &n, &why), 0);
+    ck_assert_uint_gt(n, 8);
+    ck_assert(memcmp(out, "QEVM\0\0\0\3", 8) == 0);
+
+    /* The frame is cut here: the reader says so. */
+    g_clear_pointer(&r, kvmsaveImageReaderFree);
+    assertReadFails(path, "zstd stream ends early");
+    /* A frame that is not zstd's. */
+    filePatch(path, info->streamOffset, "\x28\xb5\x2f\x00", 4);
+    assertReadFails(path, "zstd stream does not decompress");
+}
+END_TEST
+
+
+START_TEST(test_libvirt_11_3_sparse_image)
+{
+    g_autofree char *path = lv11Image("libvirt-11.3-sparse-prefix.img");
+    g_autoptr(kvmsaveImageReader) r = lv11Open(path, KVMSAVE_COMPRESS_SPARSE);
+    uint64_t offset = kvmsaveStockImageInfo(stockOf(r))->streamOffset;
+    const unsigned char *data;
+    size_t len;
+
+    /* Read through as stored (what verify does): QEMU's stream, with the
+     * mapped-ram capability in its configuration section. */
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 1);
+    ck_assert_uint_eq(len, fileSize(path) - offset);
+    ck_assert(memcmp(data, "QEVM\0\0\0\3", 8) == 0);
+    ck_assert(memmem(data, len, "mapped-ram", 10));
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), 0);
+    g_clear_pointer(&r, kvmsaveImageReaderFree);
+
+    /* Checked at open, before any QEMU could start: the stream's start,
+     * and room for QEMU's headers. */
+    filePatch(path, offset + 7, "\x02", 1);
+    assertOpenFails(path, VIR_ERR_OPERATION_FAILED, "not QEMU's migration stream");
+    fileTruncate(path, offset + 20);
+    assertOpenFails(path, VIR_ERR_OPERATION_FAILED, "too few for QEMU's headers");
+}
+END_TEST
+
+
+/* Its stream records file offsets: a rewrite keeps the XML area's size,
+ * and refuses XML that does not fit. */
+START_TEST(test_write_sparse_keeps_offsets)
+{
+    g_autofree char *path = lv11Image("libvirt-11.3-sparse-prefix.img");
+    g_autoptr(kvmsaveImageReader) r = lv11Open(path, KVMSAVE_COMPRESS_SPARSE);
+    const kvmsaveStockInfo *info = kvmsaveStockImageInfo(stockOf(r));
+    g_autofree char *xml = g_strdup(kvmsaveImageReaderHeader(r)->xml);
+    g_autofree char *small = scratchPath("sparse-small.img");
+    g_autofree char *big = scratchPath("sparse-big.img");
+    g_autofree unsigned char *old = NULL;
+    g_autofree unsigned char *new = NULL;
+    GString *bigXML = g_string_new(xml);
+    size_t oldLen, newLen;
+
+    {
+        VIR_AUTOCLOSE fd = open(small, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(kvmsaveStockImageWrite(stockOf(r), fd, small, xml, true), 0);
+    }
+    old = fileRead(path, &oldLen);
+    new = fileRead(small, &newLen);
+    ck_assert_uint_eq(newLen, oldLen);
+    ck_assert(memcmp(new + info->streamOffset, old + info->streamOffset,
+                     oldLen - info->streamOffset) == 0);
+    {
+        g_autoptr(kvmsaveImageReader) n = lv11Open(small, KVMSAVE_COMPRESS_SPARSE);
+
+        ck_assert_uint_eq(kvmsaveStockImageInfo(stockOf(n))->dataLen, info->dataLen);
+    }
+
+    g_string_truncate(bigXML, 0);
+    g_string_append_printf(bigXML, "%s<!-- %*s -->", xml, (int) info->dataLen, "");
+    {
+        VIR_AUTOCLOSE fd = open(big, O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(kvmsaveStockImageWrite(stockOf(r), fd, big, bigXML->str, true), -1);
+        KT_ASSERT_ERROR(VIR_ERR_OPERATION_UNSUPPORTED, "cannot grow");
+        virResetLastError();
+    }
+    g_string_free(bigXML, TRUE);
 }
 END_TEST
 
@@ -633,8 +795,10 @@ stockSuite(void)
     tcase_add_loop_test(tc, test_reads_each_compression,
                         KVMSAVE_COMPRESS_RAW, KVMSAVE_COMPRESS_LAST);
     tcase_add_loop_test(tc, test_decoders_resume_anywhere,
-                        KVMSAVE_COMPRESS_GZIP, KVMSAVE_COMPRESS_LAST);
+                        KVMSAVE_COMPRESS_GZIP, KVMSAVE_COMPRESS_SPARSE);
     tcase_add_test(tc, test_reads_version_1_and_the_other_byte_order);
+    tcase_add_test(tc, test_libvirt_11_3_zstd_image);
+    tcase_add_test(tc, test_libvirt_11_3_sparse_image);
     suite_add_tcase(s, tc);
 
     tc = ktTCase("refuse", 120);
@@ -647,6 +811,7 @@ stockSuite(void)
     tc = ktTCase("write", 120);
     tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
     tcase_add_test(tc, test_write_keeps_format_cookie_and_stream);
+    tcase_add_test(tc, test_write_sparse_keeps_offsets);
     tcase_add_test(tc, test_header_format_is_read_back_as_a_raw_stock_image);
     suite_add_tcase(s, tc);
 
