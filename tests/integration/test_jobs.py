@@ -9,6 +9,7 @@ import pty
 import select
 import subprocess
 import tempfile
+import termios
 import time
 
 import pytest
@@ -196,6 +197,16 @@ def multifd_dirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*')))
 
 
+def interrupt_is_read(master):
+    """Whether virsh reads Ctrl-C from the terminal @master as a character.
+    virsh turns the terminal's interrupt character off once its job has
+    started (vshTTYDisableInterrupt, right after the first progress line)
+    and aborts the job when it reads one; a Ctrl-C typed before that is a
+    SIGINT, whose flag virsh's job watch never reads (9.0 and 11.3 alike),
+    and is lost."""
+    return termios.tcgetattr(master)[6][termios.VINTR] == b'\x00'
+
+
 def test_ctrl_c_of_virsh_save_verbose_cancels_it(big_env, big):
     """virsh on a terminal turns Ctrl-C into an abort of the job it watches."""
     img = big_env.image('ctrl-c.img')
@@ -218,7 +229,7 @@ def test_ctrl_c_of_virsh_save_verbose_cancels_it(big_env, big):
             if not chunk:
                 break
             seen += chunk
-        if not sent and b'Save: [' in seen:
+        if not sent and b'Save: [' in seen and interrupt_is_read(master):
             os.write(master, b'\x03')      # Ctrl-C, as typed
             sent = True
         if proc.poll() is not None and not ready:
