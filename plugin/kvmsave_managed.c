@@ -8,6 +8,11 @@
  * start restores from one (and removes it once the guest runs),
  * --force-boot discards it, undefine refuses while one exists, and domain
  * lists filter on them.
+ *
+ * The inner driver may have a managed save image of its own (a daemon's
+ * save at host shutdown): the queries count it too, the calls on one image
+ * take kvmsave's first and otherwise pass to the inner driver, and a start
+ * that finds both refuses, as one of them is stale.
  */
 #include <config.h>
 
@@ -39,16 +44,29 @@ kvmsaveManagedSaveImage(kvmsaveConn *priv, virDomainPtr dom)
 }
 
 
-static char *
-kvmsaveManagedSaveImageRequired(kvmsaveConn *priv, virDomainPtr dom)
+/* Whether the inner driver has a managed save image of its own for @dom:
+ * 1, 0 or -1 (reported). */
+static int
+kvmsaveManagedSaveInner(kvmsaveConn *priv, virDomainPtr dom)
 {
-    char *path = kvmsaveManagedSaveImage(priv, dom);
+    if (!priv->innerDriver->domainHasManagedSaveImage)
+        return 0;
+    return priv->innerDriver->domainHasManagedSaveImage(dom, 0);
+}
 
-    if (!path)
+
+/* For a call on the managed save image where kvmsave has none: 0 if the
+ * inner driver has one, else -1 (reported). */
+static int
+kvmsaveManagedSaveInnerRequired(kvmsaveConn *priv, virDomainPtr dom)
+{
+    int inner = kvmsaveManagedSaveInner(priv, dom);
+
+    if (inner == 0)
         virReportError(VIR_ERR_OPERATION_INVALID,
                        _("domain '%s' does not have a managed save image"),
                        dom->name);
-    return path;
+    return inner > 0 ? 0 : -1;
 }
 
 
@@ -89,41 +107,51 @@ kvmsaveManagedSaveAs(kvmsaveConn *priv, virDomainPtr dom, int format,
 int
 kvmsaveDomainHasManagedSaveImage(virDomainPtr dom, unsigned int flags)
 {
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
     g_autofree char *path = NULL;
 
     virCheckFlags(0, -1);
-    path = kvmsaveManagedSaveImage(kvmsaveConnFromConnect(dom->conn), dom);
-    return path ? 1 : 0;
+    if ((path = kvmsaveManagedSaveImage(priv, dom)))
+        return 1;
+    return kvmsaveManagedSaveInner(priv, dom);
 }
 
 
+/* kvmsave's image is removed first; without one, the inner driver's. */
 int
 kvmsaveDomainManagedSaveRemove(virDomainPtr dom, unsigned int flags)
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
     g_autofree char *path = NULL;
+    int inner;
 
     virCheckFlags(0, -1);
-    path = kvmsaveConnManagedSavePath(priv, dom->uuid);
-    if (unlink(path) < 0 && errno != ENOENT) {
-        virReportSystemError(errno, _("cannot remove managed save image '%s'"),
-                             path);
-        return -1;
+    if ((path = kvmsaveManagedSaveImage(priv, dom))) {
+        if (unlink(path) < 0 && errno != ENOENT) {
+            virReportSystemError(errno, _("cannot remove managed save image '%s'"),
+                                 path);
+            return -1;
+        }
+        return 0;
     }
-    return 0;
+    if ((inner = kvmsaveManagedSaveInner(priv, dom)) <= 0)
+        return inner;
+    return priv->innerDriver->domainManagedSaveRemove(dom, flags);
 }
 
 
 char *
 kvmsaveDomainManagedSaveGetXMLDesc(virDomainPtr dom, unsigned int flags)
 {
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
     g_autofree char *path = NULL;
 
     virCheckFlags(VIR_DOMAIN_SAVE_IMAGE_XML_SECURE, NULL);
-    if (!(path = kvmsaveManagedSaveImageRequired(kvmsaveConnFromConnect(dom->conn),
-                                                 dom)))
+    if ((path = kvmsaveManagedSaveImage(priv, dom)))
+        return kvmsaveRestoreImageXML(path, flags);
+    if (kvmsaveManagedSaveInnerRequired(priv, dom) < 0)
         return NULL;
-    return kvmsaveRestoreImageXML(path, flags);
+    return priv->innerDriver->domainManagedSaveGetXMLDesc(dom, flags);
 }
 
 
@@ -131,13 +159,34 @@ int
 kvmsaveDomainManagedSaveDefineXML(virDomainPtr dom, const char *dxml,
                                   unsigned int flags)
 {
+    kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
     g_autofree char *path = NULL;
 
-    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_IMAGE_DEFINE_FLAGS, __func__) < 0 ||
-        !(path = kvmsaveManagedSaveImageRequired(kvmsaveConnFromConnect(dom->conn),
-                                                 dom)))
+    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_IMAGE_DEFINE_FLAGS, __func__) < 0)
         return -1;
-    return kvmsaveSaveImageDefine(path, dxml, flags);
+    if ((path = kvmsaveManagedSaveImage(priv, dom)))
+        return kvmsaveSaveImageDefine(path, dxml, flags);
+    if (kvmsaveManagedSaveInnerRequired(priv, dom) < 0)
+        return -1;
+    return priv->innerDriver->domainManagedSaveDefineXML(dom, dxml, flags);
+}
+
+
+/* Both kvmsave and the inner driver have a managed save image: the guest
+ * was started behind kvmsave's back and saved again, so one is stale, and
+ * which one the user wants kvmsave cannot know. */
+static int
+kvmsaveManagedSaveCheckSingle(kvmsaveConn *priv, virDomainPtr dom,
+                              const char *path)
+{
+    int inner = kvmsaveManagedSaveInner(priv, dom);
+
+    if (inner <= 0)
+        return inner;
+    virReportError(VIR_ERR_OPERATION_INVALID,
+                   _("domain '%s' has two managed save images, kvmsave's '%s' and one of the inner driver's own, and one of them holds an older state; remove the one not wanted ('managedsave-remove' through kvmsave removes kvmsave's, through the inner URI the inner driver's), or start with --force-boot to discard both"),
+                   dom->name, path);
+    return -1;
 }
 
 
@@ -161,7 +210,8 @@ kvmsaveManagedSaveStart(kvmsaveConn *priv, virDomainPtr dom, unsigned int flags)
         return 0;
     }
     /* TRANSLATORS: what the domain restores from, in "restores from %s" */
-    if (kvmsaveCheckStartFlags(flags, _("its managed save image")) < 0)
+    if (kvmsaveCheckStartFlags(flags, _("its managed save image")) < 0 ||
+        kvmsaveManagedSaveCheckSingle(priv, dom, path) < 0)
         return -1;
     /* As stock libvirt: running if it ran when saved, unless asked paused. */
     restoreFlags = kvmsaveStartToRestoreFlags(flags) & ~VIR_DOMAIN_SAVE_RUNNING;
@@ -220,7 +270,7 @@ kvmsaveConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains,
     int i;
     int kept = 0;
 
-    /* Managed save images are kvmsave's, so it filters on them itself. */
+    /* kvmsave's images are its own, so it filters on them itself. */
     if (ms == 0 || ms == both)
         return priv->innerDriver->connectListAllDomains(conn, domains,
                                                         flags & ~both);
@@ -228,9 +278,16 @@ kvmsaveConnectListAllDomains(virConnectPtr conn, virDomainPtr **domains,
                                                       flags & ~both)) < 0)
         return -1;
     for (i = 0; i < n; i++) {
-        g_autofree char *path = kvmsaveManagedSaveImage(priv, doms[i]);
+        int has = kvmsaveDomainHasManagedSaveImage(doms[i], 0);
 
-        if (!!path == !!(ms & VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE))
+        if (has < 0) {
+            for (; i < n; i++)
+                virObjectUnref(doms[i]);
+            doms[kept] = NULL;
+            virObjectListFree(doms);
+            return -1;
+        }
+        if (has == !!(ms & VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE))
             doms[kept++] = doms[i];
         else
             virObjectUnref(doms[i]);

@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from conftest import Env, HERE, started_guest
+from conftest import Env, HERE, sha256, started_guest
 from kvmsave_harness import (DEFAULT_QEMU_CONF, LIBVIRTD, SOCKET_DIR, Console,
                              Libvirtd, Virsh, in_mount_namespace, inner_uri_param)
 
@@ -283,10 +283,16 @@ def test_daemon_saves_at_shutdown_and_the_guest_continues_through_kvmsave(daemon
         head = fh.read(16 + 4 * 4)
     assert head[:16] == b'LibvirtQemudSave', head   # stock, complete
     assert int.from_bytes(head[28:32], 'little') == 0   # raw (save_image_format)
-    # The daemon's image, which kvmsave does not count as its own, but
-    # reads as any stock image.
+    # The daemon's image, which kvmsave counts as the guest's managed save
+    # image too, and reads as any stock image.
     assert managed_save(daemon.plain_virsh, guest.name) == 'yes'
-    assert managed_save(env.virsh, guest.name) == 'no'
+    assert managed_save(env.virsh, guest.name) == 'yes'
+    assert guest.name in env.virsh.run('list', '--all', '--name',
+                                       '--with-managed-save').stdout.split()
+    assert guest.name not in env.virsh.run('list', '--all', '--name',
+                                           '--without-managed-save').stdout.split()
+    assert f'<name>{guest.name}</name>' in \
+        env.virsh.run('managedsave-dumpxml', guest.name).stdout
     assert f'<name>{guest.name}</name>' in env.virsh.run('save-image-dumpxml', image).stdout
 
     # The host goes down and comes back; the guest stays shut off with its
@@ -329,30 +335,38 @@ def test_daemon_restores_at_its_next_start_by_default(restoring_daemon, bus, env
     guest.assert_continued()
 
 
-def test_kvmsaves_image_wins_over_the_daemons(daemon, bus, env):
+def test_a_start_refuses_two_managed_save_images_and_keeps_both(daemon, bus, env):
     # Both exist when a guest with kvmsave's image was started by the
-    # daemon (booting afresh) and then saved at shutdown: start through
-    # kvmsave restores kvmsave's, the older state, and leaves the daemon's.
+    # daemon (booting afresh) and then saved at shutdown: one of them is
+    # stale, and kvmsave cannot know which one the user wants.
     guest = start_guest(env, bus, 'both')
     env.virsh.run('managedsave', guest.name)
     bus.expect('released')
-    first_life = guest.checkpoint(), guest.boot
+    first_boot = guest.boot
+    mine = os.path.join(env.root, 'lib', 'kvmsave', 'managed-save', guest.uuid + '.save')
     offset = Console.at_end(guest.console_path).offset
     daemon.plain_virsh.run('start', guest.name)
     guest.wait_booted(since=offset)
-    assert guest.boot != first_life[1]
+    assert guest.boot != first_boot
     bus.expect('inhibit', 'shutdown', 'delay')
     host_shutdown(daemon, bus, guest)
-    assert managed_save(env.virsh, guest.name) == 'yes'
-    assert managed_save(daemon.plain_virsh, guest.name) == 'yes'
+    theirs = daemon.save_image(guest.name)
+    mine_before, theirs_before = sha256(mine), sha256(theirs)
 
-    offset = Console.at_end(guest.console_path).offset
+    err = env.virsh.fails('start', guest.name)
+    assert 'two managed save images' in err, err
+    assert daemon.plain_virsh.domstate(guest.name) == 'shut off'
+    assert (sha256(mine), sha256(theirs)) == (mine_before, theirs_before)
+
+    # managedsave-remove through kvmsave takes kvmsave's first (here the
+    # older state); then start restores the daemon's, the newer.
+    env.virsh.run('managedsave-remove', guest.name)
+    assert not os.path.exists(mine)
+    assert os.path.exists(theirs)
+    assert managed_save(env.virsh, guest.name) == 'yes'
     env.virsh.run('start', guest.name)
-    after = Console(guest.console_path, offset=offset)
-    after.wait_for_heartbeat(min_n=first_life[0] + 1, boot_id=first_life[1])
-    assert {boot for _, boot in after.heartbeats()} == {first_life[1]}
+    assert daemon.plain_virsh.domstate(guest.name, reason=True) == 'running (restored)'
+    assert not os.path.exists(theirs)
     assert managed_save(env.virsh, guest.name) == 'no'
-    assert os.path.exists(daemon.save_image(guest.name))
-    # What kvmsave(7) says to do with the daemon's stale image.
-    daemon.plain_virsh.run('managedsave-remove', guest.name)
-    assert not os.path.exists(daemon.save_image(guest.name))
+    bus.expect('inhibit', 'shutdown', 'delay')
+    guest.assert_continued()
