@@ -639,14 +639,16 @@ class Bench:
         for s in self.sides:
             # Probe QEMU's capabilities now (all emulators), not in a timed step.
             s.virsh.run('capabilities', timeout=300)
-        for s in self.sides:
-            s.virsh.create(s.xml, timeout=300)
+        # One guest at a time, the others already suspended: TCG guests
+        # booting at once on a busy host can miss the kernel's IO-APIC timer
+        # check ("Kernel panic - not syncing: IO-APIC + timer doesn't work!"),
+        # and with --stock-formats there are many rows.
         t_fill = 300 + a.data * 0.2
         for s in self.sides:
+            s.virsh.create(s.xml, timeout=300)
             s.md5 = s.console.wait_mem_ready(timeout=t_fill)
             s.boot = s.console.boot_id()
             note(f'{s.label}: guest up, {a.data} MiB {a.fill} data, md5 {s.md5}')
-        for s in self.sides:
             s.console.wait_mem_ok(0, timeout=self.guest_timeout())
             s.suspend()
 
