@@ -42,6 +42,13 @@ import kvmsave_harness as h   # noqa: E402
 MIB = 1024 * 1024
 STOCK = 'stock'
 
+# libvirt's save_image_format names (qemuSaveFormat in src/qemu/qemu_saveimage.c,
+# libvirt 11.3): the formats --stock-formats takes.  libvirt runs the
+# compressor of that name (found in PATH); raw and sparse need none.
+STOCK_FORMATS = ('raw', 'gzip', 'bzip2', 'xz', 'lzop', 'zstd', 'sparse')
+# sparse is QEMU's mapped-ram capability (QEMU 9.0+).
+SPARSE_MIN_QEMU = (9, 0)
+
 # libvirt logging for every timed virsh (both tools alike): kvmsave's debug
 # points, QMP traffic at info level (commands sent, replies and events), the
 # rest at error.  Each step logs to its own file; the stage breakdown is
@@ -96,6 +103,103 @@ def drop_caches():
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def image_size(path):
+    """(apparent size, allocated bytes) of an image file."""
+    st = os.stat(path)
+    return st.st_size, st.st_blocks * 512
+
+
+def stored_bytes(size, alloc):
+    """What an image costs on disk: its size, or its allocated bytes where
+    fewer (a sparse image: stock's `sparse` format leaves zero pages as
+    holes, and its size is the guest's RAM)."""
+    return min(size, alloc)
+
+
+# ---------------------------------------------------------------------------
+# Stock libvirt's formats (--stock-formats)
+# ---------------------------------------------------------------------------
+
+def split_format(fmt):
+    """'FMT' or 'FMT:N' -> (FMT, N or None)."""
+    name, _, n = fmt.partition(':')
+    return name, (int(n) if n else None)
+
+
+def stock_label(fmt):
+    """The row of a stock format: plain 'stock' for raw, as before
+    --stock-formats; 'stock zstd', 'stock sparse:2' ..."""
+    return STOCK if fmt == 'raw' else f'{STOCK} {fmt}'
+
+
+def stock_save_args(fmt):
+    """virsh arguments (before DOMAIN FILE) of a stock save in FMT[:N]:
+    plain `save` for raw (the roots' qemu.conf sets no save_image_format),
+    else libvirt 11.2+'s `save --image-format FMT [--parallel-channels N]`."""
+    if fmt == 'raw':
+        return ['save']
+    name, n = split_format(fmt)
+    return ['save', '--image-format', name] + (['--parallel-channels', str(n)] if n else [])
+
+
+def stock_restore_args(fmt):
+    """virsh arguments (before FILE) of a stock restore of a FMT[:N] image:
+    libvirt reads the format from the image's header; the channels are a
+    restore option (sparse only)."""
+    _, n = split_format(fmt)
+    return ['restore'] + (['--parallel-channels', str(n)] if n else [])
+
+
+def parse_stock_formats(p, text):
+    out = []
+    for fmt in [f for f in text.split(',') if f]:
+        m = re.fullmatch(r'([a-z0-9]+)(?::([1-9][0-9]*))?', fmt)
+        if not m or m.group(1) not in STOCK_FORMATS:
+            p.error(f'--stock-formats: {fmt!r} is not FMT or FMT:N with FMT one of '
+                    f'libvirt\'s save_image_format names ({", ".join(STOCK_FORMATS)})')
+        if m.group(2) and m.group(1) != 'sparse':
+            # qemuMigrationParamsForSave (libvirt 11.3): "Parallel save is only
+            # supported with the 'sparse' save image format".
+            p.error(f'--stock-formats: {fmt!r}: libvirt takes parallel channels only with '
+                    f'the sparse format')
+        if fmt in out:
+            p.error(f'--stock-formats: {fmt!r} twice')
+        out.append(fmt)
+    if not out:
+        p.error('--stock-formats needs at least one format')
+    return out
+
+
+def stock_preflight(formats):
+    """Fail before any guest boots where the installed libvirt or QEMU
+    cannot save in one of the stock formats."""
+    if formats == ['raw']:
+        return
+    version = _cmd(['virsh', '--version']) or 'unknown'
+    save_help = _cmd(['virsh', 'help', 'save'])
+    restore_help = _cmd(['virsh', 'help', 'restore'])
+    for fmt in formats:
+        name, n = split_format(fmt)
+        if fmt != 'raw' and '--image-format' not in save_help:
+            die(f'--stock-formats {fmt}: this virsh (libvirt {version}) has no '
+                f'`virsh save --image-format`, which libvirt 11.2 added; run the benchmark '
+                f'on Debian 13 (bench/run --release trixie ...) or give --stock-formats raw')
+        if n and ('--parallel-channels' not in save_help or
+                  '--parallel-channels' not in restore_help):
+            die(f'--stock-formats {fmt}: this virsh (libvirt {version}) has no '
+                f'`--parallel-channels` for save and restore')
+        if name not in ('raw', 'sparse') and not shutil.which(name):
+            die(f'--stock-formats {fmt}: libvirt runs the program {name!r} for this format, '
+                f'and it is not in PATH (apt-get install {name})')
+        if name == 'sparse':
+            out = _cmd(['qemu-system-x86_64', '--version'])
+            m = re.search(r'version (\d+)\.(\d+)', out)
+            if not m or (int(m.group(1)), int(m.group(2))) < SPARSE_MIN_QEMU:
+                die(f'--stock-formats {fmt}: the sparse format needs QEMU '
+                    f'{".".join(map(str, SPARSE_MIN_QEMU))} or later (mapped-ram); '
+                    f'this is {out.splitlines()[0] if out else "unknown"}')
 
 
 def clean_env(extra=None):
@@ -330,9 +434,9 @@ class Side:
     """One driver under test: its root, its virsh, its guest."""
 
     def __init__(self, label, scheme, fmt, prefix, env, root, args, logdir):
-        self.label = label            # 'stock' or 'kvmsave raw' ...
-        self.scheme = scheme          # 'qemu' or 'kvmsave'
-        self.fmt = fmt                # None (stock) or the kvmsave image format
+        self.label = label            # 'stock', 'stock zstd', 'kvmsave raw' ...
+        self.scheme = scheme          # 'qemu' (stock) or 'kvmsave'
+        self.fmt = fmt                # the image format, FMT or FMT:N (--formats, --stock-formats)
         self.root = root
         self.uri = h.embed_uri(root, scheme)
         self.prefix = list(prefix) + ['virsh', '-c', self.uri]
@@ -493,6 +597,8 @@ class Bench:
         self.destroys = {}            # label -> seconds of the final virsh destroy
         self.same_guest = {}          # label -> image sizes of one guest state
         self.scratch = None
+        # virsh save --image-format, --parallel-channels (libvirt 11.2+)
+        self.virsh_params = '--image-format' in _cmd(['virsh', 'help', 'save'])
 
     # -- setup -------------------------------------------------------------
 
@@ -518,7 +624,10 @@ class Bench:
         # its QEMU capability cache to the newest loaded module's ctime:
         # every switch between a process with and one without the kvmsave
         # module re-probes QEMU (seconds), inside the timed steps.
-        self.sides.append(Side(STOCK, 'qemu', None, [], clean_env(), mkroot('stock'), a, self.logdir))
+        for fmt in a.stock_formats:
+            self.sides.append(Side(stock_label(fmt), 'qemu', fmt, [], clean_env(),
+                                   mkroot(stock_label(fmt).replace(' ', '-').replace(':', '-')),
+                                   a, self.logdir))
         for fmt in a.formats:
             # FMT or FMT:N, N multifd channels
             self.sides.append(Side(f'kvmsave {fmt}', 'kvmsave', fmt, [self.runwrap],
@@ -530,14 +639,16 @@ class Bench:
         for s in self.sides:
             # Probe QEMU's capabilities now (all emulators), not in a timed step.
             s.virsh.run('capabilities', timeout=300)
-        for s in self.sides:
-            s.virsh.create(s.xml, timeout=300)
+        # One guest at a time, the others already suspended: TCG guests
+        # booting at once on a busy host can miss the kernel's IO-APIC timer
+        # check ("Kernel panic - not syncing: IO-APIC + timer doesn't work!"),
+        # and with --stock-formats there are many rows.
         t_fill = 300 + a.data * 0.2
         for s in self.sides:
+            s.virsh.create(s.xml, timeout=300)
             s.md5 = s.console.wait_mem_ready(timeout=t_fill)
             s.boot = s.console.boot_id()
             note(f'{s.label}: guest up, {a.data} MiB {a.fill} data, md5 {s.md5}')
-        for s in self.sides:
             s.console.wait_mem_ok(0, timeout=self.guest_timeout())
             s.suspend()
 
@@ -605,11 +716,11 @@ class Bench:
         sample['save_s'] = run.seconds
         sample['save_rss_mib'] = run.maxrss_mib
         sample['save_stages'] = save_stages(log, run, watch)
-        sample['image_bytes'] = os.path.getsize(img)
+        sample['image_bytes'], sample['image_alloc_bytes'] = image_size(img)
 
         drop_caches()
         log, env = side.log_env(f'restore-r{rep}')
-        run = timed(side.prefix + ['restore', img], env=env).check(f'{side.label} restore')
+        run = timed(self.restore_argv(side, img), env=env).check(f'{side.label} restore')
         sample['restore_s'] = run.seconds
         sample['restore_rss_mib'] = run.maxrss_mib
         sample['restore_stages'] = restore_stages(log, run)
@@ -630,20 +741,32 @@ class Bench:
                   f'       save:    {st}\n       restore: {rt}', flush=True)
 
     def save_argv(self, side, img):
-        if side.fmt in (None, 'raw'):
-            # Stock, and kvmsave's default format: plain `virsh save` (the
-            # bench roots hold no kvmsave configuration, so the default is
-            # kvmsave's built-in one, raw).
+        if side.fmt == 'raw':
+            # Stock's and kvmsave's default format: plain `virsh save` (the
+            # bench roots' qemu.conf sets no save_image_format and they hold
+            # no kvmsave configuration, so each driver's default, raw).
             return side.prefix + ['save', side.name, img]
+        if side.scheme == 'qemu':
+            return side.prefix + stock_save_args(side.fmt) + [side.name, img]
+        fmt, _, channels = side.fmt.partition(':')
+        if self.virsh_params:
+            # libvirt 11.2+'s virsh passes the same typed parameters, so
+            # these rows run in virsh like stock's.
+            return side.prefix + ['save', '--image-format', fmt,
+                                  '--parallel-channels', channels or '1', side.name, img]
         # Other formats, and multifd: virsh 9.0 has no option for typed
         # parameters; the Python binding calls virDomainSaveParams with
         # 'image_format' and 'parallel.channels'.
-        fmt, _, channels = side.fmt.partition(':')
         return [self.runwrap, h.SYSTEM_PYTHON, '-c', PY_SAVE, side.uri, side.name, img,
                 fmt, channels or '1']
 
+    def restore_argv(self, side, img):
+        if side.scheme == 'qemu':
+            return side.prefix + stock_restore_args(side.fmt) + [img]
+        return side.prefix + ['restore', img]
+
     def noop_argv(self, side):
-        if side.fmt in (None, 'raw'):
+        if side.scheme == 'qemu' or side.fmt == 'raw' or self.virsh_params:
             return side.prefix + ['domstate', side.name]
         return [self.runwrap, h.SYSTEM_PYTHON, '-c', PY_NOOP, side.uri, side.name]
 
@@ -659,7 +782,7 @@ class Bench:
         for _ in range(self.args.disk_runs):
             for s in order:
                 img = self.image_path(s, rep)
-                n = os.path.getsize(img)
+                n = stored_bytes(*image_size(img))
                 f = os.path.join(self.scratch, 'dd.tmp')
                 drop_caches()
                 run = timed(['dd', 'if=/dev/zero', f'of={f}', 'bs=4M', f'count={n}',
@@ -716,34 +839,41 @@ class Bench:
         the kvmsave guest is saved by kvmsave, restored, and at once saved
         by stock libvirt on the same root (plain virsh on qemu:///embed,
         which makes libvirt probe QEMU again: untimed), then restored by
-        stock libvirt: the same guest a few seconds apart.
+        stock libvirt, once in each of --stock-formats: the same guest a
+        few seconds apart.  Sizes are the bytes stored (stored_bytes).
         """
         for other in self.sides:
             if other is not side:
                 other.suspend()
         side.resume()
         a = os.path.join(side.imgdir, 'same-kvmsave.img')
-        b = os.path.join(side.imgdir, 'same-stock.img')
         stock = h.Virsh(['virsh', '-c', h.embed_uri(side.root, 'qemu')], env=clean_env())
         wait_quiet(side.console, self.guest_timeout())
         n, boot = side.console.last_heartbeat()
         timed(self.save_argv(side, a), env=side.env).check(f'{side.label} save (same guest)')
-        timed(side.prefix + ['restore', a], env=side.env).check(f'{side.label} restore (same guest)')
+        timed(self.restore_argv(side, a), env=side.env).check(f'{side.label} restore (same guest)')
         side.console.assert_continued(n, boot, side.md5, timeout=self.guest_timeout())
-        stock.run('save', side.name, b, timeout=600)
-        stock.run('restore', b, timeout=600)
-        side.console.assert_continued(n, boot, side.md5, timeout=self.guest_timeout())
-        self.same_guest[side.label] = {'kvmsave_bytes': os.path.getsize(a),
-                                       'stock_bytes': os.path.getsize(b)}
+        g = {'kvmsave_bytes': stored_bytes(*image_size(a)), 'stock': {}}
+        for fmt in self.args.stock_formats:
+            b = os.path.join(side.imgdir, f'same-stock-{fmt.replace(":", "-")}.img')
+            stock.run(*(stock_save_args(fmt) + [side.name, b]), timeout=600)
+            stock.run(*(stock_restore_args(fmt) + [b]), timeout=600)
+            side.console.assert_continued(n, boot, side.md5, timeout=self.guest_timeout())
+            g['stock'][stock_label(fmt)] = stored_bytes(*image_size(b))
+            if not self.args.keep:
+                os.unlink(b)
+        # The first stock row's, as before --stock-formats; and the smallest.
+        g['stock_bytes'] = g['stock'][stock_label(self.args.stock_formats[0])]
+        g['stock_smallest'] = min(g['stock'], key=g['stock'].get)
+        self.same_guest[side.label] = g
         side.virsh.run('capabilities', timeout=300)     # probe again for kvmsave
         side.suspend()
         if not self.args.keep:
             os.unlink(a)
-            os.unlink(b)
         if self.args.verbose:
-            g = self.same_guest[side.label]
-            print(f'  same guest      {side.label}: {g["kvmsave_bytes"]} B, stock libvirt: '
-                  f'{g["stock_bytes"]} B ({g["kvmsave_bytes"] / g["stock_bytes"]:.4f})', flush=True)
+            print(f'  same guest      {side.label}: {g["kvmsave_bytes"]} B, stock libvirt: ' +
+                  ', '.join(f'{k} {v} B ({g["kvmsave_bytes"] / v:.4f})' for k, v in g['stock'].items()),
+                  flush=True)
 
     def teardown(self):
         for s in self.sides:
@@ -765,22 +895,29 @@ class Bench:
         res = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                'command': ' '.join([os.path.relpath(sys.argv[0], TOP)] + sys.argv[1:]),
                'config': {'memory_mib': a.memory, 'data_mib': a.data, 'fill': a.fill,
-                          'repeat': a.repeat, 'formats': a.formats, 'disk_runs': a.disk_runs,
+                          'repeat': a.repeat, 'formats': a.formats,
+                          'stock_formats': a.stock_formats, 'disk_runs': a.disk_runs,
                           'reap': a.reap,
                           'kvmsave_run': os.path.abspath(a.run),
-                          'kvmsave_tree': tree_version(os.path.dirname(os.path.abspath(a.run)))},
+                          # bench/run --release: the host tree's, not the chroot's copy's
+                          'kvmsave_tree': os.environ.get('KVMSAVE_BENCH_TREE') or
+                                          tree_version(os.path.dirname(os.path.abspath(a.run)))},
                'machine': self.machine,
                'noise': getattr(self, 'noise', []),
                'rows': {}, 'samples': {}, 'disk_samples': self.disk,
                'final_destroy_s': self.destroys,
                'same_guest_sizes': self.same_guest}
-        stock = None
         for s in self.sides:
             sm = s.samples
             row = {
+                'driver': 'stock' if s.scheme == 'qemu' else 'kvmsave',
+                'format': s.fmt,
                 'save_s': median([x['save_s'] for x in sm]),
                 'restore_s': median([x['restore_s'] for x in sm]),
                 'image_bytes': int(median([x['image_bytes'] for x in sm])),
+                'image_alloc_bytes': int(median([x['image_alloc_bytes'] for x in sm])),
+                'image_stored_bytes': int(median([stored_bytes(x['image_bytes'], x['image_alloc_bytes'])
+                                                  for x in sm])),
                 'save_rss_mib': max(x['save_rss_mib'] for x in sm),
                 'restore_rss_mib': max(x['restore_rss_mib'] for x in sm),
                 'noop_rss_mib': max(x['noop_rss_mib'] for x in sm),
@@ -792,20 +929,27 @@ class Bench:
                 'restore_stages': {k: median([x['restore_stages'].get(k) for x in sm])
                                    for k in sm[0]['restore_stages']},
             }
-            if s.label == STOCK:
-                stock = row
             res['rows'][s.label] = row
             res['samples'][s.label] = sm
+        # Every ratio is against stock's best row for that column: with one
+        # stock row (Debian 12's default), that row.
+        stock = {k: r for k, r in res['rows'].items() if r['driver'] == 'stock'}
+        best = {'save': min(stock, key=lambda k: stock[k]['save_s']),
+                'restore': min(stock, key=lambda k: stock[k]['restore_s']),
+                'image': min(stock, key=lambda k: stock[k]['image_stored_bytes'])}
+        res['stock_best'] = best
         for label, row in res['rows'].items():
-            row['save_speedup_vs_stock'] = stock['save_s'] / row['save_s']
-            row['restore_speedup_vs_stock'] = stock['restore_s'] / row['restore_s']
+            row['save_speedup_vs_stock'] = stock[best['save']]['save_s'] / row['save_s']
+            row['restore_speedup_vs_stock'] = stock[best['restore']]['restore_s'] / row['restore_s']
             row['save_vs_disk'] = row['save_s'] / row['disk_write_s']
             row['restore_vs_disk'] = row['restore_s'] / row['disk_read_s']
-            row['image_vs_stock'] = row['image_bytes'] / stock['image_bytes']
+            row['image_vs_stock'] = (row['image_stored_bytes'] /
+                                     stock[best['image']]['image_stored_bytes'])
             g = self.same_guest.get(label)
             if g:
-                # Same guest state: the fair size ratio.
-                row['image_vs_stock'] = g['kvmsave_bytes'] / g['stock_bytes']
+                # Same guest state: the fair size ratio, against stock's
+                # smallest image of that state.
+                row['image_vs_stock'] = g['kvmsave_bytes'] / g['stock'][g['stock_smallest']]
         return res
 
 
@@ -823,21 +967,27 @@ def format_table(res):
         rows.append((label, f"{r['save_s']:.2f}", f"{r['save_speedup_vs_stock']:.2f}",
                      f"{r['save_vs_disk']:.2f}", f"{r['restore_s']:.2f}",
                      f"{r['restore_speedup_vs_stock']:.2f}", f"{r['restore_vs_disk']:.2f}",
-                     f"{r['image_bytes'] / MIB:.1f}", f"{r['image_vs_stock']:.3f}",
+                     f"{r['image_stored_bytes'] / MIB:.1f}", f"{r['image_vs_stock']:.3f}",
                      f"{r['save_rss_mib']:.1f}", f"{r['restore_rss_mib']:.1f}",
                      f"{r['noop_rss_mib']:.1f}"))
     for label, r in res['rows'].items():
         rows.append((f'disk, {label} bytes', f"{r['disk_write_s']:.2f}", '', '',
-                     f"{r['disk_read_s']:.2f}", '', '', f"{r['image_bytes'] / MIB:.1f}", '', '', '', ''))
+                     f"{r['disk_read_s']:.2f}", '', '', f"{r['image_stored_bytes'] / MIB:.1f}", '', '', '', ''))
     widths = [max(len(x[i]) for x in rows + [hdr]) for i in range(len(hdr))]
     fmt = lambda row: '  '.join(  # noqa: E731
         (v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])) for i, v in enumerate(row))
     lines.append(fmt(hdr))
     lines.extend(fmt(r) for r in rows)
+    best = res['stock_best']
+    if len([r for r in res['rows'].values() if r['driver'] == 'stock']) > 1:
+        lines.append(f"stock's best: save {best['save']}, restore {best['restore']}, "
+                     f"smallest image {best['image']}")
     lines.extend(textwrap.wrap(
-        'stock/t: stock time / this time (speedup); t/disk: this time / the disk\'s '
+        'stock/t: stock\'s best time for the step (over the stock rows) / this time '
+        '(speedup); t/disk: this time / the disk\'s '
         '(write+fdatasync of as many bytes for save, cold read of the image for '
-        'restore); x stock: image size / stock\'s for one guest state (saved by both '
+        'restore); image MiB: bytes stored (the allocated size where smaller: sparse); '
+        'x stock: image size / stock\'s smallest for one guest state (saved by each '
         'a few seconds apart); RSS: peak MiB of the virsh process (no-op: virsh domstate)',
         width=110))
     if res['noise']:
@@ -874,6 +1024,10 @@ def parse_args(argv):
     p.add_argument('--repeat', type=int, default=3, help='repeats (default 3)')
     p.add_argument('--formats', default='raw',
                    help='comma-separated kvmsave image formats (default raw)')
+    p.add_argument('--stock-formats', default='raw',
+                   help='comma-separated stock libvirt save image formats, one row each: '
+                        'raw, gzip, bzip2, xz, lzop, zstd, sparse, sparse:N (N parallel '
+                        'channels); all but raw need libvirt 11.2+ (default raw)')
     p.add_argument('--disk-runs', type=int, default=3,
                    help='dd runs per image and repeat (default 3; all go into the median)')
     p.add_argument('--dir', default='/var/tmp',
@@ -891,6 +1045,7 @@ def parse_args(argv):
     a.formats = [f for f in a.formats.split(',') if f]
     if not a.formats:
         p.error('--formats needs at least one format')
+    a.stock_formats = parse_stock_formats(p, a.stock_formats)
     if a.data >= a.memory:
         p.error('--data must be smaller than --memory')
     if a.repeat < 1 or a.disk_runs < 1:
@@ -908,6 +1063,7 @@ def main(argv=None):
         h.guest_paths()
     except FileNotFoundError as e:
         die(f'{e} (bench/run builds it)')
+    stock_preflight(a.stock_formats)
     bench = Bench(a)
     try:
         bench.run()
