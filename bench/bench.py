@@ -22,14 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
-import threading
 import time
 import uuid as uuidlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, '..'))
 sys.path.insert(0, os.path.join(TOP, 'tests', 'integration'))
+sys.path.insert(0, HERE)      # bench's own modules (stages, report), from any cwd
 
 # The benchmark's guest lives in its own directory by default, so that a test
 # suite running from another checkout (whose init may differ) never rebuilds
@@ -38,8 +37,9 @@ DEFAULT_BENCH_GUEST_DIR = '/var/cache/kvmsave-bench/guest'
 os.environ.setdefault('KVMSAVE_GUEST_DIR', DEFAULT_BENCH_GUEST_DIR)
 
 import kvmsave_harness as h   # noqa: E402
+from report import format_stages, format_table   # noqa: E402
+from stages import LOG_FILTERS, QemuWatch, restore_stages, save_stages   # noqa: E402
 
-MIB = 1024 * 1024
 STOCK = 'stock'
 
 # libvirt's save_image_format names (qemuSaveFormat in src/qemu/qemu_saveimage.c,
@@ -48,12 +48,6 @@ STOCK = 'stock'
 STOCK_FORMATS = ('raw', 'gzip', 'bzip2', 'xz', 'lzop', 'zstd', 'sparse')
 # sparse is QEMU's mapped-ram capability (QEMU 9.0+).
 SPARSE_MIN_QEMU = (9, 0)
-
-# libvirt logging for every timed virsh (both tools alike): kvmsave's debug
-# points, QMP traffic at info level (commands sent, replies and events), the
-# rest at error.  Each step logs to its own file; the stage breakdown is
-# read from the timestamps.  A few dozen lines per step.
-LOG_FILTERS = '1:kvmsave 2:qemu.qemu_monitor 4:*'
 
 
 # Saves in a format other than raw: virsh 9.0 cannot pass typed parameters,
@@ -268,162 +262,6 @@ def timed(argv, env=None, timeout=900):
         err.seek(0)
         return Timed(argv, m1 - m0, proc.returncode, ru.ru_maxrss,
                      out.read().decode(errors='replace'), err.read().decode(errors='replace'), t0, t1)
-
-
-# ---------------------------------------------------------------------------
-# libvirt logs: stages of a save or a restore
-# ---------------------------------------------------------------------------
-
-_LOG_LINE = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\+0000: \d+: (\w+) : (\w+):\d+ : (.*)$')
-_EXECUTE = re.compile(r'QEMU_MONITOR_SEND_MSG: .*?"execute":"([^"]+)"')
-_EVENT = re.compile(r'QEMU_MONITOR_RECV_EVENT: .*?"event": "([A-Z_]+)"(?:, "data": \{"status": "(\w+)")?')
-
-
-def _log_time(stamp):
-    return datetime.datetime.strptime(stamp, '%Y-%m-%d %H:%M:%S.%f').replace(
-        tzinfo=datetime.timezone.utc).timestamp()
-
-
-def log_markers(path):
-    """(time, marker) for each line of interest, in order.
-
-    Markers: 'send:<command>', 'event:<EVENT>' or 'event:MIGRATION:<status>',
-    'close' (libvirt closed the monitor: QEMU is gone), and kvmsave's debug
-    points 'ks:paused' (header written), 'ks:stream-done', 'ks:image-done',
-    'ks:stopped'.
-    """
-    out = []
-    try:
-        fh = open(path, errors='replace')
-    except FileNotFoundError:
-        return out
-    with fh:
-        for line in fh:
-            m = _LOG_LINE.match(line)
-            if not m:
-                continue
-            t = _log_time(m.group(1))
-            msg = m.group(4)
-            if 'QEMU_MONITOR_SEND_MSG' in msg:
-                e = _EXECUTE.search(msg)
-                if e:
-                    out.append((t, 'send:' + e.group(1)))
-            elif 'QEMU_MONITOR_RECV_EVENT' in msg:
-                e = _EVENT.search(msg)
-                if e:
-                    out.append((t, 'event:' + e.group(1) + (':' + e.group(2) if e.group(2) else '')))
-            elif 'QEMU_MONITOR_CLOSE' in msg:
-                out.append((t, 'close'))
-            elif m.group(3) == 'kvmsaveSaveDomain':
-                if msg.startswith('header written'):
-                    out.append((t, 'ks:paused'))
-                elif msg.startswith("QEMU's stream is complete"):
-                    out.append((t, 'ks:stream-done'))
-                elif msg.startswith('image ') and 'complete, stopping' in msg:
-                    out.append((t, 'ks:image-done'))
-                elif msg.startswith('guest stopped'):
-                    out.append((t, 'ks:stopped'))
-    return out
-
-
-def _first(markers, name, after=None):
-    for t, m in markers:
-        if m == name and (after is None or t >= after):
-            return t
-    return None
-
-
-def _segments(points):
-    """[(name, t)...] in order -> {segment: seconds}; a missing point
-    merges its segment into the next one."""
-    known = [(n, t) for n, t in points if t is not None]
-    out = {}
-    for (a, ta), (b, tb) in zip(known, known[1:]):
-        out[b] = round(max(tb - ta, 0.0), 4)
-    return out
-
-
-def save_stages(path, run, qemu):
-    """Where a save's time went (seconds per stage).
-
-    connect: virsh start, connection, reconnect to QEMU, up to QMP "stop"
-    pause:   "stop" to "migrate" (getfd, migration parameters)
-    stream:  "migrate" to QEMU's MIGRATION "completed" event
-    finish:  completed to QEMU's exit (it is a zombie): the image finished
-             (kvmsave: poll lag, thread join, fdatasync, rename, fsync of the
-             directory) and QEMU killed
-    reap:    QEMU a zombie until its parent (PID 1: QEMU daemonizes) reaps it;
-             libvirt's kill waits for that (`virProcessKillPainfully`)
-    exit:    the rest of libvirt's cleanup and virsh's exit
-    finish.poll, finish.sync (kvmsave only, part of finish): QEMU done to
-             kvmsave noticing it, and from there to the image committed.
-    `qemu` is a QemuWatch of the guest's QEMU during the save.
-    """
-    mk = log_markers(path)
-    stop = _first(mk, 'send:stop')
-    migrate = _first(mk, 'send:migrate', stop)
-    done = _first(mk, 'event:MIGRATION:completed', migrate)
-    seg = _segments([('start', run.t0), ('connect', stop), ('pause', migrate), ('stream', done),
-                     ('finish', qemu.zombie), ('reap', qemu.gone), ('exit', run.t1)])
-    sd = _first(mk, 'ks:stream-done', done)
-    img = _first(mk, 'ks:image-done', sd)
-    if done and sd and img:
-        seg['finish.poll'] = round(sd - done, 4)
-        seg['finish.sync'] = round(img - sd, 4)
-    return seg
-
-
-class QemuWatch(threading.Thread):
-    """Watches a QEMU process: when it exits (zombie) and when it is gone.
-
-    Polls /proc/PID/stat every 2 ms.  A process reaped at once
-    counts as a zombie for no time.
-    """
-
-    def __init__(self, pid):
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.zombie = None
-        self.gone = None
-        self._halt = threading.Event()
-
-    def run(self):
-        path = f'/proc/{self.pid}/stat'
-        while not self._halt.is_set():
-            st = h.proc_stat(path)
-            if not st:
-                self.gone = time.time()
-                if self.zombie is None:
-                    self.zombie = self.gone
-                return
-            state = st[1][0]
-            if state in ('Z', 'X') and self.zombie is None:
-                self.zombie = time.time()
-            time.sleep(0.002)
-
-    def finish(self):
-        self._halt.set()
-        self.join()
-        return self
-
-
-def restore_stages(path, run):
-    """Where a restore's time went (seconds per stage).
-
-    launch: virsh start, connection, QEMU started and its monitor up
-            (first "qmp_capabilities")
-    setup:  to "migrate-incoming" (or to the stream's start)
-    stream: "migrate-incoming" to the MIGRATION "completed" event
-    resume: completed to the RESUME event ("cont")
-    exit:   to the end of the virsh process
-    """
-    mk = log_markers(path)
-    qmp = _first(mk, 'send:qmp_capabilities')
-    inc = _first(mk, 'send:migrate-incoming', qmp)
-    done = _first(mk, 'event:MIGRATION:completed', qmp)
-    resume = _first(mk, 'event:RESUME', done)
-    return _segments([('start', run.t0), ('launch', qmp), ('setup', inc), ('stream', done),
-                      ('resume', resume), ('exit', run.t1)])
 
 
 # ---------------------------------------------------------------------------
@@ -951,66 +789,6 @@ class Bench:
                 # smallest image of that state.
                 row['image_vs_stock'] = g['kvmsave_bytes'] / g['stock'][g['stock_smallest']]
         return res
-
-
-def format_table(res):
-    c = res['config']
-    lines = []
-    lines.append(f"guest {c['memory_mib']} MiB RAM, {c['data_mib']} MiB {c['fill']} data; "
-                 f"medians of {c['repeat']} repeats; {res['date']}"
-                 + ('; QEMU reaped by the bench (--reap)' if c['reap'] else '')
-                 + (f"; kvmsave {c['kvmsave_tree']}" if c['kvmsave_tree'] else ''))
-    hdr = ('', 'save s', 'stock/t', 't/disk', 'restore s', 'stock/t', 't/disk',
-           'image MiB', 'x stock', 'RSS save', 'RSS rest.', 'RSS no-op')
-    rows = []
-    for label, r in res['rows'].items():
-        rows.append((label, f"{r['save_s']:.2f}", f"{r['save_speedup_vs_stock']:.2f}",
-                     f"{r['save_vs_disk']:.2f}", f"{r['restore_s']:.2f}",
-                     f"{r['restore_speedup_vs_stock']:.2f}", f"{r['restore_vs_disk']:.2f}",
-                     f"{r['image_stored_bytes'] / MIB:.1f}", f"{r['image_vs_stock']:.3f}",
-                     f"{r['save_rss_mib']:.1f}", f"{r['restore_rss_mib']:.1f}",
-                     f"{r['noop_rss_mib']:.1f}"))
-    for label, r in res['rows'].items():
-        rows.append((f'disk, {label} bytes', f"{r['disk_write_s']:.2f}", '', '',
-                     f"{r['disk_read_s']:.2f}", '', '', f"{r['image_stored_bytes'] / MIB:.1f}", '', '', '', ''))
-    widths = [max(len(x[i]) for x in rows + [hdr]) for i in range(len(hdr))]
-    fmt = lambda row: '  '.join(  # noqa: E731
-        (v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])) for i, v in enumerate(row))
-    lines.append(fmt(hdr))
-    lines.extend(fmt(r) for r in rows)
-    best = res['stock_best']
-    if len([r for r in res['rows'].values() if r['driver'] == 'stock']) > 1:
-        lines.append(f"stock's best: save {best['save']}, restore {best['restore']}, "
-                     f"smallest image {best['image']}")
-    lines.extend(textwrap.wrap(
-        'stock/t: stock\'s best time for the step (over the stock rows) / this time '
-        '(speedup); t/disk: this time / the disk\'s '
-        '(write+fdatasync of as many bytes for save, cold read of the image for '
-        'restore); image MiB: bytes stored (the allocated size where smaller: sparse); '
-        'x stock: image size / stock\'s smallest for one guest state (saved by each '
-        'a few seconds apart); RSS: peak MiB of the virsh process (no-op: virsh domstate)',
-        width=110))
-    if res['noise']:
-        lines.append('warning: other guests or test runs were on the host: ' + ', '.join(res['noise']))
-    return '\n'.join(lines)
-
-
-def format_stages(res):
-    lines = ['where the time goes (medians, seconds; stream rate = image bytes / stream time):']
-    for label, r in res['rows'].items():
-        rate = lambda st: (f"  ({r['image_bytes'] / st['stream'] / 1e6:.0f} MB/s)"  # noqa: E731
-                           if st.get('stream') else '')
-        lines.append(f'  {label:<14} save:    ' +
-                     '  '.join(f'{k} {v:.3f}' for k, v in r['save_stages'].items() if v is not None) +
-                     rate(r['save_stages']))
-        lines.append(f'  {"":<14} restore: ' +
-                     '  '.join(f'{k} {v:.3f}' for k, v in r['restore_stages'].items() if v is not None) +
-                     rate(r['restore_stages']))
-        lines.append(f'  {"":<14} no-op virsh (domstate): {r["noop_s"]:.3f}')
-    if res['final_destroy_s']:
-        lines.append('  final virsh destroy: ' + '  '.join(
-            f'{k} {v:.3f}' for k, v in res['final_destroy_s'].items()))
-    return '\n'.join(lines)
 
 
 def parse_args(argv):
