@@ -47,6 +47,7 @@ struct _kvmsaveFeedStream {
     unsigned char uuid[VIR_UUID_BUFLEN];
     unsigned char held;         /* the last byte written so far */
     bool haveHeld;
+    bool fed;                   /* some of the stream reached the FIFO */
 };
 
 struct _kvmsaveFeed {
@@ -171,9 +172,29 @@ kvmsaveFeedWrite(kvmsaveFeedStream *st, int fd, const unsigned char *data,
         return -1;
     if (full_write(fd, data, len - 1) != len - 1)
         return -1;
+    st->fed |= st->haveHeld || len > 1;
     st->held = data[len - 1];
     st->haveHeld = true;
     return 0;
+}
+
+
+/* A feeder that failed before any of the stream reached its FIFO leaves
+ * QEMU one byte that begins no migration stream. An empty FIFO without a
+ * writer polls as POLLHUP alone, and QEMU's fd: migration waits for
+ * G_IO_IN only: started after the feeder closed (the failure came before
+ * the inner driver launched it, too early to destroy it), it would spin in
+ * "setup" forever, and the inner driver's restore with it. With the byte
+ * it reads, finds no stream and fails. */
+static void
+kvmsaveFeedSpoilFifo(kvmsaveFeedStream *st, int fd)
+{
+    static const unsigned char spoil = 0;
+
+    if (!st->fifo || fd < 0 || st->fed)
+        return;
+    VIR_DEBUG("Feeder of FIFO '%s' failed before the stream: spoiling it", st->fifo);
+    ignore_value(full_write(fd, &spoil, 1));
 }
 
 
@@ -226,13 +247,11 @@ kvmsaveFeedKill(size_t i, bool first, void *opaque)
 }
 
 
-/* The thread of feeder @i: a stream that ends early (the set closes *@fd)
- * makes QEMU fail to load it. */
+/* Feed stream @st into *@fd: 0 once it all passed, 1 if the restore was
+ * undone meanwhile, -1 on error. */
 static int
-kvmsaveFeedRun(size_t i, int *fd, void *opaque)
+kvmsaveFeedStreamRun(kvmsaveFeed *feed, kvmsaveFeedStream *st, int *fd)
 {
-    kvmsaveFeed *feed = opaque;
-    kvmsaveFeedStream *st = &feed->streams[i];
     const unsigned char *data;
     size_t len;
     int rc;
@@ -258,6 +277,21 @@ kvmsaveFeedRun(size_t i, int *fd, void *opaque)
     if (rc < 0 || kvmsaveFeedEnd(feed, st, *fd) < 0)
         return -1;
     return 0;
+}
+
+
+/* The thread of feeder @i: a stream that ends early (the set closes *@fd)
+ * makes QEMU fail to load it. */
+static int
+kvmsaveFeedRun(size_t i, int *fd, void *opaque)
+{
+    kvmsaveFeed *feed = opaque;
+    kvmsaveFeedStream *st = &feed->streams[i];
+    int rc = kvmsaveFeedStreamRun(feed, st, fd);
+
+    if (rc < 0)
+        kvmsaveFeedSpoilFifo(st, *fd);
+    return rc;
 }
 
 
