@@ -301,8 +301,11 @@ kvmsaveDecompressZstd(ZSTD_DCtx *zstd, const unsigned char **in, size_t *inLen,
     size_t rc = ZSTD_decompressStream(zstd, &ob, &ib);
 
     *produced = ob.pos;
-    *in += ib.pos;
-    *inLen -= ib.pos;
+    /* At the end of the input *in may be NULL, which takes no offset. */
+    if (ib.pos > 0) {
+        *in += ib.pos;
+        *inLen -= ib.pos;
+    }
     if (ZSTD_isError(rc)) {
         /* libzstd's own words, static text */
         *why = ZSTD_getErrorName(rc);

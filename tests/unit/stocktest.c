@@ -572,7 +572,8 @@ START_TEST(test_libvirt_11_3_zstd_image)
 {
     g_autofree char *path = lv11Image("libvirt-11.3-zstd-prefix.img");
     g_autoptr(kvmsaveImageReader) r = lv11Open(path, KVMSAVE_COMPRESS_ZSTD);
-    const kvmsaveStockInfo *info = kvmsaveStockImageInfo(stockOf(r));
+    /* Copied: the reader, which holds the image's info, is freed below. */
+    uint64_t streamOffset = kvmsaveStockImageInfo(stockOf(r))->streamOffset;
     g_autoptr(kvmsaveDecompressor) d = kvmsaveDecompressorNew(KVMSAVE_COMPRESS_ZSTD);
     g_autofree unsigned char *file = NULL;
     g_autofree unsigned char *out = g_malloc(1024 * 1024);
@@ -584,8 +585,8 @@ START_TEST(test_libvirt_11_3_zstd_image)
 
     /* libzstd decodes the start of "zstd -c"'s frame into QEMU's stream. */
     file = fileRead(path, &fileLen);
-    in = file + info->streamOffset;
-    inLen = fileLen - info->streamOffset;
+    in = file + streamOffset;
+    inLen = fileLen - streamOffset;
     ck_assert_int_eq(kvmsaveDecompress(d, &in, &inLen, out, 1024 * 1024, &n, &why), 0);
     ck_assert_uint_gt(n, 8);
     ck_assert(memcmp(out, "QEVM\0\0\0\3", 8) == 0);
@@ -594,7 +595,7 @@ START_TEST(test_libvirt_11_3_zstd_image)
     g_clear_pointer(&r, kvmsaveImageReaderFree);
     assertReadFails(path, "zstd stream ends early");
     /* A frame that is not zstd's. */
-    filePatch(path, info->streamOffset, "\x28\xb5\x2f\x00", 4);
+    filePatch(path, streamOffset, "\x28\xb5\x2f\x00", 4);
     assertReadFails(path, "zstd stream does not decompress");
 }
 END_TEST
