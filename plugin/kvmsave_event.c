@@ -25,7 +25,7 @@ struct _kvmsaveEventRule {
     int detail;
     int newType;
     int newDetail;
-    gint64 expires;
+    gint64 expires;             /* G_MAXINT64 while its operation runs */
 };
 
 /* A callback ID given to the client: kvmsave's own or the inner driver's. */
@@ -93,7 +93,7 @@ kvmsaveEventsFree(kvmsaveEvents *ev)
 
 
 void
-kvmsaveEventRulesAdd(GList **rules, gint64 now, const unsigned char *uuid,
+kvmsaveEventRulesAdd(GList **rules, const unsigned char *uuid,
                      int type, int detail, int newType, int newDetail)
 {
     kvmsaveEventRule *rule = g_new0(kvmsaveEventRule, 1);
@@ -103,8 +103,23 @@ kvmsaveEventRulesAdd(GList **rules, gint64 now, const unsigned char *uuid,
     rule->detail = detail;
     rule->newType = newType;
     rule->newDetail = newDetail;
-    rule->expires = now + KVMSAVE_EVENT_RULE_LIFETIME;
+    rule->expires = G_MAXINT64;
     *rules = g_list_append(*rules, rule);
+}
+
+
+void
+kvmsaveEventRulesSettle(GList *rules, gint64 now, const unsigned char *uuid)
+{
+    GList *l;
+
+    for (l = rules; l; l = l->next) {
+        kvmsaveEventRule *rule = l->data;
+
+        if (rule->expires == G_MAXINT64 &&
+            memcmp(rule->uuid, uuid, VIR_UUID_BUFLEN) == 0)
+            rule->expires = now + KVMSAVE_EVENT_RULE_LIFETIME;
+    }
 }
 
 
@@ -113,7 +128,6 @@ kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
                     int newType, int newDetail)
 {
     GList *l;
-    gint64 now = g_get_monotonic_time();
 
     g_mutex_lock(&kvmsaveEventsLock);
     for (l = kvmsaveEventsAll; l; l = l->next) {
@@ -121,9 +135,21 @@ kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
 
         if (ev->innerLifecycleID < 0)
             continue; /* nobody listens there */
-        kvmsaveEventRulesAdd(&ev->rules, now, uuid, type, detail,
-                             newType, newDetail);
+        kvmsaveEventRulesAdd(&ev->rules, uuid, type, detail, newType, newDetail);
     }
+    g_mutex_unlock(&kvmsaveEventsLock);
+}
+
+
+void
+kvmsaveEventsSettle(const unsigned char *uuid)
+{
+    GList *l;
+    gint64 now = g_get_monotonic_time();
+
+    g_mutex_lock(&kvmsaveEventsLock);
+    for (l = kvmsaveEventsAll; l; l = l->next)
+        kvmsaveEventRulesSettle(((kvmsaveEvents *) l->data)->rules, now, uuid);
     g_mutex_unlock(&kvmsaveEventsLock);
 }
 

@@ -29,6 +29,10 @@ void kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
  * STOPPED/DESTROYED event as STOPPED/@stoppedDetail. */
 void kvmsaveEventsExpectDestroy(const unsigned char *uuid, int stoppedDetail);
 
+/* The operation on guest @uuid that announced rewrites ended: what it
+ * announced may still come, but no longer for ever. */
+void kvmsaveEventsSettle(const unsigned char *uuid);
+
 /* Drop what was announced for @uuid (the call that would have caused
  * the event failed). */
 void kvmsaveEventsForget(const unsigned char *uuid);

@@ -14,15 +14,24 @@
 
 #include "internal.h"
 
-/* How long an announced rule waits for its event. */
+/* How long a rule still waits for its event once the operation that
+ * announced it has ended: the inner driver queues an operation's events
+ * before the call returns, but delivers them later, from its event loop
+ * or over its connection. */
 #define KVMSAVE_EVENT_RULE_LIFETIME (10 * G_USEC_PER_SEC)
 
 /* Append to @rules the rewrite of guest @uuid's next event (@type,
- * @detail) into (@newType, @newDetail), lapsing
- * KVMSAVE_EVENT_RULE_LIFETIME after @now. Free the list with
- * g_list_free_full(rules, g_free). */
-void kvmsaveEventRulesAdd(GList **rules, gint64 now, const unsigned char *uuid,
+ * @detail) into (@newType, @newDetail). It waits for its event however
+ * long the operation takes, until kvmsaveEventRulesSettle. Free the list
+ * with g_list_free_full(rules, g_free). */
+void kvmsaveEventRulesAdd(GList **rules, const unsigned char *uuid,
                           int type, int detail, int newType, int newDetail);
+
+/* The operation on guest @uuid that announced rules ended at @now: those
+ * still waiting lapse KVMSAVE_EVENT_RULE_LIFETIME later, when an event
+ * that was never sent (a QEMU killed before it could say why it quit)
+ * can no longer be awaited. */
+void kvmsaveEventRulesSettle(GList *rules, gint64 now, const unsigned char *uuid);
 
 /* Guest @uuid sent event (*@type, *@detail) at @now: the first rule of
  * @rules for exactly that guest, type and detail rewrites it and is used

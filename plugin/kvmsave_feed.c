@@ -231,10 +231,13 @@ kvmsaveFeedKill(size_t i, bool first, void *opaque)
         return;
     if (st->dom && first && virDomainIsActive(st->dom) == 1) {
         unsigned char uuid[VIR_UUID_BUFLEN];
+        bool known = virDomainGetUUID(st->dom, uuid) == 0;
 
-        if (virDomainGetUUID(st->dom, uuid) == 0)
+        if (known)
             kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
         ignore_value(virDomainDestroy(st->dom));
+        if (known)
+            kvmsaveEventsSettle(uuid);
     } else if (st->inner && (dom = virDomainLookupByUUID(st->inner, st->uuid)) &&
                virDomainIsActive(dom) == 1) {
         kvmsaveEventsExpect(st->uuid, VIR_DOMAIN_EVENT_SHUTDOWN,
@@ -242,6 +245,7 @@ kvmsaveFeedKill(size_t i, bool first, void *opaque)
         kvmsaveEventsExpect(st->uuid, VIR_DOMAIN_EVENT_STOPPED,
                             VIR_DOMAIN_EVENT_STOPPED_DESTROYED, -1, 0);
         ignore_value(virDomainDestroy(dom));
+        kvmsaveEventsSettle(st->uuid);
     }
     virResetLastError();
 }

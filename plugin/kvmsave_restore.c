@@ -618,6 +618,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         kvmsaveRestoreReportStockLoad(path);
     if (!ret && r.job && kvmsaveJobIsCancelled(r.job))
         kvmsaveJobReportCancelled(r.job);
+    if (r.hdr)
+        kvmsaveEventsSettle(r.hdr->uuid);
     virObjectUnref(r.dom);
     kvmsaveJournalEnd(r.journal);
     kvmsaveJobEnd(r.job, !!ret);

@@ -456,9 +456,13 @@ kvmsaveSaveCommit(kvmsaveSave *s)
 static int
 kvmsaveSaveStopGuest(kvmsaveSave *s)
 {
+    int rc;
+
     s->paused = false;
     kvmsaveEventsExpectDestroy(s->hdr->uuid, VIR_DOMAIN_EVENT_STOPPED_SAVED);
-    if (virDomainDestroy(s->dom) < 0) {
+    rc = virDomainDestroy(s->dom);
+    kvmsaveEventsSettle(s->hdr->uuid);
+    if (rc < 0) {
         /* Taken before virDomainIsActive() resets it. */
         g_autofree char *why = g_strdup(virGetLastErrorMessage());
 

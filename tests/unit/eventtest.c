@@ -2,7 +2,8 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * eventtest.c: the lifecycle event rewrites of kvmsave_event.c: each
- * announced rewrite or drop, used once, per guest, in order, lapsing;
+ * announced rewrite or drop, used once, per guest, in order, lapsing
+ * only once its operation ended;
  * and what clients of a connection over test:///default see
  */
 #include <config.h>
@@ -86,13 +87,21 @@ rulesTeardown(void)
 }
 
 
-/* Announce at T0 + @at that guest @uuid's next (@type, @detail) is to
- * be shown as (@newType, @newDetail), or dropped. */
+/* Announce that guest @uuid's next (@type, @detail) is to be shown as
+ * (@newType, @newDetail), or dropped. */
 static void
-announce(gint64 at, const unsigned char *uuid, int type, int detail,
+announce(const unsigned char *uuid, int type, int detail,
          int newType, int newDetail)
 {
-    kvmsaveEventRulesAdd(&rules, T0 + at, uuid, type, detail, newType, newDetail);
+    kvmsaveEventRulesAdd(&rules, uuid, type, detail, newType, newDetail);
+}
+
+
+/* The operation on guest @uuid that announced rules ends at T0 + @at. */
+static void
+settle(gint64 at, const unsigned char *uuid)
+{
+    kvmsaveEventRulesSettle(rules, T0 + at, uuid);
 }
 
 
@@ -119,7 +128,7 @@ START_TEST(test_announced_rewrites_are_shown)
     int detail = announced[_i].detail;
     bool kept;
 
-    announce(0, guestA, type, detail, announced[_i].newType, announced[_i].newDetail);
+    announce(guestA, type, detail, announced[_i].newType, announced[_i].newDetail);
     kept = kvmsaveEventRulesApply(&rules, T0 + 1, guestA, &type, &detail);
     ck_assert_msg(kept == (announced[_i].newType >= 0),
                   "%s: the event was %s", announced[_i].what,
@@ -136,7 +145,7 @@ END_TEST
 
 START_TEST(test_rule_is_used_up_by_its_event)
 {
-    announce(0, guestA, EV(STOPPED, DESTROYED), EV(STOPPED, SAVED));
+    announce(guestA, EV(STOPPED, DESTROYED), EV(STOPPED, SAVED));
     sends(0, guestA, EV(STOPPED, DESTROYED), EV(STOPPED, SAVED));
     /* The same event again is the inner driver's own. */
     sends(0, guestA, EV(STOPPED, DESTROYED), EV(STOPPED, DESTROYED));
@@ -150,7 +159,7 @@ START_TEST(test_other_guests_types_and_details_pass_unchanged)
     /* No rules: everything passes. */
     sends(0, guestA, EV(SHUTDOWN, HOST), EV(SHUTDOWN, HOST));
 
-    announce(0, guestA, EV(STARTED, MIGRATED), EV(STARTED, RESTORED));
+    announce(guestA, EV(STARTED, MIGRATED), EV(STARTED, RESTORED));
     /* Another guest's, another detail, another type with the same detail
      * value (RESUMED_MIGRATED == STARTED_MIGRATED): as sent, rule kept. */
     ck_assert_int_eq(VIR_DOMAIN_EVENT_RESUMED_MIGRATED, VIR_DOMAIN_EVENT_STARTED_MIGRATED);
@@ -167,8 +176,8 @@ END_TEST
 START_TEST(test_announcements_of_one_event_apply_in_order)
 {
     /* A save's destroy, then a killed QEMU's, before either event. */
-    announce(0, guestA, EV(STOPPED, DESTROYED), EV(STOPPED, SAVED));
-    announce(0, guestA, EV(STOPPED, DESTROYED), DROPPED);
+    announce(guestA, EV(STOPPED, DESTROYED), EV(STOPPED, SAVED));
+    announce(guestA, EV(STOPPED, DESTROYED), DROPPED);
     sends(0, guestA, EV(STOPPED, DESTROYED), EV(STOPPED, SAVED));
     sends(0, guestA, EV(STOPPED, DESTROYED), DROPPED);
     ck_assert_ptr_null(rules);
@@ -176,23 +185,47 @@ START_TEST(test_announcements_of_one_event_apply_in_order)
 END_TEST
 
 
-START_TEST(test_rule_lapses_after_ten_seconds)
+START_TEST(test_rule_waits_while_its_operation_runs)
+{
+    const gint64 hour = (gint64) 3600 * G_USEC_PER_SEC;
+
+    /* A restore on a loaded host may take minutes before QEMU runs. */
+    announce(guestA, EV(STARTED, MIGRATED), EV(STARTED, RESTORED));
+    sends(hour, guestA, EV(STARTED, MIGRATED), EV(STARTED, RESTORED));
+    ck_assert_ptr_null(rules);
+
+    /* Another guest's operation ending leaves this one's rule waiting. */
+    announce(guestA, EV(SHUTDOWN, HOST), DROPPED);
+    settle(1, guestB);
+    sends(hour, guestA, EV(SHUTDOWN, HOST), DROPPED);
+    ck_assert_ptr_null(rules);
+}
+END_TEST
+
+
+START_TEST(test_rule_lapses_ten_seconds_after_its_operation_ended)
 {
     const gint64 life = KVMSAVE_EVENT_RULE_LIFETIME;
+    const gint64 end = (gint64) 600 * G_USEC_PER_SEC;
 
     ck_assert_int_eq(life, 10 * G_USEC_PER_SEC);
     /* Still applied at the end of its lifetime... */
-    announce(0, guestA, EV(SHUTDOWN, HOST), DROPPED);
-    sends(life, guestA, EV(SHUTDOWN, HOST), DROPPED);
+    announce(guestA, EV(SHUTDOWN, HOST), DROPPED);
+    settle(end, guestA);
+    sends(end + life, guestA, EV(SHUTDOWN, HOST), DROPPED);
     /* ...not a microsecond later, when it is removed. */
-    announce(0, guestA, EV(SHUTDOWN, HOST), DROPPED);
-    sends(life + 1, guestA, EV(SHUTDOWN, HOST), EV(SHUTDOWN, HOST));
+    announce(guestA, EV(SHUTDOWN, HOST), DROPPED);
+    settle(end, guestA);
+    sends(end + life + 1, guestA, EV(SHUTDOWN, HOST), EV(SHUTDOWN, HOST));
     ck_assert_ptr_null(rules);
 
-    /* Another guest's event clears a lapsed rule on its way to its own. */
-    announce(0, guestA, EV(SHUTDOWN, HOST), DROPPED);
-    announce(life, guestB, EV(SHUTDOWN, HOST), DROPPED);
-    sends(life + 1, guestB, EV(SHUTDOWN, HOST), DROPPED);
+    /* Settling again does not extend it; another guest's event clears a
+     * lapsed rule on its way to its own. */
+    announce(guestA, EV(SHUTDOWN, HOST), DROPPED);
+    settle(end, guestA);
+    settle(end + life, guestA);
+    announce(guestB, EV(SHUTDOWN, HOST), DROPPED);
+    sends(end + life + 1, guestB, EV(SHUTDOWN, HOST), DROPPED);
     ck_assert_ptr_null(rules);
 }
 END_TEST
@@ -493,7 +526,8 @@ eventSuite(void)
     tcase_add_test(rulesCase, test_rule_is_used_up_by_its_event);
     tcase_add_test(rulesCase, test_other_guests_types_and_details_pass_unchanged);
     tcase_add_test(rulesCase, test_announcements_of_one_event_apply_in_order);
-    tcase_add_test(rulesCase, test_rule_lapses_after_ten_seconds);
+    tcase_add_test(rulesCase, test_rule_waits_while_its_operation_runs);
+    tcase_add_test(rulesCase, test_rule_lapses_ten_seconds_after_its_operation_ended);
     suite_add_tcase(s, rulesCase);
 
     tcase_add_test(clients, test_clients_see_rewrites_and_not_dropped_events);
