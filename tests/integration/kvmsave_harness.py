@@ -565,9 +565,50 @@ class DiedBySignal(AssertionError):
     nobody sent it: a crash, whatever the test expected of the call."""
 
 
+# The daemons this process started (`Libvirtd`): a call that hangs shows
+# their threads' stacks, so that the hang can be found, not retried.
+TEST_DAEMONS = []
+
+
+def daemon_stacks():
+    """Each running test daemon's threads' backtraces (gdb) and log tails."""
+    out = []
+    for d in list(TEST_DAEMONS):
+        if not d.proc or d.proc.poll() is not None:
+            continue
+        out.append(f'--- the threads of libvirtd {d.proc.pid} ---')
+        if shutil.which('gdb'):
+            # libvirtd runs in a mount namespace of its own: its libraries
+            # are read at their paths here, not through /proc/PID/root.
+            gdb = subprocess.run(['gdb', '-batch', '-nx', '-iex', 'set sysroot /',
+                                  '-iex', 'set debuginfod enabled off',
+                                  '-p', str(d.proc.pid), '-ex', 'thread apply all bt'],
+                                 capture_output=True, text=True, timeout=120)
+            out += [line for line in gdb.stdout.splitlines()
+                    if line.startswith(('Thread ', '#'))]
+        else:
+            out.append('(gdb is not installed)')
+        out.append(d._log_tails())
+    return '\n'.join(out)
+
+
+class Hung(subprocess.TimeoutExpired):
+    """A command did not end in time; str() adds `daemon_stacks()`."""
+
+    def __init__(self, cmd, timeout):
+        super().__init__(cmd, timeout)
+        self.stacks = daemon_stacks()
+
+    def __str__(self):
+        return super().__str__() + ('\n' + self.stacks if self.stacks else '')
+
+
 def _run(cmd, check, timeout, input=None, env=None):
-    proc = subprocess.run(cmd, input=input, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    try:
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise Hung(cmd, timeout) from None
     if proc.returncode < 0:
         raise DiedBySignal(f'{cmd!r} died by signal {-proc.returncode}\n'
                            f'--- stdout ---\n{proc.stdout}--- stderr ---\n{proc.stderr}---')
@@ -774,6 +815,27 @@ VIRTQEMUD_SOCKET = f'{SOCKET_DIR}/virtqemud-sock'
 LIBVIRTD = '/usr/sbin/libvirtd'
 
 
+def daemon_env(scratch, **extra):
+    """The environment of a test daemon: LIBVIRT_DRIVER_DIR names a
+    directory of the installed connection drivers but the node device one.
+    From libvirt 10.3 (stateShutdownWait) its stop can deadlock the
+    daemon's: nodeStateShutdownWait joins the udev thread while holding the
+    lock that thread takes when it wakes to see it is to quit
+    (src/node_device/node_device_udev.c), and the daemon exits 1 after 30 s
+    ("Make forcefull daemon shutdown"). kvmsave and its tests use no node
+    device."""
+    import glob
+    drivers = os.path.join(scratch, 'connection-driver')
+    os.makedirs(drivers, exist_ok=True)
+    for so in glob.glob('/usr/lib/*/libvirt/connection-driver/libvirt_driver_*.so') + \
+            glob.glob('/usr/lib64/libvirt/connection-driver/libvirt_driver_*.so'):
+        name = os.path.basename(so)
+        if name != 'libvirt_driver_nodedev.so' and \
+                not os.path.exists(os.path.join(drivers, name)):
+            os.symlink(so, os.path.join(drivers, name))
+    return dict(os.environ, LIBVIRT_DRIVER_DIR=drivers, **extra)
+
+
 def inner_uri_param(uri):
     """`uri` percent-encoded for kvmsave's ``uri=`` parameter."""
     from urllib.parse import quote
@@ -873,7 +935,10 @@ class Libvirtd:
              '--pid-file', f'{s}/libvirtd.pid'])
         with open(os.path.join(s, 'log', 'stderr.log'), 'w') as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                         stdout=err, stderr=err)
+                                         stdout=err, stderr=err,
+                                         env=daemon_env(s))
+        if self not in TEST_DAEMONS:
+            TEST_DAEMONS.append(self)
         deadline = time.monotonic() + timeout
         while not self.serving():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -918,5 +983,7 @@ class Libvirtd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self in TEST_DAEMONS:
+            TEST_DAEMONS.remove(self)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.scratch, ignore_errors=True)

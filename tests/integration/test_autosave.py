@@ -36,7 +36,8 @@ import pytest
 
 from conftest import Env, HERE, sha256, started_guest
 from kvmsave_harness import (DEFAULT_QEMU_CONF, LIBVIRTD, SOCKET_DIR, Console,
-                             Libvirtd, Virsh, in_mount_namespace, inner_uri_param)
+                             TEST_DAEMONS, Libvirtd, Virsh, daemon_env,
+                             daemon_stacks, in_mount_namespace, inner_uri_param)
 
 MIN_VERSION = (11, 2)
 
@@ -179,8 +180,9 @@ class AutoSaveDaemon(Libvirtd):
         with open(os.path.join(s, 'log', 'stderr.log'), 'a') as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err,
                                          stderr=err,
-                                         env=dict(os.environ,
-                                                  DBUS_SYSTEM_BUS_ADDRESS=self.bus.address))
+                                         env=daemon_env(s, DBUS_SYSTEM_BUS_ADDRESS=self.bus.address))
+        if self not in TEST_DAEMONS:
+            TEST_DAEMONS.append(self)
         deadline = time.monotonic() + timeout
         while not self.serving():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -192,7 +194,13 @@ class AutoSaveDaemon(Libvirtd):
     def quit(self):
         """SIGTERM, as systemd stops the daemon once the shutdown goes on."""
         self.proc.terminate()
-        assert self.proc.wait(60) == 0, self._log_tails()
+        # libvirt gives its threads 30 s, then exits 1: their stacks before.
+        try:
+            stacks = ''
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            stacks = daemon_stacks()
+        assert self.proc.wait(60) == 0, stacks or self._log_tails()
 
     def reboot(self):
         """The host goes down (SIGTERM, its guests saved before) and comes
