@@ -195,8 +195,8 @@ class AutoSaveDaemon(Libvirtd):
         """SIGTERM, as systemd stops the daemon once the shutdown goes on."""
         self.proc.terminate()
         # libvirt gives its threads 30 s, then exits 1: their stacks before.
+        stacks = ''
         try:
-            stacks = ''
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             stacks = daemon_stacks()
