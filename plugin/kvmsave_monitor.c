@@ -176,10 +176,27 @@ kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels)
 
 
 int
+kvmsaveMonitorSetParameterBool(virDomainPtr dom, const char *name, bool state)
+{
+    g_autoptr(virJSONValue) params = virJSONValueNewObject();
+
+    if (virJSONValueObjectAppendBoolean(params, name, state) < 0)
+        return -1;
+    return kvmsaveMonitorCommandNoReply(dom, "migrate-set-parameters",
+                                        g_steal_pointer(&params), NULL, 0);
+}
+
+
+int
 kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset)
 {
-    g_autoptr(virJSONValue) ret = kvmsaveMonitorCommand(dom, "add-fd", NULL, &fd, 1);
+    g_autoptr(virJSONValue) args = NULL;
+    g_autoptr(virJSONValue) ret = NULL;
 
+    if (*fdset >= 0 &&
+        virJSONValueObjectAdd(&args, "i:fdset-id", *fdset, NULL) < 0)
+        return -1;
+    ret = kvmsaveMonitorCommand(dom, "add-fd", g_steal_pointer(&args), &fd, 1);
     if (!ret)
         return -1;
     if (virJSONValueObjectGetNumberInt(ret, "fdset-id", fdset) < 0) {

@@ -53,7 +53,10 @@ int kvmsaveMonitorMigrateIncoming(virDomainPtr dom, const char *scheme,
 int kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels);
 /* Turn QEMU's migration capability @name on or off. */
 int kvmsaveMonitorSetCapability(virDomainPtr dom, const char *name, bool state);
-/* Put @fd into a new fdset (add-fd): *@fdset its ID, for "/dev/fdset/N". */
+/* Set QEMU's boolean migration parameter @name. */
+int kvmsaveMonitorSetParameterBool(virDomainPtr dom, const char *name, bool state);
+/* Put @fd into fdset *@fdset, or into a new one when it is -1 (add-fd):
+ * *@fdset its ID, for "/dev/fdset/N". */
 int kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset);
 int kvmsaveMonitorRemoveFd(virDomainPtr dom, int fdset);
 
