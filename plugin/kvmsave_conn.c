@@ -98,7 +98,7 @@ kvmsaveConnLoadConfig(kvmsaveConn *priv)
     if (format &&
         (priv->imageFormat = kvmsaveImageFormatFromString(format)) < 0) {
         virReportError(VIR_ERR_CONF_SYNTAX,
-                       _("invalid image_format '%s' in '%s': kvmsave writes 'raw' or 'zstd'"),
+                       _("invalid image_format '%s' in '%s': kvmsave writes 'raw', 'zstd' or 'sparse'"),
                        format, path);
         return -1;
     }

@@ -48,5 +48,5 @@ char *kvmsaveConnManagedSavePath(kvmsaveConn *priv, const unsigned char *uuid);
 int kvmsaveConnManagedSaveDir(kvmsaveConn *priv);
 
 /* Read ROOT/etc/kvmsave.conf, if there is one, into @priv: the default
- * image format (image_format = "raw" | "zstd"; raw without the file). */
+ * image format (image_format = "raw" | "zstd" | "sparse"; raw without the file). */
 int kvmsaveConnLoadConfig(kvmsaveConn *priv);

@@ -99,7 +99,7 @@ kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
     if (formatName &&
         (format = kvmsaveImageFormatFromString(formatName)) < 0) {
         virReportError(VIR_ERR_INVALID_ARG,
-                       _("unknown image format '%s': kvmsave writes 'raw' or 'zstd'"),
+                       _("unknown image format '%s': kvmsave writes 'raw', 'zstd' or 'sparse'"),
                        formatName);
         return -1;
     }

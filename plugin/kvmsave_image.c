@@ -49,6 +49,7 @@ kvmsaveImagePutLE64(unsigned char *p, uint64_t v)
 static const char *const kvmsaveImageFormatNames[] = {
     [KVMSAVE_IMAGE_ENCODING_RAW] = "raw",
     [KVMSAVE_IMAGE_ENCODING_ZSTD] = "zstd",
+    [KVMSAVE_IMAGE_FORMAT_SPARSE] = "sparse",
 };
 
 
@@ -125,20 +126,53 @@ kvmsaveImageHeaderField(kvmsaveImageHeader *hdr, unsigned int tag)
     case KVMSAVE_IMAGE_FIELD_PRODUCER: return &hdr->producer;
     case KVMSAVE_IMAGE_FIELD_STREAMS: break; /* a number, see below */
     case KVMSAVE_IMAGE_FIELD_DISKS: return &hdr->disks;
+    case KVMSAVE_IMAGE_FIELD_MAPPED: break; /* numbers, see below */
     }
     return NULL;
 }
-#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_DISKS
+#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_MAPPED
+
+
+/* The fields kept as numbers, as they are written; NULL when absent. */
+typedef struct {
+    char *streams;
+    char *mapped;
+} kvmsaveImageNumberFields;
+
+static void
+kvmsaveImageNumberFieldsClear(kvmsaveImageNumberFields *n)
+{
+    g_free(n->streams);
+    g_free(n->mapped);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(kvmsaveImageNumberFields,
+                                 kvmsaveImageNumberFieldsClear);
+
+static void
+kvmsaveImageNumberFieldsInit(const kvmsaveImageHeader *hdr,
+                             kvmsaveImageNumberFields *n)
+{
+    /* Several streams need a reader that knows them: critical. A
+     * single-stream image stays readable by kvmsave 1.0 and 1.1. */
+    if (hdr->streams > 1)
+        n->streams = g_strdup_printf("%u", hdr->streams);
+    if (hdr->mappedOffset)
+        n->mapped = g_strdup_printf("%llu %u %u",
+                                    (unsigned long long) hdr->mappedOffset,
+                                    hdr->mappedBlock, hdr->mappedChannels);
+}
 
 
 static char *
 kvmsaveImageHeaderFieldValue(kvmsaveImageHeader *hdr, unsigned int tag,
-                             char *streams)
+                             const kvmsaveImageNumberFields *n)
 {
     char **field;
 
     if (tag == KVMSAVE_IMAGE_FIELD_STREAMS)
-        return streams;
+        return n->streams;
+    if (tag == KVMSAVE_IMAGE_FIELD_MAPPED)
+        return n->mapped;
     field = kvmsaveImageHeaderField(hdr, tag);
     return field ? *field : NULL;
 }
@@ -164,6 +198,39 @@ kvmsaveImageHeaderParseStreams(const unsigned char *val, size_t len,
 }
 
 
+/* The MAPPED field: "OFFSET BLOCK CHANNELS", decimal. The stream begins
+ * at OFFSET, past the header and on a block boundary; BLOCK is a power of
+ * two. */
+static int
+kvmsaveImageHeaderParseMapped(const unsigned char *val, size_t len,
+                              const char *what, kvmsaveImageHeader *hdr)
+{
+    g_autofree char *str = g_strndup((const char *) val, len);
+    unsigned long long offset;
+    unsigned int block;
+    unsigned int channels;
+    char *end;
+
+    if (virStrToLong_ullp(str, &end, 10, &offset) < 0 || *end != ' ' ||
+        virStrToLong_uip(end + 1, &end, 10, &block) < 0 || *end != ' ' ||
+        virStrToLong_uip(end + 1, &end, 10, &channels) < 0 || *end ||
+        block < KVMSAVE_IMAGE_MAPPED_BLOCK_MIN ||
+        block > KVMSAVE_IMAGE_MAPPED_BLOCK_MAX || (block & (block - 1)) ||
+        offset < hdr->headerSize || offset % block ||
+        offset > KVMSAVE_IMAGE_MAPPED_OFFSET_MAX ||
+        channels > KVMSAVE_IMAGE_STREAMS_MAX) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' has a corrupt header: invalid sparse layout '%s'"),
+                       what, str);
+        return -1;
+    }
+    hdr->mappedOffset = offset;
+    hdr->mappedBlock = block;
+    hdr->mappedChannels = channels;
+    return 0;
+}
+
+
 int
 kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
                          unsigned char **buf, size_t *len)
@@ -174,7 +241,7 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
     unsigned int nfields = 0;
     unsigned int tag;
     g_autofree unsigned char *out = NULL;
-    g_autofree char *streams = NULL;
+    g_auto(kvmsaveImageNumberFields) numbers = { 0 };
 
     if (!hdr->xml) {
         virReportError(VIR_ERR_INTERNAL_ERROR, "%s",
@@ -182,12 +249,9 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
         return -1;
     }
 
-    /* Several streams need a reader that knows them: critical. A
-     * single-stream image stays readable by kvmsave 1.0 and 1.1. */
-    if (hdr->streams > 1)
-        streams = g_strdup_printf("%u", hdr->streams);
+    kvmsaveImageNumberFieldsInit(hdr, &numbers);
     for (tag = 1; tag <= KVMSAVE_IMAGE_FIELD_LAST; tag++) {
-        char *val = kvmsaveImageHeaderFieldValue(hdr, tag, streams);
+        char *val = kvmsaveImageHeaderFieldValue(hdr, tag, &numbers);
         if (val) {
             fieldsLen += 8 + VIR_ROUND_UP(strlen(val), 8);
             nfields++;
@@ -216,15 +280,16 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
 
     off = KVMSAVE_IMAGE_FIXED_HEADER_LEN;
     for (tag = 1; tag <= KVMSAVE_IMAGE_FIELD_LAST; tag++) {
-        char *val = kvmsaveImageHeaderFieldValue(hdr, tag, streams);
+        char *val = kvmsaveImageHeaderFieldValue(hdr, tag, &numbers);
         size_t vlen;
 
         if (!val)
             continue;
         vlen = strlen(val);
         kvmsaveImagePutLE16(out + off, tag);
-        kvmsaveImagePutLE16(out + off + 2, tag == KVMSAVE_IMAGE_FIELD_STREAMS ?
-                KVMSAVE_IMAGE_FIELD_CRITICAL : 0);
+        kvmsaveImagePutLE16(out + off + 2, tag == KVMSAVE_IMAGE_FIELD_STREAMS ||
+                            tag == KVMSAVE_IMAGE_FIELD_MAPPED ?
+                            KVMSAVE_IMAGE_FIELD_CRITICAL : 0);
         kvmsaveImagePutLE32(out + off + 4, vlen);
         memcpy(out + off + 8, val, vlen);
         off += 8 + VIR_ROUND_UP(vlen, 8);
@@ -232,6 +297,12 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
     hdr->crc = kvmsaveCrc32c(0, out, off);
     kvmsaveImagePutLE32(out + off, hdr->crc);
     hdr->headerSize = total;
+    if (hdr->mappedOffset && hdr->mappedOffset < total) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("domain XML too large for a sparse save image (%zu bytes)"),
+                       strlen(hdr->xml));
+        return -1;
+    }
 
     *len = total;
     *buf = g_steal_pointer(&out);
@@ -329,6 +400,9 @@ kvmsaveImageHeaderDecodeFields(const unsigned char *buf, size_t end,
             if (kvmsaveImageHeaderParseStreams(buf + off + 8, vlen, what,
                                                &hdr->streams) < 0)
                 return -1;
+        } else if (tag == KVMSAVE_IMAGE_FIELD_MAPPED) {
+            if (kvmsaveImageHeaderParseMapped(buf + off + 8, vlen, what, hdr) < 0)
+                return -1;
         } else if (field) {
             if (memchr(buf + off + 8, '\0', vlen)) {
                 virReportError(VIR_ERR_OPERATION_FAILED,
@@ -408,6 +482,7 @@ kvmsaveImageTrailerEncode(const kvmsaveImageTrailer *tr,
     kvmsaveImagePutLE64(buf + 16, tr->streamBytes);
     kvmsaveImagePutLE64(buf + 24, tr->dataEnd);
     kvmsaveImagePutLE32(buf + 32, tr->headerCrc);
+    kvmsaveImagePutLE32(buf + 36, tr->tableCrc);
     kvmsaveImagePutLE64(buf + 40, tr->completed);
     kvmsaveImagePutLE32(buf + 60, kvmsaveCrc32c(0, buf, 60));
 }
@@ -436,6 +511,7 @@ kvmsaveImageTrailerDecode(const unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN],
     tr->streamBytes = virReadBufInt64LE(buf + 16);
     tr->dataEnd = virReadBufInt64LE(buf + 24);
     tr->headerCrc = virReadBufInt32LE(buf + 32);
+    tr->tableCrc = virReadBufInt32LE(buf + 36);
     tr->completed = (int64_t) virReadBufInt64LE(buf + 40);
     return 0;
 }

@@ -17,7 +17,7 @@
 #define KVMSAVE_IMAGE_MAGIC "KVMSAVE\n"
 #define KVMSAVE_IMAGE_MAGIC_LEN 8
 #define KVMSAVE_IMAGE_MAJOR 1
-#define KVMSAVE_IMAGE_MINOR 3
+#define KVMSAVE_IMAGE_MINOR 4
 
 #define KVMSAVE_IMAGE_ALIGN 4096
 #define KVMSAVE_IMAGE_FIXED_HEADER_LEN 64
@@ -48,12 +48,22 @@ typedef enum {
     KVMSAVE_IMAGE_FIELD_PRODUCER = 6,
     KVMSAVE_IMAGE_FIELD_STREAMS = 7,    /* since 1.2, critical */
     KVMSAVE_IMAGE_FIELD_DISKS = 8,      /* since 1.3 */
+    KVMSAVE_IMAGE_FIELD_MAPPED = 9,     /* since 1.4, critical */
 } kvmsaveImageFieldTag;
 #define KVMSAVE_IMAGE_FIELD_CRITICAL 0x1
 
 /* QEMU's streams in one image: its main migration stream, and one per
  * multifd channel (since 1.2). */
 #define KVMSAVE_IMAGE_STREAMS_MAX 256
+
+/* A sparse image (since 1.4): QEMU's mapped-ram stream, as QEMU wrote
+ * it, from an offset that leaves the header room to grow, and a table of
+ * one checksum per block of it (kvmsave_mapped.h). */
+#define KVMSAVE_IMAGE_MAPPED_OFFSET (1024 * 1024)
+#define KVMSAVE_IMAGE_MAPPED_OFFSET_MAX (1024 * 1024 * 1024)
+#define KVMSAVE_IMAGE_MAPPED_BLOCK (1024 * 1024)
+#define KVMSAVE_IMAGE_MAPPED_BLOCK_MIN KVMSAVE_IMAGE_ALIGN
+#define KVMSAVE_IMAGE_MAPPED_BLOCK_MAX KVMSAVE_IMAGE_CHUNK_MAX
 
 /* Chunk encodings */
 typedef enum {
@@ -67,7 +77,8 @@ typedef enum {
 extern bool kvmsaveImageIgnoreChecksums;
 
 /* The image formats a save can be asked for (typed parameter
- * "image_format"): how its chunks are encoded. */
+ * "image_format"): how its chunks are encoded, or a sparse image. */
+#define KVMSAVE_IMAGE_FORMAT_SPARSE 2
 int kvmsaveImageFormatFromString(const char *name);
 
 /* Whether a @stored checksum does not match the @computed one. */
@@ -91,6 +102,9 @@ struct _kvmsaveImageHeader {
     char *hostCPU;
     char *producer;
     char *disks;                /* the disks as saved (kvmsave_preflight.h) */
+    uint64_t mappedOffset;      /* a sparse image's stream; 0: chunks */
+    uint32_t mappedBlock;       /* bytes per checksum of its table */
+    uint32_t mappedChannels;    /* the multifd channels that saved it */
 };
 
 kvmsaveImageHeader *kvmsaveImageHeaderNew(void);
@@ -103,6 +117,7 @@ struct _kvmsaveImageTrailer {
     uint64_t streamBytes;       /* raw bytes of QEMU's stream */
     uint64_t dataEnd;           /* offset just past the last chunk */
     uint32_t headerCrc;         /* ties the trailer to its header */
+    uint32_t tableCrc;          /* a sparse image's checksum table's */
     int64_t completed;
 };
 

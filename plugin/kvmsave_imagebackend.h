@@ -33,6 +33,12 @@ ssize_t kvmsaveImageFileRead(kvmsaveImageFile *f, unsigned char *buf,
                              size_t len, size_t need, uint64_t off,
                              const char *what, uint64_t pos);
 
+/* Read [@pos, @pos + @need) of @f, a header, trailer or table, into a
+ * new aligned buffer; *@start is the file offset of its first byte. */
+unsigned char *kvmsaveImageFileReadPart(kvmsaveImageFile *f, uint64_t pos,
+                                        size_t need, const char *what,
+                                        uint64_t *start);
+
 typedef struct _kvmsaveImageBackend kvmsaveImageBackend;
 struct _kvmsaveImageBackend {
     /* Whether every byte of the stream is covered by a checksum of the

@@ -19,6 +19,7 @@
 #include "kvmsave_imagereaderpriv.h"
 #include "kvmsave_chunkq.h"
 #include "kvmsave_imagewriter.h"
+#include "kvmsave_mapped.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
@@ -47,6 +48,7 @@ struct _kvmsaveImageChunks {
     const kvmsaveImageHeader *hdr;
     const kvmsaveImageTrailer *tr;
     int stream;                 /* the only stream returned, or -1 for all */
+    uint32_t *table;            /* a sparse image's checksums */
 
     /* The reader thread's position. */
     uint64_t pos;               /* file offset of the next chunk */
@@ -109,9 +111,7 @@ kvmsaveImageFileRead(kvmsaveImageFile *f, unsigned char *buf, size_t len,
 }
 
 
-/* Read [@pos, @pos + @need) of @f, a header or trailer, into a new
- * aligned buffer; *@start is the file offset of its first byte. */
-static unsigned char *
+unsigned char *
 kvmsaveImageFileReadPart(kvmsaveImageFile *f, uint64_t pos, size_t need,
                          const char *what, uint64_t *start)
 {
@@ -153,6 +153,7 @@ kvmsaveImageChunksFree(void *data)
     kvmsaveImageChunksStop(k);
     virFreeError(k->endErr);
     free(k->peek);
+    g_free(k->table);
     g_free(k);
 }
 
@@ -244,10 +245,18 @@ kvmsaveImageChunksOpen(kvmsaveImageFile *f, const unsigned char *buf,
                        size_t len, kvmsaveImageHeader **hdr,
                        kvmsaveImageTrailer *tr)
 {
+    g_autofree uint32_t *table = NULL;
+    kvmsaveImageChunks *k;
+
     if (kvmsaveImageChunksReadHeader(f, buf, len, hdr) < 0 ||
         kvmsaveImageChunksReadTrailer(f, *hdr, tr) < 0)
         return NULL;
-    return kvmsaveImageChunksNew(f, *hdr, tr, -1);
+    if ((*hdr)->mappedOffset &&
+        kvmsaveMappedReadTable(f, *hdr, tr, &table) < 0)
+        return NULL;
+    k = kvmsaveImageChunksNew(f, *hdr, tr, -1);
+    k->table = g_steal_pointer(&table);
+    return k;
 }
 
 
@@ -487,6 +496,12 @@ kvmsaveImageChunksRead(void *data, const unsigned char **buf, size_t *len)
     size_t threads = k->file->threads;
     kvmsaveChunk *c;
 
+    if (k->table) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("save image '%s' is a sparse image, which only QEMU reads, from the file"),
+                       k->file->path);
+        return -1;
+    }
     if (k->ended)
         return kvmsaveImageChunksEnded(k);
     if (!k->queue) {
@@ -534,6 +549,28 @@ kvmsaveImageChunksLastProgress(void *data)
 }
 
 
+/* A sparse image again: the stream at the same offset (QEMU's stream
+ * records offsets in the file), every block checked. */
+static int
+kvmsaveImageChunksRewriteMapped(kvmsaveImageChunks *k, kvmsaveImageHeader *hdr,
+                                int fd, const char *path)
+{
+    g_autoptr(kvmsaveImageWriter) writer = kvmsaveImageWriterNew(fd, path, false);
+
+    hdr->mappedOffset = k->hdr->mappedOffset;
+    hdr->mappedBlock = k->hdr->mappedBlock;
+    hdr->mappedChannels = k->hdr->mappedChannels;
+    if (kvmsaveImageWriteHeader(writer, hdr) < 0 ||
+        kvmsaveMappedCopy(k->file->fd, k->file->path, k->file->direct,
+                          fd, path, k->hdr, k->tr->streamBytes,
+                          k->table) < 0 ||
+        kvmsaveImageWriterFinishMapped(writer, hdr, k->tr->streamBytes,
+                                       k->table) < 0)
+        return -1;
+    return 0;
+}
+
+
 /* A kvmsave image again: the header with @xml and @running, every chunk
  * copied after being checked, in the encoding it had. */
 static int
@@ -562,6 +599,8 @@ kvmsaveImageChunksRewrite(void *data, int fd, const char *path,
     hdr->hostCPU = g_strdup(old->hostCPU);
     hdr->disks = g_strdup(old->disks);
     hdr->producer = g_strdup(old->producer);
+    if (k->table)
+        return kvmsaveImageChunksRewriteMapped(k, hdr, fd, path);
 
     writer = kvmsaveImageWriterNew(fd, path, false);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
@@ -821,12 +860,35 @@ kvmsaveImageReaderLastStream(kvmsaveImageReader *r)
 }
 
 
+const uint32_t *
+kvmsaveImageReaderMappedTable(kvmsaveImageReader *r)
+{
+    kvmsaveImageChunks *k = kvmsaveImageReaderBackendData(r, &kvmsaveImageChunksBackend);
+
+    return k ? k->table : NULL;
+}
+
+
+int
+kvmsaveImageReaderFd(kvmsaveImageReader *r, bool *direct)
+{
+    *direct = r->file.direct;
+    return r->file.fd;
+}
+
+
 int
 kvmsaveImageVerify(kvmsaveImageReader *r)
 {
+    const uint32_t *table = kvmsaveImageReaderMappedTable(r);
     const unsigned char *data;
     size_t len;
     int rc;
+
+    if (table)
+        return kvmsaveMappedVerify(r->file.fd, r->file.path, r->file.direct,
+                                   r->hdr, r->tr.streamBytes, table,
+                                   r->file.threads);
 
     while ((rc = kvmsaveImageReadChunk(r, &data, &len)) > 0)
         ;

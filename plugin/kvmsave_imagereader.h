@@ -66,3 +66,8 @@ int kvmsaveImageReaderRewrite(kvmsaveImageReader *r, int fd, const char *path,
                               const char *xml, bool running);
 /* Read every chunk, checking all checksums. */
 int kvmsaveImageVerify(kvmsaveImageReader *r);
+/* The checksum table of a sparse image (kvmsave_mapped.h); NULL for
+ * another. */
+const uint32_t *kvmsaveImageReaderMappedTable(kvmsaveImageReader *r);
+/* The descriptor the image is read from, and whether it is O_DIRECT. */
+int kvmsaveImageReaderFd(kvmsaveImageReader *r, bool *direct);

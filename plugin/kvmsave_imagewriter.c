@@ -11,6 +11,7 @@
 
 #include "kvmsave_imagewriterpriv.h"
 #include "kvmsave_chunkq.h"
+#include "kvmsave_mapped.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
@@ -45,6 +46,7 @@ struct _kvmsaveImageWriter {
     uint64_t chunks;            /* queued so far */
     uint64_t streamBytes;
     uint32_t headerCrc;
+    uint32_t tableCrc;          /* of a sparse image */
     size_t headerLen;           /* as written first */
     unsigned char *newHeader;   /* to write over it at Finish (aligned) */
 
@@ -497,6 +499,7 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
     tr.streamBytes = w->streamBytes;
     tr.dataEnd = w->offset + w->fill;
     tr.headerCrc = w->headerCrc;
+    tr.tableCrc = w->tableCrc;
     tr.completed = g_get_real_time() / G_USEC_PER_SEC;
 
     end = VIR_ROUND_UP(tr.dataEnd + KVMSAVE_IMAGE_TRAILER_LEN, KVMSAVE_IMAGE_ALIGN);
@@ -525,3 +528,28 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
     return 0;
 }
 
+
+
+int
+kvmsaveImageWriterFinishMapped(kvmsaveImageWriter *w,
+                               const kvmsaveImageHeader *hdr,
+                               uint64_t streamBytes, const uint32_t *table)
+{
+    uint64_t blocks = kvmsaveMappedBlocks(streamBytes, hdr->mappedBlock);
+    g_autofree unsigned char *enc = NULL;
+    size_t len;
+
+    /* The header, or its end when it is larger than the buffer, is
+     * still there (it is at most mappedOffset). */
+    if (w->fill > 0 && kvmsaveImageWriterFlush(w) < 0)
+        return -1;
+    enc = kvmsaveMappedTableEncode(table, blocks, &len);
+    w->offset = kvmsaveMappedTableOffset(hdr, streamBytes);
+    w->fill = 0;
+    w->chunks = blocks;
+    w->streamBytes = streamBytes;
+    w->tableCrc = kvmsaveCrc32c(0, enc, len);
+    if (kvmsaveImageWriterAppend(w, enc, len) < 0)
+        return -1;
+    return kvmsaveImageWriterFinish(w);
+}

@@ -41,3 +41,9 @@ int kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
                                     kvmsaveImageHeader *hdr);
 /* Wait for every queued chunk, write padding and trailer, fdatasync. */
 int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
+/* Finish a sparse image instead, whose stream of @streamBytes QEMU wrote
+ * at @hdr's mappedOffset (or kvmsaveMappedCopy copied): the header, the
+ * checksum @table after the stream, padding and trailer, fdatasync. */
+int kvmsaveImageWriterFinishMapped(kvmsaveImageWriter *w,
+                                   const kvmsaveImageHeader *hdr,
+                                   uint64_t streamBytes, const uint32_t *table);

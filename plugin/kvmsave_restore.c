@@ -13,18 +13,21 @@
  *    destination listens on a unix socket (kvmsave_incoming.c);
  *  - several streams in embedded mode: QEMU started with "-incoming
  *    defer" is told through its monitor where to listen;
- *  - a sparse stock image: QEMU, started so, reads the file itself from
- *    a descriptor in an fdset.
+ *  - a sparse image, stock's or kvmsave's: QEMU, started so, reads the
+ *    file itself from a descriptor in an fdset; kvmsave checks its own
+ *    sparse images block by block meanwhile.
  * The guest runs only once every check passed. Any failure stops the new
  * QEMU; the image is only ever read.
  */
 #include <config.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmsave_restore.h"
 #include "kvmsave_args.h"
+#include "kvmsave_chunkq.h"
 #include "kvmsave_decompress.h"
 #include "kvmsave_event.h"
 #include "kvmsave_feed.h"
@@ -32,6 +35,7 @@
 #include "kvmsave_incoming.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_mapped.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
@@ -171,6 +175,8 @@ struct _kvmsaveRestore {
     virDomainPtr dom;           /* the inner domain, once started */
     bool running;               /* to run when loaded */
     unsigned int flags;
+    unsigned int channels;      /* asked for; 0: the image's choice */
+    kvmsaveMappedSum *sum;      /* checking a sparse image */
 };
 
 
@@ -527,6 +533,114 @@ kvmsaveRestoreViaFdset(kvmsaveRestore *r, kvmsaveStockImage *stock)
 }
 
 
+/* While QEMU loads a sparse kvmsave image: the job shows the blocks
+ * checked; an abort, or a block that failed its check, stops the wait. */
+static bool
+kvmsaveRestoreMappedPoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
+                         void *opaque)
+{
+    kvmsaveRestore *r = opaque;
+    uint64_t total = kvmsaveImageReaderTrailer(r->reader)->streamBytes;
+
+    kvmsaveJobSetProgress(r->job, total, kvmsaveMappedSumDone(r->sum));
+    return kvmsaveJobIsCancelled(r->job) || kvmsaveMappedSumFailed(r->sum);
+}
+
+
+/* The checks of a sparse kvmsave image run beside QEMU's loading, on a
+ * descriptor of their own: through the page cache, which QEMU's reads
+ * fill too, unless the restore bypasses it. */
+static int
+kvmsaveRestoreMappedSumStart(kvmsaveRestore *r, int *fd)
+{
+    bool direct;
+    int readerFd = kvmsaveImageReaderFd(r->reader, &direct);
+    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", readerFd);
+
+    direct = !!(r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
+    if ((*fd = open(self, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0))) < 0) {
+        virReportSystemError(errno, _("cannot open save image '%s'"), r->path);
+        return -1;
+    }
+    r->sum = kvmsaveMappedSumStart(*fd, r->path, direct, r->hdr,
+                                   kvmsaveImageReaderTrailer(r->reader)->streamBytes,
+                                   kvmsaveImageReaderMappedTable(r->reader),
+                                   kvmsaveChunkQueueDefaultWorkers());
+    return 0;
+}
+
+
+/* Wait for QEMU's loading and the image's checks: 0 when both passed, or
+ * -1 with the error that explains it best (a damaged block explains
+ * QEMU's failure too). */
+static int
+kvmsaveRestoreMappedWait(kvmsaveRestore *r, int fdset)
+{
+    virErrorPtr err = NULL;
+    int rc;
+    int sumrc;
+
+    rc = kvmsaveMonitorWaitMigration(r->dom, _("restoring the guest's state"),
+                                     kvmsaveRestoreMappedPoll, r);
+    virErrorPreserveLast(&err);
+    ignore_value(kvmsaveMonitorRemoveFd(r->dom, fdset));
+    sumrc = kvmsaveMappedSumFinish(g_steal_pointer(&r->sum), rc < 0, NULL);
+    if (sumrc < 0) {
+        virFreeError(err);
+        return -1;
+    }
+    virErrorRestore(&err);
+    if (rc == -1)
+        return -1;
+    /* Every block was checked: the commit point. */
+    if (rc == -2 || !kvmsaveJobCommit(r->job)) {
+        kvmsaveJobReportCancelled(r->job);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* A sparse kvmsave image: QEMU, started with "-incoming defer", reads the
+ * file itself from an fdset with its multifd channels, while kvmsave
+ * checks every block against the image's table; the guest may run only
+ * once both are done. */
+static virDomainPtr
+kvmsaveRestoreViaMapped(kvmsaveRestore *r)
+{
+    g_autofree char *self = NULL;
+    VIR_AUTOCLOSE sumfd = -1;
+    bool direct;
+    unsigned int channels = r->channels ? r->channels : r->hdr->mappedChannels;
+    int fdset;
+    int rc;
+
+    self = g_strdup_printf("/proc/self/fd/%d",
+                           kvmsaveImageReaderFd(r->reader, &direct));
+    if (kvmsaveRestoreStartDeferred(r) < 0 ||
+        (fdset = kvmsaveSparseIncomingImage(r->dom, self, r->hdr->mappedOffset,
+                                            MAX(channels, 1),
+                                            r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE,
+                                            kvmsaveSparseQemuVersion(r->priv->inner))) < 0)
+        return NULL;
+    if (kvmsaveRestoreMappedSumStart(r, &sumfd) < 0) {
+        ignore_value(kvmsaveMonitorRemoveFd(r->dom, fdset));
+        return NULL;
+    }
+    rc = kvmsaveRestoreMappedWait(r, fdset);
+#ifdef HAVE_POSIX_FADVISE
+    /* The guest's memory is in QEMU now: nobody reads these pages again. */
+    if (!(r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE))
+        ignore_value(posix_fadvise(sumfd, 0, 0, POSIX_FADV_DONTNEED));
+#endif
+    if (rc < 0)
+        return NULL;
+    if (r->running && virDomainResume(r->dom) < 0)
+        return NULL;
+    return virObjectRef(r->dom);
+}
+
+
 static virDomainPtr
 kvmsaveRestoreMultifd(kvmsaveRestore *r)
 {
@@ -554,7 +668,10 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     kvmsaveStockImage *stock = NULL;
     g_autofree char *from = NULL;
     bool forceDisks = false;
-    kvmsaveRestore r = { .priv = priv, .path = path, .flags = flags };
+    kvmsaveRestore r = {
+        .priv = priv, .path = path, .flags = flags,
+        .channels = MAX(channels, 0),
+    };
     virDomainPtr ret = NULL;
     virErrorPtr saved = NULL;
     bool stockLoadFailed = false;
@@ -582,6 +699,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     } else {
         stock = NULL;
     }
+    if (kvmsaveImageReaderMappedTable(reader) &&
+        kvmsaveSparseCheckQemuImage(priv->inner, path) < 0)
+        goto cleanup;
     if (kvmsavePreflightCheck(priv->inner, r.hdr, startxml, path, forceDisks) < 0)
         goto cleanup;
 
@@ -591,6 +711,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     kvmsaveJournalSetInt(r.journal, "running", r.running);
     if (stock)
         loaded = kvmsaveRestoreViaFdset(&r, stock);
+    else if (kvmsaveImageReaderMappedTable(reader))
+        loaded = kvmsaveRestoreViaMapped(&r);
     else if (r.hdr->streams > 1)
         loaded = kvmsaveRestoreMultifd(&r);
     else

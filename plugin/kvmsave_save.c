@@ -9,6 +9,10 @@
  * a thread per stream cuts it into checksummed chunks -> trailer, fdatasync ->
  * rename over the target -> stop the guest. Any failure before the rename
  * resumes the guest as it was and removes the temporary file.
+ *
+ * A sparse image (image format "sparse") takes another middle: QEMU
+ * writes its mapped-ram stream into the temporary file itself, from an
+ * fdset, and kvmsave then checksums it block by block (kvmsave_mapped.h).
  */
 #include <config.h>
 
@@ -21,13 +25,16 @@
 #include "kvmsave_save.h"
 #include "kvmsave_saveimage.h"
 #include "kvmsave_args.h"
+#include "kvmsave_chunkq.h"
 #include "kvmsave_event.h"
 #include "kvmsave_imagewriter.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_mapped.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_preflight.h"
+#include "kvmsave_sparse.h"
 #include "kvmsave_stream.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -87,6 +94,10 @@ struct _kvmsaveSave {
     const char *path;
     unsigned int channels;      /* multifd channels; 0: one stream */
     bool direct;                /* VIR_DOMAIN_SAVE_BYPASS_CACHE */
+    bool sparse;                /* QEMU writes the file itself */
+    int fdset;                  /* ...from this fdset, while it does */
+    uint64_t streamBytes;       /* ...this much */
+    uint32_t *table;            /* ...covered by these checksums */
     kvmsaveJob *job;
     kvmsaveJournal *journal;
     kvmsaveImageHeader *hdr;
@@ -310,12 +321,19 @@ kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
         return -1;
     }
     s->wasRunning = state != VIR_DOMAIN_PAUSED;
+    if (s->sparse && kvmsaveSparseCheckSave(s->priv->inner, s->direct) < 0)
+        return -1;
     if (kvmsaveSaveHeaderInit(s->priv, s->dom, dxml,
                               (flags & VIR_DOMAIN_SAVE_RUNNING) ||
                               (s->wasRunning && !(flags & VIR_DOMAIN_SAVE_PAUSED)),
                               s->hdr) < 0)
         return -1;
-    if (s->channels) {
+    if (s->sparse) {
+        s->hdr->mappedOffset = KVMSAVE_IMAGE_MAPPED_OFFSET;
+        s->hdr->mappedBlock = KVMSAVE_IMAGE_MAPPED_BLOCK;
+        s->hdr->mappedChannels = s->channels;
+        s->hdr->chunkSize = KVMSAVE_IMAGE_MAPPED_BLOCK;
+    } else if (s->channels) {
         s->hdr->streams = s->channels + 1;
         s->hdr->chunkSize = KVMSAVE_IMAGE_STREAM_CHUNK_SIZE;
     }
@@ -343,6 +361,8 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
     kvmsaveImageWriterSetFormat(s->writer, format);
     if (kvmsaveImageWriteHeader(s->writer, s->hdr) < 0)
         return -1;
+    if (s->sparse)
+        return 0;
 
     if (pipe2(s->wake, O_CLOEXEC) < 0) {
         virReportSystemError(errno, "%s", _("cannot create a pipe to stop the save's stream thread"));
@@ -367,13 +387,76 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
 }
 
 
+/* QEMU's stream in the file is complete: checksum every block of it,
+ * while the kernel writes it back. */
+static int
+kvmsaveSaveSumSparse(kvmsaveSave *s)
+{
+    VIR_AUTOCLOSE fd = -1;
+    struct stat sb;
+
+    if ((fd = open(s->tmppath, O_RDONLY | O_CLOEXEC |
+                   (s->direct ? O_DIRECT : 0))) < 0 ||
+        fstat(fd, &sb) < 0) {
+        virReportSystemError(errno, _("cannot read save image '%s'"), s->tmppath);
+        return -1;
+    }
+    if (sb.st_size < s->hdr->mappedOffset) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("QEMU wrote no state into save image '%s'"), s->tmppath);
+        return -1;
+    }
+    s->streamBytes = sb.st_size - s->hdr->mappedOffset;
+    if (!s->direct)
+        ignore_value(sync_file_range(fd, s->hdr->mappedOffset, s->streamBytes,
+                                     SYNC_FILE_RANGE_WRITE));
+    return kvmsaveMappedSumFinish(kvmsaveMappedSumStart(fd, s->tmppath, s->direct,
+                                                        s->hdr, s->streamBytes,
+                                                        NULL,
+                                                        kvmsaveChunkQueueDefaultWorkers()),
+                                  false, &s->table);
+}
+
+
+/* Wait for QEMU's migration to complete, the job showing its progress. */
+static int
+kvmsaveSaveWaitMigration(kvmsaveSave *s)
+{
+    int rc = kvmsaveMonitorWaitMigration(s->dom, _("saving the guest's state"),
+                                         kvmsaveSavePoll, s->job);
+
+    if (rc == -2)
+        kvmsaveJobReportCancelled(s->job);
+    if (rc < 0)
+        return -1;
+    s->migrating = false;
+    return 0;
+}
+
+
+/* Have QEMU write its stream into the file itself, then checksum it. */
+static int
+kvmsaveSaveMigrateSparse(kvmsaveSave *s)
+{
+    if ((s->fdset = kvmsaveSparseMigrate(s->dom, s->tmppath,
+                                         s->hdr->mappedOffset, s->channels,
+                                         s->direct)) < 0)
+        return -1;
+    s->migrating = true;
+    if (kvmsaveSaveWaitMigration(s) < 0 ||
+        kvmsaveMonitorRemoveFd(s->dom, s->fdset) < 0)
+        return -1;
+    s->fdset = -1;
+    VIR_DEBUG("QEMU's stream is complete, checksumming it");
+    return kvmsaveSaveSumSparse(s);
+}
+
+
 /* Pause the guest, and have QEMU migrate into our streams until it is
  * done and every stream thread has written its last chunk. */
 static int
 kvmsaveSaveMigrate(kvmsaveSave *s)
 {
-    int rc;
-
     VIR_DEBUG("header written to %s, pausing the guest", s->tmppath);
     if (kvmsaveJournalWrite(s->journal, "paused") < 0)
         return -1;
@@ -383,9 +466,14 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
         s->paused = true;
     }
 
-    /* QEMU keeps multifd on from one migration to the next: say it. */
+    if (kvmsaveMonitorSetUnlimitedBandwidth(s->dom) < 0)
+        return -1;
+    if (s->sparse)
+        return kvmsaveSaveMigrateSparse(s);
+    /* QEMU keeps multifd and mapped-ram on from one migration to the
+     * next: say it. */
     if (kvmsaveMonitorSetMultifd(s->dom, s->channels) < 0 ||
-        kvmsaveMonitorSetUnlimitedBandwidth(s->dom) < 0)
+        kvmsaveSparseReset(s->dom, kvmsaveSparseQemuVersion(s->priv->inner)) < 0)
         return -1;
     if (s->channels) {
         if (kvmsaveMonitorMigrate(s->dom, "unix", kvmsaveMultifdPath(s->mfd)) < 0)
@@ -400,13 +488,8 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
         s->migrating = true;
     }
 
-    rc = kvmsaveMonitorWaitMigration(s->dom, _("saving the guest's state"),
-                                     kvmsaveSavePoll, s->job);
-    if (rc == -2)
-        kvmsaveJobReportCancelled(s->job);
-    if (rc < 0)
+    if (kvmsaveSaveWaitMigration(s) < 0)
         return -1;
-    s->migrating = false;
     VIR_DEBUG("QEMU's stream is complete");
 
     /* A stream's error is taken in the rollback. */
@@ -428,7 +511,10 @@ kvmsaveSaveCommit(kvmsaveSave *s)
             return -1;
     }
 
-    if (kvmsaveImageWriterFinish(s->writer) < 0)
+    if (s->sparse ?
+        kvmsaveImageWriterFinishMapped(s->writer, s->hdr, s->streamBytes,
+                                       s->table) < 0 :
+        kvmsaveImageWriterFinish(s->writer) < 0)
         return -1;
     if (VIR_CLOSE(s->fd) < 0) {
         virReportSystemError(errno, _("cannot close save image '%s'"), s->tmppath);
@@ -494,6 +580,8 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
         virErrorPreserveLast(&saved);
     if (s->migrating)
         ignore_value(kvmsaveMonitorMigrateCancel(s->dom));
+    if (s->fdset >= 0)
+        ignore_value(kvmsaveMonitorRemoveFd(s->dom, s->fdset));
     g_clear_pointer(&s->chan, kvmsaveStreamChannelFree);
     if (s->wake[1] >= 0 && s->streams && kvmsaveStreamSetStarted(s->streams) > 0)
         ignore_value(safewrite(s->wake[1], "x", 1));
@@ -514,6 +602,7 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
         virErrorRestore(&saved);
     kvmsaveImageWriterFree(s->writer);
     kvmsaveMultifdFree(s->mfd);
+    g_free(s->table);
     kvmsaveImageHeaderFree(s->hdr);
     g_free(s->tmppath);
     virObjectUnref(s->dom);
@@ -527,11 +616,14 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
                   const char *path, const char *dxml, int format,
                   int channels, unsigned int flags)
 {
+    bool sparse = format == KVMSAVE_IMAGE_FORMAT_SPARSE;
     kvmsaveSave s = {
         .priv = priv, .path = path,
-        .channels = channels > 1 ? MIN(channels, KVMSAVE_PARALLEL_CHANNELS_MAX) : 0,
+        .channels = channels > 1 ? MIN(channels, KVMSAVE_PARALLEL_CHANNELS_MAX) :
+                    sparse ? 1 : 0,
         .direct = !!(flags & VIR_DOMAIN_SAVE_BYPASS_CACHE),
-        .fd = -1, .wake = { -1, -1 },
+        .sparse = sparse,
+        .fd = -1, .fdset = -1, .wake = { -1, -1 },
     };
     int ret = -1;
 

@@ -64,6 +64,15 @@ printInfo(kvmsaveImageReader *r)
             printf(_("disk:          %s\n"), lines[i]);
     }
     printf(_("header:        %u bytes, crc32c %08x\n"), hdr->headerSize, hdr->crc);
+    if (hdr->mappedOffset) {
+        printf(_("stream:        %llu bytes at offset %llu, checksummed in %llu blocks of %u bytes\n"),
+               (unsigned long long) tr->streamBytes,
+               (unsigned long long) hdr->mappedOffset,
+               (unsigned long long) tr->chunks, hdr->mappedBlock);
+        printf(_("layout:        sparse: QEMU's mapped-ram, saved with %u multifd channels; QEMU reads the file itself, which needs QEMU 9.0 or later\n"),
+               hdr->mappedChannels);
+        return;
+    }
     printf(_("stream:        %llu bytes in %llu chunks of up to %u bytes\n"),
            (unsigned long long) tr->streamBytes, (unsigned long long) tr->chunks,
            hdr->chunkSize);

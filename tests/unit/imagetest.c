@@ -1,7 +1,8 @@
 /*
  * imagetest.c: unit tests of the kvmsave save-image format, its codec,
  * writer and reader (kvmsave_image.c, kvmsave_imagewriter.c,
- * kvmsave_imagereader.c) and of kvmsaveCrc32c (kvmsave_util.c)
+ * kvmsave_imagereader.c), of sparse images (kvmsave_mapped.c) and of
+ * kvmsaveCrc32c (kvmsave_util.c)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
@@ -13,8 +14,10 @@
  * encoding, u64 index, u32 stored len, u32 raw len, u32 payload crc, u32
  * crc of the first 28 bytes) and their data; a 64-byte trailer at the end
  * of the file ("KVMSEND\n", u64 chunks, u64 stream bytes, u64 data end,
- * u32 header crc @32, i64 completed @40, u32 crc of the first 60 bytes
- * @60).
+ * u32 header crc @32, u32 table crc @36, i64 completed @40, u32 crc of
+ * the first 60 bytes @60). A sparse image has its stream at the MAPPED
+ * field's offset instead of chunks, then a table of one u32 crc32c per
+ * block (holes read as zeros); its trailer counts blocks for chunks.
  */
 #include <config.h>
 
@@ -27,7 +30,9 @@
 #include "kvmsave_imagepriv.h"
 #include "kvmsave_imagereaderpriv.h"
 #include "kvmsave_imagewriterpriv.h"
+#include "kvmsave_mapped.h"
 #include "kvmsave_util.h"
+#include "virfile.h"
 #include "viruuid.h"
 
 #define ALIGN KVMSAVE_IMAGE_ALIGN
@@ -583,6 +588,7 @@ START_TEST(test_image_format_names)
 {
     ck_assert_int_eq(kvmsaveImageFormatFromString("raw"), KVMSAVE_IMAGE_ENCODING_RAW);
     ck_assert_int_eq(kvmsaveImageFormatFromString("zstd"), KVMSAVE_IMAGE_ENCODING_ZSTD);
+    ck_assert_int_eq(kvmsaveImageFormatFromString("sparse"), KVMSAVE_IMAGE_FORMAT_SPARSE);
     ck_assert_int_eq(kvmsaveImageFormatFromString("gzip"), -1);
     ck_assert_int_eq(kvmsaveImageFormatFromString(NULL), -1);
     ck_assert_str_eq(kvmsaveImageFormatToString(KVMSAVE_IMAGE_ENCODING_ZSTD), "zstd");
@@ -1731,7 +1737,8 @@ START_TEST(test_trailer_codec)
 {
     kvmsaveImageTrailer tr = {
         .chunks = 0x0102030405060708ULL, .streamBytes = 123456789012ULL,
-        .dataEnd = 0xfedcba98ULL, .headerCrc = 0xdeadbeef, .completed = -5,
+        .dataEnd = 0xfedcba98ULL, .headerCrc = 0xdeadbeef,
+        .tableCrc = 0x0badcafe, .completed = -5,
     };
     kvmsaveImageTrailer dec;
     unsigned char buf[KVMSAVE_IMAGE_TRAILER_LEN];
@@ -1742,6 +1749,7 @@ START_TEST(test_trailer_codec)
     ck_assert_uint_eq(rd64(buf + 16), tr.streamBytes);
     ck_assert_uint_eq(rd64(buf + 24), tr.dataEnd);
     ck_assert_uint_eq(rd32(buf + 32), tr.headerCrc);
+    ck_assert_uint_eq(rd32(buf + 36), tr.tableCrc);
     ck_assert_uint_eq(rd64(buf + 40), (uint64_t) -5);
     ck_assert_uint_eq(rd32(buf + 60), kvmsaveCrc32c(0, buf, 60));
     ck_assert_int_eq(kvmsaveImageTrailerDecode(buf, "mem", &dec), 0);
@@ -1749,6 +1757,7 @@ START_TEST(test_trailer_codec)
     ck_assert_uint_eq(dec.streamBytes, tr.streamBytes);
     ck_assert_uint_eq(dec.dataEnd, tr.dataEnd);
     ck_assert_uint_eq(dec.headerCrc, tr.headerCrc);
+    ck_assert_uint_eq(dec.tableCrc, tr.tableCrc);
     ck_assert_int_eq(dec.completed, -5);
 }
 END_TEST
@@ -2162,6 +2171,760 @@ START_TEST(test_read_refuses_chunk_of_a_stream_the_image_lacks)
 END_TEST
 
 
+/* ---- sparse images (kvmsave_mapped.c) ---- */
+
+#define SP_OFFSET KVMSAVE_IMAGE_MAPPED_OFFSET
+#define SP_BLOCK KVMSAVE_IMAGE_MAPPED_BLOCK
+#define SP_CHANNELS 4
+/* The stream's whole blocks: 'd' data, 'h' a hole (never written), 'p'
+ * data then a hole inside the block; a short block of data ends it. */
+#define SP_LAYOUT "dhph"
+#define SP_BLOCKS (sizeof(SP_LAYOUT) - 1 + 1)
+#define SP_PARTIAL (64 * 1024)
+#define SP_TAIL 12345
+#define SP_STREAM_BYTES ((uint64_t) (SP_BLOCKS - 1) * SP_BLOCK + SP_TAIL)
+
+static kvmsaveImageHeader *
+sparseHeader(void)
+{
+    kvmsaveImageHeader *hdr = testHeader(UUID_STR);
+
+    hdr->mappedOffset = SP_OFFSET;
+    hdr->mappedBlock = SP_BLOCK;
+    hdr->mappedChannels = SP_CHANNELS;
+    return hdr;
+}
+
+/* File offset of block @i of a sparse test image's stream. */
+static uint64_t
+sparseBlockOff(size_t i)
+{
+    return SP_OFFSET + (uint64_t) i * SP_BLOCK;
+}
+
+/* Bytes of block @i of a stream of @streamBytes. */
+static size_t
+sparseBlockLen(size_t i, uint64_t streamBytes)
+{
+    return MIN(SP_BLOCK, streamBytes - (uint64_t) i * SP_BLOCK);
+}
+
+/* Write the stream's data where SP_LAYOUT has it, as QEMU does: at its
+ * place in @fd, holes left unwritten. img->data gets the stream as it
+ * reads, holes as zeros. */
+static void
+writeSparseStream(TestImage *img, int fd, uint64_t offset)
+{
+    size_t i;
+
+    img->dataLen = SP_STREAM_BYTES;
+    img->data = g_malloc0(img->dataLen);
+    for (i = 0; i < SP_BLOCKS; i++) {
+        char kind = i < SP_BLOCKS - 1 ? SP_LAYOUT[i] : 'd';
+        size_t len = kind == 'p' ? SP_PARTIAL : sparseBlockLen(i, img->dataLen);
+        unsigned char *p = img->data + i * SP_BLOCK;
+
+        if (kind == 'h')
+            continue;
+        fillRandom(p, len, i + 1);
+        ck_assert_int_eq(pwrite(fd, p, len, offset + i * SP_BLOCK), (ssize_t) len);
+    }
+}
+
+/* Checksum the stream in @fd as a save does, in 3 threads. */
+static uint32_t *
+sumSparseStream(int fd, const char *path, const kvmsaveImageHeader *hdr,
+                uint64_t streamBytes)
+{
+    kvmsaveMappedSum *m = kvmsaveMappedSumStart(fd, path, false, hdr,
+                                                streamBytes, NULL, 3);
+    uint32_t *table = NULL;
+
+    ck_assert_msg(kvmsaveMappedSumFinish(m, false, &table) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_ptr_nonnull(table);
+    return table;
+}
+
+/* A sparse image of SP_LAYOUT with @hdr at @name in the scratch
+ * directory. */
+static void
+writeSparseImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr)
+{
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    g_autofree uint32_t *table = NULL;
+    VIR_AUTOCLOSE fd = -1;
+
+    virResetLastError();
+    memset(img, 0, sizeof(*img));
+    img->path = scratchPath(name);
+    fd = open(img->path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_msg(fd >= 0, "open %s: %s", img->path, g_strerror(errno));
+    w = kvmsaveImageWriterNew(fd, img->path, false);
+    ck_assert_msg(kvmsaveImageWriteHeader(w, hdr) == 0, "%s",
+                  virGetLastErrorMessage());
+    writeSparseStream(img, fd, hdr->mappedOffset);
+    table = sumSparseStream(fd, img->path, hdr, img->dataLen);
+    ck_assert_msg(kvmsaveImageWriterFinishMapped(w, hdr, img->dataLen, table) == 0,
+                  "%s", virGetLastErrorMessage());
+    img->nchunks = SP_BLOCKS;
+    img->headerSize = hdr->headerSize;
+    img->headerCrc = hdr->crc;
+    img->dataEnd = alignUp(hdr->mappedOffset + img->dataLen, ALIGN) + 4 * SP_BLOCKS;
+    img->size = fileSize(img->path);
+    KT_ASSERT_NO_ERROR();
+}
+
+static void
+writeSparseImage(TestImage *img, const char *name)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+
+    writeSparseImageHdr(img, name, hdr);
+}
+
+static int
+verifyImage(const char *path, kvmsaveImageIO io)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(path, io);
+
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    return kvmsaveImageVerify(r);
+}
+
+/* Expect the last error, of a verify or rewrite, to name block @i. */
+static void
+assertSparseBlockNamed(size_t i)
+{
+    g_autofree char *where = g_strdup_printf("block %zu at offset %llu", i,
+                                             (unsigned long long) sparseBlockOff(i));
+
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, where);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "data checksum mismatch");
+}
+
+/* Expect verifying @img to fail on block @i. */
+static void
+assertSparseVerifyFails(const TestImage *img, size_t i)
+{
+    virResetLastError();
+    ck_assert_int_eq(verifyImage(img->path, KVMSAVE_IMAGE_IO_CACHED), -1);
+    assertSparseBlockNamed(i);
+}
+
+/* Expect the stream of @path to read as @img's, at the same offset. */
+static void
+assertSparseStream(const char *path, const TestImage *img)
+{
+    g_autofree unsigned char *buf = g_malloc(img->dataLen);
+
+    filePeek(path, SP_OFFSET, buf, img->dataLen);
+    ck_assert(memcmp(buf, img->data, img->dataLen) == 0);
+}
+
+/* Whether [@off, @off + @len) of @path is a hole. */
+static bool
+fileHole(const char *path, uint64_t off, uint64_t len)
+{
+    VIR_AUTOCLOSE fd = open(path, O_RDONLY | O_CLOEXEC);
+    off_t data;
+
+    ck_assert_int_ge(fd, 0);
+    data = lseek(fd, off, SEEK_DATA);
+    if (data < 0)
+        return errno == ENXIO;
+    return (uint64_t) data >= off + len;
+}
+
+/* Open @src with @io and rewrite it to a new file @dst. */
+static int
+rewriteImage(const char *src, kvmsaveImageIO io, const char *dst)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(src, io);
+    VIR_AUTOCLOSE fd = open(dst, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_int_ge(fd, 0);
+    return kvmsaveImageReaderRewrite(r, fd, dst,
+                                     kvmsaveImageReaderHeader(r)->xml, false);
+}
+
+
+/* The offset of the first field tagged @tag in the header in @buf. */
+static size_t
+headerFieldOffset(const unsigned char *buf, uint16_t tag)
+{
+    uint32_t nfields = rd32(buf + 48);
+    size_t off = 64;
+    uint32_t i;
+
+    for (i = 0; i < nfields; i++) {
+        if ((rd32(buf + off) & 0xffff) == tag)
+            return off;
+        off += 8 + alignUp(rd32(buf + off + 4), 8);
+    }
+    ck_abort_msg("no header field %u", tag);
+    return 0;
+}
+
+
+START_TEST(test_sparse_header_mapped_field_round_trips_as_critical)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    const char *val = "1048576 1048576 4";
+    size_t len;
+    size_t off;
+
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(rd32(buf + 48), 7);
+    off = headerFieldOffset(buf, KVMSAVE_IMAGE_FIELD_MAPPED);
+    ck_assert_uint_eq(rd32(buf + off) >> 16, KVMSAVE_IMAGE_FIELD_CRITICAL);
+    ck_assert_uint_eq(rd32(buf + off + 4), strlen(val));
+    ck_assert(memcmp(buf + off + 8, val, strlen(val)) == 0);
+
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+    assertStdHeader(dec);
+    ck_assert_uint_eq(dec->mappedOffset, SP_OFFSET);
+    ck_assert_uint_eq(dec->mappedBlock, SP_BLOCK);
+    ck_assert_uint_eq(dec->mappedChannels, SP_CHANNELS);
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+    g_clear_pointer(&buf, g_free);
+
+    /* A header of chunks has no such field and decodes as no layout. */
+    hdr->mappedOffset = 0;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(rd32(buf + 48), 6);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+    ck_assert_uint_eq(dec->mappedOffset, 0);
+    ck_assert_uint_eq(dec->mappedBlock, 0);
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+START_TEST(test_sparse_header_refuses_invalid_layout)
+{
+    /* The header these go into is 4096 bytes. */
+    static const char *const bad[] = {
+        "0 1048576 0",                  /* offset inside the header */
+        "4096 8192 0",                  /* offset not on a block */
+        "1228800 12288 0",              /* block not a power of two */
+        "1048576 2048 0",               /* block too small */
+        "1073741824 33554432 0",        /* block too large */
+        "2147483648 1048576 0",         /* offset too far */
+        "1048576 1048576 257",          /* too many channels */
+        "-1048576 1048576 0", "sparse", "", "1048576 1048576",
+        "1048576,1048576,0", "0x100000 1048576 0",
+        "1048576 1048576 0 junk", "1048576 1048576 0x",
+    };
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    size_t len;
+    size_t elen;
+    size_t i;
+
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    for (i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autofree unsigned char *ext =
+            headerWithExtraField(buf, KVMSAVE_IMAGE_FIELD_MAPPED,
+                                 KVMSAVE_IMAGE_FIELD_CRITICAL, bad[i], &elen);
+
+        virResetLastError();
+        ck_assert_uint_eq(elen, ALIGN);
+        ck_assert_msg(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec) == -1,
+                      "layout '%s' accepted", bad[i]);
+        KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "invalid sparse layout");
+    }
+
+    /* Control: the smallest and the largest valid layouts decode. */
+    {
+        g_autofree unsigned char *ext =
+            headerWithExtraField(buf, KVMSAVE_IMAGE_FIELD_MAPPED,
+                                 KVMSAVE_IMAGE_FIELD_CRITICAL, "4096 4096 0", &elen);
+
+        virResetLastError();
+        ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), 0);
+        ck_assert_uint_eq(dec->mappedOffset, ALIGN);
+        ck_assert_uint_eq(dec->mappedBlock, ALIGN);
+        g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+    }
+    {
+        g_autofree unsigned char *ext =
+            headerWithExtraField(buf, KVMSAVE_IMAGE_FIELD_MAPPED,
+                                 KVMSAVE_IMAGE_FIELD_CRITICAL,
+                                 "1073741824 16777216 256", &elen);
+
+        ck_assert_int_eq(kvmsaveImageHeaderDecode(ext, elen, "mem", NULL, &dec), 0);
+        ck_assert_uint_eq(dec->mappedOffset, KVMSAVE_IMAGE_MAPPED_OFFSET_MAX);
+        ck_assert_uint_eq(dec->mappedBlock, KVMSAVE_IMAGE_MAPPED_BLOCK_MAX);
+        ck_assert_uint_eq(dec->mappedChannels, KVMSAVE_IMAGE_STREAMS_MAX);
+    }
+}
+END_TEST
+
+
+START_TEST(test_sparse_header_encode_refuses_xml_past_the_stream)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+    g_autofree unsigned char *buf = NULL;
+    size_t len = 0;
+
+    /* 3 pages of XML make a header of 4: it fits before a stream at 4
+     * pages, not before one at 3. */
+    g_free(hdr->xml);
+    hdr->xml = g_strnfill(3 * ALIGN, 'x');
+    hdr->mappedBlock = ALIGN;
+    hdr->mappedOffset = 4 * ALIGN;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(len, 4 * ALIGN);
+    g_clear_pointer(&buf, g_free);
+
+    hdr->mappedOffset = 3 * ALIGN;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    ck_assert_ptr_null(buf);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "too large for a sparse save image");
+}
+END_TEST
+
+
+START_TEST(test_sparse_image_layout_matches_the_format)
+{
+    TestImage img;
+    uint64_t tableOff = alignUp(SP_OFFSET + SP_STREAM_BYTES, ALIGN);
+    unsigned char table[4 * SP_BLOCKS];
+    unsigned char hdrBuf[ALIGN];
+    g_autoptr(kvmsaveImageHeader) hdr = NULL;
+    kvmsaveImageTrailer tr;
+    size_t i;
+
+    writeSparseImage(&img, "layout.img");
+    filePeek(img.path, 0, hdrBuf, sizeof(hdrBuf));
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(hdrBuf, sizeof(hdrBuf), "mem",
+                                              NULL, &hdr), 0);
+    ck_assert_uint_eq(hdr->mappedOffset, SP_OFFSET);
+    assertSparseStream(img.path, &img);
+
+    /* One little-endian crc32c per block after the stream, holes read
+     * as zeros. */
+    filePeek(img.path, tableOff, table, sizeof(table));
+    for (i = 0; i < SP_BLOCKS; i++)
+        ck_assert_uint_eq(rd32(table + 4 * i),
+                          kvmsaveCrc32c(0, img.data + i * SP_BLOCK,
+                                        sparseBlockLen(i, img.dataLen)));
+
+    readTrailer(&img, &tr);
+    ck_assert_uint_eq(tr.chunks, SP_BLOCKS);
+    ck_assert_uint_eq(tr.streamBytes, SP_STREAM_BYTES);
+    ck_assert_uint_eq(tr.dataEnd, tableOff + sizeof(table));
+    ck_assert_uint_eq(tr.headerCrc, img.headerCrc);
+    ck_assert_uint_eq(tr.tableCrc, kvmsaveCrc32c(0, table, sizeof(table)));
+    ck_assert_uint_eq(img.size, alignUp(tr.dataEnd + KVMSAVE_IMAGE_TRAILER_LEN, ALIGN));
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_image_opens_and_verifies)
+{
+    TestImage img;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    const kvmsaveImageHeader *hdr;
+    const uint32_t *table;
+
+    writeSparseImage(&img, "verify.img");
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    hdr = kvmsaveImageReaderHeader(r);
+    assertStdHeader(hdr);
+    ck_assert_uint_eq(hdr->mappedOffset, SP_OFFSET);
+    ck_assert_uint_eq(hdr->mappedBlock, SP_BLOCK);
+    ck_assert_uint_eq(hdr->mappedChannels, SP_CHANNELS);
+    ck_assert_uint_eq(kvmsaveImageReaderTrailer(r)->streamBytes, SP_STREAM_BYTES);
+    ck_assert(kvmsaveImageReaderChecksummed(r));
+    table = kvmsaveImageReaderMappedTable(r);
+    ck_assert_ptr_nonnull(table);
+    ck_assert_uint_eq(table[1], kvmsaveCrc32c(0, img.data + SP_BLOCK, SP_BLOCK));
+    ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    KT_ASSERT_NO_ERROR();
+
+    if (scratchHasDirectIO())
+        ck_assert_msg(verifyImage(img.path, KVMSAVE_IMAGE_IO_DIRECT) == 0,
+                      "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(verifyImage(img.path, KVMSAVE_IMAGE_IO_STREAM), 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_header_larger_than_the_write_buffer_is_written_whole)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    TestImage img;
+
+    /* A header the writer cannot hold in its 8 MiB buffer, before a
+     * stream at 16 MiB. */
+    g_free(hdr->xml);
+    hdr->xml = g_strnfill(9 * 1024 * 1024, 'x');
+    hdr->mappedOffset = 16 * SP_BLOCK;
+    writeSparseImageHdr(&img, "bigheader.img", hdr);
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_str_eq(kvmsaveImageReaderHeader(r)->xml, hdr->xml);
+    ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_image_refuses_chunk_reads)
+{
+    TestImage img;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    const unsigned char *data = NULL;
+    size_t len = 0;
+
+    writeSparseImage(&img, "nochunks.img");
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(kvmsaveImageReadChunk(r, &data, &len), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_INVALID, "sparse image");
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_INVALID, img.path);
+    ck_assert_ptr_null(data);
+    ck_assert_uint_eq(len, 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_chunk_image_has_no_mapped_table)
+{
+    TestImage img;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+
+    writeStdImage(&img, "chunks.img");
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_ptr_null(kvmsaveImageReaderMappedTable(r));
+    ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->mappedOffset, 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_verify_names_the_damaged_block)
+{
+    TestImage img;
+    /* A byte in a whole block, in the data of a partial one and in the
+     * short last block. */
+    static const size_t blocks[] = { 0, 2, SP_BLOCKS - 1 };
+    size_t i;
+
+    writeSparseImage(&img, "damaged.img");
+    for (i = 0; i < G_N_ELEMENTS(blocks); i++) {
+        uint64_t off = sparseBlockOff(blocks[i]) + 1000;
+
+        fileFlip(img.path, off, 0x10);
+        assertSparseVerifyFails(&img, blocks[i]);
+        fileFlip(img.path, off, 0x10);
+        virResetLastError();
+        ck_assert_int_eq(verifyImage(img.path, KVMSAVE_IMAGE_IO_CACHED), 0);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_verify_catches_data_in_a_hole)
+{
+    TestImage img;
+    unsigned char zero = 0;
+    unsigned char one = 1;
+
+    writeSparseImage(&img, "hole.img");
+    /* A zero written into a hole reads as before. */
+    filePatch(img.path, sparseBlockOff(1) + 5000, &zero, 1);
+    ck_assert_int_eq(verifyImage(img.path, KVMSAVE_IMAGE_IO_CACHED), 0);
+
+    filePatch(img.path, sparseBlockOff(3) + SP_BLOCK - 1, &one, 1);
+    assertSparseVerifyFails(&img, 3);
+    filePatch(img.path, sparseBlockOff(3) + SP_BLOCK - 1, &zero, 1);
+
+    /* ...and in the hole after the data of a partial block. */
+    filePatch(img.path, sparseBlockOff(2) + SP_PARTIAL, &one, 1);
+    assertSparseVerifyFails(&img, 2);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_verify_catches_data_lost_to_a_hole)
+{
+    TestImage img;
+    VIR_AUTOCLOSE fd = -1;
+
+    writeSparseImage(&img, "punched.img");
+    fd = open(img.path, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    /* Where the file system punches holes, the block is skipped as one
+     * and its checksum taken as that of zeros; elsewhere it reads as
+     * zeros. Either way it is not the block that was saved. */
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  sparseBlockOff(0), SP_BLOCK) < 0) {
+        g_autofree unsigned char *zeros = g_new0(unsigned char, SP_BLOCK);
+
+        ck_assert_int_eq(pwrite(fd, zeros, SP_BLOCK, sparseBlockOff(0)), SP_BLOCK);
+    }
+    assertSparseVerifyFails(&img, 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_open_refuses_damaged_table)
+{
+    TestImage img;
+    uint64_t tableOff = alignUp(SP_OFFSET + SP_STREAM_BYTES, ALIGN);
+    size_t i;
+
+    writeSparseImage(&img, "table.img");
+    for (i = 0; i < 4 * SP_BLOCKS; i += 7) {
+        fileFlip(img.path, tableOff + i, 0x01);
+        assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED,
+                        "checksum table mismatch");
+        fileFlip(img.path, tableOff + i, 0x01);
+    }
+    ck_assert_int_eq(verifyImage(img.path, KVMSAVE_IMAGE_IO_CACHED), 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_open_refuses_trailer_that_does_not_fit_the_table)
+{
+    TestImage img;
+    kvmsaveImageTrailer good;
+    kvmsaveImageTrailer tr;
+
+    writeSparseImage(&img, "trailer.img");
+    readTrailer(&img, &good);
+
+    tr = good;
+    tr.chunks = SP_BLOCKS + 1;
+    writeTrailer(&img, &tr);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "records 6 blocks");
+
+    tr.chunks = SP_BLOCKS - 1;
+    writeTrailer(&img, &tr);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "do not fit a sparse stream");
+
+    /* A stream a block shorter, with a data end to match it. */
+    tr = good;
+    tr.chunks = SP_BLOCKS - 1;
+    tr.streamBytes -= SP_BLOCK;
+    tr.dataEnd -= 4;
+    writeTrailer(&img, &tr);
+    assertOpenFails(img.path, VIR_ERR_OPERATION_FAILED, "do not fit a sparse stream");
+
+    writeTrailer(&img, &good);
+    ck_assert_int_eq(verifyImage(img.path, KVMSAVE_IMAGE_IO_CACHED), 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_open_refuses_truncated_image)
+{
+    TestImage img;
+    g_autofree char *cut = scratchPath("cut.img");
+    uint64_t tableOff = alignUp(SP_OFFSET + SP_STREAM_BYTES, ALIGN);
+    uint64_t lens[6];
+    size_t i;
+
+    writeSparseImage(&img, "whole.img");
+    /* Inside the header's padding, a data block, a hole, before the
+     * table, and at unaligned sizes short of the trailer. */
+    lens[0] = SP_OFFSET;
+    lens[1] = sparseBlockOff(2);
+    lens[2] = sparseBlockOff(1) + 3 * ALIGN;
+    lens[3] = tableOff;
+    lens[4] = img.size - 1;
+    lens[5] = img.size - KVMSAVE_IMAGE_TRAILER_LEN;
+    for (i = 0; i < G_N_ELEMENTS(lens); i++) {
+        fileCopyPrefix(img.path, cut, lens[i]);
+        assertOpenFails(cut, VIR_ERR_OPERATION_FAILED, "incomplete or truncated");
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* Whether @dst has a hole at each of @src's holes in the stream's whole
+ * blocks. */
+static void
+assertHolesKept(const char *src, const char *dst)
+{
+    size_t i;
+
+    for (i = 0; i < SP_BLOCKS - 1; i++) {
+        if (SP_LAYOUT[i] != 'h')
+            continue;
+        if (!fileHole(src, sparseBlockOff(i), SP_BLOCK)) {
+            fprintf(stderr, "note: the scratch file system keeps no holes\n");
+            continue;
+        }
+        ck_assert_msg(fileHole(dst, sparseBlockOff(i), SP_BLOCK),
+                      "block %zu is no longer a hole", i);
+    }
+}
+
+START_TEST(test_sparse_rewrite_keeps_stream_and_holes)
+{
+    TestImage img;
+    g_autofree char *copy = scratchPath("rewritten.img");
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    g_autoptr(kvmsaveImageReader) r2 = NULL;
+    const kvmsaveImageHeader *hdr;
+
+    writeSparseImage(&img, "rewrite-src.img");
+    ck_assert_msg(rewriteImage(img.path, KVMSAVE_IMAGE_IO_CACHED, copy) == 0,
+                  "%s", virGetLastErrorMessage());
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+    r2 = kvmsaveImageOpen(copy, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r && r2, "%s", virGetLastErrorMessage());
+    hdr = kvmsaveImageReaderHeader(r2);
+    ck_assert_uint_eq(hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING, 0);
+    ck_assert_uint_eq(hdr->mappedOffset, SP_OFFSET);
+    ck_assert_uint_eq(hdr->mappedBlock, SP_BLOCK);
+    ck_assert_uint_eq(hdr->mappedChannels, SP_CHANNELS);
+    ck_assert(memcmp(kvmsaveImageReaderMappedTable(r),
+                     kvmsaveImageReaderMappedTable(r2), 4 * SP_BLOCKS) == 0);
+    ck_assert_int_eq(kvmsaveImageVerify(r2), 0);
+    ck_assert_uint_eq(fileSize(copy), img.size);
+    assertSparseStream(copy, &img);
+    assertHolesKept(img.path, copy);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_rewrite_refuses_damaged_block)
+{
+    TestImage img;
+    g_autofree char *copy = scratchPath("rewritten-bad.img");
+
+    writeSparseImage(&img, "rewrite-bad.img");
+    fileFlip(img.path, sparseBlockOff(2) + 17, 0x80);
+    ck_assert_int_eq(rewriteImage(img.path, KVMSAVE_IMAGE_IO_CACHED, copy), -1);
+    assertSparseBlockNamed(2);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, img.path);
+
+    /* Data in a hole, which the copy would otherwise keep as a hole. */
+    fileFlip(img.path, sparseBlockOff(2) + 17, 0x80);
+    fileFlip(img.path, sparseBlockOff(1) + 17, 0x80);
+    virResetLastError();
+    ck_assert_int_eq(rewriteImage(img.path, KVMSAVE_IMAGE_IO_CACHED, copy), -1);
+    assertSparseBlockNamed(1);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_rewrite_through_direct_reader)
+{
+    TestImage img;
+    g_autofree char *copy = scratchPath("rewritten-direct.img");
+
+    if (!scratchHasDirectIO())
+        return;
+    writeSparseImage(&img, "rewrite-direct.img");
+    ck_assert_msg(rewriteImage(img.path, KVMSAVE_IMAGE_IO_DIRECT, copy) == 0,
+                  "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(verifyImage(copy, KVMSAVE_IMAGE_IO_CACHED), 0);
+    assertSparseStream(copy, &img);
+    testImageClear(&img);
+}
+END_TEST
+
+
+START_TEST(test_sparse_sum_done_reaches_stream_bytes)
+{
+    TestImage img;
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+    g_autofree uint32_t *table = NULL;
+    VIR_AUTOCLOSE fd = -1;
+    kvmsaveMappedSum *m;
+    size_t waited;
+
+    writeSparseImage(&img, "sum.img");
+    fd = open(img.path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    m = kvmsaveMappedSumStart(fd, img.path, false, hdr, img.dataLen, NULL, 2);
+    for (waited = 0; kvmsaveMappedSumDone(m) < img.dataLen && waited < 10000; waited++)
+        g_usleep(1000);
+    ck_assert_uint_eq(kvmsaveMappedSumDone(m), img.dataLen);
+    ck_assert(!kvmsaveMappedSumFailed(m));
+    /* Stopping a pass that is over changes nothing. */
+    ck_assert_int_eq(kvmsaveMappedSumFinish(m, true, &table), 0);
+    ck_assert_ptr_nonnull(table);
+    ck_assert_uint_eq(table[SP_BLOCKS - 1],
+                      kvmsaveCrc32c(0, img.data + (SP_BLOCKS - 1) * SP_BLOCK, SP_TAIL));
+    testImageClear(&img);
+}
+END_TEST
+
+
+#define ENDLESS_BYTES ((uint64_t) 1 << 40)
+
+/* A pass over an endless stream: /dev/zero reads as data at any offset,
+ * so a pass of a TiB of it cannot end before it is stopped. */
+static kvmsaveMappedSum *
+sumEndless(int *fd, const uint32_t *expect, size_t threads)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+
+    *fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(*fd, 0);
+    return kvmsaveMappedSumStart(*fd, "/dev/zero", false, hdr,
+                                 ENDLESS_BYTES, expect, threads);
+}
+
+START_TEST(test_sparse_sum_stopped_returns_1)
+{
+    VIR_AUTOCLOSE fd = -1;
+    kvmsaveMappedSum *m = sumEndless(&fd, NULL, 2);
+    uint32_t *table = NULL;
+
+    while (kvmsaveMappedSumDone(m) == 0)
+        g_usleep(1000);
+    ck_assert_uint_lt(kvmsaveMappedSumDone(m), ENDLESS_BYTES);
+    ck_assert(!kvmsaveMappedSumFailed(m));
+    ck_assert_int_eq(kvmsaveMappedSumFinish(m, true, &table), 1);
+    ck_assert_ptr_null(table);
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+START_TEST(test_sparse_sum_stopped_after_a_failure_returns_minus_1)
+{
+    /* Zeros everywhere, where the blocks' checksums are not 0. */
+    g_autofree uint32_t *expect = g_new0(uint32_t, ENDLESS_BYTES / SP_BLOCK);
+    VIR_AUTOCLOSE fd = -1;
+    kvmsaveMappedSum *m = sumEndless(&fd, expect, 1);
+
+    while (!kvmsaveMappedSumFailed(m))
+        g_usleep(1000);
+    ck_assert_int_eq(kvmsaveMappedSumFinish(m, true, NULL), -1);
+    assertSparseBlockNamed(0);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "/dev/zero");
+}
+END_TEST
+
+
 static Suite *
 imageSuite(void)
 {
@@ -2227,6 +2990,30 @@ imageSuite(void)
     tcase_add_test(tc, test_header_decode_refuses_malformed_fields);
     tcase_add_test(tc, test_header_encode_refuses_missing_or_huge_xml);
     tcase_add_test(tc, test_trailer_codec);
+    tcase_add_test(tc, test_sparse_header_mapped_field_round_trips_as_critical);
+    tcase_add_test(tc, test_sparse_header_refuses_invalid_layout);
+    tcase_add_test(tc, test_sparse_header_encode_refuses_xml_past_the_stream);
+    suite_add_tcase(s, tc);
+
+    tc = ktTCase("sparse", 120);
+    tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
+    tcase_add_test(tc, test_sparse_image_layout_matches_the_format);
+    tcase_add_test(tc, test_sparse_image_opens_and_verifies);
+    tcase_add_test(tc, test_sparse_image_refuses_chunk_reads);
+    tcase_add_test(tc, test_sparse_header_larger_than_the_write_buffer_is_written_whole);
+    tcase_add_test(tc, test_chunk_image_has_no_mapped_table);
+    tcase_add_test(tc, test_sparse_verify_names_the_damaged_block);
+    tcase_add_test(tc, test_sparse_verify_catches_data_in_a_hole);
+    tcase_add_test(tc, test_sparse_verify_catches_data_lost_to_a_hole);
+    tcase_add_test(tc, test_sparse_open_refuses_damaged_table);
+    tcase_add_test(tc, test_sparse_open_refuses_trailer_that_does_not_fit_the_table);
+    tcase_add_test(tc, test_sparse_open_refuses_truncated_image);
+    tcase_add_test(tc, test_sparse_rewrite_keeps_stream_and_holes);
+    tcase_add_test(tc, test_sparse_rewrite_refuses_damaged_block);
+    tcase_add_test(tc, test_sparse_rewrite_through_direct_reader);
+    tcase_add_test(tc, test_sparse_sum_done_reaches_stream_bytes);
+    tcase_add_test(tc, test_sparse_sum_stopped_returns_1);
+    tcase_add_test(tc, test_sparse_sum_stopped_after_a_failure_returns_minus_1);
     suite_add_tcase(s, tc);
 
     return s;
