@@ -466,6 +466,15 @@ kvmsaveImageHeaderDecode(const unsigned char *buf, size_t len,
                        _("save image '%s' has no domain XML in its header"), what);
         return -1;
     }
+    /* QEMU writes a sparse image's one stream itself. */
+    if (hdr->mappedOffset && hdr->streams > 1) {
+        g_autofree char *streams = g_strdup_printf("%u", hdr->streams);
+
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' has a corrupt header: invalid stream count '%s'"),
+                       what, streams);
+        return -1;
+    }
 
     *ret = g_steal_pointer(&hdr);
     return 0;

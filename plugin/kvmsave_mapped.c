@@ -108,12 +108,15 @@ struct _kvmsaveMappedSum {
     uint64_t blocks;
     uint32_t zeroCrc;           /* of a whole block of zeros */
     const uint32_t *expect;     /* NULL: compute into table */
+    bool readHoles;             /* read holes too, for a copy */
     uint32_t *table;
 
     GMutex lock;
     uint64_t next;              /* the next block to take */
     uint64_t done;              /* bytes checksummed */
     bool stop;
+    size_t exited;              /* threads that ended */
+    GCond ended;                /* ...signalled as each does */
     virErrorPtr err;            /* the first failure */
     GThread **threads;
     size_t nthreads;
@@ -144,7 +147,7 @@ kvmsaveMappedSumBlock(kvmsaveMappedSum *m, unsigned char *buf, uint64_t i,
     size_t rlen = m->direct ? VIR_ROUND_UP(len, KVMSAVE_IMAGE_ALIGN) : len;
     ssize_t n;
 
-    if (len == m->block && kvmsaveMappedIsHole(m->fd, off, len)) {
+    if (len == m->block && !m->readHoles && kvmsaveMappedIsHole(m->fd, off, len)) {
         *crc = m->zeroCrc;
         return 0;
     }
@@ -218,6 +221,10 @@ kvmsaveMappedSumThread(gpointer opaque)
         }
     }
     free(buf);
+    g_mutex_lock(&m->lock);
+    m->exited++;
+    g_cond_signal(&m->ended);
+    g_mutex_unlock(&m->lock);
     return NULL;
 }
 
@@ -226,6 +233,7 @@ static void
 kvmsaveMappedSumFree(kvmsaveMappedSum *m)
 {
     virFreeError(m->err);
+    g_cond_clear(&m->ended);
     g_mutex_clear(&m->lock);
     g_free(m->threads);
     g_free(m->table);
@@ -255,6 +263,7 @@ kvmsaveMappedSumStart(int fd, const char *path, bool direct,
     if (!expect)
         m->table = g_new0(uint32_t, MAX(m->blocks, 1));
     g_mutex_init(&m->lock);
+    g_cond_init(&m->ended);
     m->nthreads = MAX(1, MIN(threads, m->blocks));
     m->threads = g_new0(GThread *, m->nthreads);
     for (i = 0; i < m->nthreads; i++)
@@ -308,6 +317,32 @@ kvmsaveMappedSumFinish(kvmsaveMappedSum *m, bool stop, uint32_t **table)
 
 
 int
+kvmsaveMappedSumWait(kvmsaveMappedSum *m, kvmsaveMappedSumPoll poll,
+                     void *opaque, uint32_t **table)
+{
+    bool stop = false;
+
+    for (;;) {
+        uint64_t done;
+        bool all;
+
+        g_mutex_lock(&m->lock);
+        if (m->exited < m->nthreads)
+            g_cond_wait_until(&m->ended, &m->lock,
+                              g_get_monotonic_time() + 100 * G_TIME_SPAN_MILLISECOND);
+        all = m->exited == m->nthreads;
+        done = m->done;
+        g_mutex_unlock(&m->lock);
+        if (all)
+            break;
+        if ((stop = poll(done, opaque)))
+            break;
+    }
+    return kvmsaveMappedSumFinish(m, stop, table);
+}
+
+
+int
 kvmsaveMappedVerify(int fd, const char *path, bool direct,
                     const kvmsaveImageHeader *hdr, uint64_t streamBytes,
                     const uint32_t *table, size_t threads)
@@ -349,7 +384,7 @@ kvmsaveMappedCopy(int from, const char *fromPath, bool fromDirect,
     kvmsaveMappedSum m = {
         .fd = from, .path = (char *) fromPath, .direct = fromDirect,
         .start = hdr->mappedOffset, .end = hdr->mappedOffset + streamBytes,
-        .block = hdr->mappedBlock, .expect = table,
+        .block = hdr->mappedBlock, .expect = table, .readHoles = true,
     };
     /* Aligned, for O_DIRECT reads (a block is a multiple of the page). */
     g_autofree unsigned char *buf = kvmsaveAlignedAlloc(hdr->mappedBlock);

@@ -47,6 +47,11 @@ kvmsaveMappedSum *kvmsaveMappedSumStart(int fd, const char *path, bool direct,
 uint64_t kvmsaveMappedSumDone(kvmsaveMappedSum *m);
 /* Whether a block failed, so that Finish will fail. */
 bool kvmsaveMappedSumFailed(kvmsaveMappedSum *m);
+/* Wait for the pass, calling @poll with the bytes done every 100 ms;
+ * when it returns true, stop the pass. Then as Finish. */
+typedef bool (*kvmsaveMappedSumPoll)(uint64_t done, void *opaque);
+int kvmsaveMappedSumWait(kvmsaveMappedSum *m, kvmsaveMappedSumPoll poll,
+                         void *opaque, uint32_t **table);
 /* Wait for the threads, stopping them first if @stop: 0 with the table
  * in *@table when one was computed, -1 with the first error, or 1 when
  * stopped before the end without an error. Frees @m. */

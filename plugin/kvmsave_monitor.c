@@ -188,13 +188,13 @@ kvmsaveMonitorSetParameterBool(virDomainPtr dom, const char *name, bool state)
 
 
 int
-kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset)
+kvmsaveMonitorAddFd(virDomainPtr dom, int fd, const char *opaque, int *fdset)
 {
     g_autoptr(virJSONValue) args = NULL;
     g_autoptr(virJSONValue) ret = NULL;
 
-    if (*fdset >= 0 &&
-        virJSONValueObjectAdd(&args, "i:fdset-id", *fdset, NULL) < 0)
+    if (virJSONValueObjectAdd(&args, "k:fdset-id", *fdset,
+                              "S:opaque", opaque, NULL) < 0)
         return -1;
     ret = kvmsaveMonitorCommand(dom, "add-fd", g_steal_pointer(&args), &fd, 1);
     if (!ret)
@@ -203,6 +203,45 @@ kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset)
         virReportError(VIR_ERR_INTERNAL_ERROR, "%s",
                        _("QEMU's reply to add-fd lacks 'fdset-id'"));
         return -1;
+    }
+    return 0;
+}
+
+
+/* Whether fdset @set holds a descriptor added with @opaque. */
+static bool
+kvmsaveMonitorFdsetHas(virJSONValue *set, const char *opaque)
+{
+    virJSONValue *fds = virJSONValueObjectGetArray(set, "fds");
+    size_t i;
+
+    for (i = 0; fds && i < virJSONValueArraySize(fds); i++) {
+        virJSONValue *fd = virJSONValueArrayGet(fds, i);
+
+        if (STREQ_NULLABLE(virJSONValueObjectGetString(fd, "opaque"), opaque))
+            return true;
+    }
+    return false;
+}
+
+
+int
+kvmsaveMonitorRemoveFdsetsOf(virDomainPtr dom, const char *opaque)
+{
+    g_autoptr(virJSONValue) sets = kvmsaveMonitorCommand(dom, "query-fdsets",
+                                                         NULL, NULL, 0);
+    size_t i;
+
+    if (!sets)
+        return -1;
+    for (i = 0; i < virJSONValueArraySize(sets); i++) {
+        virJSONValue *set = virJSONValueArrayGet(sets, i);
+        int id;
+
+        if (kvmsaveMonitorFdsetHas(set, opaque) &&
+            virJSONValueObjectGetNumberInt(set, "fdset-id", &id) == 0 &&
+            kvmsaveMonitorRemoveFd(dom, id) < 0)
+            return -1;
     }
     return 0;
 }

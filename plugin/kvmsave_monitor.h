@@ -55,10 +55,14 @@ int kvmsaveMonitorSetMultifd(virDomainPtr dom, unsigned int channels);
 int kvmsaveMonitorSetCapability(virDomainPtr dom, const char *name, bool state);
 /* Set QEMU's boolean migration parameter @name. */
 int kvmsaveMonitorSetParameterBool(virDomainPtr dom, const char *name, bool state);
-/* Put @fd into fdset *@fdset, or into a new one when it is -1 (add-fd):
- * *@fdset its ID, for "/dev/fdset/N". */
-int kvmsaveMonitorAddFd(virDomainPtr dom, int fd, int *fdset);
+/* Put @fd into fdset *@fdset, or into a new one when it is -1 (add-fd),
+ * labelled @opaque if not NULL: *@fdset its ID, for "/dev/fdset/N". */
+int kvmsaveMonitorAddFd(virDomainPtr dom, int fd, const char *opaque,
+                        int *fdset);
 int kvmsaveMonitorRemoveFd(virDomainPtr dom, int fdset);
+/* Remove every fdset holding a descriptor labelled @opaque: those a
+ * killed client left in QEMU. */
+int kvmsaveMonitorRemoveFdsetsOf(virDomainPtr dom, const char *opaque);
 
 int kvmsaveMonitorMigrateCancel(virDomainPtr dom);
 int kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st);

@@ -22,6 +22,7 @@
 #include "kvmsave_recoverpriv.h"
 #include "kvmsave_imagereader.h"
 #include "kvmsave_monitor.h"
+#include "kvmsave_sparse.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_saveimage.h"
 #include "kvmsave_util.h"
@@ -155,6 +156,12 @@ kvmsaveJournalRecoverSave(kvmsaveConn *priv, GHashTable *kv, const char *phase)
         VIR_WARN("cannot remove %s: %s", temp, g_strerror(errno));
     if (dom && STRNEQ(phase, "prepared")) {
         ignore_value(kvmsaveMonitorMigrateCancel(dom));
+        /* A sparse save's file, which QEMU would hold open unlinked, and
+         * its capabilities, which QEMU would keep. */
+        if (temp)
+            ignore_value(kvmsaveMonitorRemoveFdsetsOf(dom, temp));
+        if (kvmsaveJournalInt(kv, "sparse") == 1)
+            ignore_value(kvmsaveSparseReset(dom, kvmsaveSparseDomainVersion(dom)));
         virResetLastError();
         if (kvmsaveJournalInt(kv, "paused") == 1 && kvmsaveJournalIsPaused(dom) &&
             virDomainResume(dom) < 0) {

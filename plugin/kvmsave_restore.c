@@ -497,10 +497,30 @@ kvmsaveRestoreSparsePoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
 }
 
 
+/* Hand @r's sparse image, stock's or kvmsave's, to its QEMU started with
+ * "-incoming defer": the file the reader checked, whatever its path
+ * names now, with @channels multifd channels and direct-io for
+ * --bypass-cache. Returns the fdset, or -1. */
+static int
+kvmsaveRestoreSparseIncoming(kvmsaveRestore *r, uint64_t offset,
+                             unsigned int channels)
+{
+    bool direct;
+    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d",
+                                            kvmsaveImageReaderFd(r->reader, &direct));
+
+    return kvmsaveSparseIncomingImage(r->dom, self, r->path, offset,
+                                      MAX(channels, 1),
+                                      r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE,
+                                      kvmsaveSparseDomainVersion(r->dom));
+}
+
+
 /* A sparse stock image (QEMU's mapped-ram layout): QEMU reads the file
  * itself, at the offsets its stream records, so it cannot come through a
  * FIFO or socket. QEMU starts with "-incoming defer" and gets the file's
- * descriptor in an fdset, over a daemon too (kvmsave_sparse.h). */
+ * descriptor in an fdset, over a daemon too (kvmsave_sparse.h); one
+ * multifd channel unless the restore asks for more, as stock's. */
 static virDomainPtr
 kvmsaveRestoreViaFdset(kvmsaveRestore *r, kvmsaveStockImage *stock)
 {
@@ -509,7 +529,8 @@ kvmsaveRestoreViaFdset(kvmsaveRestore *r, kvmsaveStockImage *stock)
     int rc;
 
     if (kvmsaveRestoreStartDeferred(r) < 0 ||
-        (fdset = kvmsaveSparseIncoming(r->dom, stock)) < 0)
+        (fdset = kvmsaveRestoreSparseIncoming(r, kvmsaveStockImageInfo(stock)->streamOffset,
+                                              r->channels)) < 0)
         return NULL;
     rc = kvmsaveMonitorWaitMigration(r->dom, _("restoring the guest's state"),
                                      kvmsaveRestoreSparsePoll, r->job);
@@ -553,11 +574,10 @@ kvmsaveRestoreMappedPoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
 static int
 kvmsaveRestoreMappedSumStart(kvmsaveRestore *r, int *fd)
 {
-    bool direct;
-    int readerFd = kvmsaveImageReaderFd(r->reader, &direct);
+    bool readerDirect;
+    int readerFd = kvmsaveImageReaderFd(r->reader, &readerDirect);
     g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", readerFd);
-
-    direct = !!(r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
+    bool direct = !!(r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
     if ((*fd = open(self, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0))) < 0) {
         virReportSystemError(errno, _("cannot open save image '%s'"), r->path);
         return -1;
@@ -570,9 +590,21 @@ kvmsaveRestoreMappedSumStart(kvmsaveRestore *r, int *fd)
 }
 
 
+/* Once QEMU is done: the job shows the blocks checked; an abort stops. */
+static bool
+kvmsaveRestoreMappedSumPoll(uint64_t done, void *opaque)
+{
+    kvmsaveRestore *r = opaque;
+
+    kvmsaveJobSetProgress(r->job, kvmsaveImageReaderTrailer(r->reader)->streamBytes,
+                          done);
+    return kvmsaveJobIsCancelled(r->job);
+}
+
+
 /* Wait for QEMU's loading and the image's checks: 0 when both passed, or
- * -1 with the error that explains it best (a damaged block explains
- * QEMU's failure too). */
+ * -1 with the error that explains it best. When QEMU failed, the checks
+ * go on to the end: a damaged block explains QEMU's failure. */
 static int
 kvmsaveRestoreMappedWait(kvmsaveRestore *r, int fdset)
 {
@@ -584,7 +616,11 @@ kvmsaveRestoreMappedWait(kvmsaveRestore *r, int fdset)
                                      kvmsaveRestoreMappedPoll, r);
     virErrorPreserveLast(&err);
     ignore_value(kvmsaveMonitorRemoveFd(r->dom, fdset));
-    sumrc = kvmsaveMappedSumFinish(g_steal_pointer(&r->sum), rc < 0, NULL);
+    if (rc == -2)
+        sumrc = kvmsaveMappedSumFinish(g_steal_pointer(&r->sum), true, NULL);
+    else
+        sumrc = kvmsaveMappedSumWait(g_steal_pointer(&r->sum),
+                                     kvmsaveRestoreMappedSumPoll, r, NULL);
     if (sumrc < 0) {
         virFreeError(err);
         return -1;
@@ -593,7 +629,7 @@ kvmsaveRestoreMappedWait(kvmsaveRestore *r, int fdset)
     if (rc == -1)
         return -1;
     /* Every block was checked: the commit point. */
-    if (rc == -2 || !kvmsaveJobCommit(r->job)) {
+    if (rc == -2 || sumrc == 1 || !kvmsaveJobCommit(r->job)) {
         kvmsaveJobReportCancelled(r->job);
         return -1;
     }
@@ -608,20 +644,14 @@ kvmsaveRestoreMappedWait(kvmsaveRestore *r, int fdset)
 static virDomainPtr
 kvmsaveRestoreViaMapped(kvmsaveRestore *r)
 {
-    g_autofree char *self = NULL;
     VIR_AUTOCLOSE sumfd = -1;
-    bool direct;
     unsigned int channels = r->channels ? r->channels : r->hdr->mappedChannels;
     int fdset;
     int rc;
 
-    self = g_strdup_printf("/proc/self/fd/%d",
-                           kvmsaveImageReaderFd(r->reader, &direct));
     if (kvmsaveRestoreStartDeferred(r) < 0 ||
-        (fdset = kvmsaveSparseIncomingImage(r->dom, self, r->hdr->mappedOffset,
-                                            MAX(channels, 1),
-                                            r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE,
-                                            kvmsaveSparseQemuVersion(r->priv->inner))) < 0)
+        (fdset = kvmsaveRestoreSparseIncoming(r, r->hdr->mappedOffset,
+                                              channels)) < 0)
         return NULL;
     if (kvmsaveRestoreMappedSumStart(r, &sumfd) < 0) {
         ignore_value(kvmsaveMonitorRemoveFd(r->dom, fdset));

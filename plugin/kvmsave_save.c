@@ -94,7 +94,9 @@ struct _kvmsaveSave {
     const char *path;
     unsigned int channels;      /* multifd channels; 0: one stream */
     bool direct;                /* VIR_DOMAIN_SAVE_BYPASS_CACHE */
+    unsigned long qemuVersion;  /* of the guest's QEMU */
     bool sparse;                /* QEMU writes the file itself */
+    bool sparseSet;             /* ...its capabilities are set for that */
     int fdset;                  /* ...from this fdset, while it does */
     uint64_t streamBytes;       /* ...this much */
     uint32_t *table;            /* ...covered by these checksums */
@@ -321,12 +323,14 @@ kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
         return -1;
     }
     s->wasRunning = state != VIR_DOMAIN_PAUSED;
-    if (s->sparse && kvmsaveSparseCheckSave(s->priv->inner, s->direct) < 0)
-        return -1;
     if (kvmsaveSaveHeaderInit(s->priv, s->dom, dxml,
                               (flags & VIR_DOMAIN_SAVE_RUNNING) ||
                               (s->wasRunning && !(flags & VIR_DOMAIN_SAVE_PAUSED)),
                               s->hdr) < 0)
+        return -1;
+    /* The QEMU the guest runs in, which may be older than the host's. */
+    s->qemuVersion = kvmsaveSparseParseVersion(s->hdr->qemuVersion);
+    if (s->sparse && kvmsaveSparseCheckSave(s->qemuVersion, s->direct) < 0)
         return -1;
     if (s->sparse) {
         s->hdr->mappedOffset = KVMSAVE_IMAGE_MAPPED_OFFSET;
@@ -354,6 +358,7 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
     kvmsaveJournalSet(s->journal, "target", s->path);
     kvmsaveJournalSet(s->journal, "temp", s->tmppath);
     kvmsaveJournalSetInt(s->journal, "paused", s->wasRunning);
+    kvmsaveJournalSetInt(s->journal, "sparse", s->sparse);
     if (kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
         kvmsaveSaveCheckSpace(s->dom, s->fd, s->path) < 0)
         return -1;
@@ -387,6 +392,14 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
 }
 
 
+/* While the save checksums its stream: an abort stops it. */
+static bool
+kvmsaveSaveSumPoll(uint64_t done G_GNUC_UNUSED, void *opaque)
+{
+    return kvmsaveJobIsCancelled(opaque);
+}
+
+
 /* QEMU's stream in the file is complete: checksum every block of it,
  * while the kernel writes it back. */
 static int
@@ -394,6 +407,7 @@ kvmsaveSaveSumSparse(kvmsaveSave *s)
 {
     VIR_AUTOCLOSE fd = -1;
     struct stat sb;
+    int rc;
 
     if ((fd = open(s->tmppath, O_RDONLY | O_CLOEXEC |
                    (s->direct ? O_DIRECT : 0))) < 0 ||
@@ -410,11 +424,13 @@ kvmsaveSaveSumSparse(kvmsaveSave *s)
     if (!s->direct)
         ignore_value(sync_file_range(fd, s->hdr->mappedOffset, s->streamBytes,
                                      SYNC_FILE_RANGE_WRITE));
-    return kvmsaveMappedSumFinish(kvmsaveMappedSumStart(fd, s->tmppath, s->direct,
-                                                        s->hdr, s->streamBytes,
-                                                        NULL,
-                                                        kvmsaveChunkQueueDefaultWorkers()),
-                                  false, &s->table);
+    rc = kvmsaveMappedSumWait(kvmsaveMappedSumStart(fd, s->tmppath, s->direct,
+                                                    s->hdr, s->streamBytes, NULL,
+                                                    kvmsaveChunkQueueDefaultWorkers()),
+                              kvmsaveSaveSumPoll, s->job, &s->table);
+    if (rc == 1)
+        kvmsaveJobReportCancelled(s->job);
+    return rc == 0 ? 0 : -1;
 }
 
 
@@ -438,9 +454,10 @@ kvmsaveSaveWaitMigration(kvmsaveSave *s)
 static int
 kvmsaveSaveMigrateSparse(kvmsaveSave *s)
 {
+    s->sparseSet = true;
     if ((s->fdset = kvmsaveSparseMigrate(s->dom, s->tmppath,
                                          s->hdr->mappedOffset, s->channels,
-                                         s->direct)) < 0)
+                                         s->direct, s->qemuVersion)) < 0)
         return -1;
     s->migrating = true;
     if (kvmsaveSaveWaitMigration(s) < 0 ||
@@ -473,7 +490,7 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
     /* QEMU keeps multifd and mapped-ram on from one migration to the
      * next: say it. */
     if (kvmsaveMonitorSetMultifd(s->dom, s->channels) < 0 ||
-        kvmsaveSparseReset(s->dom, kvmsaveSparseQemuVersion(s->priv->inner)) < 0)
+        kvmsaveSparseReset(s->dom, s->qemuVersion) < 0)
         return -1;
     if (s->channels) {
         if (kvmsaveMonitorMigrate(s->dom, "unix", kvmsaveMultifdPath(s->mfd)) < 0)
@@ -582,6 +599,9 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
         ignore_value(kvmsaveMonitorMigrateCancel(s->dom));
     if (s->fdset >= 0)
         ignore_value(kvmsaveMonitorRemoveFd(s->dom, s->fdset));
+    /* The guest runs on: as it was before, also for stock's saves. */
+    if (failed && s->sparseSet)
+        ignore_value(kvmsaveSparseReset(s->dom, s->qemuVersion));
     g_clear_pointer(&s->chan, kvmsaveStreamChannelFree);
     if (s->wake[1] >= 0 && s->streams && kvmsaveStreamSetStarted(s->streams) > 0)
         ignore_value(safewrite(s->wake[1], "x", 1));

@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "kvmsave_sparse.h"
@@ -31,22 +32,40 @@ kvmsaveSparseQemuVersion(virConnectPtr inner)
 }
 
 
-int
-kvmsaveSparseCheckSave(virConnectPtr inner, bool direct)
+unsigned long
+kvmsaveSparseParseVersion(const char *text)
 {
-    unsigned long version;
+    unsigned long major;
+    unsigned long minor;
+    unsigned long micro;
 
-    if (!(version = kvmsaveSparseQemuVersion(inner)))
-        return -1;
+    if (!text || sscanf(text, "%lu.%lu.%lu", &major, &minor, &micro) != 3)
+        return 0;
+    return major * 1000000 + minor * 1000 + micro;
+}
+
+
+unsigned long
+kvmsaveSparseDomainVersion(virDomainPtr dom)
+{
+    g_autofree char *text = kvmsaveMonitorQemuVersion(dom);
+
+    return kvmsaveSparseParseVersion(text);
+}
+
+
+int
+kvmsaveSparseCheckSave(unsigned long version, bool direct)
+{
     if (version < KVMSAVE_SPARSE_QEMU_MIN) {
         virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
-                       _("image format 'sparse' needs QEMU 9.0 or later (QEMU's mapped-ram), but this host has QEMU %lu.%lu.%lu; save with image format 'raw' or 'zstd'"),
+                       _("image format 'sparse' needs QEMU 9.0 or later (QEMU's mapped-ram), but the guest runs in QEMU %lu.%lu.%lu; save with image format 'raw' or 'zstd'"),
                        version / 1000000, version / 1000 % 1000, version % 1000);
         return -1;
     }
     if (direct && version < KVMSAVE_SPARSE_DIRECT_QEMU_MIN) {
         virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
-                       _("a sparse save that bypasses the cache needs QEMU 9.1 or later (QEMU's direct-io), but this host has QEMU %lu.%lu.%lu; save without bypassing the cache, or with image format 'raw'"),
+                       _("a sparse save that bypasses the cache needs QEMU 9.1 or later (QEMU's direct-io), but the guest runs in QEMU %lu.%lu.%lu; save without bypassing the cache, or with image format 'raw'"),
                        version / 1000000, version / 1000 % 1000, version % 1000);
         return -1;
     }
@@ -91,47 +110,21 @@ kvmsaveSparseCheckQemu(virConnectPtr inner, const char *path)
 }
 
 
-int
-kvmsaveSparseIncoming(virDomainPtr dom, kvmsaveStockImage *s)
-{
-    const kvmsaveStockInfo *info = kvmsaveStockImageInfo(s);
-    g_autofree char *target = NULL;
-    VIR_AUTOCLOSE fd = -1;
-    int fdset = -1;
-
-    /* Set before migrate-incoming, as libvirt's qemuMigrationDstRun does:
-     * QEMU reads the stream's layout from it. */
-    if (kvmsaveMonitorSetCapability(dom, "mapped-ram", true) < 0 ||
-        (fd = kvmsaveStockImageReopen(s)) < 0 ||
-        kvmsaveMonitorAddFd(dom, fd, &fdset) < 0)
-        return -1;
-    VIR_DEBUG("image %s in fdset %d", NULLSTR(virDomainGetName(dom)), fdset);
-    /* The stream's offsets are the file's, so QEMU gets the whole file
-     * and where the stream begins. */
-    target = g_strdup_printf("/dev/fdset/%d,offset=%#llx", fdset,
-                             (unsigned long long) info->streamOffset);
-    if (kvmsaveMonitorMigrateIncoming(dom, "file", target) < 0) {
-        ignore_value(kvmsaveMonitorRemoveFd(dom, fdset));
-        return -1;
-    }
-    return fdset;
-}
-
-
-/* Open @path as @oflags into fdset *@fdset (-1: a new one). */
+/* Open @path as @oflags into fdset *@fdset (-1: a new one), labelled
+ * with @label: recovery finds what a killed client left by it. */
 static int
-kvmsaveSparseAddFile(virDomainPtr dom, const char *path, int oflags,
-                     int *fdset)
+kvmsaveSparseAddFile(virDomainPtr dom, const char *path, const char *label,
+                     int oflags, int *fdset)
 {
     VIR_AUTOCLOSE fd = open(path, oflags | O_CLOEXEC | O_NOCTTY);
 
     if (fd < 0) {
-        virReportSystemError(errno, _("cannot open save image '%s'%s"), path,
+        virReportSystemError(errno, _("cannot open save image '%s'%s"), label,
                              (oflags & O_DIRECT) ?
                              _(" for direct I/O (bypass cache)") : "");
         return -1;
     }
-    return kvmsaveMonitorAddFd(dom, fd, fdset);
+    return kvmsaveMonitorAddFd(dom, fd, label, fdset);
 }
 
 
@@ -139,13 +132,15 @@ kvmsaveSparseAddFile(virDomainPtr dom, const char *path, int oflags,
  * it with O_DIRECT, for the multifd channels' aligned pages, beside the
  * buffered one for the rest of the stream. */
 static int
-kvmsaveSparseFdset(virDomainPtr dom, const char *path, int mode, bool direct)
+kvmsaveSparseFdset(virDomainPtr dom, const char *path, const char *label,
+                   int mode, bool direct)
 {
     int fdset = -1;
 
-    if (kvmsaveSparseAddFile(dom, path, mode, &fdset) < 0)
+    if (kvmsaveSparseAddFile(dom, path, label, mode, &fdset) < 0)
         return -1;
-    if (direct && kvmsaveSparseAddFile(dom, path, mode | O_DIRECT, &fdset) < 0) {
+    if (direct &&
+        kvmsaveSparseAddFile(dom, path, label, mode | O_DIRECT, &fdset) < 0) {
         ignore_value(kvmsaveMonitorRemoveFd(dom, fdset));
         return -1;
     }
@@ -187,15 +182,13 @@ kvmsaveSparseStart(virDomainPtr dom, int fdset, uint64_t offset, bool incoming)
 
 int
 kvmsaveSparseMigrate(virDomainPtr dom, const char *path, uint64_t offset,
-                     unsigned int channels, bool direct)
+                     unsigned int channels, bool direct, unsigned long version)
 {
-    unsigned long version;
     int fdset;
 
-    if (!(version = kvmsaveSparseQemuVersion(virDomainGetConnect(dom))) ||
-        kvmsaveSparseSetup(dom, channels, direct,
+    if (kvmsaveSparseSetup(dom, channels, direct,
                            version >= KVMSAVE_SPARSE_DIRECT_QEMU_MIN) < 0 ||
-        (fdset = kvmsaveSparseFdset(dom, path, O_WRONLY, direct)) < 0)
+        (fdset = kvmsaveSparseFdset(dom, path, path, O_WRONLY, direct)) < 0)
         return -1;
     return kvmsaveSparseStart(dom, fdset, offset, false);
 }
@@ -206,21 +199,26 @@ kvmsaveSparseReset(virDomainPtr dom, unsigned long version)
 {
     if (version < KVMSAVE_SPARSE_QEMU_MIN)
         return 0;
-    return kvmsaveMonitorSetCapability(dom, "mapped-ram", false);
+    if (kvmsaveMonitorSetCapability(dom, "mapped-ram", false) < 0)
+        return -1;
+    if (version < KVMSAVE_SPARSE_DIRECT_QEMU_MIN)
+        return 0;
+    return kvmsaveMonitorSetParameterBool(dom, "direct-io", false);
 }
 
 
 int
 kvmsaveSparseIncomingImage(virDomainPtr dom, const char *path,
-                           uint64_t offset, unsigned int channels,
-                           bool direct, unsigned long version)
+                           const char *label, uint64_t offset,
+                           unsigned int channels, bool direct,
+                           unsigned long version)
 {
     bool haveDirect = version >= KVMSAVE_SPARSE_DIRECT_QEMU_MIN;
     int fdset;
 
     direct = direct && haveDirect;
     if (kvmsaveSparseSetup(dom, channels, direct, haveDirect) < 0 ||
-        (fdset = kvmsaveSparseFdset(dom, path, O_RDONLY, direct)) < 0)
+        (fdset = kvmsaveSparseFdset(dom, path, label, O_RDONLY, direct)) < 0)
         return -1;
     return kvmsaveSparseStart(dom, fdset, offset, true);
 }

@@ -189,6 +189,9 @@ main(int argc, char **argv)
         }
         if (stock)
             printStockVerified(file, stock);
+        else if (kvmsaveImageReaderMappedTable(r))
+            printf(_("%s: OK, a sparse stream in %llu blocks, every checksum verified\n"),
+                   file, (unsigned long long) kvmsaveImageReaderTrailer(r)->chunks);
         else
             printf(_("%s: OK, %llu chunks, every checksum verified\n"), file,
                    (unsigned long long) kvmsaveImageReaderTrailer(r)->chunks);

@@ -4,7 +4,8 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Small valid images of every kind the writer makes: raw and zstd chunks,
- * no chunk at all, several streams, a header of several blocks; and stock
+ * no chunk at all, several streams, a header of several blocks, a sparse
+ * image (with the smallest blocks, to stay small); and stock
  * libvirt images of each compression, made with its programs as stock
  * libvirt does. Run by hand after a format change: tests/fuzz/mkcorpus DIR.
  */
@@ -15,8 +16,10 @@
 #include <gio/gio.h>
 
 #include "kvmsave_imagewriter.h"
+#include "kvmsave_mapped.h"
 #include "kvmsave_stock.h"
 #include "virerror.h"
+#include "virfile.h"
 #include "viruuid.h"
 
 static int
@@ -68,6 +71,46 @@ writeSeed(const char *dir, const char *name, unsigned int streams, int format,
  error:
     close(fd);
     return -1;
+}
+
+
+/* A sparse image of 4096-byte blocks: data, a hole, half a block. */
+static int
+writeSparseSeed(const char *dir, const char *name)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
+    g_autoptr(kvmsaveImageWriter) w = NULL;
+    g_autofree uint32_t *table = NULL;
+    unsigned char buf[4096];
+    uint64_t streamBytes = 2 * sizeof(buf) + sizeof(buf) / 2;
+    VIR_AUTOCLOSE fd = -1;
+    VIR_AUTOCLOSE rfd = -1;
+    size_t j;
+
+    ignore_value(virUUIDParse("6f1b3a52-3c1e-4b8e-9d4e-1c2b3a4d5e6f", hdr->uuid));
+    hdr->created = 1795000000;
+    hdr->xml = g_strdup("<domain type='qemu'><name>seed</name></domain>");
+    hdr->qemuVersion = g_strdup("10.0.2");
+    hdr->mappedOffset = 4096;
+    hdr->mappedBlock = 4096;
+    hdr->mappedChannels = 2;
+    for (j = 0; j < sizeof(buf); j++)
+        buf[j] = "QEVM mapped pages "[j % 18];
+
+    if ((fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644)) < 0 ||
+        (rfd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    w = kvmsaveImageWriterNew(fd, path, false);
+    if (kvmsaveImageWriteHeader(w, hdr) < 0 ||
+        pwrite(fd, buf, sizeof(buf), 4096) != sizeof(buf) ||
+        pwrite(fd, buf, sizeof(buf) / 2, 4096 + 2 * sizeof(buf)) != sizeof(buf) / 2 ||
+        kvmsaveMappedSumFinish(kvmsaveMappedSumStart(rfd, path, false, hdr,
+                                                     streamBytes, NULL, 1),
+                               false, &table) < 0 ||
+        kvmsaveImageWriterFinishMapped(w, hdr, streamBytes, table) < 0)
+        return -1;
+    return 0;
 }
 
 
@@ -141,7 +184,8 @@ main(int argc, char **argv)
         writeSeed(dir, "zstd-4-chunks.img", 1, KVMSAVE_IMAGE_ENCODING_ZSTD, 4, 0) < 0 ||
         writeSeed(dir, "no-chunks.img", 1, KVMSAVE_IMAGE_ENCODING_RAW, 0, 0) < 0 ||
         writeSeed(dir, "3-streams.img", 3, KVMSAVE_IMAGE_ENCODING_ZSTD, 7, 0) < 0 ||
-        writeSeed(dir, "2-block-header.img", 1, KVMSAVE_IMAGE_ENCODING_RAW, 2, 300) < 0) {
+        writeSeed(dir, "2-block-header.img", 1, KVMSAVE_IMAGE_ENCODING_RAW, 2, 300) < 0 ||
+        writeSparseSeed(dir, "sparse.img") < 0) {
         fprintf(stderr, "mkcorpus: %s\n", virGetLastErrorMessage());
         return 1;
     }

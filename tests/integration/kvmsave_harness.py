@@ -140,6 +140,23 @@ def _root_qemu_pids(root):
     return sorted(pids)
 
 
+def qemu_open_files(root):
+    """(pid, fd, target) of every file the QEMU processes of `root` have
+    open: what they would keep on disk after it was removed."""
+    files = []
+    for pid in _root_qemu_pids(root):
+        try:
+            fds = os.listdir(f'/proc/{pid}/fd')
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                files.append((pid, fd, os.readlink(f'/proc/{pid}/fd/{fd}')))
+            except OSError:
+                continue
+    return files
+
+
 def cleanup_root(root, virsh=None, timeout=60):
     """Destroy every running domain of the embedded root and remove it.
 

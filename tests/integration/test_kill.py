@@ -9,8 +9,9 @@ The kill points come from a seeded generator: the seed is printed, and
 KVMSAVE_KILL_SEED=N replays a run.  KVMSAVE_KILL_TRIALS sets the number of
 trials per operation with one stream (default 10), KVMSAVE_KILL_MF_TRIALS
 those of saves with 2 multifd channels and restores of their images, fed
-on 3 streams (default 5); test_daemon_faults.py adds 5 over a libvirtd:
-20 per operation in all."""
+on 3 streams, and of sparse saves and restores (QEMU 9.0 and later), which
+QEMU writes and reads itself (default 5 each); test_daemon_faults.py adds
+5 over a libvirtd: 20 per operation in all."""
 
 import glob
 import hashlib
@@ -24,7 +25,8 @@ import time
 import pytest
 
 from conftest import module_env, sha256, started_guest
-from kvmsave_harness import SYSTEM_PYTHON
+from kvmsave_harness import SYSTEM_PYTHON, qemu_open_files
+from test_sparse_images import HAVE_SPARSE
 
 # In the suite of every supported Debian release (scripts/suite).
 pytestmark = pytest.mark.every_release
@@ -37,6 +39,13 @@ SEED = int(os.environ.get('KVMSAVE_KILL_SEED', str(int(time.time()))))
 # streams are cut into 1 MiB chunks: 5 ms each is the same delay per byte.
 def chunk_delay_ms(channels):
     return '20' if channels == 1 else '5'
+
+
+# 1 and 2: chunked images of one stream and of 3; 'sparse': a sparse
+# image with 2 multifd channels, where no chunk delay applies (QEMU writes
+# and reads the file itself), so kills spread over its shorter span.
+MODES = [1, 2, pytest.param('sparse', marks=pytest.mark.skipif(
+    not HAVE_SPARSE, reason='sparse images need QEMU 9.0 or later'))]
 
 
 kenv = module_env('kvmsave-kill-')
@@ -66,24 +75,39 @@ def save_args(env, guest, img, channels):
     has no option for them) libvirt-python's saveParams."""
     if channels == 1:
         return env.virsh.prefix + ['save', guest.name, img]
+    fmt = 'sparse' if channels == 'sparse' else 'raw'
     code = ('import libvirt, sys; libvirt.virEventRegisterDefaultImpl(); '
             'libvirt.open(sys.argv[1]).lookupByName(sys.argv[2])'
-            '.saveParams({"file": sys.argv[3], "parallel.channels": int(sys.argv[4])})')
+            '.saveParams({"file": sys.argv[3], "parallel.channels": 2, '
+            '"image_format": sys.argv[4]})')
     pre = [env.wrapper] if env.wrapper else []
-    return pre + [SYSTEM_PYTHON, '-c', code, env.uri, guest.name, img, str(channels)]
+    return pre + [SYSTEM_PYTHON, '-c', code, env.uri, guest.name, img, fmt]
+
+
+def mode_seed(channels):
+    """Each mode's own kill points, those of 1 and 2 as they always were."""
+    return {1: 2, 2: 4, 'sparse': 6}[channels]
 
 
 def trials(channels):
     return TRIALS if channels == 1 else MF_TRIALS
 
 
+def held_by_qemu(env):
+    """Temporary image files a QEMU of the root holds open: a sparse save's,
+    in an fdset, unlinked."""
+    return [f'QEMU {pid} fd {fd}: {target}'
+            for pid, fd, target in qemu_open_files(env.root) if '/.kvmsave-' in target]
+
+
 def leftovers(env):
-    """Temporary image files, job journals and multifd socket directories:
-    none may survive recovery."""
+    """Temporary image files (also those QEMU holds open), job journals and
+    multifd socket directories: none may survive recovery."""
     tmp = [f for f in os.listdir(env.images) if f.startswith('.kvmsave-')]
     jobs = os.path.join(env.root, 'run', 'kvmsave', 'jobs')
     journals = os.listdir(jobs) if os.path.isdir(jobs) else []
-    return tmp + journals + glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*'))
+    return tmp + journals + held_by_qemu(env) + \
+        glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*'))
 
 
 def timed(env, args, channels=1):
@@ -130,9 +154,9 @@ def recoveries(env, what):
         return [l for l in fh if f'recovered an interrupted {what}' in l]
 
 
-@pytest.mark.parametrize('channels', [1, 2])
+@pytest.mark.parametrize('channels', MODES)
 def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest, channels):
-    rng = random.Random(SEED + 2 * channels)
+    rng = random.Random(SEED + mode_seed(channels))
     print(f'seed {SEED} (KVMSAVE_KILL_SEED={SEED} replays this run)')
     kguest.ensure_running()
     calib = kenv.image('kill-calibrate.img')
@@ -157,10 +181,10 @@ def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest, 
     assert recoveries(kenv, 'save'), 'no kill landed inside a save job'
 
 
-@pytest.mark.parametrize('channels', [1, 2])
+@pytest.mark.parametrize('channels', MODES)
 def test_killed_restores_leave_the_guest_restored_or_shut_off_with_the_image(kenv, kguest,
                                                                            channels):
-    rng = random.Random(SEED + 2 * channels + 1)
+    rng = random.Random(SEED + mode_seed(channels) + 1)
     print(f'seed {SEED} (KVMSAVE_KILL_SEED={SEED} replays this run)')
     img = kenv.image('kill-restore.img')
     kguest.ensure_running()
@@ -224,4 +248,28 @@ def test_recovery_removes_the_empty_cpuset_a_killed_start_left(kenv, kguest):
     with open(os.path.join(kenv.root, 'log', 'kvmsave.log'), errors='replace') as fh:
         assert any('that a killed start of guest' in line for line in fh)
     kenv.virsh.run('restore', img)
+    kguest.assert_continued()
+
+
+@pytest.mark.skipif(not HAVE_SPARSE, reason='sparse images need QEMU 9.0 or later')
+def test_client_killed_while_qemu_writes_a_sparse_image_leaves_qemu_no_file(kenv, kguest):
+    """QEMU writes a sparse image itself, from the temporary file kvmsave
+    put into an fdset: a client killed while it does must not leave QEMU
+    holding that file, unlinked, for as long as the guest runs. The kill
+    lands when QEMU is seen holding it."""
+    img = kenv.image('kill-sparse-fdset.img')
+    kguest.ensure_running()
+    kguest.checkpoint()
+    p = subprocess.Popen(save_args(kenv, kguest, img, 'sparse'), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not held_by_qemu(kenv) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert held_by_qemu(kenv), 'the save ended before QEMU was seen writing'
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    state = kguest.state()      # the first connection after the kill recovers
+    assert leftovers(kenv) == []
+    assert recoveries(kenv, 'save')
+    after_killed_save(kenv, img, -9, state, 'killed while QEMU wrote')
     kguest.assert_continued()

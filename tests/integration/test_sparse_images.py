@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from conftest import sha256
+from kvmsave_harness import qemu_open_files
 from test_corruption import flip
 from test_image_formats import call, image_info, restore_params, save_params
 
@@ -34,6 +35,14 @@ OPERATION_UNSUPPORTED = 84
 
 def verify(env, img):
     return subprocess.run([env.image_tool, 'verify', img], capture_output=True, text=True)
+
+
+def held_by_qemu(env, path):
+    """The descriptors a QEMU of the root still has open on PATH: an
+    fdset left in it keeps the file, even once it is removed."""
+    return [f'QEMU {pid} fd {fd}: {target}'
+            for pid, fd, target in qemu_open_files(env.root)
+            if target.split(' (deleted)')[0] == path]
 
 
 def data_block(img):
@@ -65,6 +74,7 @@ def test_sparse_image_round_trips_with_holes_for_zero_pages(env, guest, channels
     assert restore_params(env, img, 2) is None
     assert guest.state() == 'running'
     guest.assert_continued()
+    assert held_by_qemu(env, img) == []
 
 
 @needs_sparse
@@ -132,8 +142,12 @@ def test_sparse_managed_save_from_the_root_configuration(env, guest):
     try:
         env.virsh.run('managedsave', guest.name)
         guest.checkpoint()
+        managed = [l for l in os.popen(f'find {env.root} -name "*.save"').read().split()]
         env.virsh.run('start', guest.name)
         guest.assert_continued()
+        # the image is gone, and no QEMU keeps it open unlinked
+        assert managed and not any(os.path.exists(m) for m in managed), managed
+        assert [h for m in managed for h in held_by_qemu(env, m)] == []
     finally:
         os.unlink(conf)
 

@@ -2404,6 +2404,23 @@ START_TEST(test_sparse_header_mapped_field_round_trips_as_critical)
 END_TEST
 
 
+/* QEMU writes a sparse image's one stream itself: a header that also
+ * claims several streams is corrupt. */
+START_TEST(test_sparse_header_with_several_streams_is_refused)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = sparseHeader();
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    size_t len;
+
+    hdr->streams = 3;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "invalid stream count '3'");
+}
+END_TEST
+
+
 START_TEST(test_sparse_header_refuses_invalid_layout)
 {
     /* The header these go into is 4096 bytes. */
@@ -2992,6 +3009,7 @@ imageSuite(void)
     tcase_add_test(tc, test_trailer_codec);
     tcase_add_test(tc, test_sparse_header_mapped_field_round_trips_as_critical);
     tcase_add_test(tc, test_sparse_header_refuses_invalid_layout);
+    tcase_add_test(tc, test_sparse_header_with_several_streams_is_refused);
     tcase_add_test(tc, test_sparse_header_encode_refuses_xml_past_the_stream);
     suite_add_tcase(s, tc);
 
