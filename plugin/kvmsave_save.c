@@ -434,12 +434,29 @@ kvmsaveSaveSumSparse(kvmsaveSave *s)
 }
 
 
+/* While QEMU writes a sparse image: start the writeback of what it wrote,
+ * so that it runs alongside, as the chunk writer's does, rather than all
+ * in the final fdatasync. */
+static bool
+kvmsaveSaveSparsePoll(const kvmsaveMigrationStatus *st, void *opaque)
+{
+    kvmsaveSave *s = opaque;
+
+    if (!s->direct)
+        ignore_value(sync_file_range(s->fd, 0, 0, SYNC_FILE_RANGE_WRITE));
+    return kvmsaveSavePoll(st, s->job);
+}
+
+
 /* Wait for QEMU's migration to complete, the job showing its progress. */
 static int
 kvmsaveSaveWaitMigration(kvmsaveSave *s)
 {
-    int rc = kvmsaveMonitorWaitMigration(s->dom, _("saving the guest's state"),
-                                         kvmsaveSavePoll, s->job);
+    int rc = s->sparse ?
+        kvmsaveMonitorWaitMigration(s->dom, _("saving the guest's state"),
+                                    kvmsaveSaveSparsePoll, s) :
+        kvmsaveMonitorWaitMigration(s->dom, _("saving the guest's state"),
+                                    kvmsaveSavePoll, s->job);
 
     if (rc == -2)
         kvmsaveJobReportCancelled(s->job);
