@@ -736,7 +736,7 @@ kvmsaveImageReader *
 kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
 {
     g_autoptr(kvmsaveImageReader) s = NULL;
-    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", r->file.fd);
+    g_autofree char *self = kvmsaveImageReaderSelfPath(r);
 
     if (r->backend != &kvmsaveImageChunksBackend) {
         virReportError(VIR_ERR_INTERNAL_ERROR,
@@ -869,11 +869,10 @@ kvmsaveImageReaderMappedTable(kvmsaveImageReader *r)
 }
 
 
-int
-kvmsaveImageReaderFd(kvmsaveImageReader *r, bool *direct)
+char *
+kvmsaveImageReaderSelfPath(kvmsaveImageReader *r)
 {
-    *direct = r->file.direct;
-    return r->file.fd;
+    return g_strdup_printf("/proc/self/fd/%d", r->file.fd);
 }
 
 

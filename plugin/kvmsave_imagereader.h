@@ -69,5 +69,6 @@ int kvmsaveImageVerify(kvmsaveImageReader *r);
 /* The checksum table of a sparse image (kvmsave_mapped.h); NULL for
  * another. */
 const uint32_t *kvmsaveImageReaderMappedTable(kvmsaveImageReader *r);
-/* The descriptor the image is read from, and whether it is O_DIRECT. */
-int kvmsaveImageReaderFd(kvmsaveImageReader *r, bool *direct);
+/* A path that opens the very file the reader checked, whatever its own
+ * path names now (/proc/self/fd/N). */
+char *kvmsaveImageReaderSelfPath(kvmsaveImageReader *r);

@@ -505,9 +505,7 @@ static int
 kvmsaveRestoreSparseIncoming(kvmsaveRestore *r, uint64_t offset,
                              unsigned int channels)
 {
-    bool direct;
-    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d",
-                                            kvmsaveImageReaderFd(r->reader, &direct));
+    g_autofree char *self = kvmsaveImageReaderSelfPath(r->reader);
 
     return kvmsaveSparseIncomingImage(r->dom, self, r->path, offset,
                                       MAX(channels, 1),
@@ -574,10 +572,9 @@ kvmsaveRestoreMappedPoll(const kvmsaveMigrationStatus *st G_GNUC_UNUSED,
 static int
 kvmsaveRestoreMappedSumStart(kvmsaveRestore *r, int *fd)
 {
-    bool readerDirect;
-    int readerFd = kvmsaveImageReaderFd(r->reader, &readerDirect);
-    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", readerFd);
+    g_autofree char *self = kvmsaveImageReaderSelfPath(r->reader);
     bool direct = !!(r->flags & VIR_DOMAIN_SAVE_BYPASS_CACHE);
+
     if ((*fd = open(self, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0))) < 0) {
         virReportSystemError(errno, _("cannot open save image '%s'"), r->path);
         return -1;
