@@ -9,10 +9,12 @@
  *
  * Images of stock libvirt are read too; they carry no checksums, so
  * verify checks what can be: header, XML, the stream decoded to its end
- * (a sparse image's read to its end: only QEMU knows its layout).
+ * (a sparse image's read to its end). For sparse images, info also
+ * shows where QEMU put each RAM block's pages and the devices' state.
  */
 #include <config.h>
 
+#include <fcntl.h>
 #include <libintl.h>
 #include <locale.h>
 #include <stdio.h>
@@ -22,13 +24,41 @@
 #include "kvmsave_imagereader.h"
 #include "kvmsave_preflight.h"
 #include "kvmsave_stock.h"
+#include "kvmsave_vmstream.h"
 #include "virerror.h"
+#include "virfile.h"
 #include "viruuid.h"
 
 static void
 printError(const char *file)
 {
     fprintf(stderr, "kvmsave-image: %s: %s\n", file, virGetLastErrorMessage());
+}
+
+
+/* The RAM blocks and device state of a mapped-ram stream in
+ * [@start, @end) of the image @r reads. */
+static void
+printMappedLayout(kvmsaveImageReader *r, uint64_t start, uint64_t end)
+{
+    g_autofree char *path = kvmsaveImageReaderSelfPath(r);
+    g_autoptr(kvmsaveVMStream) vm = NULL;
+    VIR_AUTOCLOSE fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t i;
+
+    if (fd < 0 || !(vm = kvmsaveVMStreamParse(fd, path, start, end, NULL, NULL))) {
+        printf(_("RAM:           the layout cannot be read: %s\n"),
+               fd < 0 ? g_strerror(errno) : virGetLastErrorMessage());
+        virResetLastError();
+        return;
+    }
+    for (i = 0; i < vm->nblocks; i++)
+        printf(_("RAM block:     %s, %llu bytes, pages at offset %llu\n"),
+               vm->blocks[i].name, (unsigned long long) vm->blocks[i].length,
+               (unsigned long long) vm->blocks[i].pagesOffset);
+    printf(_("device state:  %llu bytes at offset %llu\n"),
+           (unsigned long long) (vm->devEnd - vm->devStart),
+           (unsigned long long) vm->devStart);
 }
 
 
@@ -71,6 +101,7 @@ printInfo(kvmsaveImageReader *r)
                (unsigned long long) tr->chunks, hdr->mappedBlock);
         printf(_("layout:        sparse: QEMU's mapped-ram, saved with %u multifd channels; QEMU reads the file itself, which needs QEMU 9.0 or later\n"),
                hdr->mappedChannels);
+        printMappedLayout(r, hdr->mappedOffset, hdr->mappedOffset + tr->streamBytes);
         return;
     }
     printf(_("stream:        %llu bytes in %llu chunks of up to %u bytes\n"),
@@ -114,8 +145,10 @@ printStockInfo(kvmsaveImageReader *r, kvmsaveStockImage *stock)
     printf(_("stream:        %llu bytes at offset %llu, %s\n"),
            (unsigned long long) info->streamSize,
            (unsigned long long) info->streamOffset, compression);
-    if (info->compressed == KVMSAVE_COMPRESS_SPARSE)
+    if (info->compressed == KVMSAVE_COMPRESS_SPARSE) {
         printf("%s", _("layout:        QEMU's mapped-ram (save_image_format \"sparse\"): QEMU reads the file itself, which needs QEMU 9.0 or later\n"));
+        printMappedLayout(r, info->streamOffset, info->streamOffset + info->streamSize);
+    }
     if (info->compressed == KVMSAVE_COMPRESS_RAW ||
         info->compressed == KVMSAVE_COMPRESS_SPARSE)
         printf("%s", _("checksums:     none: stock libvirt images carry none, so silent corruption goes unnoticed\n"));

@@ -97,6 +97,7 @@ class Guest:
         self.env = env
         self.name = env.guest_name(name)
         self.uuid = str(uuidlib.uuid4())
+        self.memory_mib = memory_mib
         self.console_path = console_path(env.root, self.name)
         self.xml = domain_xml(self.name, self.console_path, uuid=self.uuid,
                               memory_mib=memory_mib, data_mib=data_mib,

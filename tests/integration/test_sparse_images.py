@@ -70,6 +70,11 @@ def test_sparse_image_round_trips_with_holes_for_zero_pages(env, guest, channels
     info = image_info(env, img)
     assert 'kvmsave image 1.4' in info and 'layout:        sparse' in info, info
     assert f'saved with {channels} multifd channels' in info, info
+    # where QEMU put the guest's RAM, read from its stream
+    ram = re.search(r'RAM block: +pc\.ram, (\d+) bytes, pages at offset (\d+)', info)
+    assert ram and int(ram.group(1)) == guest.memory_mib * 1024 * 1024, info
+    assert int(ram.group(2)) > MAPPED_OFFSET and int(ram.group(2)) % BLOCK == 0, info
+    assert re.search(r'device state: +\d+ bytes at offset \d+', info), info
     st = os.stat(img)
     # the guest's zero pages are holes: fewer blocks than the size
     assert st.st_blocks * 512 < st.st_size, (st.st_blocks, st.st_size)

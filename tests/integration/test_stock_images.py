@@ -186,6 +186,9 @@ def test_stock_image_restores_through_kvmsave(stock_env, sguest, fmt, tmp_path):
     assert "check='full'" in env.virsh.run('dumpxml', sguest.name).stdout
     if fmt == 'sparse':
         assert 'mapped-ram' in info
+        # the layout read from QEMU's stream in the image
+        assert re.search(r'RAM block: +pc\.ram, \d+ bytes, pages at offset \d+', info), info
+        assert re.search(r'device state: +\d+ bytes at offset \d+', info), info
 
 
 def test_save_image_dumpxml_and_define(stock_env, stock_obj, tmp_path):
