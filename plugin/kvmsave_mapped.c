@@ -342,6 +342,60 @@ kvmsaveMappedSumWait(kvmsaveMappedSum *m, kvmsaveMappedSumPoll poll,
 }
 
 
+/* Block @i, checked against @table; a hole is checked without reading
+ * unless @read (its zeros then in @buf). */
+static int
+kvmsaveMappedCheckOne(int fd, const char *path, const kvmsaveImageHeader *hdr,
+                      uint64_t streamBytes, const uint32_t *table, uint64_t i,
+                      bool read, unsigned char *buf, size_t *len)
+{
+    kvmsaveMappedSum m = {
+        .fd = fd, .path = (char *) path, .start = hdr->mappedOffset,
+        .end = hdr->mappedOffset + streamBytes, .block = hdr->mappedBlock,
+        .expect = table, .readHoles = read,
+    };
+    uint32_t crc;
+
+    if (i >= kvmsaveMappedBlocks(streamBytes, hdr->mappedBlock)) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("block %llu is past the stream of save image '%s'"),
+                       (unsigned long long) i, path);
+        return -1;
+    }
+    if (!read) {
+        g_autofree unsigned char *zeros = g_malloc0(m.block);
+
+        m.zeroCrc = kvmsaveCrc32c(0, zeros, m.block);
+    }
+    if (kvmsaveMappedSumBlock(&m, buf, i, &crc) < 0 ||
+        kvmsaveMappedSumCheck(&m, i, crc) < 0)
+        return -1;
+    if (len)
+        *len = MIN(m.block, m.end - (m.start + i * m.block));
+    return 0;
+}
+
+
+int
+kvmsaveMappedReadBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
+                       uint64_t streamBytes, const uint32_t *table,
+                       uint64_t i, unsigned char *buf, size_t *len)
+{
+    return kvmsaveMappedCheckOne(fd, path, hdr, streamBytes, table, i, true,
+                                 buf, len);
+}
+
+
+int
+kvmsaveMappedCheckBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
+                        uint64_t streamBytes, const uint32_t *table,
+                        uint64_t i, unsigned char *buf)
+{
+    return kvmsaveMappedCheckOne(fd, path, hdr, streamBytes, table, i, false,
+                                 buf, NULL);
+}
+
+
 int
 kvmsaveMappedVerify(int fd, const char *path, bool direct,
                     const kvmsaveImageHeader *hdr, uint64_t streamBytes,

@@ -57,6 +57,18 @@ int kvmsaveMappedSumWait(kvmsaveMappedSum *m, kvmsaveMappedSumPoll poll,
  * stopped before the end without an error. Frees @m. */
 int kvmsaveMappedSumFinish(kvmsaveMappedSum *m, bool stop, uint32_t **table);
 
+/* Read block @i of the stream of @hdr's image in @fd (buffered) into
+ * @buf (hdr->mappedBlock bytes) and check it against @table: 0 with its
+ * bytes in @buf and their count in *@len, else -1. */
+int kvmsaveMappedReadBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
+                           uint64_t streamBytes, const uint32_t *table,
+                           uint64_t i, unsigned char *buf, size_t *len);
+/* Check block @i as ReadBlock does, but a hole without reading it; @buf
+ * is scratch space of hdr->mappedBlock bytes. */
+int kvmsaveMappedCheckBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
+                            uint64_t streamBytes, const uint32_t *table,
+                            uint64_t i, unsigned char *buf);
+
 /* Check every block of the stream of @hdr's image in @fd against @table,
  * in the caller's thread and its helpers. */
 int kvmsaveMappedVerify(int fd, const char *path, bool direct,

@@ -111,3 +111,44 @@ filePeek(const char *path, uint64_t off, void *buf, size_t len)
     ck_assert_int_eq(pread(fd, buf, len, off), (ssize_t) len);
     close(fd);
 }
+
+
+#ifdef KT_DATADIR
+# include <gio/gio.h>
+
+/* Unpack tests/unit/data/@name.gz into the scratch directory, keeping
+ * runs of zeros as holes. */
+static inline char *
+scratchUnpackData(const char *name)
+{
+    g_autofree char *gz = g_strdup_printf("%s/%s.gz", KT_DATADIR, name);
+    g_autoptr(GFile) in = g_file_new_for_path(gz);
+    g_autoptr(GError) gerr = NULL;
+    g_autoptr(GFileInputStream) raw = g_file_read(in, NULL, &gerr);
+    g_autoptr(GZlibDecompressor) dec = NULL;
+    g_autoptr(GInputStream) st = NULL;
+    char *path = scratchPath(name);
+    int fd;
+    char buf[16384];
+    gssize n;
+    off_t pos = 0;
+
+    ck_assert_msg(raw, "cannot read %s: %s", gz, gerr ? gerr->message : "");
+    dec = g_zlib_decompressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP);
+    st = g_converter_input_stream_new(G_INPUT_STREAM(raw), G_CONVERTER(dec));
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    while ((n = g_input_stream_read(st, buf, sizeof(buf), NULL, &gerr)) > 0) {
+        static const char zero[16384];
+
+        /* Keep the holes of a mapped-ram stream. */
+        if (memcmp(buf, zero, n) != 0)
+            ck_assert_int_eq(pwrite(fd, buf, n, pos), n);
+        pos += n;
+    }
+    ck_assert_msg(n == 0, "cannot unpack %s: %s", gz, gerr ? gerr->message : "");
+    ck_assert_int_eq(ftruncate(fd, pos), 0);
+    close(fd);
+    return path;
+}
+#endif

@@ -30,42 +30,6 @@
 #define MACHINE_PAGES ((16 * MIB + 128 * 1024 + 128 * 1024 + 64 * 1024 + \
                         4096 + 4096) / 4096)
 
-/* Unpack tests/unit/data/@name.gz into the scratch directory. */
-static char *
-unpackData(const char *name)
-{
-    g_autofree char *gz = g_strdup_printf("%s/%s.gz", KT_DATADIR, name);
-    g_autoptr(GFile) in = g_file_new_for_path(gz);
-    g_autoptr(GError) gerr = NULL;
-    g_autoptr(GFileInputStream) raw = g_file_read(in, NULL, &gerr);
-    g_autoptr(GZlibDecompressor) dec = NULL;
-    g_autoptr(GInputStream) st = NULL;
-    char *path = scratchPath(name);
-    int fd;
-    char buf[16384];
-    gssize n;
-    off_t pos = 0;
-
-    ck_assert_msg(raw, "cannot read %s: %s", gz, gerr ? gerr->message : "");
-    dec = g_zlib_decompressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP);
-    st = g_converter_input_stream_new(G_INPUT_STREAM(raw), G_CONVERTER(dec));
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ck_assert_int_ge(fd, 0);
-    while ((n = g_input_stream_read(st, buf, sizeof(buf), NULL, &gerr)) > 0) {
-        static const char zero[16384];
-
-        /* Keep the holes of a mapped-ram stream. */
-        if (memcmp(buf, zero, n) != 0)
-            ck_assert_int_eq(pwrite(fd, buf, n, pos), n);
-        pos += n;
-    }
-    ck_assert_msg(n == 0, "cannot unpack %s: %s", gz, gerr ? gerr->message : "");
-    ck_assert_int_eq(ftruncate(fd, pos), 0);
-    close(fd);
-    return path;
-}
-
-
 typedef struct {
     GHashTable *seen;           /* "block:page" */
     size_t data;
@@ -123,7 +87,7 @@ checkDeviceRange(const char *path, const kvmsaveVMStream *vm)
 static void
 checkPlainStream(const char *name, const char *machine)
 {
-    g_autofree char *path = unpackData(name);
+    g_autofree char *path = scratchUnpackData(name);
     g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal,
                                                         g_free, NULL);
     PageCount pc = { .seen = seen };
@@ -165,7 +129,7 @@ END_TEST
 
 START_TEST(test_qemu_10_0_mapped_ram_stream_pages_at_their_offsets)
 {
-    g_autofree char *path = unpackData("qemu-10.0-mapped.vmstream");
+    g_autofree char *path = scratchUnpackData("qemu-10.0-mapped.vmstream");
     g_autoptr(kvmsaveVMStream) vm = NULL;
     int fd = open(path, O_RDONLY);
     size_t i;
@@ -412,7 +376,7 @@ readRange(int fd, uint64_t start, uint64_t end)
 static void
 checkPostcopyRoundTrip(const char *name, uint64_t start)
 {
-    g_autofree char *path = unpackData(name);
+    g_autofree char *path = scratchUnpackData(name);
     g_autoptr(GHashTable) data = g_hash_table_new_full(g_str_hash, g_str_equal,
                                                         g_free, NULL);
     PageIndex pi = { .path = path, .data = data };
