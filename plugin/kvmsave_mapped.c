@@ -28,6 +28,15 @@ kvmsaveMappedBlocks(uint64_t bytes, uint32_t block)
 }
 
 
+uint32_t
+kvmsaveMappedZeroCrc(uint32_t block)
+{
+    g_autofree unsigned char *zeros = g_malloc0(block);
+
+    return kvmsaveCrc32c(0, zeros, block);
+}
+
+
 uint64_t
 kvmsaveMappedTableOffset(const kvmsaveImageHeader *hdr, uint64_t streamBytes)
 {
@@ -248,7 +257,6 @@ kvmsaveMappedSumStart(int fd, const char *path, bool direct,
                       const uint32_t *expect, size_t threads)
 {
     kvmsaveMappedSum *m = g_new0(kvmsaveMappedSum, 1);
-    g_autofree unsigned char *zeros = g_new0(unsigned char, hdr->mappedBlock);
     size_t i;
 
     m->fd = fd;
@@ -258,7 +266,7 @@ kvmsaveMappedSumStart(int fd, const char *path, bool direct,
     m->end = hdr->mappedOffset + streamBytes;
     m->block = hdr->mappedBlock;
     m->blocks = kvmsaveMappedBlocks(streamBytes, m->block);
-    m->zeroCrc = kvmsaveCrc32c(0, zeros, m->block);
+    m->zeroCrc = kvmsaveMappedZeroCrc(m->block);
     m->expect = expect;
     if (!expect)
         m->table = g_new0(uint32_t, MAX(m->blocks, 1));
@@ -343,16 +351,16 @@ kvmsaveMappedSumWait(kvmsaveMappedSum *m, kvmsaveMappedSumPoll poll,
 
 
 /* Block @i, checked against @table; a hole is checked without reading
- * unless @read (its zeros then in @buf). */
+ * (its checksum @zeroCrc) unless @read (its zeros then in @buf). */
 static int
 kvmsaveMappedCheckOne(int fd, const char *path, const kvmsaveImageHeader *hdr,
                       uint64_t streamBytes, const uint32_t *table, uint64_t i,
-                      bool read, unsigned char *buf, size_t *len)
+                      bool read, uint32_t zeroCrc, unsigned char *buf, size_t *len)
 {
     kvmsaveMappedSum m = {
         .fd = fd, .path = (char *) path, .start = hdr->mappedOffset,
         .end = hdr->mappedOffset + streamBytes, .block = hdr->mappedBlock,
-        .expect = table, .readHoles = read,
+        .expect = table, .readHoles = read, .zeroCrc = zeroCrc,
     };
     uint32_t crc;
 
@@ -361,11 +369,6 @@ kvmsaveMappedCheckOne(int fd, const char *path, const kvmsaveImageHeader *hdr,
                        _("block %llu is past the stream of save image '%s'"),
                        (unsigned long long) i, path);
         return -1;
-    }
-    if (!read) {
-        g_autofree unsigned char *zeros = g_malloc0(m.block);
-
-        m.zeroCrc = kvmsaveCrc32c(0, zeros, m.block);
     }
     if (kvmsaveMappedSumBlock(&m, buf, i, &crc) < 0 ||
         kvmsaveMappedSumCheck(&m, i, crc) < 0)
@@ -382,17 +385,17 @@ kvmsaveMappedReadBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
                        uint64_t i, unsigned char *buf, size_t *len)
 {
     return kvmsaveMappedCheckOne(fd, path, hdr, streamBytes, table, i, true,
-                                 buf, len);
+                                 0, buf, len);
 }
 
 
 int
 kvmsaveMappedCheckBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
                         uint64_t streamBytes, const uint32_t *table,
-                        uint64_t i, unsigned char *buf)
+                        uint64_t i, uint32_t zeroCrc, unsigned char *buf)
 {
     return kvmsaveMappedCheckOne(fd, path, hdr, streamBytes, table, i, false,
-                                 buf, NULL);
+                                 zeroCrc, buf, NULL);
 }
 
 
@@ -445,8 +448,7 @@ kvmsaveMappedCopy(int from, const char *fromPath, bool fromDirect,
     uint64_t blocks = kvmsaveMappedBlocks(streamBytes, hdr->mappedBlock);
     uint64_t i;
 
-    memset(buf, 0, m.block);
-    m.zeroCrc = kvmsaveCrc32c(0, buf, m.block);
+    m.zeroCrc = kvmsaveMappedZeroCrc(m.block);
     for (i = 0; i < blocks; i++) {
         uint64_t off = m.start + i * m.block;
         size_t len = MIN(m.block, m.end - off);

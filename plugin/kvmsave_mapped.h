@@ -14,6 +14,9 @@
 
 #include "kvmsave_imagebackend.h"
 
+/* The checksum of a block of @block zeros, which is how a hole reads. */
+uint32_t kvmsaveMappedZeroCrc(uint32_t block);
+
 /* Blocks of @bytes in blocks of @block. */
 uint64_t kvmsaveMappedBlocks(uint64_t bytes, uint32_t block);
 
@@ -63,11 +66,12 @@ int kvmsaveMappedSumFinish(kvmsaveMappedSum *m, bool stop, uint32_t **table);
 int kvmsaveMappedReadBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
                            uint64_t streamBytes, const uint32_t *table,
                            uint64_t i, unsigned char *buf, size_t *len);
-/* Check block @i as ReadBlock does, but a hole without reading it; @buf
- * is scratch space of hdr->mappedBlock bytes. */
+/* Check block @i as ReadBlock does, but a hole without reading it: its
+ * checksum is @zeroCrc (kvmsaveMappedZeroCrc); @buf is scratch space of
+ * hdr->mappedBlock bytes. */
 int kvmsaveMappedCheckBlock(int fd, const char *path, const kvmsaveImageHeader *hdr,
                             uint64_t streamBytes, const uint32_t *table,
-                            uint64_t i, unsigned char *buf);
+                            uint64_t i, uint32_t zeroCrc, unsigned char *buf);
 
 /* Check every block of the stream of @hdr's image in @fd against @table,
  * in the caller's thread and its helpers. */

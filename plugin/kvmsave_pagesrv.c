@@ -60,6 +60,7 @@ struct _kvmsavePageServer {
     uint64_t tick;
     unsigned char *checked;     /* per block of the table: passed */
     unsigned char *scratch;     /* for checks of blocks not kept */
+    uint32_t zeroCrc;           /* of a block that is a hole */
     int sock;
     size_t bgBlock;             /* the background pass's next page */
     uint64_t bgPage;
@@ -141,10 +142,12 @@ kvmsavePageServerCheck(kvmsavePageServer *ps, uint64_t i)
 {
     if (bitGet(ps->checked, i))
         return 0;
-    if (!ps->scratch)
+    if (!ps->scratch) {
         ps->scratch = g_malloc(ps->hdr->mappedBlock);
+        ps->zeroCrc = kvmsaveMappedZeroCrc(ps->hdr->mappedBlock);
+    }
     if (kvmsaveMappedCheckBlock(ps->fd, ps->path, ps->hdr, ps->streamBytes,
-                                ps->table, i, ps->scratch) < 0)
+                                ps->table, i, ps->zeroCrc, ps->scratch) < 0)
         return -1;
     bitSet(ps->checked, i);
     return 0;
