@@ -3,7 +3,8 @@
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- *   kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N IMAGE
+ *   kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N
+ *                   [--qmp-fd M --recover-socket PATH] IMAGE
  *
  * Started by kvmsave per lazy restore, with the image open on standard
  * input and its end of QEMU's incoming migration socket as descriptor N;
@@ -12,6 +13,14 @@
  * page server was lost. --status FILE is rewritten (atomically, by
  * rename) as the pages go: "state pages total asked", then the error.
  * IMAGE names the image in messages; it is never opened by path.
+ *
+ * With --qmp-fd, a QEMU monitor connection that negotiated out-of-band
+ * commands, the pages are served by a child process, and this one
+ * supervises it: when the child is killed, QEMU pauses the migration
+ * (postcopy-paused); the supervisor tells QEMU out of band to listen on
+ * PATH (migrate-recover), connects, and starts a child that recovers.
+ * Out of band, because QEMU's main loop may itself wait for a page that
+ * only a page server can send.
  */
 #include <config.h>
 
@@ -21,13 +30,26 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "kvmsave_multifd.h"
 #include "kvmsave_pagesrv.h"
+#include "kvmsave_qmp.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virstring.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
 
 #define STATUS_INTERVAL_US (200 * 1000)
+/* QEMU answers an out-of-band command at once; a paused migration is
+ * seen within milliseconds of its source's end. */
+#define QMP_TIMEOUT_MS (30 * 1000)
+#define PAUSE_WAIT_US (10 * 1000)
+#define PAUSE_WAIT_TRIES 3000
 
 typedef struct {
     kvmsavePageServer *ps;
@@ -82,7 +104,7 @@ progressThread(gpointer opaque)
 static void
 usage(FILE *out)
 {
-    fprintf(out, "%s", _("usage: kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N IMAGE\n"));
+    fprintf(out, "%s", _("usage: kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N [--qmp-fd M --recover-socket PATH] IMAGE\n"));
 }
 
 
@@ -117,6 +139,127 @@ serve(const char *image, int sock, bool recover, const char *status)
 }
 
 
+/* Connect to the socket QEMU listens on for the recovered migration. */
+static int
+connectRecoverSocket(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd;
+
+    if (virStrcpyStatic(sa.sun_path, path) < 0) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("socket path '%s' is too long"), path);
+        return -1;
+    }
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+        connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+        virReportSystemError(errno, _("cannot connect to QEMU's recovery socket '%s'"),
+                             path);
+        VIR_FORCE_CLOSE(fd);
+        return -1;
+    }
+    return fd;
+}
+
+
+/* Have QEMU, which paused the migration when its page server was lost,
+ * listen on @path for a new one, and connect to it. QEMU refuses until
+ * it has seen the old connection end. */
+static int
+recoverMigration(kvmsaveQmp *qmp, const char *path)
+{
+    g_autofree char *uri = g_strdup_printf("unix:%s", path);
+    unsigned int tries;
+
+    for (tries = 0; ; tries++) {
+        g_autoptr(virJSONValue) args = NULL;
+        g_autofree char *qemuError = NULL;
+        int rc;
+
+        if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0 ||
+            (rc = kvmsaveQmpCommand(qmp, "migrate-recover", g_steal_pointer(&args),
+                                    true, &qemuError)) < 0)
+            return -1;
+        if (rc == 0)
+            break;
+        if (tries >= PAUSE_WAIT_TRIES) {
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("QEMU did not take a new page server after the last one ended: %s"),
+                           qemuError);
+            return -1;
+        }
+        g_usleep(PAUSE_WAIT_US);
+    }
+    return connectRecoverSocket(path);
+}
+
+
+/* Serve in a child process; 0 once it served every page, 1 if it was
+ * killed, -1 if it failed (its status says why). */
+static int
+serveInChild(const char *image, int sock, bool recover, const char *status,
+             int qmpfd)
+{
+    pid_t pid;
+    int st;
+
+    if ((pid = fork()) < 0) {
+        virReportSystemError(errno, "%s", _("cannot start a page server"));
+        return -1;
+    }
+    if (pid == 0) {
+        VIR_FORCE_CLOSE(qmpfd);
+        if (serve(image, sock, recover, status) < 0) {
+            fprintf(stderr, "kvmsave-pagesrv: %s: %s\n", image, virGetLastErrorMessage());
+            _exit(EXIT_FAILURE);
+        }
+        _exit(EXIT_SUCCESS);
+    }
+    /* QEMU must see the connection end when the child does. */
+    VIR_FORCE_CLOSE(sock);
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            virReportSystemError(errno, "%s", _("cannot wait for the page server"));
+            return -1;
+        }
+    }
+    if (WIFSIGNALED(st)) {
+        fprintf(stderr, "kvmsave-pagesrv: page server %lld killed by signal %d; recovering\n",
+                (long long) pid, WTERMSIG(st));
+        return 1;
+    }
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+
+static int
+supervise(const char *image, int sock, int qmpfd, const char *recoverPath,
+          const char *status)
+{
+    g_autoptr(kvmsaveQmp) qmp = kvmsaveQmpAdopt(qmpfd, QMP_TIMEOUT_MS);
+    g_autofree char *sockdir = g_path_get_dirname(recoverPath);
+    g_autofree char *rundir = g_path_get_dirname(sockdir);
+    bool recover = false;
+    int rc;
+
+    while ((rc = serveInChild(image, sock, recover, status, qmpfd)) == 1) {
+        if ((sock = recoverMigration(qmp, recoverPath)) < 0) {
+            writeStatus(status, "failed", NULL, virGetLastErrorMessage());
+            break;
+        }
+        recover = true;
+    }
+    /* kvmsave's directory of the restore's sockets (it checks that it is). */
+    kvmsaveMultifdRemoveDir(rundir);
+    if (rc < 0) {
+        /* The child's own error is in the status file. */
+        virReportError(VIR_ERR_OPERATION_FAILED, "%s",
+                       _("the page server failed; its status file says why"));
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -124,13 +267,18 @@ main(int argc, char **argv)
         { "recover", no_argument, NULL, 'r' },
         { "status", required_argument, NULL, 's' },
         { "socket-fd", required_argument, NULL, 'f' },
+        { "qmp-fd", required_argument, NULL, 'q' },
+        { "recover-socket", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *localedir = getenv("KVMSAVE_LOCALEDIR");
     const char *status = NULL;
+    const char *recoverPath = NULL;
     bool recover = false;
     int sock = -1;
+    int qmpfd = -1;
+    int rc;
     int c;
 
     setlocale(LC_ALL, "");
@@ -150,6 +298,12 @@ main(int argc, char **argv)
         case 'f':
             sock = atoi(optarg);
             break;
+        case 'q':
+            qmpfd = atoi(optarg);
+            break;
+        case 'p':
+            recoverPath = optarg;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_SUCCESS;
@@ -158,11 +312,15 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (sock < 0 || optind != argc - 1) {
+    if (sock < 0 || optind != argc - 1 || (qmpfd >= 0) != !!recoverPath) {
         usage(stderr);
         return 2;
     }
-    if (serve(argv[optind], sock, recover, status) < 0) {
+    if (qmpfd >= 0)
+        rc = supervise(argv[optind], sock, qmpfd, recoverPath, status);
+    else
+        rc = serve(argv[optind], sock, recover, status);
+    if (rc < 0) {
         fprintf(stderr, "kvmsave-pagesrv: %s: %s\n", argv[optind],
                 virGetLastErrorMessage());
         return EXIT_FAILURE;
