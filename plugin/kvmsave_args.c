@@ -72,18 +72,21 @@ kvmsaveTypedParamGetInt(virTypedParameterPtr p, int min, int max, int *value)
 int
 kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                        const char **file, const char **dxml,
-                       const char **format, int *channels)
+                       const char **format, const char **mode, int *channels)
 {
     int i;
     bool seenFile = false;
     bool seenDxml = false;
     bool seenFormat = false;
+    bool seenMode = false;
     bool seenChannels = false;
 
     *file = NULL;
     *dxml = NULL;
     if (format)
         *format = NULL;
+    if (mode)
+        *mode = NULL;
     if (channels)
         *channels = 0;
     if (nparams < 0 || (nparams > 0 && !params)) {
@@ -105,6 +108,9 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
         } else if (format && STREQ(name, KVMSAVE_SAVE_PARAM_IMAGE_FORMAT)) {
             slot = format;
             seen = &seenFormat;
+        } else if (mode && STREQ(name, KVMSAVE_RESTORE_PARAM_RESTORE_MODE)) {
+            slot = mode;
+            seen = &seenMode;
         } else if (channels && STREQ(name, KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS)) {
             seen = &seenChannels;
         } else {
@@ -114,6 +120,8 @@ kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                                    VIR_DOMAIN_SAVE_PARAM_DXML);
             if (format)
                 g_string_append_printf(names, ", '%s'", KVMSAVE_SAVE_PARAM_IMAGE_FORMAT);
+            if (mode)
+                g_string_append_printf(names, ", '%s'", KVMSAVE_RESTORE_PARAM_RESTORE_MODE);
             if (channels)
                 g_string_append_printf(names, ", '%s'", KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS);
             virReportError(VIR_ERR_INVALID_ARG,
@@ -177,4 +185,15 @@ kvmsaveStartToRestoreFlags(unsigned int startFlags)
     if (startFlags & VIR_DOMAIN_START_RESET_NVRAM)
         flags |= VIR_DOMAIN_SAVE_RESET_NVRAM;
     return flags;
+}
+
+
+int
+kvmsaveRestoreModeFromString(const char *mode)
+{
+    if (STREQ(mode, "eager"))
+        return KVMSAVE_RESTORE_MODE_EAGER;
+    if (STREQ(mode, "lazy"))
+        return KVMSAVE_RESTORE_MODE_LAZY;
+    return -1;
 }

@@ -29,14 +29,31 @@ int kvmsaveCheckSaveFlags(unsigned int flags, unsigned int allowed,
 #define KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS "parallel.channels"
 #define KVMSAVE_PARALLEL_CHANNELS_MAX 16
 
-/* Take "file", "dxml" and, when @format resp. @channels is not NULL,
- * "image_format" and "parallel.channels" (an int, 1 to
- * KVMSAVE_PARALLEL_CHANNELS_MAX) from typed parameters; anything else, a
- * wrong type or value or a repeated name is VIR_ERR_INVALID_ARG. Absent
- * parameters are NULL resp. 0. */
+/* kvmsave's own restore parameter: "eager" or "lazy" (kvmsave_lazy.h). */
+#define KVMSAVE_RESTORE_PARAM_RESTORE_MODE "restore_mode"
+
+typedef enum {
+    KVMSAVE_RESTORE_MODE_EAGER,
+    KVMSAVE_RESTORE_MODE_LAZY,
+} kvmsaveRestoreMode;
+
+/* KVMSAVE_RESTORE_MODE_* of @mode, or -1 (nothing reported). */
+int kvmsaveRestoreModeFromString(const char *mode);
+
+/* Take "file", "dxml" and, when @format, @mode resp. @channels is not
+ * NULL, "image_format", "restore_mode" and "parallel.channels" (an int,
+ * 1 to KVMSAVE_PARALLEL_CHANNELS_MAX) from typed parameters; anything
+ * else, a wrong type or value or a repeated name is VIR_ERR_INVALID_ARG.
+ * Absent parameters are NULL resp. 0. */
 int kvmsaveParseSaveParams(virTypedParameterPtr params, int nparams,
                            const char **file, const char **dxml,
-                           const char **format, int *channels);
+                           const char **format, const char **mode,
+                           int *channels);
+
+/* Private restore flags: the restore mode a caller chose, over the
+ * configuration's default. */
+#define KVMSAVE_RESTORE_LAZY (1U << 30)
+#define KVMSAVE_RESTORE_EAGER (1U << 29)
 
 /* Start flags (virDomainCreate*) a restore can honour: paused,
  * bypass-cache, reset-nvram; VIR_ERR_INVALID_ARG for the others, naming

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "kvmsave_conn.h"
+#include "kvmsave_args.h"
 #include "kvmsave_image.h"
 #include "virconf.h"
 #include "virerror.h"
@@ -87,8 +88,10 @@ kvmsaveConnLoadConfig(kvmsaveConn *priv)
                                              NULL);
     g_autoptr(virConf) conf = NULL;
     g_autofree char *format = NULL;
+    g_autofree char *mode = NULL;
 
     priv->imageFormat = KVMSAVE_IMAGE_ENCODING_RAW;
+    priv->restoreMode = KVMSAVE_RESTORE_MODE_EAGER;
     if (access(path, F_OK) < 0)
         return 0;
     if (!(conf = virConfReadFile(path, 0)))
@@ -100,6 +103,14 @@ kvmsaveConnLoadConfig(kvmsaveConn *priv)
         virReportError(VIR_ERR_CONF_SYNTAX,
                        _("invalid image_format '%s' in '%s': kvmsave writes 'raw', 'zstd' or 'sparse'"),
                        format, path);
+        return -1;
+    }
+    if (virConfGetValueString(conf, "restore_mode", &mode) < 0)
+        return -1;
+    if (mode && (priv->restoreMode = kvmsaveRestoreModeFromString(mode)) < 0) {
+        virReportError(VIR_ERR_CONF_SYNTAX,
+                       _("invalid restore_mode '%s' in '%s': kvmsave restores 'eager' or 'lazy'"),
+                       mode, path);
         return -1;
     }
     return 0;

@@ -28,6 +28,7 @@ struct _kvmsaveConn {
     char *root;
     bool embedded;                  /* the inner driver is embedded under root */
     int imageFormat;                /* default KVMSAVE_IMAGE_ENCODING_* */
+    int restoreMode;                /* default KVMSAVE_RESTORE_MODE_* */
 };
 
 /* The kvmsave connection behind @conn, an outer connection. */

@@ -24,6 +24,7 @@
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_lazy.h"
 #include "viruuid.h"
 #include "kvmsave_managed.h"
 #include "kvmsave_restore.h"
@@ -93,7 +94,7 @@ kvmsaveDomainSaveParams(virDomainPtr dom, virTypedParameterPtr params,
     int channels;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_SAVE_FLAGS, __func__) < 0 ||
-        kvmsaveParseSaveParams(params, nparams, &file, &dxml, &formatName,
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml, &formatName, NULL,
                                &channels) < 0)
         return -1;
     if (formatName &&
@@ -123,7 +124,8 @@ kvmsaveDomainRestoreAs(virConnectPtr conn, const char *from, const char *dxml,
     g_autofree char *path = NULL;
     g_autoptr(virDomain) dom = NULL;
 
-    if (kvmsaveCheckSaveFlags(flags, KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
+    if (kvmsaveCheckSaveFlags(flags & ~(KVMSAVE_RESTORE_LAZY | KVMSAVE_RESTORE_EAGER),
+                              KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
         !(path = kvmsaveAbsPath(from)))
         return -1;
     if (!(dom = kvmsaveRestoreDomain(kvmsaveConnFromConnect(conn), path,
@@ -154,12 +156,24 @@ kvmsaveDomainRestoreParams(virConnectPtr conn, virTypedParameterPtr params,
 {
     const char *file;
     const char *dxml;
+    const char *modeName;
     int channels;
+    int mode;
 
     if (kvmsaveCheckSaveFlags(flags, KVMSAVE_RESTORE_FLAGS, __func__) < 0 ||
-        kvmsaveParseSaveParams(params, nparams, &file, &dxml, NULL,
+        kvmsaveParseSaveParams(params, nparams, &file, &dxml, NULL, &modeName,
                                &channels) < 0)
         return -1;
+    if (modeName) {
+        if ((mode = kvmsaveRestoreModeFromString(modeName)) < 0) {
+            virReportError(VIR_ERR_INVALID_ARG,
+                           _("unknown restore mode '%s': kvmsave restores 'eager' or 'lazy'"),
+                           modeName);
+            return -1;
+        }
+        flags |= mode == KVMSAVE_RESTORE_MODE_LAZY ?
+            KVMSAVE_RESTORE_LAZY : KVMSAVE_RESTORE_EAGER;
+    }
     if (!file) {
         virReportError(VIR_ERR_INVALID_ARG,
                        _("missing the '%s' parameter: kvmsave needs the path of the image to restore"),
@@ -417,10 +431,60 @@ static int
 kvmsaveDomainGetJobInfo(virDomainPtr dom, virDomainJobInfoPtr info)
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
+    unsigned long long total, done;
 
     if (kvmsaveJobGetInfo(dom->uuid, info) > 0)
         return 0;
+    /* A lazy restore goes on in its page server, after the call. */
+    if (kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, NULL) == KVMSAVE_LAZY_SERVING) {
+        memset(info, 0, sizeof(*info));
+        info->type = VIR_DOMAIN_JOB_UNBOUNDED;
+        info->dataTotal = info->memTotal = total;
+        info->dataProcessed = info->memProcessed = done;
+        info->dataRemaining = info->memRemaining = total - done;
+        return 0;
+    }
     return priv->innerDriver->domainGetJobInfo(dom, info);
+}
+
+
+/* The statistics of a lazy restore: one still serving pages, or with
+ * @completed, one that ended; 0 if there is none. */
+static int
+kvmsaveDomainGetLazyJobStats(kvmsaveConn *priv, virDomainPtr dom,
+                             bool completed, int *type,
+                             virTypedParameterPtr *params, int *nparams)
+{
+    unsigned long long total, done;
+    g_autofree char *error = NULL;
+    kvmsaveLazyState state = kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, &error);
+    virTypedParameterPtr par = NULL;
+    int npar = 0;
+    int maxpar = 0;
+
+    if (state == KVMSAVE_LAZY_NONE ||
+        completed != (state != KVMSAVE_LAZY_SERVING))
+        return 0;
+    if (virTypedParamsAddInt(&par, &npar, &maxpar, VIR_DOMAIN_JOB_OPERATION,
+                             VIR_DOMAIN_JOB_OPERATION_RESTORE) < 0 ||
+        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_DATA_TOTAL, total) < 0 ||
+        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_DATA_PROCESSED, done) < 0 ||
+        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_DATA_REMAINING,
+                                total - done) < 0 ||
+        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_MEMORY_TOTAL, total) < 0 ||
+        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_MEMORY_PROCESSED, done) < 0 ||
+        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_MEMORY_REMAINING,
+                                total - done) < 0 ||
+        (error && virTypedParamsAddString(&par, &npar, &maxpar, VIR_DOMAIN_JOB_ERRMSG,
+                                          error) < 0)) {
+        virTypedParamsFree(par, npar);
+        return -1;
+    }
+    *type = state == KVMSAVE_LAZY_SERVING ? VIR_DOMAIN_JOB_UNBOUNDED :
+        state == KVMSAVE_LAZY_DONE ? VIR_DOMAIN_JOB_COMPLETED : VIR_DOMAIN_JOB_FAILED;
+    *params = par;
+    *nparams = npar;
+    return 1;
 }
 
 
@@ -436,6 +500,10 @@ kvmsaveDomainGetJobStats(virDomainPtr dom, int *type,
                             !!(flags & VIR_DOMAIN_JOB_STATS_COMPLETED),
                             !!(flags & VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED),
                             type, params, nparams);
+    if (rc == 0)
+        rc = kvmsaveDomainGetLazyJobStats(priv, dom,
+                                          !!(flags & VIR_DOMAIN_JOB_STATS_COMPLETED),
+                                          type, params, nparams);
     if (rc != 0)
         return rc < 0 ? -1 : 0;
     return priv->innerDriver->domainGetJobStats(dom, type, params, nparams,
@@ -451,9 +519,16 @@ kvmsaveDomainAbortJobFlags(virDomainPtr dom, unsigned int flags)
     /* The job stops at its next poll; the call that runs it reports.
      * Flags (postcopy) concern migrations only: the inner driver's. */
     if (flags == 0) {
+        unsigned long long total, done;
         int rc = kvmsaveJobAbort(dom->uuid);
+
         if (rc != 0)
             return rc < 0 ? -1 : 0;
+        if (kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, NULL) == KVMSAVE_LAZY_SERVING) {
+            virReportError(VIR_ERR_OPERATION_INVALID, "%s",
+                           _("cannot abort a lazy restore once its guest runs: part of the guest's memory is still only in the image; wait for the job to end, or destroy the guest"));
+            return -1;
+        }
         return priv->innerDriver->domainAbortJob(dom);
     }
     return priv->innerDriver->domainAbortJobFlags(dom, flags);

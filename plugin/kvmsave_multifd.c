@@ -178,6 +178,13 @@ kvmsaveMultifdRemove(kvmsaveMultifd *m)
 
 
 void
+kvmsaveMultifdKeep(kvmsaveMultifd *m)
+{
+    g_clear_pointer(&m->dir, g_free);
+}
+
+
+void
 kvmsaveMultifdFree(kvmsaveMultifd *m)
 {
     if (!m)

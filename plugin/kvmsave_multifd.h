@@ -29,6 +29,9 @@ kvmsaveMultifd *kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml);
 kvmsaveMultifd *kvmsaveMultifdNewPrivate(void);
 /* Close and remove whatever is left. */
 void kvmsaveMultifdFree(kvmsaveMultifd *m);
+/* Leave the directory in place when @m is freed: another process
+ * removes it (kvmsaveMultifdRemoveDir). */
+void kvmsaveMultifdKeep(kvmsaveMultifd *m);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveMultifd, kvmsaveMultifdFree);
 
 /* The directory (recorded for recovery) and the socket's path in it. */

@@ -35,6 +35,7 @@
 #include "kvmsave_incoming.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_lazy.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
@@ -449,12 +450,12 @@ kvmsaveRestoreViaMigration(kvmsaveRestore *r, kvmsaveMultifd *mfd)
 /* Start QEMU paused with kvmsave's own "-incoming defer", to be told
  * through its monitor where its state comes from; journal it. */
 static int
-kvmsaveRestoreStartDeferred(kvmsaveRestore *r)
+kvmsaveRestoreStartDeferred(kvmsaveRestore *r, const char *const *extra)
 {
     g_autofree char *xml = NULL;
     unsigned int startFlags = VIR_DOMAIN_START_PAUSED;
 
-    if (!(xml = kvmsaveXMLWithIncoming(r->startxml)))
+    if (!(xml = kvmsaveXMLWithIncoming(r->startxml, extra)))
         return -1;
     if (r->flags & VIR_DOMAIN_SAVE_RESET_NVRAM)
         startFlags |= VIR_DOMAIN_START_RESET_NVRAM;
@@ -475,7 +476,7 @@ kvmsaveRestoreStartDeferred(kvmsaveRestore *r)
 static virDomainPtr
 kvmsaveRestoreViaCommandline(kvmsaveRestore *r, kvmsaveMultifd *mfd)
 {
-    if (kvmsaveRestoreStartDeferred(r) < 0 ||
+    if (kvmsaveRestoreStartDeferred(r, NULL) < 0 ||
         kvmsaveMonitorSetMultifd(r->dom, r->hdr->streams - 1) < 0 ||
         kvmsaveMonitorMigrateIncoming(r->dom, "unix", kvmsaveMultifdPath(mfd)) < 0 ||
         kvmsaveRestoreFeedAll(r, mfd) < 0 ||
@@ -526,7 +527,7 @@ kvmsaveRestoreViaFdset(kvmsaveRestore *r, kvmsaveStockImage *stock)
     int fdset;
     int rc;
 
-    if (kvmsaveRestoreStartDeferred(r) < 0 ||
+    if (kvmsaveRestoreStartDeferred(r, NULL) < 0 ||
         (fdset = kvmsaveRestoreSparseIncoming(r, kvmsaveStockImageInfo(stock)->streamOffset,
                                               r->channels)) < 0)
         return NULL;
@@ -646,7 +647,7 @@ kvmsaveRestoreViaMapped(kvmsaveRestore *r)
     int fdset;
     int rc;
 
-    if (kvmsaveRestoreStartDeferred(r) < 0 ||
+    if (kvmsaveRestoreStartDeferred(r, NULL) < 0 ||
         (fdset = kvmsaveRestoreSparseIncoming(r, r->hdr->mappedOffset,
                                               channels)) < 0)
         return NULL;
@@ -665,6 +666,42 @@ kvmsaveRestoreViaMapped(kvmsaveRestore *r)
     if (r->running && virDomainResume(r->dom) < 0)
         return NULL;
     return virObjectRef(r->dom);
+}
+
+
+/* A lazy restore (kvmsave_lazy.h): QEMU, started with "-incoming defer"
+ * and kvmsave's own monitor, runs the guest once the page server has
+ * sent the devices' state, and takes its memory while it runs. */
+static virDomainPtr
+kvmsaveRestoreViaLazy(kvmsaveRestore *r)
+{
+    g_autoptr(kvmsaveLazy) lz = NULL;
+
+    if (!(lz = kvmsaveLazyNew(r->priv, r->startxml, r->hdr->uuid)) ||
+        kvmsaveRestoreStartDeferred(r, kvmsaveLazyQemuArgs(lz)) < 0 ||
+        kvmsaveLazyStart(lz, r->dom, r->reader, r->path, r->job) < 0)
+        return NULL;
+    if (r->running && virDomainResume(r->dom) < 0)
+        return NULL;
+    return virObjectRef(r->dom);
+}
+
+
+/* Whether to restore lazily: as the call asked, else as <migrateFrom
+ * mode=...> of @dxml says, else as kvmsave.conf does; and only an image
+ * that can be. */
+static int
+kvmsaveRestoreIsLazy(kvmsaveRestore *r, const char *mode)
+{
+    bool lazy;
+
+    if (r->flags & (KVMSAVE_RESTORE_LAZY | KVMSAVE_RESTORE_EAGER))
+        lazy = !!(r->flags & KVMSAVE_RESTORE_LAZY);
+    else if (mode)
+        lazy = kvmsaveRestoreModeFromString(mode) == KVMSAVE_RESTORE_MODE_LAZY;
+    else
+        lazy = r->priv->restoreMode == KVMSAVE_RESTORE_MODE_LAZY;
+    return lazy && kvmsaveLazyPossible(r->reader, r->path);
 }
 
 
@@ -694,7 +731,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autofree char *startxml = NULL;
     kvmsaveStockImage *stock = NULL;
     g_autofree char *from = NULL;
+    g_autofree char *mode = NULL;
     bool forceDisks = false;
+    bool lazy;
     kvmsaveRestore r = {
         .priv = priv, .path = path, .flags = flags,
         .channels = MAX(channels, 0),
@@ -717,8 +756,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
 
     /* Before QEMU starts: it would start, and only then fail to load the
      * state, or run the guest over disks that changed under it. */
-    if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks) < 0)
+    if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks, &mode) < 0)
         goto cleanup;
+    lazy = kvmsaveRestoreIsLazy(&r, mode);
     if ((stock = kvmsaveImageReaderBackendData(reader, &kvmsaveStockBackend)) &&
         kvmsaveStockImageInfo(stock)->compressed == KVMSAVE_COMPRESS_SPARSE) {
         if (kvmsaveSparseCheckQemu(priv->inner, path) < 0)
@@ -726,7 +766,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     } else {
         stock = NULL;
     }
-    if (kvmsaveImageReaderMappedTable(reader) &&
+    if (kvmsaveImageReaderMappedTable(reader) && !lazy &&
         kvmsaveSparseCheckQemuImage(priv->inner, path) < 0)
         goto cleanup;
     if (kvmsavePreflightCheck(priv->inner, r.hdr, startxml, path, forceDisks) < 0)
@@ -736,7 +776,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         (!(flags & VIR_DOMAIN_SAVE_PAUSED) &&
          (r.hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING));
     kvmsaveJournalSetInt(r.journal, "running", r.running);
-    if (stock)
+    if (lazy)
+        loaded = kvmsaveRestoreViaLazy(&r);
+    else if (stock)
         loaded = kvmsaveRestoreViaFdset(&r, stock);
     else if (kvmsaveImageReaderMappedTable(reader))
         loaded = kvmsaveRestoreViaMapped(&r);

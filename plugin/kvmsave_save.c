@@ -500,7 +500,10 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
         s->paused = true;
     }
 
-    if (kvmsaveMonitorSetUnlimitedBandwidth(s->dom) < 0)
+    /* A guest restored lazily has postcopy on, which a save's stream
+     * must not advise, and mapped-ram refuses. */
+    if (kvmsaveMonitorSetUnlimitedBandwidth(s->dom) < 0 ||
+        kvmsaveMonitorSetCapability(s->dom, "postcopy-ram", false) < 0)
         return -1;
     if (s->sparse)
         return kvmsaveSaveMigrateSparse(s);

@@ -158,13 +158,13 @@ kvmsaveXMLGetMigrateFrom(const char *domxml, char **path)
 {
     bool force;
 
-    return kvmsaveXMLGetMigrateFromForce(domxml, path, &force);
+    return kvmsaveXMLGetMigrateFromForce(domxml, path, &force, NULL);
 }
 
 
 int
 kvmsaveXMLGetMigrateFromForce(const char *domxml, char **path,
-                              bool *forceDisks)
+                              bool *forceDisks, char **mode)
 {
     g_autoptr(xmlDoc) doc = NULL;
     g_autoptr(xmlXPathObject) obj = NULL;
@@ -199,6 +199,13 @@ kvmsaveXMLGetMigrateFromForce(const char *domxml, char **path,
     if ((force = xmlGetNoNsProp(node, BAD_CAST "force"))) {
         *forceDisks = true;
         xmlFree(force);
+    }
+    /* The schema allows only "eager" and "lazy". */
+    if (mode) {
+        xmlChar *value = xmlGetNoNsProp(node, BAD_CAST "mode");
+
+        *mode = value ? g_strdup((const char *) value) : NULL;
+        xmlFree(value);
     }
     return 1;
 }
@@ -283,12 +290,24 @@ kvmsaveXMLHasIncoming(const char *domxml)
 }
 
 
-/* Remove kvmsave's own trailing "-incoming defer" pair, and then a
- * commandline it left empty. */
+/* The arguments of a lazy restore's own monitor, "-chardev VALUE" and
+ * "-mon VALUE" (kvmsave_lazy.c). */
+#define KVMSAVE_XML_LAZY_MONITOR_ARG \
+    "(starts-with(@value, '" KVMSAVE_XML_LAZY_CHARDEV_PREFIX "') or " \
+    "@value = '" KVMSAVE_XML_LAZY_MON "')"
+
+
+/* Remove kvmsave's own trailing "-incoming defer" pair, a lazy restore's
+ * monitor before it, and then a commandline it left empty. */
 static void
 kvmsaveXMLUnlinkIncoming(xmlDocPtr doc)
 {
     kvmsaveXMLUnlinkAll(doc, KVMSAVE_XML_INCOMING_DEFER);
+    kvmsaveXMLUnlinkAll(doc,
+                        "/domain/q:commandline/q:arg[(@value='-chardev' or @value='-mon') and "
+                        "following-sibling::q:arg[1][" KVMSAVE_XML_LAZY_MONITOR_ARG "]]");
+    kvmsaveXMLUnlinkAll(doc,
+                        "/domain/q:commandline/q:arg[" KVMSAVE_XML_LAZY_MONITOR_ARG "]");
     kvmsaveXMLUnlinkAll(doc,
                         "/domain/q:commandline/q:arg[@value='-incoming' and "
                         "not(following-sibling::q:arg)]");
@@ -331,7 +350,7 @@ kvmsaveXMLForImage(const char *domxml)
 
 
 char *
-kvmsaveXMLWithIncoming(const char *domxml)
+kvmsaveXMLWithIncoming(const char *domxml, const char *const *extra)
 {
     g_autoptr(xmlDoc) doc = kvmsaveXMLParse(domxml);
     g_autoptr(xmlXPathObject) obj = NULL;
@@ -353,6 +372,10 @@ kvmsaveXMLWithIncoming(const char *domxml)
     else
         cmdline = xmlNewChild(root, ns, BAD_CAST "commandline", NULL);
 
+    for (; extra && *extra; extra++) {
+        arg = xmlNewChild(cmdline, ns, BAD_CAST "arg", NULL);
+        xmlNewProp(arg, BAD_CAST "value", BAD_CAST *extra);
+    }
     arg = xmlNewChild(cmdline, ns, BAD_CAST "arg", NULL);
     xmlNewProp(arg, BAD_CAST "value", BAD_CAST "-incoming");
     arg = xmlNewChild(cmdline, ns, BAD_CAST "arg", NULL);

@@ -15,9 +15,11 @@
  * against the schema. Returns 1 and sets *path when present, 0 when the
  * XML carries none, -1 with an error reported. */
 int kvmsaveXMLGetMigrateFrom(const char *domxml, char **path);
-/* ...and whether it says force="disks" (restore over changed disks). */
+/* ...and whether it says force="disks" (restore over changed disks), and
+ * its mode attribute ("eager" or "lazy"; NULL if it has none), if @mode
+ * is not NULL. */
 int kvmsaveXMLGetMigrateFromForce(const char *domxml, char **path,
-                                  bool *forceDisks);
+                                  bool *forceDisks, char **mode);
 
 /* Whether @path can be written in XML at all (UTF-8, no control
  * characters but tab, CR and LF). */
@@ -35,9 +37,17 @@ char *kvmsaveXMLForImage(const char *domxml);
 bool kvmsaveXMLHasIncoming(const char *domxml);
 char *kvmsaveXMLWithoutIncoming(const char *domxml);
 
-/* @domxml with "-incoming defer" added to the QEMU command line, so the
- * domain starts waiting for its state. */
-char *kvmsaveXMLWithIncoming(const char *domxml);
+/* @domxml with the arguments @extra (NULL-terminated, or NULL) and
+ * "-incoming defer" added to the QEMU command line, so the domain starts
+ * waiting for its state. Of extra arguments, only a lazy restore's
+ * monitor (below) is stripped again with "-incoming defer". */
+char *kvmsaveXMLWithIncoming(const char *domxml, const char *const *extra);
+
+/* A lazy restore's own QMP monitor: "-chardev
+ * KVMSAVE_XML_LAZY_CHARDEV_PREFIX"path=...,server=on,wait=off" and "-mon
+ * KVMSAVE_XML_LAZY_MON". */
+#define KVMSAVE_XML_LAZY_CHARDEV_PREFIX "socket,id=kvmsave-qmp,"
+#define KVMSAVE_XML_LAZY_MON "chardev=kvmsave-qmp,mode=control"
 
 /* @domxml with its <cpu> replaced by the one in @cookie, the save cookie
  * of a stock libvirt image (the CPU as QEMU ran it, which stock libvirt

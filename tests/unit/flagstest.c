@@ -127,7 +127,7 @@ START_TEST(test_parse_params_takes_file_and_dxml)
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/var/lib/x.img");
     setStringParam(&params[1], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL, NULL), 0);
     KT_ASSERT_NO_ERROR();
     ck_assert_ptr_eq(file, params[0].value.s);
     ck_assert_ptr_eq(dxml, params[1].value.s);
@@ -147,17 +147,44 @@ START_TEST(test_parse_params_image_format_only_where_taken)
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
     setStringParam(&params[1], KVMSAVE_SAVE_PARAM_IMAGE_FORMAT, "zstd");
     /* saveParams takes it ... */
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format, NULL), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format, NULL, NULL), 0);
     ck_assert_str_eq(format, "zstd");
     ck_assert_ptr_null(dxml);
     /* ... restoreParams does not */
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "image_format");
     virResetLastError();
     /* and only once */
     setStringParam(&params[0], KVMSAVE_SAVE_PARAM_IMAGE_FORMAT, "raw");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
+}
+END_TEST
+
+
+START_TEST(test_parse_params_restore_mode_only_where_taken)
+{
+    virTypedParameter params[2];
+    const char *file = NULL;
+    const char *dxml = NULL;
+    const char *mode = NULL;
+
+    setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
+    setStringParam(&params[1], KVMSAVE_RESTORE_PARAM_RESTORE_MODE, "lazy");
+    /* restoreParams takes it ... */
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, &mode, NULL), 0);
+    ck_assert_str_eq(mode, "lazy");
+    ck_assert_int_eq(kvmsaveRestoreModeFromString(mode), KVMSAVE_RESTORE_MODE_LAZY);
+    ck_assert_int_eq(kvmsaveRestoreModeFromString("eager"), KVMSAVE_RESTORE_MODE_EAGER);
+    ck_assert_int_eq(kvmsaveRestoreModeFromString("later"), -1);
+    /* ... saveParams does not */
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL, NULL), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "restore_mode");
+    virResetLastError();
+    /* a string */
+    setIntParam(&params[1], KVMSAVE_RESTORE_PARAM_RESTORE_MODE, 1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, &mode, NULL), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be a string");
 }
 END_TEST
 
@@ -175,21 +202,21 @@ START_TEST(test_parse_params_parallel_channels)
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
     setIntParam(&params[1], KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS, 3);
     /* saves and restores take it, an int */
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, &format, NULL,
                                             &channels), 0);
     ck_assert_int_eq(channels, 3);
     channels = -1;
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                             &channels), 0);
     ck_assert_int_eq(channels, 3);
     /* absent is 0, the default */
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL,
                                             &channels), 0);
     ck_assert_int_eq(channels, 0);
     KT_ASSERT_NO_ERROR();
 
     /* where it is not taken, the message lists what is */
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                             NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "unknown parameter 'parallel.channels'");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "'file', 'dxml' here");
@@ -197,13 +224,13 @@ START_TEST(test_parse_params_parallel_channels)
 
     for (i = 0; i < G_N_ELEMENTS(bad); i++) {
         setIntParam(&params[1], KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS, bad[i]);
-        ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+        ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                                 &channels), -1);
         KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be between 1 and 16");
         virResetLastError();
     }
     setStringParam(&params[1], KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS, "2");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                             &channels), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be an integer");
     virResetLastError();
@@ -211,18 +238,18 @@ START_TEST(test_parse_params_parallel_channels)
     /* libvirt-python passes a Python int as an unsigned long long */
     params[1].type = VIR_TYPED_PARAM_ULLONG;
     params[1].value.ul = 4;
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                             &channels), 0);
     ck_assert_int_eq(channels, 4);
     params[1].value.ul = 1ULL << 40;
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                             &channels), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be between 1 and 16");
     virResetLastError();
 
     setIntParam(&params[0], KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS, 2);
     setIntParam(&params[1], KVMSAVE_SAVE_PARAM_PARALLEL_CHANNELS, 2);
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL,
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL,
                                             &channels), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
 }
@@ -237,7 +264,7 @@ START_TEST(test_parse_params_order_does_not_matter)
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
     setStringParam(&params[1], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL, NULL), 0);
     ck_assert_str_eq(file, "/x.img");
     ck_assert_str_eq(dxml, "<domain/>");
 }
@@ -251,7 +278,7 @@ START_TEST(test_parse_params_file_only_leaves_dxml_null)
     const char *dxml = "stale";
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL, NULL), 0);
     ck_assert_str_eq(file, "/x.img");
     ck_assert_ptr_null(dxml);
 }
@@ -263,7 +290,7 @@ START_TEST(test_parse_params_empty_list_gives_nulls)
     const char *file = "stale";
     const char *dxml = "stale";
 
-    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 0, &file, &dxml, NULL, NULL), 0);
+    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 0, &file, &dxml, NULL, NULL, NULL), 0);
     KT_ASSERT_NO_ERROR();
     ck_assert_ptr_null(file);
     ck_assert_ptr_null(dxml);
@@ -279,7 +306,7 @@ START_TEST(test_parse_params_refuses_unknown_name)
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/x.img");
     setStringParam(&params[1], "bandwidth", "100");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 2, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "'bandwidth'");
 }
 END_TEST
@@ -292,13 +319,13 @@ START_TEST(test_parse_params_refuses_wrong_type)
     const char *dxml = NULL;
 
     setIntParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, 42);
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be a string");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, VIR_DOMAIN_SAVE_PARAM_FILE);
 
     virResetLastError();
     setIntParam(&params[0], VIR_DOMAIN_SAVE_PARAM_DXML, 0);
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 1, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "must be a string");
 }
 END_TEST
@@ -313,13 +340,13 @@ START_TEST(test_parse_params_refuses_duplicate)
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/a.img");
     setStringParam(&params[1], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
     setStringParam(&params[2], VIR_DOMAIN_SAVE_PARAM_FILE, "/b.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, VIR_DOMAIN_SAVE_PARAM_FILE);
 
     virResetLastError();
     setStringParam(&params[2], VIR_DOMAIN_SAVE_PARAM_DXML, "<domain/>");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, 3, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "more than once");
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, VIR_DOMAIN_SAVE_PARAM_DXML);
 }
@@ -333,11 +360,11 @@ START_TEST(test_parse_params_refuses_invalid_list)
     const char *dxml = NULL;
 
     setStringParam(&params[0], VIR_DOMAIN_SAVE_PARAM_FILE, "/a.img");
-    ck_assert_int_eq(kvmsaveParseSaveParams(params, -1, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(params, -1, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "invalid typed parameter list");
 
     virResetLastError();
-    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 1, &file, &dxml, NULL, NULL), -1);
+    ck_assert_int_eq(kvmsaveParseSaveParams(NULL, 1, &file, &dxml, NULL, NULL, NULL), -1);
     KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "invalid typed parameter list");
 }
 END_TEST
@@ -359,6 +386,7 @@ flagsSuite(void)
     tc = ktTCase("save_params", 10);
     tcase_add_test(tc, test_parse_params_takes_file_and_dxml);
     tcase_add_test(tc, test_parse_params_image_format_only_where_taken);
+    tcase_add_test(tc, test_parse_params_restore_mode_only_where_taken);
     tcase_add_test(tc, test_parse_params_parallel_channels);
     tcase_add_test(tc, test_parse_params_order_does_not_matter);
     tcase_add_test(tc, test_parse_params_file_only_leaves_dxml_null);

@@ -235,11 +235,38 @@ START_TEST(test_migrate_from_force_disks)
     g_autofree char *path2 = NULL;
     bool force = true;
 
-    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(plain, &path, &force), 1);
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(plain, &path, &force, NULL), 1);
     ck_assert(!force);
-    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(forced, &path2, &force), 1);
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(forced, &path2, &force, NULL), 1);
     ck_assert_str_eq(path2, "/a.img");
     ck_assert(force);
+    assertMigrateFromRefused(other, "absolute path");
+}
+END_TEST
+
+
+START_TEST(test_migrate_from_mode_attribute)
+{
+    g_autofree char *lazy = domainXML(NULL,
+        "<kvmsave:migrateFrom xmlns:kvmsave='" KVMSAVE_XML_NS_URI "' mode='lazy'>/a.img</kvmsave:migrateFrom>",
+        NULL);
+    g_autofree char *none = domainXML(NULL,
+        "<kvmsave:migrateFrom xmlns:kvmsave='" KVMSAVE_XML_NS_URI "'>/a.img</kvmsave:migrateFrom>",
+        NULL);
+    g_autofree char *other = domainXML(NULL,
+        "<kvmsave:migrateFrom xmlns:kvmsave='" KVMSAVE_XML_NS_URI "' mode='later'>/a.img</kvmsave:migrateFrom>",
+        NULL);
+    g_autofree char *path = NULL;
+    g_autofree char *path2 = NULL;
+    g_autofree char *mode = NULL;
+    g_autofree char *mode2 = g_strdup("x");
+    bool force;
+
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(lazy, &path, &force, &mode), 1);
+    ck_assert_str_eq(mode, "lazy");
+    g_clear_pointer(&mode2, g_free);
+    ck_assert_int_eq(kvmsaveXMLGetMigrateFromForce(none, &path2, &force, &mode2), 1);
+    ck_assert_ptr_null(mode2);
     assertMigrateFromRefused(other, "absolute path");
 }
 END_TEST
@@ -407,7 +434,7 @@ END_TEST
 START_TEST(test_has_incoming_and_without_incoming)
 {
     g_autofree char *plain = domainXML(NULL, NULL, NULL);
-    g_autofree char *with = kvmsaveXMLWithIncoming(plain);
+    g_autofree char *with = kvmsaveXMLWithIncoming(plain, NULL);
     g_autofree char *other = domainXML(NULL, NULL,
                                        "<qemu:arg value='-incoming'/>"
                                        "<qemu:arg value='defer'/>"
@@ -555,7 +582,7 @@ START_TEST(test_rewrites_do_not_expand_external_entities)
         "<!DOCTYPE domain [<!ENTITY x SYSTEM \"file://%s\">]>%s", file, body);
     g_autofree char *image = kvmsaveXMLForImage(xml);
     g_autofree char *secure = kvmsaveXMLStripSecure(xml);
-    g_autofree char *incoming = kvmsaveXMLWithIncoming(xml);
+    g_autofree char *incoming = kvmsaveXMLWithIncoming(xml, NULL);
 
     ck_assert_msg(!image || !strstr(image, SECRET), "ForImage: %s", image);
     ck_assert_msg(!secure || !strstr(secure, SECRET), "StripSecure: %s", secure);
@@ -703,7 +730,7 @@ END_TEST
 START_TEST(test_with_incoming_adds_exactly_one_pair)
 {
     g_autofree char *xml = domainXML(NULL, NULL, NULL);
-    g_autofree char *out = kvmsaveXMLWithIncoming(xml);
+    g_autofree char *out = kvmsaveXMLWithIncoming(xml, NULL);
     g_autofree char *args = NULL;
 
     ck_assert_msg(out != NULL, "%s", virGetLastErrorMessage());
@@ -719,13 +746,13 @@ START_TEST(test_with_incoming_twice_still_one_pair)
 {
     g_autofree char *xml = domainXML(NULL, NULL,
         "<qemu:arg value='-device'/><qemu:arg value='virtio-rng-pci'/>");
-    g_autofree char *once = kvmsaveXMLWithIncoming(xml);
+    g_autofree char *once = kvmsaveXMLWithIncoming(xml, NULL);
     g_autofree char *twice = NULL;
     g_autofree char *args1 = NULL;
     g_autofree char *args2 = NULL;
 
     ck_assert_ptr_nonnull(once);
-    twice = kvmsaveXMLWithIncoming(once);
+    twice = kvmsaveXMLWithIncoming(once, NULL);
     ck_assert_ptr_nonnull(twice);
     args1 = qemuArgs(once);
     args2 = qemuArgs(twice);
@@ -743,7 +770,7 @@ START_TEST(test_with_incoming_uses_existing_qemu_prefix)
         "<memory unit='KiB'>262144</memory>"
         "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
         "<qq:commandline><qq:arg value='-S'/></qq:commandline></domain>");
-    g_autofree char *out = kvmsaveXMLWithIncoming(xml);
+    g_autofree char *out = kvmsaveXMLWithIncoming(xml, NULL);
     g_autofree char *args = NULL;
 
     ck_assert_ptr_nonnull(out);
@@ -758,7 +785,7 @@ START_TEST(test_for_image_undoes_with_incoming)
 {
     g_autofree char *xml = domainXML(NULL, NULL,
         "<qemu:arg value='-device'/><qemu:arg value='virtio-rng-pci'/>");
-    g_autofree char *with = kvmsaveXMLWithIncoming(xml);
+    g_autofree char *with = kvmsaveXMLWithIncoming(xml, NULL);
     g_autofree char *image = NULL;
     g_autofree char *args = NULL;
 
@@ -767,6 +794,33 @@ START_TEST(test_for_image_undoes_with_incoming)
     ck_assert_ptr_nonnull(image);
     args = qemuArgs(image);
     ck_assert_str_eq(args, "-device|virtio-rng-pci");
+}
+END_TEST
+
+
+START_TEST(test_for_image_strips_lazy_monitor_only)
+{
+    const char *const extra[] = {
+        "-chardev", KVMSAVE_XML_LAZY_CHARDEV_PREFIX "path=/tmp/q,server=on,wait=off",
+        "-mon", KVMSAVE_XML_LAZY_MON, NULL,
+    };
+    g_autofree char *xml = domainXML(NULL, NULL,
+        "<qemu:arg value='-chardev'/><qemu:arg value='socket,id=mine,path=/tmp/m'/>");
+    g_autofree char *with = kvmsaveXMLWithIncoming(xml, extra);
+    g_autofree char *image = NULL;
+    g_autofree char *args = NULL;
+
+    ck_assert_ptr_nonnull(with);
+    args = qemuArgs(with);
+    ck_assert_str_eq(args, "-chardev|socket,id=mine,path=/tmp/m|"
+                     "-chardev|socket,id=kvmsave-qmp,path=/tmp/q,server=on,wait=off|"
+                     "-mon|chardev=kvmsave-qmp,mode=control|-incoming|defer");
+    ck_assert(kvmsaveXMLHasIncoming(with));
+    image = kvmsaveXMLForImage(with);
+    ck_assert_ptr_nonnull(image);
+    g_free(args);
+    args = qemuArgs(image);
+    ck_assert_str_eq(args, "-chardev|socket,id=mine,path=/tmp/m");
 }
 END_TEST
 
@@ -1029,6 +1083,7 @@ xmlSuite(void)
     tcase_add_test(tc, test_migrate_from_returns_path_exactly);
     tcase_add_test(tc, test_migrate_from_any_prefix_of_the_namespace);
     tcase_add_test(tc, test_migrate_from_path_length_limit);
+    tcase_add_test(tc, test_migrate_from_mode_attribute);
     tcase_add_test(tc, test_migrate_from_force_disks);
     tcase_add_test(tc, test_migrate_from_refuses_relative_path);
     tcase_add_test(tc, test_migrate_from_refuses_empty_element);
@@ -1061,6 +1116,7 @@ xmlSuite(void)
     tcase_add_test(tc, test_with_incoming_twice_still_one_pair);
     tcase_add_test(tc, test_with_incoming_uses_existing_qemu_prefix);
     tcase_add_test(tc, test_for_image_undoes_with_incoming);
+    tcase_add_test(tc, test_for_image_strips_lazy_monitor_only);
     tcase_add_test(tc, test_strip_secure_removes_graphics_passwords);
     tcase_add_test(tc, test_strip_secure_refuses_malformed_xml);
     tcase_add_test(tc, test_cookie_cpu_replaces_the_domain_cpu);

@@ -1,0 +1,323 @@
+/*
+ * kvmsave_lazy.c: a lazy restore, whose guest runs as soon as its
+ * devices are loaded while kvmsave-pagesrv serves its memory
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+#include <config.h>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "kvmsave_lazy.h"
+#include "kvmsave_monitor.h"
+#include "kvmsave_multifd.h"
+#include "kvmsave_qmp.h"
+#include "kvmsave_xml.h"
+#include "vircommand.h"
+#include "virerror.h"
+#include "virfile.h"
+#include "virlog.h"
+#include "viruuid.h"
+
+#define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.lazy");
+
+#define KVMSAVE_LAZY_FDNAME "kvmsave-lazy"
+/* QEMU answers its monitor at once while it waits for its state. */
+#define KVMSAVE_LAZY_QMP_TIMEOUT_MS (30 * 1000)
+
+struct _kvmsaveLazy {
+    kvmsaveMultifd *dir;        /* QEMU's monitor and recovery sockets */
+    char *qmpPath;
+    char *recoverPath;
+    char *statusPath;
+    char *args[5];
+};
+
+
+bool
+kvmsaveLazyPossible(kvmsaveImageReader *reader, const char *path)
+{
+    if (kvmsaveImageReaderMappedTable(reader))
+        return true;
+    VIR_WARN("save image '%s' cannot be restored lazily: only images of format 'sparse' say where each page is; restoring it eagerly",
+             path);
+    return false;
+}
+
+
+static char *
+kvmsaveLazyStatusDir(kvmsaveConn *priv)
+{
+    return g_build_filename(priv->root, "run", "kvmsave", "lazy", NULL);
+}
+
+
+static char *
+kvmsaveLazyStatusPath(kvmsaveConn *priv, const unsigned char *uuid)
+{
+    g_autofree char *dir = kvmsaveLazyStatusDir(priv);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    g_autofree char *name = NULL;
+
+    virUUIDFormat(uuid, uuidstr);
+    name = g_strdup_printf("%s.status", uuidstr);
+    return g_build_filename(dir, name, NULL);
+}
+
+
+void
+kvmsaveLazyFree(kvmsaveLazy *lz)
+{
+    size_t i;
+
+    if (!lz)
+        return;
+    kvmsaveMultifdFree(lz->dir);
+    g_free(lz->qmpPath);
+    g_free(lz->recoverPath);
+    g_free(lz->statusPath);
+    for (i = 0; i < G_N_ELEMENTS(lz->args); i++)
+        g_free(lz->args[i]);
+    g_free(lz);
+}
+
+
+kvmsaveLazy *
+kvmsaveLazyNew(kvmsaveConn *priv, const char *xml, const unsigned char *uuid)
+{
+    g_autoptr(kvmsaveLazy) lz = g_new0(kvmsaveLazy, 1);
+    g_autofree char *statusDir = kvmsaveLazyStatusDir(priv);
+    g_autofree char *sockdir = NULL;
+
+    if (g_mkdir_with_parents(statusDir, 0700) < 0) {
+        virReportSystemError(errno, _("cannot create directory '%s'"), statusDir);
+        return NULL;
+    }
+    /* QEMU creates its monitor's socket, and later the one it recovers
+     * on, in a directory of its user's that nobody else can reach. */
+    if (!(lz->dir = kvmsaveMultifdNewIncoming(priv->inner, xml)))
+        return NULL;
+    sockdir = g_path_get_dirname(kvmsaveMultifdPath(lz->dir));
+    lz->qmpPath = g_build_filename(sockdir, "q", NULL);
+    lz->recoverPath = g_build_filename(sockdir, "r", NULL);
+    lz->statusPath = kvmsaveLazyStatusPath(priv, uuid);
+    lz->args[0] = g_strdup("-chardev");
+    lz->args[1] = g_strdup_printf(KVMSAVE_XML_LAZY_CHARDEV_PREFIX
+                                  "path=%s,server=on,wait=off", lz->qmpPath);
+    lz->args[2] = g_strdup("-mon");
+    lz->args[3] = g_strdup(KVMSAVE_XML_LAZY_MON);
+    return g_steal_pointer(&lz);
+}
+
+
+const char *const *
+kvmsaveLazyQemuArgs(kvmsaveLazy *lz)
+{
+    return (const char *const *) lz->args;
+}
+
+
+/* QEMU takes pages on demand through userfaultfd, which it checks when
+ * the capability is set: say what the host lacks. */
+static int
+kvmsaveLazyEnablePostcopy(virDomainPtr dom)
+{
+    g_autofree char *reason = NULL;
+
+    if (kvmsaveMonitorSetCapability(dom, "postcopy-ram", true) == 0)
+        return 0;
+    reason = g_strdup(virGetLastErrorMessage());
+    virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
+                   _("a lazy restore needs userfaultfd, which QEMU cannot use on this host (%s): let QEMU's user open /dev/userfaultfd, or set the sysctl vm.unprivileged_userfaultfd=1, or restore with restore_mode 'eager'"),
+                   reason);
+    return -1;
+}
+
+
+static const char *
+kvmsaveLazyHelperPath(void)
+{
+    const char *path = getenv("KVMSAVE_PAGESRV");
+
+    return path && *path ? path : PKGLIBEXECDIR "/kvmsave-pagesrv";
+}
+
+
+/* Start kvmsave-pagesrv, detached from the client: its stdin the image,
+ * @sock its end of QEMU's migration, @qmpfd the monitor it recovers
+ * through. Its messages go beside its status file. */
+static int
+kvmsaveLazySpawn(kvmsaveLazy *lz, kvmsaveImageReader *reader,
+                 const char *path, int sock, int qmpfd)
+{
+    g_autofree char *self = kvmsaveImageReaderSelfPath(reader);
+    g_autofree char *logPath = g_strdup_printf("%s.log", lz->statusPath);
+    g_autofree char *sockArg = g_strdup_printf("%d", sock);
+    g_autofree char *qmpArg = g_strdup_printf("%d", qmpfd);
+    g_autoptr(virCommand) cmd = NULL;
+    VIR_AUTOCLOSE imagefd = -1;
+    VIR_AUTOCLOSE logfd = -1;
+
+    if ((imagefd = open(self, O_RDONLY | O_CLOEXEC)) < 0) {
+        virReportSystemError(errno, _("cannot open save image '%s'"), path);
+        return -1;
+    }
+    if ((logfd = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+        virReportSystemError(errno, _("cannot create '%s'"), logPath);
+        return -1;
+    }
+    unlink(lz->statusPath);
+    cmd = virCommandNewArgList(kvmsaveLazyHelperPath(),
+                               "--socket-fd", sockArg, "--qmp-fd", qmpArg,
+                               "--recover-socket", lz->recoverPath,
+                               "--status", lz->statusPath, path, NULL);
+    virCommandPassFD(cmd, sock, 0);
+    virCommandPassFD(cmd, qmpfd, 0);
+    virCommandSetInputFD(cmd, imagefd);
+    virCommandSetOutputFD(cmd, &logfd);
+    virCommandSetErrorFD(cmd, &logfd);
+    virCommandDaemonize(cmd);
+    return virCommandRun(cmd, NULL);
+}
+
+
+/* The page server's last word: its state, and its error if it failed. */
+static char *
+kvmsaveLazyReadStatus(const char *path, unsigned long long *total,
+                      unsigned long long *done, char **error)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    char state[16];
+
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return NULL;
+    lines = g_strsplit(text, "\n", 3);
+    if (!lines[0] ||
+        sscanf(lines[0], "%15s %llu %llu", state, done, total) != 3)
+        return NULL;
+    if (error)
+        *error = lines[1] && *lines[1] ? g_strdup(lines[1]) : NULL;
+    return g_strdup(state);
+}
+
+
+typedef struct {
+    kvmsaveLazy *lz;
+    kvmsaveJob *job;
+    bool running;
+    char *failed;               /* the page server's error */
+} kvmsaveLazyWait;
+
+
+/* QEMU takes the devices' state, then runs the migration in postcopy:
+ * from then on, the guest can run. */
+static bool
+kvmsaveLazyPoll(const kvmsaveMigrationStatus *st, void *opaque)
+{
+    kvmsaveLazyWait *w = opaque;
+    unsigned long long total = 0, done = 0;
+    g_autofree char *state = NULL;
+
+    if (STREQ_NULLABLE(st->status, "postcopy-active")) {
+        w->running = true;
+        return true;
+    }
+    state = kvmsaveLazyReadStatus(w->lz->statusPath, &total, &done, &w->failed);
+    if (STREQ_NULLABLE(state, "failed"))
+        return true;
+    g_clear_pointer(&w->failed, g_free);
+    return kvmsaveJobIsCancelled(w->job);
+}
+
+
+static int
+kvmsaveLazyWaitRunning(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveJob *job)
+{
+    kvmsaveLazyWait w = { .lz = lz, .job = job };
+    g_autofree char *failed = NULL;
+    int rc;
+
+    rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's devices"),
+                                     kvmsaveLazyPoll, &w);
+    failed = g_steal_pointer(&w.failed);
+    if (rc == 0 || w.running) {
+        /* The guest may run: the restore cannot be undone now. */
+        if (!kvmsaveJobCommit(job)) {
+            kvmsaveJobReportCancelled(job);
+            return -1;
+        }
+        return 0;
+    }
+    if (failed) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("the page server of the restore failed: %s"), failed);
+    } else if (rc == -1) {
+        unsigned long long total, done;
+        g_autofree char *state = kvmsaveLazyReadStatus(lz->statusPath, &total,
+                                                       &done, &failed);
+        /* QEMU lost its source: the page server's error says why. */
+        if (failed)
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("the page server of the restore failed: %s"), failed);
+    } else {
+        kvmsaveJobReportCancelled(job);
+    }
+    return -1;
+}
+
+
+int
+kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
+                 const char *path, kvmsaveJob *job)
+{
+    g_autoptr(kvmsaveQmp) qmp = NULL;
+    int sv[2] = { -1, -1 };
+    int rc;
+
+    if (kvmsaveLazyEnablePostcopy(dom) < 0 ||
+        !(qmp = kvmsaveQmpConnect(lz->qmpPath, KVMSAVE_LAZY_QMP_TIMEOUT_MS)))
+        return -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        virReportSystemError(errno, "%s", _("cannot create a socket pair"));
+        return -1;
+    }
+    rc = kvmsaveMonitorGetFd(dom, KVMSAVE_LAZY_FDNAME, sv[0]);
+    VIR_FORCE_CLOSE(sv[0]);
+    if (rc < 0 ||
+        kvmsaveMonitorMigrateIncoming(dom, "fd", KVMSAVE_LAZY_FDNAME) < 0 ||
+        kvmsaveLazySpawn(lz, reader, path, sv[1], kvmsaveQmpFD(qmp)) < 0) {
+        VIR_FORCE_CLOSE(sv[1]);
+        return -1;
+    }
+    VIR_FORCE_CLOSE(sv[1]);
+    /* The page server removes the sockets' directory when it ends. */
+    kvmsaveMultifdKeep(lz->dir);
+    return kvmsaveLazyWaitRunning(lz, dom, job);
+}
+
+
+kvmsaveLazyState
+kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
+                  unsigned long long *total, unsigned long long *done,
+                  char **error)
+{
+    g_autofree char *path = kvmsaveLazyStatusPath(priv, uuid);
+    g_autofree char *state = NULL;
+    const unsigned long long page = 4096;
+
+    *total = *done = 0;
+    if (!(state = kvmsaveLazyReadStatus(path, total, done, error)))
+        return KVMSAVE_LAZY_NONE;
+    *total *= page;
+    *done *= page;
+    if (STREQ(state, "done"))
+        return KVMSAVE_LAZY_DONE;
+    if (STREQ(state, "failed"))
+        return KVMSAVE_LAZY_FAILED;
+    return KVMSAVE_LAZY_SERVING;
+}

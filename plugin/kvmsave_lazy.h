@@ -1,0 +1,56 @@
+/*
+ * kvmsave_lazy.h: a lazy restore, whose guest runs as soon as its
+ * devices are loaded while kvmsave-pagesrv serves its memory
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * QEMU starts with "-incoming defer" and a monitor of kvmsave's own, as
+ * the destination of a postcopy migration whose source is the page
+ * server (docs/architecture.md, "Lazy restore"). The page server runs as
+ * a process of its own, started per restore, that outlives the client:
+ * the restore returns once the guest runs, and the rest of its memory
+ * streams in behind it. Other clients see that as the guest's job, from
+ * the page server's status file.
+ */
+#pragma once
+
+#include "kvmsave_conn.h"
+#include "kvmsave_imagereader.h"
+#include "kvmsave_job.h"
+
+typedef struct _kvmsaveLazy kvmsaveLazy;
+
+/* Whether the image of @reader can be restored lazily: it needs the page
+ * layout of format 'sparse'. If not, a warning says that @path restores
+ * eagerly. */
+bool kvmsaveLazyPossible(kvmsaveImageReader *reader, const char *path);
+
+/* Prepare a lazy restore of the guest of @xml and @uuid. */
+kvmsaveLazy *kvmsaveLazyNew(kvmsaveConn *priv, const char *xml,
+                            const unsigned char *uuid);
+void kvmsaveLazyFree(kvmsaveLazy *lz);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveLazy, kvmsaveLazyFree);
+
+/* The arguments QEMU must start with (NULL-terminated), before its
+ * "-incoming defer". */
+const char *const *kvmsaveLazyQemuArgs(kvmsaveLazy *lz);
+
+/* With @dom started so, paused: start the page server on the image of
+ * @reader and wait until QEMU has the devices' state and can run the
+ * guest. The job is committed then. */
+int kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom,
+                     kvmsaveImageReader *reader, const char *path,
+                     kvmsaveJob *job);
+
+typedef enum {
+    KVMSAVE_LAZY_NONE,
+    KVMSAVE_LAZY_SERVING,       /* the guest runs, pages still come */
+    KVMSAVE_LAZY_DONE,          /* QEMU has every page */
+    KVMSAVE_LAZY_FAILED,
+} kvmsaveLazyState;
+
+/* The last lazy restore of guest @uuid, as its page server last said:
+ * its state, its figures in bytes, and the error that ended it. */
+kvmsaveLazyState kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
+                                   unsigned long long *total,
+                                   unsigned long long *done, char **error);

@@ -1,0 +1,300 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Lazy restores (restore_mode "lazy"): the guest runs as soon as its
+devices are loaded, while kvmsave-pagesrv, a process of its own that
+outlives the client, serves the rest of its memory from a sparse image,
+every block checked before a page of it reaches QEMU. Asked through
+restoreParams, the <kvmsave:migrateFrom mode='lazy'> attribute, or
+kvmsave.conf. A page server killed at any point is replaced, and QEMU's
+postcopy recovery goes on where it stopped; a damaged block stops the
+restore with the guest paused and the block named."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import Guest, module_env, sha256, started_guest
+from test_corruption import flip
+from test_image_formats import call, save_params
+from test_sparse_images import OPERATION_UNSUPPORTED, data_block, needs_sparse
+
+pytestmark = [needs_sparse, pytest.mark.every_release]
+
+OPERATION_INVALID = 55
+UFFD_SYSCTL = '/proc/sys/vm/unprivileged_userfaultfd'
+UFFD_DEV = '/dev/userfaultfd'
+KILL_TRIALS = 20
+
+lazy_env = module_env('kvmsave-lazy-')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def userfaultfd():
+    """The test roots' QEMU runs as libvirt-qemu, without the mount
+    namespace in which libvirt would grant it /dev/userfaultfd: this
+    module allows unprivileged userfaultfd for its run, and puts the
+    host's setting back."""
+    with open(UFFD_SYSCTL) as fh:
+        old = fh.read().strip()
+    with open(UFFD_SYSCTL, 'w') as fh:
+        fh.write('1')
+    yield
+    with open(UFFD_SYSCTL, 'w') as fh:
+        fh.write(old)
+
+
+@pytest.fixture(scope='module')
+def lazy_guest(lazy_env):
+    # enough memory that serving it takes a while, for the kill trials
+    return started_guest(lazy_env, 'lazy1', memory_mib=1024, data_mib=256)
+
+
+@pytest.fixture
+def lg(lazy_guest):
+    lazy_guest.ensure_running()
+    return lazy_guest
+
+
+def uuid_of(env, g):
+    return env.virsh.run('domuuid', g.name).stdout.strip()
+
+
+def status_path(env, g):
+    return os.path.join(env.root, 'run', 'kvmsave', 'lazy', f'{uuid_of(env, g)}.status')
+
+
+def read_status(env, g):
+    try:
+        with open(status_path(env, g)) as fh:
+            first, error = (fh.read().split('\n') + [''])[:2]
+    except FileNotFoundError:
+        return None
+    state, done, total, asked = first.split()
+    return state, int(done), int(total), int(asked), error
+
+
+def wait_status(env, g, states, timeout=120):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = read_status(env, g)
+        if st and st[0] in states:
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f'page server of {g.name} still {read_status(env, g)}')
+
+
+def page_servers(env):
+    """pid -> parent pid of the page servers of ENV's root."""
+    out = {}
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as fh:
+                argv = fh.read().split(b'\0')
+            with open(f'/proc/{pid}/stat') as fh:
+                ppid = int(fh.read().rsplit(')', 1)[1].split()[1])
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b'kvmsave-pagesrv') and \
+                any(env.root.encode() in a for a in argv):
+            out[int(pid)] = ppid
+    return out
+
+
+def wait_no_page_server(env, timeout=60):
+    end = time.monotonic() + timeout
+    while page_servers(env) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert page_servers(env) == {}
+
+
+def save_sparse(env, g, name):
+    img = env.image(name)
+    assert save_params(env, g, img, 'sparse', 2) is None
+    g.checkpoint()
+    return img
+
+
+def restore_lazy(env, img):
+    return call(env, f"conn.restoreParams({{'file': {img!r}, 'restore_mode': 'lazy'}})")
+
+
+def assert_lazy_done(env, g):
+    st = wait_status(env, g, ('done', 'failed'))
+    assert st[0] == 'done' and st[1] == st[2] > 0, st
+    wait_no_page_server(env)
+    g.assert_continued()
+
+
+def test_lazy_restore_through_python_runs_then_fills_memory(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-py.img')
+    before = sha256(img)
+    assert restore_lazy(env, img) is None
+    assert g.state() == 'running'
+    # the job goes on in the page server, seen from another client
+    info = env.virsh.run('domjobinfo', g.name).stdout
+    st = read_status(env, g)
+    if st and st[0] == 'serving':
+        assert 'Unbounded' in info or 'None' in info, info
+    assert_lazy_done(env, g)
+    assert 'None' in env.virsh.run('domjobinfo', g.name).stdout
+    assert sha256(img) == before
+
+
+def test_lazy_restore_job_cannot_be_aborted(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-abort.img')
+    assert restore_lazy(env, img) is None
+    st = read_status(env, g)
+    if st and st[0] == 'serving':
+        err = call(env, f'conn.lookupByName({g.name!r}).abortJob()')
+        if read_status(env, g)[0] == 'serving':
+            assert err and err[0] == OPERATION_INVALID, err
+            assert 'lazy restore' in err[1], err
+    assert_lazy_done(env, g)
+
+
+def test_lazy_restore_by_virsh_create_with_migrate_from_mode(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-create.img')
+    xml = env.virsh.run('save-image-dumpxml', img).stdout
+    xml = xml.replace('</domain>',
+                      "<metadata><kvmsave:migrateFrom xmlns:kvmsave='urn:kvmsave:domain:1' "
+                      f"mode='lazy'>{img}</kvmsave:migrateFrom></metadata></domain>", 1)
+    env.virsh.run('undefine', g.name)
+    try:
+        path = os.path.join(env.root, 'create.xml')
+        with open(path, 'w') as fh:
+            fh.write(xml)
+        env.virsh.run('create', path)
+        assert read_status(env, g) is not None
+        assert_lazy_done(env, g)
+    finally:
+        env.virsh.run('destroy', g.name, check=False)
+        g.define()
+
+
+def test_managed_save_restores_lazily_by_the_config_default(lazy_env, lg):
+    env, g = lazy_env, lg
+    conf = os.path.join(env.root, 'etc', 'kvmsave.conf')
+    os.makedirs(os.path.dirname(conf), exist_ok=True)
+    with open(conf, 'w') as fh:
+        fh.write('image_format = "sparse"\nrestore_mode = "lazy"\n')
+    try:
+        st0 = read_status(env, g)
+        env.virsh.run('managedsave', g.name)
+        g.checkpoint()
+        env.virsh.run('start', g.name)
+        st = read_status(env, g)
+        assert st is not None and st != st0
+        assert_lazy_done(env, g)
+    finally:
+        os.unlink(conf)
+
+
+def test_lazy_asked_of_an_image_without_page_layout_restores_eagerly(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = env.image('lazy-raw.img')
+    assert save_params(env, g, img, 'raw') is None
+    g.checkpoint()
+    os.makedirs(os.path.dirname(status_path(env, g)), exist_ok=True)
+    st0 = read_status(env, g)
+    assert call(env, f"conn.restoreParams({{'file': {img!r}, 'restore_mode': 'lazy'}})") is None
+    # where kvmsave puts its warnings (kvmsave(7), FILES)
+    with open(os.path.join(env.root, 'log', 'kvmsave.log')) as fh:
+        log = fh.read()
+    assert f"save image '{img}' cannot be restored lazily: only images of format 'sparse'" in log
+    assert read_status(env, g) == st0 and page_servers(env) == {}
+    g.assert_continued()
+
+
+def test_unknown_restore_mode_is_refused(lazy_env, lg):
+    env, g = lazy_env, lg
+    err = call(env, "conn.restoreParams({'file': '/nonexistent.img', 'restore_mode': 'later'})")
+    assert err and err[0] == 8 and "unknown restore mode 'later'" in err[1], err
+
+
+def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
+    """SIGKILL to the page server at random points while it serves: QEMU
+    pauses the migration, the supervisor has it listen again out of band,
+    and a new page server sends what QEMU lacks."""
+    env, g = lazy_env, lg
+    rng = random.Random(17)
+    killed = 0
+    for trial in range(KILL_TRIALS):
+        img = save_sparse(env, g, f'lazy-kill-{trial % 2}.img')
+        assert restore_lazy(env, img) is None, trial
+        time.sleep(rng.uniform(0, 0.6))
+        servers = page_servers(env)
+        children = [p for p, pp in servers.items() if pp in servers]
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        assert_lazy_done(env, g)
+    # most trials hit a page server while it served
+    assert killed >= KILL_TRIALS // 2, killed
+
+
+def test_damaged_block_stops_the_restore_and_names_it(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-damaged.img')
+    block, off = data_block(img)
+    flip(img, off + 100)
+    damaged = sha256(img)
+    err = restore_lazy(env, img)
+    if err is None:
+        st = wait_status(env, g, ('done', 'failed'))
+        assert st[0] == 'failed', st
+        assert f'block {block}' in st[4] and 'checksum' in st[4], st
+        # domjobinfo --completed says why, from another client
+        info = env.virsh.run('domjobinfo', '--completed', '--anystats', g.name).stdout
+        assert 'Failed' in info and f'block {block}' in info, info
+        # QEMU paused the migration, not the guest's disks or devices: it
+        # waits for a page server, and the guest can only be destroyed.
+        # Under TCG a vCPU waits for its page holding QEMU's main lock, so
+        # libvirt's monitor waits too (docs/architecture.md, "Lazy
+        # restore"): the destroy may take libvirt's 30 s job timeout and
+        # report the guest gone under it.
+        env.virsh.run('destroy', g.name, check=False)
+        assert g.state() == 'shut off'
+    else:
+        assert f'block {block}' in err[1], err
+    wait_no_page_server(env)
+    assert sha256(img) == damaged
+    flip(img, off + 100)
+    assert restore_lazy(env, img) is None
+    assert_lazy_done(env, g)
+
+
+def test_lazy_restore_is_refused_without_userfaultfd(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-nouffd.img')
+    dev = os.stat(UFFD_DEV) if os.path.exists(UFFD_DEV) else None
+    with open(UFFD_SYSCTL, 'w') as fh:
+        fh.write('0')
+    try:
+        if dev:
+            os.chmod(UFFD_DEV, 0o600)
+            os.chown(UFFD_DEV, 0, 0)
+        err = restore_lazy(env, img)
+    finally:
+        with open(UFFD_SYSCTL, 'w') as fh:
+            fh.write('1')
+        if dev:
+            os.chown(UFFD_DEV, dev.st_uid, dev.st_gid)
+            os.chmod(UFFD_DEV, dev.st_mode & 0o7777)
+    assert err and err[0] == OPERATION_UNSUPPORTED, err
+    assert 'vm.unprivileged_userfaultfd=1' in err[1] and 'userfaultfd' in err[1], err
+    assert g.name not in env.virsh.run('list', '--name').stdout.split()
+    assert page_servers(env) == {}
+    # nothing lost: the same image restores eagerly
+    assert call(env, f"conn.restoreParams({{'file': {img!r}, 'restore_mode': 'eager'}})") is None
+    g.assert_continued()
