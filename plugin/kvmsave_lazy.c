@@ -301,6 +301,21 @@ kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
 }
 
 
+/* Whether no page server holds the lock beside the status file @path
+ * any more: it ended without saying so (killed). */
+static bool
+kvmsaveLazyServerGone(const char *path)
+{
+    g_autofree char *lock = g_strdup_printf("%s.lock", path);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    VIR_AUTOCLOSE fd = open(lock, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return fd < 0 && errno == ENOENT;
+    return fl.l_type == F_UNLCK;
+}
+
+
 kvmsaveLazyState
 kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
                   unsigned long long *total, unsigned long long *done,
@@ -319,5 +334,12 @@ kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
         return KVMSAVE_LAZY_DONE;
     if (STREQ(state, "failed"))
         return KVMSAVE_LAZY_FAILED;
+    if (kvmsaveLazyServerGone(path)) {
+        if (error) {
+            g_free(*error);
+            *error = g_strdup(_("the page server ended before the last page: the guest waits for its memory in QEMU's postcopy-paused state and can only be destroyed"));
+        }
+        return KVMSAVE_LAZY_FAILED;
+    }
     return KVMSAVE_LAZY_SERVING;
 }

@@ -24,6 +24,7 @@
  */
 #include <config.h>
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <libintl.h>
 #include <locale.h>
@@ -232,6 +233,26 @@ serveInChild(const char *image, int sock, bool recover, const char *status,
 }
 
 
+/* Hold a lock on STATUS.lock for as long as this process or a child
+ * serves: readers of a status that says "serving" tell from it whether
+ * a page server still does. */
+static int
+lockStatus(const char *status)
+{
+    g_autofree char *path = g_strdup_printf("%s.lock", status);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    int fd;
+
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0 ||
+        fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+        virReportSystemError(errno, _("cannot lock '%s'"), path);
+        VIR_FORCE_CLOSE(fd);
+        return -1;
+    }
+    return fd;
+}
+
+
 static int
 supervise(const char *image, int sock, int qmpfd, const char *recoverPath,
           const char *status)
@@ -239,9 +260,12 @@ supervise(const char *image, int sock, int qmpfd, const char *recoverPath,
     g_autoptr(kvmsaveQmp) qmp = kvmsaveQmpAdopt(qmpfd, QMP_TIMEOUT_MS);
     g_autofree char *sockdir = g_path_get_dirname(recoverPath);
     g_autofree char *rundir = g_path_get_dirname(sockdir);
+    VIR_AUTOCLOSE lockfd = status ? lockStatus(status) : -1;
     bool recover = false;
     int rc;
 
+    if (status && lockfd < 0)
+        return -1;
     while ((rc = serveInChild(image, sock, recover, status, qmpfd)) == 1) {
         if ((sock = recoverMigration(qmp, recoverPath)) < 0) {
             writeStatus(status, "failed", NULL, virGetLastErrorMessage());

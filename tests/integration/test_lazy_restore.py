@@ -243,6 +243,32 @@ def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
     assert killed >= KILL_TRIALS // 2, killed
 
 
+def test_killed_supervisor_is_reported_and_the_guest_can_be_destroyed(lazy_env, lg):
+    """Both processes of kvmsave-pagesrv killed: nobody recovers the
+    migration (documented), and the job says so instead of serving
+    forever."""
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-kill-all.img')
+    before = sha256(img)
+    assert restore_lazy(env, img) is None
+    servers = page_servers(env)
+    for pid in servers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    st = wait_status(env, g, ('serving', 'done', 'failed'))
+    if st[0] == 'done':
+        pytest.skip('the page server finished before it was killed')
+    info = env.virsh.run('domjobinfo', '--completed', '--anystats', g.name).stdout
+    assert 'Failed' in info and 'ended before the last page' in info, info
+    env.virsh.run('destroy', g.name, check=False)
+    assert g.state() == 'shut off'
+    assert sha256(img) == before
+    assert call(env, f"conn.restoreParams({{'file': {img!r}}})") is None
+    g.assert_continued()
+
+
 def test_damaged_block_stops_the_restore_and_names_it(lazy_env, lg):
     env, g = lazy_env, lg
     img = save_sparse(env, g, 'lazy-damaged.img')
