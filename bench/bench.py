@@ -37,10 +37,14 @@ DEFAULT_BENCH_GUEST_DIR = '/var/cache/kvmsave-bench/guest'
 os.environ.setdefault('KVMSAVE_GUEST_DIR', DEFAULT_BENCH_GUEST_DIR)
 
 import kvmsave_harness as h   # noqa: E402
+from after_restore import after_restore   # noqa: E402
 from report import format_stages, format_table   # noqa: E402
 from stages import LOG_FILTERS, QemuWatch, restore_stages, save_stages   # noqa: E402
 
 STOCK = 'stock'
+# The kvmsave format that saves sparse and restores lazily (--formats lazy:N).
+LAZY = 'lazy'
+UFFD_SYSCTL = '/proc/sys/vm/unprivileged_userfaultfd'
 
 # libvirt's save_image_format names (qemuSaveFormat in src/qemu/qemu_saveimage.c,
 # libvirt 11.3): the formats --stock-formats takes.  libvirt runs the
@@ -275,6 +279,8 @@ class Side:
         self.label = label            # 'stock', 'stock zstd', 'kvmsave raw' ...
         self.scheme = scheme          # 'qemu' (stock) or 'kvmsave'
         self.fmt = fmt                # the image format, FMT or FMT:N (--formats, --stock-formats)
+        # kvmsave's "lazy": a sparse image, restored lazily
+        self.lazy = scheme == 'kvmsave' and fmt.partition(':')[0] == LAZY
         self.root = root
         self.uri = h.embed_uri(root, scheme)
         self.prefix = list(prefix) + ['virsh', '-c', self.uri]
@@ -433,6 +439,8 @@ class Bench:
         self.disk = []                # one dict per repeat
         self.baseline = {}            # label -> [Timed of a no-op virsh]
         self.destroys = {}            # label -> seconds of the final virsh destroy
+        self.paused_starts = []       # seconds of libvirt's own start --paused
+        self.uffd_old = None          # the host's vm.unprivileged_userfaultfd
         self.same_guest = {}          # label -> image sizes of one guest state
         self.scratch = None
         # virsh save --image-format, --parallel-channels (libvirt 11.2+)
@@ -468,9 +476,14 @@ class Bench:
                                    a, self.logdir))
         for fmt in a.formats:
             # FMT or FMT:N, N multifd channels
-            self.sides.append(Side(f'kvmsave {fmt}', 'kvmsave', fmt, [self.runwrap],
-                                   clean_env(), mkroot(f'kvmsave-{fmt.replace(":", "-")}'),
-                                   a, self.logdir))
+            side = Side(f'kvmsave {fmt}', 'kvmsave', fmt, [self.runwrap],
+                        clean_env(), mkroot(f'kvmsave-{fmt.replace(":", "-")}'),
+                        a, self.logdir)
+            if side.lazy:
+                # Saved sparse, restored lazily: the root's default.
+                with open(os.path.join(side.root, 'etc', 'kvmsave.conf'), 'w') as fh:
+                    fh.write('restore_mode = "lazy"\n')
+            self.sides.append(side)
 
         note(f'scratch directory {base}')
         self.module_seen = self.module_ctime()
@@ -562,6 +575,7 @@ class Bench:
         sample['restore_s'] = run.seconds
         sample['restore_rss_mib'] = run.maxrss_mib
         sample['restore_stages'] = restore_stages(log, run)
+        sample.update(after_restore(side, run, before_n, boot, self.guest_timeout()))
 
         # Never measure a broken restore: the guest must go on counting,
         # same boot, same memory.
@@ -578,6 +592,29 @@ class Bench:
                   f'(no-op virsh {sample["noop_s"]:.3f}s)\n'
                   f'       save:    {st}\n       restore: {rt}', flush=True)
 
+    def start_paused(self, rep):
+        """libvirt's own start of the same guest, paused: a copy of the
+        stock side's XML under another name and UUID (its console apart),
+        created with --paused and destroyed. What a lazy restore adds to
+        it is the device state and the page server."""
+        s = next(x for x in self.sides if x.scheme == 'qemu')
+        xml = h.domain_xml('bench-start', h.console_path(s.root, 'bench-start'),
+                           uuid=str(uuidlib.uuid4()), memory_mib=self.args.memory,
+                           data_mib=self.args.data, fill=self.args.fill)
+        path = os.path.join(self.scratch, 'start-paused.xml')
+        with open(path, 'w') as fh:
+            fh.write(xml)
+        drop_caches()
+        run = timed(s.prefix + ['create', '--paused', path], env=s.env).check('start --paused')
+        # The next embedded process's reconnect may already have stopped
+        # a guest paused since its start: then destroy finds none.
+        timed(s.prefix + ['destroy', 'bench-start'], env=s.env)
+        if 'bench-start' in s.virsh.run('list', '--name').stdout.split():
+            raise RuntimeError('the paused copy of the guest still runs')
+        self.paused_starts.append(run.seconds)
+        if self.args.verbose:
+            print(f'  r{rep} virsh create --paused (stock): {run.seconds:.3f}s', flush=True)
+
     def save_argv(self, side, img):
         if side.fmt == 'raw':
             # Stock's and kvmsave's default format: plain `virsh save` (the
@@ -587,6 +624,8 @@ class Bench:
         if side.scheme == 'qemu':
             return side.prefix + stock_save_args(side.fmt) + [side.name, img]
         fmt, _, channels = side.fmt.partition(':')
+        if fmt == LAZY:
+            fmt = 'sparse'
         if self.virsh_params:
             # libvirt 11.2+'s virsh passes the same typed parameters, so
             # these rows run in virsh like stock's.
@@ -648,12 +687,26 @@ class Bench:
 
     # -- the run -----------------------------------------------------------
 
+    def allow_userfaultfd(self):
+        """Lazy rows: the bench roots' QEMU runs as libvirt-qemu without
+        the mount namespace in which libvirt would grant it
+        /dev/userfaultfd, so unprivileged userfaultfd is allowed for the
+        run, and the host's setting put back in teardown (kvmsave itself
+        never changes it)."""
+        if not any(s.lazy for s in self.sides):
+            return
+        with open(UFFD_SYSCTL) as fh:
+            self.uffd_old = fh.read().strip()
+        with open(UFFD_SYSCTL, 'w') as fh:
+            fh.write('1')
+
     def run(self):
         a = self.args
         self.machine = machine_info(a.dir)
         if a.reap:
             h.QemuReaper(interval=0.002).start()
         self.setup()
+        self.allow_userfaultfd()
         for rep in range(a.repeat):
             # Alternate the order of the drivers from one repeat to the next.
             order = self.sides if rep % 2 == 0 else list(reversed(self.sides))
@@ -664,9 +717,13 @@ class Bench:
             note(f'repeat {rep + 1}/{a.repeat}: ' + ', then '.join(s.label for s in order))
             for s in order:
                 self.run_side(s, rep)
+            self.start_paused(rep)
             self.run_disk(rep)
         for s in self.sides:
-            if s.scheme == 'kvmsave':
+            # Not of a guest restored lazily: stock cannot restore what it
+            # saves of it (kvmsave(7), "Lazy restore"), and its image is
+            # a sparse one's.
+            if s.scheme == 'kvmsave' and not s.lazy:
                 self.same_guest_sizes(s)
 
     def same_guest_sizes(self, side):
@@ -714,6 +771,9 @@ class Bench:
                   flush=True)
 
     def teardown(self):
+        if self.uffd_old is not None:
+            with open(UFFD_SYSCTL, 'w') as fh:
+                fh.write(self.uffd_old)
         for s in self.sides:
             try:
                 s.resume()
@@ -744,6 +804,8 @@ class Bench:
                'noise': getattr(self, 'noise', []),
                'rows': {}, 'samples': {}, 'disk_samples': self.disk,
                'final_destroy_s': self.destroys,
+               'start_paused_s': median(self.paused_starts),
+               'start_paused_samples': self.paused_starts,
                'same_guest_sizes': self.same_guest}
         for s in self.sides:
             sm = s.samples
@@ -752,6 +814,10 @@ class Bench:
                 'format': s.fmt,
                 'save_s': median([x['save_s'] for x in sm]),
                 'restore_s': median([x['restore_s'] for x in sm]),
+                'heartbeat_s': median([x['heartbeat_s'] for x in sm]),
+                'restore_done_s': median([x['restore_done_s'] for x in sm]),
+                'pagesrv_rss_mib': max(x['pagesrv_rss_mib'] for x in sm),
+                'lazy': s.lazy,
                 'image_bytes': int(median([x['image_bytes'] for x in sm])),
                 'image_alloc_bytes': int(median([x['image_alloc_bytes'] for x in sm])),
                 'image_stored_bytes': int(median([stored_bytes(x['image_bytes'], x['image_alloc_bytes'])

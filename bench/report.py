@@ -44,6 +44,8 @@ def format_table(res):
         'x stock: image size / stock\'s smallest for one guest state (saved by each '
         'a few seconds apart); RSS: peak MiB of the virsh process (no-op: virsh domstate)',
         width=110))
+    lines.append('')
+    lines.append(format_restore_table(res))
     if res['noise']:
         lines.append('warning: other guests or test runs were on the host: ' + ', '.join(res['noise']))
     return '\n'.join(lines)
@@ -64,4 +66,27 @@ def format_stages(res):
     if res['final_destroy_s']:
         lines.append('  final virsh destroy: ' + '  '.join(
             f'{k} {v:.3f}' for k, v in res['final_destroy_s'].items()))
+    return '\n'.join(lines)
+
+
+def format_restore_table(res):
+    """When the guest runs again, and when the restore is over, against
+    libvirt's own start of the same guest, paused."""
+    paused = res['start_paused_s']
+    hdr = ('restore', 'returns s', 'x start', 'heartbeat s', 'job done s', 'pagesrv RSS')
+    rows = [('virsh create --paused', f'{paused:.2f}', '1.00', '', '', '')]
+    for label, r in res['rows'].items():
+        rows.append((label, f"{r['restore_s']:.2f}", f"{r['restore_s'] / paused:.2f}",
+                     f"{r['heartbeat_s']:.2f}", f"{r['restore_done_s']:.2f}",
+                     f"{r['pagesrv_rss_mib']:.1f}" if r['lazy'] else ''))
+    widths = [max(len(x[i]) for x in rows + [hdr]) for i in range(len(hdr))]
+    fmt = lambda row: '  '.join(  # noqa: E731
+        (v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])) for i, v in enumerate(row))
+    lines = [fmt(hdr)] + [fmt(r) for r in rows]
+    lines.extend(textwrap.wrap(
+        'returns: until virsh restore returns (a lazy restore: the guest runs); '
+        'x start: / libvirt\'s own create --paused of the same guest; heartbeat: until '
+        'the guest\'s first heartbeat after the restore (it sleeps 1 s between '
+        'beats); job done: until the last page is in (lazy), else the return; '
+        'pagesrv RSS: the page server\'s peak, MiB', width=110))
     return '\n'.join(lines)
