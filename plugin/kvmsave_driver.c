@@ -455,35 +455,21 @@ kvmsaveDomainGetLazyJobStats(kvmsaveConn *priv, virDomainPtr dom,
                              bool completed, int *type,
                              virTypedParameterPtr *params, int *nparams)
 {
-    unsigned long long total, done;
+    kvmsaveJobFigures fig = { .operation = VIR_DOMAIN_JOB_OPERATION_RESTORE };
     g_autofree char *error = NULL;
-    kvmsaveLazyState state = kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, &error);
-    virTypedParameterPtr par = NULL;
-    int npar = 0;
-    int maxpar = 0;
+    kvmsaveLazyState state = kvmsaveLazyGetJob(priv, dom->uuid, &fig.total,
+                                               &fig.processed, &error);
 
     if (state == KVMSAVE_LAZY_NONE ||
         completed != (state != KVMSAVE_LAZY_SERVING))
         return 0;
-    if (virTypedParamsAddInt(&par, &npar, &maxpar, VIR_DOMAIN_JOB_OPERATION,
-                             VIR_DOMAIN_JOB_OPERATION_RESTORE) < 0 ||
-        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_DATA_TOTAL, total) < 0 ||
-        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_DATA_PROCESSED, done) < 0 ||
-        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_DATA_REMAINING,
-                                total - done) < 0 ||
-        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_MEMORY_TOTAL, total) < 0 ||
-        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_MEMORY_PROCESSED, done) < 0 ||
-        virTypedParamsAddULLong(&par, &npar, &maxpar, VIR_DOMAIN_JOB_MEMORY_REMAINING,
-                                total - done) < 0 ||
-        (error && virTypedParamsAddString(&par, &npar, &maxpar, VIR_DOMAIN_JOB_ERRMSG,
-                                          error) < 0)) {
-        virTypedParamsFree(par, npar);
+    fig.ended = state != KVMSAVE_LAZY_SERVING;
+    fig.ok = state == KVMSAVE_LAZY_DONE;
+    fig.errmsg = error;
+    if (kvmsaveJobFiguresToParams(&fig, params, nparams) < 0)
         return -1;
-    }
     *type = state == KVMSAVE_LAZY_SERVING ? VIR_DOMAIN_JOB_UNBOUNDED :
         state == KVMSAVE_LAZY_DONE ? VIR_DOMAIN_JOB_COMPLETED : VIR_DOMAIN_JOB_FAILED;
-    *params = par;
-    *nparams = npar;
     return 1;
 }
 

@@ -274,71 +274,86 @@ kvmsaveJobGetInfo(const unsigned char *uuid, virDomainJobInfoPtr info)
 
 
 int
+kvmsaveJobFiguresToParams(const kvmsaveJobFigures *fig,
+                          virTypedParameterPtr *params, int *nparams)
+{
+    /* The guest's state is its memory: "data" and "memory" agree. */
+    const struct { const char *name; unsigned long long value; } fields[] = {
+        { VIR_DOMAIN_JOB_DATA_TOTAL, fig->total },
+        { VIR_DOMAIN_JOB_DATA_PROCESSED, fig->processed },
+        { VIR_DOMAIN_JOB_DATA_REMAINING, fig->total - fig->processed },
+        { VIR_DOMAIN_JOB_MEMORY_TOTAL, fig->total },
+        { VIR_DOMAIN_JOB_MEMORY_PROCESSED, fig->processed },
+        { VIR_DOMAIN_JOB_MEMORY_REMAINING, fig->total - fig->processed },
+    };
+    virTypedParameterPtr par = NULL;
+    int npar = 0;
+    int maxpar = 0;
+    size_t i;
+
+    if (virTypedParamsAddInt(&par, &npar, &maxpar, VIR_DOMAIN_JOB_OPERATION,
+                             fig->operation) < 0)
+        goto error;
+    if (fig->timed &&
+        (virTypedParamsAddULLong(&par, &npar, &maxpar,
+                                 VIR_DOMAIN_JOB_TIME_ELAPSED, fig->elapsed) < 0 ||
+         virTypedParamsAddULLong(&par, &npar, &maxpar,
+                                 VIR_DOMAIN_JOB_MEMORY_BPS, fig->bps) < 0))
+        goto error;
+    for (i = 0; i < G_N_ELEMENTS(fields); i++) {
+        if (virTypedParamsAddULLong(&par, &npar, &maxpar, fields[i].name,
+                                    fields[i].value) < 0)
+            goto error;
+    }
+    if (fig->ended &&
+        virTypedParamsAddBoolean(&par, &npar, &maxpar,
+                                 VIR_DOMAIN_JOB_SUCCESS, fig->ok) < 0)
+        goto error;
+    if (fig->errmsg &&
+        virTypedParamsAddString(&par, &npar, &maxpar,
+                                VIR_DOMAIN_JOB_ERRMSG, fig->errmsg) < 0)
+        goto error;
+    *params = par;
+    *nparams = npar;
+    return 0;
+
+ error:
+    virTypedParamsFree(par, npar);
+    return -1;
+}
+
+
+int
 kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
                    int *type, virTypedParameterPtr *params, int *nparams)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    virTypedParameterPtr par = NULL;
-    int npar = 0;
-    int maxpar = 0;
-    unsigned long long elapsed;
-    unsigned long long bps;
+    kvmsaveJobFigures fig = { .timed = true };
     kvmsaveJob *job;
 
     if (!(job = kvmsaveJobLookup(completed ? &kvmsaveJobsCompleted :
                                  &kvmsaveJobsActive, uuid)))
         return 0;
 
-    kvmsaveJobTimes(job, &elapsed, &bps);
-    {
-        /* The guest's state is its memory: "data" and "memory" agree. */
-        const struct { const char *name; unsigned long long value; } fields[] = {
-            { VIR_DOMAIN_JOB_TIME_ELAPSED, elapsed },
-            { VIR_DOMAIN_JOB_DATA_TOTAL, job->total },
-            { VIR_DOMAIN_JOB_DATA_PROCESSED, job->processed },
-            { VIR_DOMAIN_JOB_DATA_REMAINING, job->total - job->processed },
-            { VIR_DOMAIN_JOB_MEMORY_TOTAL, job->total },
-            { VIR_DOMAIN_JOB_MEMORY_PROCESSED, job->processed },
-            { VIR_DOMAIN_JOB_MEMORY_REMAINING, job->total - job->processed },
-            { VIR_DOMAIN_JOB_MEMORY_BPS, bps },
-        };
-        size_t i;
-
-        if (virTypedParamsAddInt(&par, &npar, &maxpar, VIR_DOMAIN_JOB_OPERATION,
-                                 job->kind == KVMSAVE_JOB_SAVE ?
-                                 VIR_DOMAIN_JOB_OPERATION_SAVE :
-                                 VIR_DOMAIN_JOB_OPERATION_RESTORE) < 0)
-            goto error;
-        for (i = 0; i < G_N_ELEMENTS(fields); i++) {
-            if (virTypedParamsAddULLong(&par, &npar, &maxpar, fields[i].name,
-                                        fields[i].value) < 0)
-                goto error;
-        }
-    }
-
-    if (job->ended) {
-        if (virTypedParamsAddBoolean(&par, &npar, &maxpar,
-                                     VIR_DOMAIN_JOB_SUCCESS, job->ok) < 0)
-            goto error;
-        if (job->errmsg &&
-            virTypedParamsAddString(&par, &npar, &maxpar,
-                                    VIR_DOMAIN_JOB_ERRMSG, job->errmsg) < 0)
-            goto error;
+    kvmsaveJobTimes(job, &fig.elapsed, &fig.bps);
+    fig.operation = job->kind == KVMSAVE_JOB_SAVE ?
+        VIR_DOMAIN_JOB_OPERATION_SAVE : VIR_DOMAIN_JOB_OPERATION_RESTORE;
+    fig.total = job->total;
+    fig.processed = job->processed;
+    fig.ended = job->ended;
+    fig.ok = job->ok;
+    fig.errmsg = job->ended ? job->errmsg : NULL;
+    if (kvmsaveJobFiguresToParams(&fig, params, nparams) < 0)
+        return -1;
+    if (!job->ended)
+        *type = VIR_DOMAIN_JOB_UNBOUNDED;
+    else
         *type = job->ok ? VIR_DOMAIN_JOB_COMPLETED :
             job->cancelled ? VIR_DOMAIN_JOB_CANCELLED : VIR_DOMAIN_JOB_FAILED;
-    } else {
-        *type = VIR_DOMAIN_JOB_UNBOUNDED;
-    }
 
-    *params = par;
-    *nparams = npar;
     if (completed && !keep) {
         g_hash_table_steal(kvmsaveJobsCompleted, job->uuid);
         kvmsaveJobFree(job);
     }
     return 1;
-
- error:
-    virTypedParamsFree(par, npar);
-    return -1;
 }

@@ -54,6 +54,24 @@ int kvmsaveJobAbort(const unsigned char *uuid);
  * one, 0 if not. */
 int kvmsaveJobGetInfo(const unsigned char *uuid, virDomainJobInfoPtr info);
 
+/* What a job reports, from this process's jobs or from a page server's
+ * status file. */
+typedef struct {
+    int operation;              /* virDomainJobOperation */
+    bool timed;                 /* elapsed and bps are known */
+    unsigned long long elapsed; /* ms */
+    unsigned long long bps;
+    unsigned long long total;
+    unsigned long long processed;
+    bool ended;
+    bool ok;
+    const char *errmsg;
+} kvmsaveJobFigures;
+
+/* @fig as the typed parameters of virDomainGetJobStats. */
+int kvmsaveJobFiguresToParams(const kvmsaveJobFigures *fig,
+                              virTypedParameterPtr *params, int *nparams);
+
 /* Statistics of the running job (or, with @completed, of the last
  * completed one, forgotten unless @keep). Returns 1 when kvmsave has
  * them, 0 when not, -1 on error. */

@@ -210,7 +210,6 @@ typedef struct {
     kvmsaveLazy *lz;
     kvmsaveJob *job;
     bool running;
-    char *failed;               /* the page server's error */
 } kvmsaveLazyWait;
 
 
@@ -227,11 +226,8 @@ kvmsaveLazyPoll(const kvmsaveMigrationStatus *st, void *opaque)
         w->running = true;
         return true;
     }
-    state = kvmsaveLazyReadStatus(w->lz->statusPath, &total, &done, &w->failed);
-    if (STREQ_NULLABLE(state, "failed"))
-        return true;
-    g_clear_pointer(&w->failed, g_free);
-    return kvmsaveJobIsCancelled(w->job);
+    state = kvmsaveLazyReadStatus(w->lz->statusPath, &total, &done, NULL);
+    return STREQ_NULLABLE(state, "failed") || kvmsaveJobIsCancelled(w->job);
 }
 
 
@@ -239,12 +235,13 @@ static int
 kvmsaveLazyWaitRunning(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveJob *job)
 {
     kvmsaveLazyWait w = { .lz = lz, .job = job };
+    unsigned long long total = 0, done = 0;
+    g_autofree char *state = NULL;
     g_autofree char *failed = NULL;
     int rc;
 
     rc = kvmsaveMonitorWaitMigration(dom, _("restoring the guest's devices"),
                                      kvmsaveLazyPoll, &w);
-    failed = g_steal_pointer(&w.failed);
     if (rc == 0 || w.running) {
         /* The guest may run: the restore cannot be undone now. */
         if (!kvmsaveJobCommit(job)) {
@@ -253,20 +250,14 @@ kvmsaveLazyWaitRunning(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveJob *job)
         }
         return 0;
     }
-    if (failed) {
+    /* When QEMU lost its source, the page server's error says why. */
+    state = kvmsaveLazyReadStatus(lz->statusPath, &total, &done, &failed);
+    if (STREQ_NULLABLE(state, "failed"))
         virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("the page server of the restore failed: %s"), failed);
-    } else if (rc == -1) {
-        unsigned long long total, done;
-        g_autofree char *state = kvmsaveLazyReadStatus(lz->statusPath, &total,
-                                                       &done, &failed);
-        /* QEMU lost its source: the page server's error says why. */
-        if (failed)
-            virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("the page server of the restore failed: %s"), failed);
-    } else {
+                       _("the page server of the restore failed: %s"),
+                       NULLSTR(failed));
+    else if (rc == -2)
         kvmsaveJobReportCancelled(job);
-    }
     return -1;
 }
 
