@@ -18,6 +18,7 @@
 
 #include "kvmsave_imagereaderpriv.h"
 #include "kvmsave_chunkq.h"
+#include "kvmsave_imagecache.h"
 #include "kvmsave_imagewriter.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_util.h"
@@ -35,6 +36,7 @@ struct _kvmsaveImageReader {
     kvmsaveImageFile file;
     kvmsaveImageHeader *hdr;
     bool hdrBorrowed;           /* a stream reader's: its parent's */
+    kvmsaveImageCache *streamsCache; /* shared by the readers of its streams */
     kvmsaveImageTrailer tr;
     const kvmsaveImageBackend *backend;
     void *data;                 /* the backend's */
@@ -52,7 +54,7 @@ struct _kvmsaveImageChunks {
 
     /* The reader thread's position. */
     uint64_t pos;               /* file offset of the next chunk */
-    uint64_t dropped;           /* dropped from the page cache up to here */
+    kvmsaveImageCache *cache;   /* shared with the other streams' readers */
     uint64_t chunkIndex;
     uint64_t streamBytes;
     unsigned char *peek;        /* two aligned blocks: a chunk's header */
@@ -152,6 +154,7 @@ kvmsaveImageChunksFree(void *data)
         return;
     kvmsaveImageChunksStop(k);
     virFreeError(k->endErr);
+    kvmsaveImageCacheUnref(k->cache);
     free(k->peek);
     g_free(k->table);
     g_free(k);
@@ -160,10 +163,12 @@ kvmsaveImageChunksFree(void *data)
 
 static kvmsaveImageChunks *
 kvmsaveImageChunksNew(kvmsaveImageFile *f, const kvmsaveImageHeader *hdr,
-                      const kvmsaveImageTrailer *tr, int stream)
+                      const kvmsaveImageTrailer *tr, int stream,
+                      kvmsaveImageCache *cache)
 {
     kvmsaveImageChunks *k = g_new0(kvmsaveImageChunks, 1);
 
+    k->cache = cache;
     k->file = f;
     k->hdr = hdr;
     k->tr = tr;
@@ -246,6 +251,7 @@ kvmsaveImageChunksOpen(kvmsaveImageFile *f, const unsigned char *buf,
                        kvmsaveImageTrailer *tr)
 {
     g_autofree uint32_t *table = NULL;
+    kvmsaveImageCache *cache;
     kvmsaveImageChunks *k;
 
     if (kvmsaveImageChunksReadHeader(f, buf, len, hdr) < 0 ||
@@ -254,7 +260,9 @@ kvmsaveImageChunksOpen(kvmsaveImageFile *f, const unsigned char *buf,
     if ((*hdr)->mappedOffset &&
         kvmsaveMappedReadTable(f, *hdr, tr, &table) < 0)
         return NULL;
-    k = kvmsaveImageChunksNew(f, *hdr, tr, -1);
+    if (!(cache = kvmsaveImageCacheNew(f->fd, 1, KVMSAVE_IMAGE_ALIGN)))
+        return NULL;
+    k = kvmsaveImageChunksNew(f, *hdr, tr, -1, cache);
     k->table = g_steal_pointer(&table);
     return k;
 }
@@ -342,28 +350,14 @@ kvmsaveImageChunksSkip(kvmsaveImageChunks *k, const kvmsaveImageChunkHeader *ch)
 }
 
 
-#ifdef HAVE_POSIX_FADVISE
-/* Read and kept: the cache may let the pages before @end go (all but the
- * last block, which holds the next chunk's header). The readers of an
- * image's streams share its pages, and leave them. */
+/* Read and kept: the cache may let the pages before @end go, once the
+ * other streams' readers are past them too. */
 static void
 kvmsaveImageChunksDrop(kvmsaveImageChunks *k, uint64_t end)
 {
-    if (k->file->direct || k->stream >= 0 ||
-        end - KVMSAVE_IMAGE_ALIGN <= k->dropped)
-        return;
-    ignore_value(posix_fadvise(k->file->fd, k->dropped,
-                               end - KVMSAVE_IMAGE_ALIGN - k->dropped,
-                               POSIX_FADV_DONTNEED));
-    k->dropped = end - KVMSAVE_IMAGE_ALIGN;
+    if (!k->file->direct)
+        kvmsaveImageCacheRead(k->cache, MAX(k->stream, 0), end);
 }
-#else
-static void
-kvmsaveImageChunksDrop(kvmsaveImageChunks *k G_GNUC_UNUSED,
-                       uint64_t end G_GNUC_UNUSED)
-{
-}
-#endif
 
 
 /* Reader thread: the next chunk (of k->stream, when set), its data read
@@ -641,11 +635,7 @@ kvmsaveImageReaderFree(kvmsaveImageReader *r)
         return;
     if (r->backend)
         r->backend->free(r->data);
-#ifdef HAVE_POSIX_FADVISE
-    /* The streams' readers shared the cache: the last ones drop it. */
-    if (r->hdrBorrowed && !r->file.direct && r->file.fd >= 0)
-        ignore_value(posix_fadvise(r->file.fd, 0, 0, POSIX_FADV_DONTNEED));
-#endif
+    kvmsaveImageCacheUnref(r->streamsCache);
     VIR_FORCE_CLOSE(r->file.fd);
     if (!r->hdrBorrowed)
         kvmsaveImageHeaderFree(r->hdr);
@@ -744,6 +734,12 @@ kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
                        r->file.path);
         return NULL;
     }
+    if (stream >= r->hdr->streams) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("save image '%s' has no stream %u"),
+                       r->file.path, stream);
+        return NULL;
+    }
     s = g_new0(kvmsaveImageReader, 1);
 
     /* Every stream's reader reads every chunk header: through the page
@@ -768,7 +764,12 @@ kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
     s->hdrBorrowed = true;
     s->tr = r->tr;
     s->backend = r->backend;
-    s->data = kvmsaveImageChunksNew(&s->file, s->hdr, &s->tr, stream);
+    if (!r->streamsCache &&
+        !(r->streamsCache = kvmsaveImageCacheNew(s->file.fd, r->hdr->streams,
+                                                 KVMSAVE_IMAGE_ALIGN)))
+        return NULL;
+    s->data = kvmsaveImageChunksNew(&s->file, s->hdr, &s->tr, stream,
+                                    kvmsaveImageCacheRef(r->streamsCache));
     return g_steal_pointer(&s);
 }
 

@@ -54,12 +54,20 @@ def test_every_format_and_channel_count_round_trips(env, guest, fmt, channels):
     # the image decides its streams: another count on restore changes nothing
     assert restore_params(env, img, 5 - channels) is None
     guest.assert_continued()
+    # read once, the image is not left in the page cache
+    assert cached_bytes(img) < 1 << 20
     # the multifd sockets' private directories are gone
     assert multifd_dirs() == before
 
 
 def multifd_dirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*')))
+
+
+def cached_bytes(path):
+    return int(subprocess.run(['fincore', '--bytes', '--noheadings',
+                               '--output', 'RES', path], check=True,
+                              capture_output=True, text=True).stdout)
 
 
 def image_info(env, img):
