@@ -49,7 +49,7 @@ def userfaultfd():
 @pytest.fixture(scope='module')
 def lazy_guest(lazy_env):
     # enough memory that serving it takes a while, for the kill trials
-    return started_guest(lazy_env, 'lazy1', memory_mib=1024, data_mib=256)
+    return started_guest(lazy_env, 'lazy1', memory_mib=512, data_mib=160)
 
 
 @pytest.fixture
@@ -229,7 +229,7 @@ def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
     for trial in range(KILL_TRIALS):
         img = save_sparse(env, g, f'lazy-kill-{trial % 2}.img')
         assert restore_lazy(env, img) is None, trial
-        time.sleep(rng.uniform(0, 0.6))
+        time.sleep(rng.uniform(0, 0.3))
         servers = page_servers(env)
         children = [p for p, pp in servers.items() if pp in servers]
         for pid in children:
@@ -240,6 +240,7 @@ def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
                 pass
         assert_lazy_done(env, g)
     # most trials hit a page server while it served
+    print(f'killed {killed} of {KILL_TRIALS}')
     assert killed >= KILL_TRIALS // 2, killed
 
 
