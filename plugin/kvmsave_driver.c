@@ -23,6 +23,7 @@
 #include "kvmsave_event.h"
 #include "kvmsave_image.h"
 #include "kvmsave_job.h"
+#include "kvmsave_jobboard.h"
 #include "kvmsave_journal.h"
 #include "kvmsave_lazy.h"
 #include "viruuid.h"
@@ -433,7 +434,8 @@ kvmsaveDomainGetJobInfo(virDomainPtr dom, virDomainJobInfoPtr info)
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
     unsigned long long total, done;
 
-    if (kvmsaveJobGetInfo(dom->uuid, info) > 0)
+    if (kvmsaveJobGetInfo(dom->uuid, info) > 0 ||
+        kvmsaveJobBoardGetInfo(priv, dom->uuid, info) > 0)
         return 0;
     /* A lazy restore goes on in its page server, after the call. */
     if (kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, NULL) == KVMSAVE_LAZY_SERVING) {
@@ -468,8 +470,7 @@ kvmsaveDomainGetLazyJobStats(kvmsaveConn *priv, virDomainPtr dom,
     fig.errmsg = error;
     if (kvmsaveJobFiguresToParams(&fig, params, nparams) < 0)
         return -1;
-    *type = state == KVMSAVE_LAZY_SERVING ? VIR_DOMAIN_JOB_UNBOUNDED :
-        state == KVMSAVE_LAZY_DONE ? VIR_DOMAIN_JOB_COMPLETED : VIR_DOMAIN_JOB_FAILED;
+    *type = kvmsaveJobFiguresType(&fig);
     return 1;
 }
 
@@ -486,6 +487,11 @@ kvmsaveDomainGetJobStats(virDomainPtr dom, int *type,
                             !!(flags & VIR_DOMAIN_JOB_STATS_COMPLETED),
                             !!(flags & VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED),
                             type, params, nparams);
+    if (rc == 0)
+        rc = kvmsaveJobBoardGetStats(priv, dom->uuid,
+                                     !!(flags & VIR_DOMAIN_JOB_STATS_COMPLETED),
+                                     !!(flags & VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED),
+                                     type, params, nparams);
     if (rc == 0)
         rc = kvmsaveDomainGetLazyJobStats(priv, dom,
                                           !!(flags & VIR_DOMAIN_JOB_STATS_COMPLETED),
@@ -508,6 +514,8 @@ kvmsaveDomainAbortJobFlags(virDomainPtr dom, unsigned int flags)
         unsigned long long total, done;
         int rc = kvmsaveJobAbort(dom->uuid);
 
+        if (rc == 0)
+            rc = kvmsaveJobBoardAbort(priv, dom->uuid);
         if (rc != 0)
             return rc < 0 ? -1 : 0;
         if (kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, NULL) == KVMSAVE_LAZY_SERVING) {

@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include "kvmsave_job.h"
+#include "kvmsave_jobboard.h"
 #include "virerror.h"
 #include "virtypedparam.h"
 #include "viruuid.h"
@@ -25,7 +26,12 @@ struct _kvmsaveJob {
     bool ended;
     bool ok;
     char *errmsg;
+    kvmsaveJobBoard *board;     /* seen by other processes there */
+    gint64 published;           /* monotonic: last on the board */
 };
+
+/* Other processes see a job's progress this often. */
+#define KVMSAVE_JOB_PUBLISH_US (100 * 1000)
 
 /* Protects both tables and every field of the jobs in them. */
 static GMutex kvmsaveJobLock;
@@ -38,6 +44,7 @@ kvmsaveJobFree(kvmsaveJob *job)
 {
     if (!job)
         return;
+    kvmsaveJobBoardFree(job->board);
     g_free(job->errmsg);
     g_free(job);
 }
@@ -72,6 +79,39 @@ kvmsaveJobReportBusy(kvmsaveJob *job)
     virReportError(VIR_ERR_OPERATION_INVALID,
                    _("another save/restore job is running for this guest (%s)"),
                    kvmsaveJobKindName(job->kind));
+}
+
+
+/* Elapsed time in ms and throughput in bytes/s; lock held. */
+static void
+kvmsaveJobTimes(kvmsaveJob *job, unsigned long long *elapsedMs,
+                unsigned long long *bps)
+{
+    gint64 us = job->ended ? job->elapsed : g_get_monotonic_time() - job->started;
+
+    *elapsedMs = us / 1000;
+    if (job->bps)
+        *bps = job->bps;
+    else
+        *bps = us > 0 ? job->processed * G_USEC_PER_SEC / us : 0;
+}
+
+
+/* The figures of @job; lock held. */
+static void
+kvmsaveJobGetFigures(kvmsaveJob *job, kvmsaveJobFigures *fig)
+{
+    memset(fig, 0, sizeof(*fig));
+    fig->timed = true;
+    kvmsaveJobTimes(job, &fig->elapsed, &fig->bps);
+    fig->operation = job->kind == KVMSAVE_JOB_SAVE ?
+        VIR_DOMAIN_JOB_OPERATION_SAVE : VIR_DOMAIN_JOB_OPERATION_RESTORE;
+    fig->total = job->total;
+    fig->processed = job->processed;
+    fig->ended = job->ended;
+    fig->ok = job->ok;
+    fig->cancelled = job->cancelled;
+    fig->errmsg = job->ended ? job->errmsg : NULL;
 }
 
 
@@ -110,6 +150,13 @@ kvmsaveJobEnd(kvmsaveJob *job, bool ok)
     job->elapsed = g_get_monotonic_time() - job->started;
     if (!ok)
         job->errmsg = g_strdup(virGetLastErrorMessage());
+    if (job->board) {
+        kvmsaveJobFigures fig;
+
+        kvmsaveJobGetFigures(job, &fig);
+        kvmsaveJobBoardPublish(job->board, &fig, job->committed);
+        g_clear_pointer(&job->board, kvmsaveJobBoardFree);
+    }
     if (job->kind == KVMSAVE_JOB_IMAGE_DEFINE) {
         kvmsaveJobFree(job);
         return;
@@ -156,11 +203,36 @@ kvmsaveJobSetRate(kvmsaveJob *job, unsigned long long bps)
 }
 
 
+void
+kvmsaveJobSetBoard(kvmsaveJob *job, kvmsaveJobBoard *board)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+
+    kvmsaveJobBoardFree(job->board);
+    job->board = board;
+}
+
+
 bool
 kvmsaveJobIsCancelled(kvmsaveJob *job)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    gint64 now;
 
+    if (!job->board)
+        return job->cancelled;
+    /* An abort from another process, as kvmsaveJobAbort from this one. */
+    if (!job->cancelled && !job->committed &&
+        kvmsaveJobBoardAbortAsked(job->board))
+        job->cancelled = true;
+    now = g_get_monotonic_time();
+    if (now - job->published >= KVMSAVE_JOB_PUBLISH_US) {
+        kvmsaveJobFigures fig;
+
+        job->published = now;
+        kvmsaveJobGetFigures(job, &fig);
+        kvmsaveJobBoardPublish(job->board, &fig, job->committed);
+    }
     return job->cancelled;
 }
 
@@ -234,18 +306,28 @@ kvmsaveJobCommit(kvmsaveJob *job)
 }
 
 
-/* Elapsed time in ms and throughput in bytes/s; lock held. */
-static void
-kvmsaveJobTimes(kvmsaveJob *job, unsigned long long *elapsedMs,
-                unsigned long long *bps)
+int
+kvmsaveJobFiguresType(const kvmsaveJobFigures *fig)
 {
-    gint64 us = job->ended ? job->elapsed : g_get_monotonic_time() - job->started;
+    if (!fig->ended)
+        return VIR_DOMAIN_JOB_UNBOUNDED;
+    if (fig->ok)
+        return VIR_DOMAIN_JOB_COMPLETED;
+    return fig->cancelled ? VIR_DOMAIN_JOB_CANCELLED : VIR_DOMAIN_JOB_FAILED;
+}
 
-    *elapsedMs = us / 1000;
-    if (job->bps)
-        *bps = job->bps;
-    else
-        *bps = us > 0 ? job->processed * G_USEC_PER_SEC / us : 0;
+
+void
+kvmsaveJobFiguresToInfo(const kvmsaveJobFigures *fig, virDomainJobInfoPtr info)
+{
+    memset(info, 0, sizeof(*info));
+    info->type = VIR_DOMAIN_JOB_UNBOUNDED;
+    info->timeElapsed = fig->elapsed;
+    if (fig->bps && fig->total > fig->processed)
+        info->timeRemaining = (fig->total - fig->processed) * 1000 / fig->bps;
+    info->dataTotal = info->memTotal = fig->total;
+    info->dataProcessed = info->memProcessed = fig->processed;
+    info->dataRemaining = info->memRemaining = fig->total - fig->processed;
 }
 
 
@@ -253,22 +335,13 @@ int
 kvmsaveJobGetInfo(const unsigned char *uuid, virDomainJobInfoPtr info)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    unsigned long long elapsed;
-    unsigned long long bps;
+    kvmsaveJobFigures fig;
     kvmsaveJob *job;
 
     if (!(job = kvmsaveJobLookup(&kvmsaveJobsActive, uuid)))
         return 0;
-
-    kvmsaveJobTimes(job, &elapsed, &bps);
-    memset(info, 0, sizeof(*info));
-    info->type = VIR_DOMAIN_JOB_UNBOUNDED;
-    info->timeElapsed = elapsed;
-    if (bps && job->total > job->processed)
-        info->timeRemaining = (job->total - job->processed) * 1000 / bps;
-    info->dataTotal = info->memTotal = job->total;
-    info->dataProcessed = info->memProcessed = job->processed;
-    info->dataRemaining = info->memRemaining = job->total - job->processed;
+    kvmsaveJobGetFigures(job, &fig);
+    kvmsaveJobFiguresToInfo(&fig, info);
     return 1;
 }
 
@@ -328,28 +401,17 @@ kvmsaveJobGetStats(const unsigned char *uuid, bool completed, bool keep,
                    int *type, virTypedParameterPtr *params, int *nparams)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
-    kvmsaveJobFigures fig = { .timed = true };
+    kvmsaveJobFigures fig;
     kvmsaveJob *job;
 
     if (!(job = kvmsaveJobLookup(completed ? &kvmsaveJobsCompleted :
                                  &kvmsaveJobsActive, uuid)))
         return 0;
 
-    kvmsaveJobTimes(job, &fig.elapsed, &fig.bps);
-    fig.operation = job->kind == KVMSAVE_JOB_SAVE ?
-        VIR_DOMAIN_JOB_OPERATION_SAVE : VIR_DOMAIN_JOB_OPERATION_RESTORE;
-    fig.total = job->total;
-    fig.processed = job->processed;
-    fig.ended = job->ended;
-    fig.ok = job->ok;
-    fig.errmsg = job->ended ? job->errmsg : NULL;
+    kvmsaveJobGetFigures(job, &fig);
     if (kvmsaveJobFiguresToParams(&fig, params, nparams) < 0)
         return -1;
-    if (!job->ended)
-        *type = VIR_DOMAIN_JOB_UNBOUNDED;
-    else
-        *type = job->ok ? VIR_DOMAIN_JOB_COMPLETED :
-            job->cancelled ? VIR_DOMAIN_JOB_CANCELLED : VIR_DOMAIN_JOB_FAILED;
+    *type = kvmsaveJobFiguresType(&fig);
 
     if (completed && !keep) {
         g_hash_table_steal(kvmsaveJobsCompleted, job->uuid);

@@ -20,6 +20,7 @@ typedef enum {
 } kvmsaveJobKind;
 
 typedef struct _kvmsaveJob kvmsaveJob;
+typedef struct _kvmsaveJobBoard kvmsaveJobBoard;
 
 /* Start a job for @uuid; VIR_ERR_OPERATION_INVALID if one runs already. */
 kvmsaveJob *kvmsaveJobBegin(const unsigned char *uuid, kvmsaveJobKind kind);
@@ -39,6 +40,12 @@ void kvmsaveJobSetTotal(kvmsaveJob *job, unsigned long long total);
 /* Throughput as measured by QEMU, bytes/s (0: compute from progress). */
 void kvmsaveJobSetRate(kvmsaveJob *job, unsigned long long bps);
 
+/* Show the job to other processes on @board (kvmsave_jobboard.h), and
+ * take their abort requests from it; the job owns @board. */
+void kvmsaveJobSetBoard(kvmsaveJob *job, kvmsaveJobBoard *board);
+
+/* Whether the job was asked to stop. The engines call it at every poll,
+ * so it also publishes the job's figures on its board. */
 bool kvmsaveJobIsCancelled(kvmsaveJob *job);
 /* Report VIR_ERR_OPERATION_ABORTED for a cancelled @job. */
 void kvmsaveJobReportCancelled(kvmsaveJob *job);
@@ -65,8 +72,16 @@ typedef struct {
     unsigned long long processed;
     bool ended;
     bool ok;
+    bool cancelled;
     const char *errmsg;
 } kvmsaveJobFigures;
+
+/* The virDomainJobType of @fig. */
+int kvmsaveJobFiguresType(const kvmsaveJobFigures *fig);
+
+/* A running job's @fig as virDomainJobInfo. */
+void kvmsaveJobFiguresToInfo(const kvmsaveJobFigures *fig,
+                             virDomainJobInfoPtr info);
 
 /* @fig as the typed parameters of virDomainGetJobStats. */
 int kvmsaveJobFiguresToParams(const kvmsaveJobFigures *fig,

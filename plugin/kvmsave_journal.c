@@ -52,7 +52,7 @@ kvmsaveJournalKindName(kvmsaveJournalKind kind)
  * client of another user keeps them under its root.) */
 #define KVMSAVE_JOURNAL_HOST_DIR "/run/kvmsave/jobs"
 
-static char *
+char *
 kvmsaveJournalDir(kvmsaveConn *priv)
 {
     if (!priv->embedded && geteuid() == 0)
@@ -245,6 +245,16 @@ kvmsaveJournalEnd(kvmsaveJournal *j)
     g_string_free(j->fields, TRUE);
     g_free(j->path);
     g_free(j);
+}
+
+
+bool
+kvmsaveJournalIsLive(const char *path)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    VIR_AUTOCLOSE fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+    return fd >= 0 && fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
 }
 
 

@@ -41,5 +41,11 @@ int kvmsaveJournalWrite(kvmsaveJournal *j, const char *phase);
 /* The job ended (well or not, with everything undone): remove the journal. */
 void kvmsaveJournalEnd(kvmsaveJournal *j);
 
+/* The directory of @priv's journals (and of their board, kvmsave_jobboard.h). */
+char *kvmsaveJournalDir(kvmsaveConn *priv);
+
+/* Whether a live process holds the journal at @path. */
+bool kvmsaveJournalIsLive(const char *path);
+
 /* Finish or undo the jobs of killed clients, once per connection open. */
 void kvmsaveJournalRecover(kvmsaveConn *priv);

@@ -35,6 +35,7 @@
 #include "kvmsave_incoming.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_jobboard.h"
 #include "kvmsave_lazy.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_monitor.h"
@@ -120,7 +121,8 @@ kvmsaveRestoreBegin(kvmsaveConn *priv, const char *path, const char *dxml,
     memcpy(uuid, kvmsaveImageReaderHeader(*reader)->uuid, VIR_UUID_BUFLEN);
     if (!(*job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_RESTORE)) ||
         !(*journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE,
-                                         &recovered)))
+                                         &recovered)) ||
+        kvmsaveJobBoardAttach(priv, *job, uuid) < 0)
         return -1;
     if (!recovered)
         return 0;
@@ -812,8 +814,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     if (r.hdr)
         kvmsaveEventsSettle(r.hdr->uuid);
     virObjectUnref(r.dom);
-    kvmsaveJournalEnd(r.journal);
+    /* Its end on its board first, as kvmsaveSaveEnd. */
     kvmsaveJobEnd(r.job, !!ret);
+    kvmsaveJournalEnd(r.journal);
     return ret;
 }
 

@@ -30,6 +30,7 @@
 #include "kvmsave_imagewriter.h"
 #include "kvmsave_job.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_jobboard.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
@@ -646,8 +647,10 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
     kvmsaveImageHeaderFree(s->hdr);
     g_free(s->tmppath);
     virObjectUnref(s->dom);
-    kvmsaveJournalEnd(s->journal);
+    /* The job's end is on its board before its journal's lock goes: a
+     * client of another process then never sees the job vanish unended. */
     kvmsaveJobEnd(s->job, !failed);
+    kvmsaveJournalEnd(s->journal);
 }
 
 
@@ -673,6 +676,7 @@ kvmsaveSaveDomain(kvmsaveConn *priv, const unsigned char *uuid,
 
     if ((s.job = kvmsaveJobBegin(uuid, KVMSAVE_JOB_SAVE)) &&
         (s.journal = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL)) &&
+        kvmsaveJobBoardAttach(priv, s.job, uuid) == 0 &&
         kvmsaveSaveCheck(&s, dxml, flags) == 0 &&
         kvmsaveSavePrepare(&s, format) == 0 &&
         kvmsaveSaveMigrate(&s) == 0 &&
