@@ -729,7 +729,8 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
         return VIR_DRV_OPEN_ERROR;
     if (!(inner = kvmsaveConnectInnerURI(conn, conf, root, flags, &embedded)))
         return VIR_DRV_OPEN_ERROR;
-    if (embedded && kvmsaveConnectSeedQemuConf(root) < 0)
+    if (embedded &&
+        (kvmsaveEmbedCheckFree(root) < 0 || kvmsaveConnectSeedQemuConf(root) < 0))
         return VIR_DRV_OPEN_ERROR;
 
     priv = g_new0(kvmsaveConn, 1);

@@ -24,7 +24,9 @@
  */
 #include <config.h>
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "kvmsave_embed.h"
 #include "datatypes.h"
@@ -90,4 +92,35 @@ kvmsaveEmbedSettle(virConnectPtr inner)
     if (atexit(kvmsaveEmbedQuiesce) != 0)
         VIR_WARN("cannot register the embedded driver's exit handler");
     g_once_init_leave(&settled, 1);
+}
+
+
+/* The name of process @pid, or "?". */
+static char *
+kvmsaveEmbedProcessName(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%lld/comm", (long long) pid);
+    char *comm = NULL;
+
+    if (!g_file_get_contents(path, &comm, NULL, NULL))
+        return g_strdup("?");
+    return g_strchomp(comm);
+}
+
+
+int
+kvmsaveEmbedCheckFree(const char *root)
+{
+    g_autofree char *path = g_build_filename(root, "run", "qemu", "driver.pid", NULL);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    VIR_AUTOCLOSE fd = open(path, O_RDONLY | O_CLOEXEC);
+    g_autofree char *comm = NULL;
+
+    if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0 || fl.l_type == F_UNLCK)
+        return 0;
+    comm = kvmsaveEmbedProcessName(fl.l_pid);
+    virReportError(VIR_ERR_RESOURCE_BUSY,
+                   _("kvmsave root '%s' is in use by process %lld (%s): an embedded root serves one process at a time; wait for it to exit, or use kvmsave over a daemon (uri=qemu:///system), whose guests and jobs every client sees"),
+                   root, (long long) fl.l_pid, comm);
+    return -1;
 }

@@ -12,3 +12,7 @@
  * running guest, and makes exit() stop the driver's threads before the
  * libraries' destructors run. Only the first call in a process waits. */
 void kvmsaveEmbedSettle(virConnectPtr inner);
+
+/* Before opening the QEMU driver embedded under @root: 0 if this process
+ * may, -1 (VIR_ERR_RESOURCE_BUSY) naming the process that holds it. */
+int kvmsaveEmbedCheckFree(const char *root);

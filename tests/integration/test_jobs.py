@@ -10,6 +10,7 @@ import select
 import subprocess
 import tempfile
 import termios
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import libvirt_consts as C
 from kvmsave_harness import Virsh, embed_uri
 from conftest import lifecycle_events, module_env, sha256, started_guest, tmpfs
+from test_image_formats import call
 
 # In the suite of every supported Debian release (scripts/suite).
 pytestmark = pytest.mark.every_release
@@ -369,4 +371,29 @@ def test_one_job_per_guest_refuses_every_overlapping_operation(big_env, big):
     assert sha256(img) == before
     assert not os.path.exists(other)
     assert big.state() == 'running'
+    big.assert_continued()
+
+
+def test_second_process_on_an_embedded_root_is_told_to_use_a_daemon(big_env, big):
+    """The embedded QEMU driver serves one process per root: while one
+    saves, another's domjobinfo fails at once, naming the process that
+    holds the root and the daemon mode, neither hanging nor crashing."""
+    img = big_env.image('held.img')
+    journal = os.path.join(big_env.root, 'run', 'kvmsave', 'jobs', f'{big.uuid}.job')
+    result = {}
+    saver = threading.Thread(target=lambda: result.update(
+        err=call(big_env, f'conn.lookupByName({big.name!r}).save({img!r})')))
+    saver.start()
+    end = time.monotonic() + 60
+    while not os.path.exists(journal) and saver.is_alive() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert os.path.exists(journal), 'the save never started'
+    proc = big_env.virsh.run('domjobinfo', big.name, check=False, timeout=60)
+    saver.join()
+    assert proc.returncode == 1, proc
+    assert 'resource busy' in proc.stderr and 'in use by process' in proc.stderr, proc.stderr
+    assert 'uri=qemu:///system' in proc.stderr, proc.stderr
+    assert result['err'] is None, result
+    big.checkpoint()
+    big_env.virsh.run('restore', img)
     big.assert_continued()
