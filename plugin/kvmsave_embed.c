@@ -24,8 +24,9 @@
  */
 #include <config.h>
 
-#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "kvmsave_embed.h"
@@ -97,9 +98,9 @@ kvmsaveEmbedSettle(virConnectPtr inner)
 
 /* The name of process @pid, or "?". */
 static char *
-kvmsaveEmbedProcessName(pid_t pid)
+kvmsaveEmbedProcessName(long long pid)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%lld/comm", (long long) pid);
+    g_autofree char *path = g_strdup_printf("/proc/%lld/comm", pid);
     char *comm = NULL;
 
     if (!g_file_get_contents(path, &comm, NULL, NULL))
@@ -108,19 +109,54 @@ kvmsaveEmbedProcessName(pid_t pid)
 }
 
 
+/* The process that holds a POSIX lock on @path, other than this one,
+ * from /proc/locks: 0 if none, -1 if one holds it that this process cannot
+ * see (another pid namespace). @path is not opened to ask (F_GETLK): its
+ * close would drop this process's own lock on it, libvirt's. */
+static long long
+kvmsaveEmbedLockHolder(const char *path)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    struct stat sb;
+    size_t i;
+
+    if (stat(path, &sb) < 0 ||
+        !g_file_get_contents("/proc/locks", &text, NULL, NULL))
+        return 0;
+    lines = g_strsplit(text, "\n", -1);
+    for (i = 0; lines[i]; i++) {
+        char kind[16];
+        long long pid;
+        unsigned int maj, min;
+        unsigned long long ino;
+
+        /* "1: POSIX  ADVISORY  WRITE 2999 fd:01:123456 0 0"; a waiter's
+         * line has "->" where the kind is. */
+        if (sscanf(lines[i], "%*d: %15s %*s %*s %lld %x:%x:%llu",
+                   kind, &pid, &maj, &min, &ino) != 5 ||
+            STRNEQ(kind, "POSIX") || maj != major(sb.st_dev) ||
+            min != minor(sb.st_dev) || ino != (unsigned long long) sb.st_ino ||
+            pid == (long long) getpid())
+            continue;
+        return pid > 0 ? pid : -1;
+    }
+    return 0;
+}
+
+
 int
 kvmsaveEmbedCheckFree(const char *root)
 {
     g_autofree char *path = g_build_filename(root, "run", "qemu", "driver.pid", NULL);
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-    VIR_AUTOCLOSE fd = open(path, O_RDONLY | O_CLOEXEC);
+    long long pid = kvmsaveEmbedLockHolder(path);
     g_autofree char *comm = NULL;
 
-    if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0 || fl.l_type == F_UNLCK)
+    if (pid == 0)
         return 0;
-    comm = kvmsaveEmbedProcessName(fl.l_pid);
+    comm = pid > 0 ? kvmsaveEmbedProcessName(pid) : g_strdup("?");
     virReportError(VIR_ERR_RESOURCE_BUSY,
                    _("kvmsave root '%s' is in use by process %lld (%s): an embedded root serves one process at a time; wait for it to exit, or use kvmsave over a daemon (uri=qemu:///system), whose guests and jobs every client sees"),
-                   root, (long long) fl.l_pid, comm);
+                   root, pid, comm);
     return -1;
 }

@@ -397,3 +397,19 @@ def test_second_process_on_an_embedded_root_is_told_to_use_a_daemon(big_env, big
     big.checkpoint()
     big_env.virsh.run('restore', img)
     big.assert_continued()
+
+
+def test_an_embedded_root_opened_twice_in_a_process_stays_its_own(big_env, big):
+    """A second connection in the process that holds the root, closed
+    again, leaves libvirt's lock on the root in place: another process is
+    still refused (asking through the lock file itself would drop it)."""
+    virsh = big_env.virsh.prefix + ['domstate', big.name]
+    out = big_env.python(f'''
+        import json, subprocess
+        second = libvirt.open(uri)
+        second.close()
+        p = subprocess.run({virsh!r}, capture_output=True, text=True, timeout=60)
+        print(json.dumps([p.returncode, p.stderr]))
+    ''').stdout.strip().splitlines()[-1]
+    rc, stderr = json.loads(out)
+    assert rc == 1 and 'in use by process' in stderr, stderr
