@@ -375,6 +375,9 @@ kvmsaveImageChunksFetch(kvmsaveImageChunks *k, kvmsaveChunk *c)
     while ((rc = kvmsaveImageChunksPeek(k, &ch)) > 0 &&
            k->stream >= 0 && ch.stream != k->stream)
         kvmsaveImageChunksSkip(k, &ch);
+    /* Past them, so that a stream with few chunks holds no drop back. */
+    if (rc >= 0)
+        kvmsaveImageChunksDrop(k, k->pos);
     if (rc <= 0)
         return rc;
 
