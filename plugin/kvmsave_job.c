@@ -210,6 +210,14 @@ kvmsaveJobSetBoard(kvmsaveJob *job, kvmsaveJobBoard *board)
 
     kvmsaveJobBoardFree(job->board);
     job->board = board;
+    /* At once: a dead job's status may still be there. */
+    job->published = g_get_monotonic_time();
+    {
+        kvmsaveJobFigures fig;
+
+        kvmsaveJobGetFigures(job, &fig);
+        kvmsaveJobBoardPublish(job->board, &fig, job->committed);
+    }
 }
 
 
@@ -299,8 +307,11 @@ kvmsaveJobCommit(kvmsaveJob *job)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
 
-    if (job->cancelled)
+    if (job->cancelled ||
+        (job->board && kvmsaveJobBoardAbortAsked(job->board))) {
+        job->cancelled = true;
         return false;
+    }
     job->committed = true;
     return true;
 }

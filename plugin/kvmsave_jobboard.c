@@ -65,6 +65,28 @@ kvmsaveJobBoardNew(kvmsaveConn *priv, const unsigned char *uuid)
 }
 
 
+void
+kvmsaveJobBoardForget(const char *journal)
+{
+    g_autofree char *dir = g_path_get_dirname(journal);
+    g_autofree char *base = g_path_get_basename(journal);
+    g_autofree char *uuid = NULL;
+    const char *suffixes[] = { "status", "abort" };
+    size_t i;
+
+    if (!g_str_has_suffix(base, ".job"))
+        return;
+    uuid = g_strndup(base, strlen(base) - strlen(".job"));
+    for (i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+        g_autofree char *path = g_strdup_printf("%s/board/%s.%s", dir, uuid,
+                                                suffixes[i]);
+
+        if (unlink(path) < 0 && errno != ENOENT)
+            VIR_WARN("cannot remove %s: %s", path, g_strerror(errno));
+    }
+}
+
+
 int
 kvmsaveJobBoardAttach(kvmsaveConn *priv, kvmsaveJob *job,
                       const unsigned char *uuid)
@@ -98,8 +120,9 @@ kvmsaveJobBoardPublish(kvmsaveJobBoard *board, const kvmsaveJobFigures *fig,
                        bool committed)
 {
     g_autoptr(GKeyFile) kf = g_key_file_new();
-    g_autoptr(GError) err = NULL;
     g_autofree char *text = NULL;
+    g_autofree char *tmp = NULL;
+    int fd = -1;
     gsize len;
 
     g_key_file_set_integer(kf, KVMSAVE_JOBBOARD_GROUP, "operation", fig->operation);
@@ -115,9 +138,18 @@ kvmsaveJobBoardPublish(kvmsaveJobBoard *board, const kvmsaveJobFigures *fig,
     if (fig->errmsg)
         g_key_file_set_string(kf, KVMSAVE_JOBBOARD_GROUP, "error", fig->errmsg);
     text = g_key_file_to_data(kf, &len, NULL);
-    /* A temporary file renamed over the old one. */
-    if (!g_file_set_contents(board->status, text, len, &err))
-        VIR_WARN("cannot publish the job's status: %s", err->message);
+    /* A temporary file renamed over the old one; not synced: the status
+     * matters while the job runs, and g_file_set_contents' fsync could
+     * wait behind the save's own writeback. */
+    tmp = g_strdup_printf("%s.XXXXXX", board->status);
+    if ((fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600)) < 0 ||
+        safewrite(fd, text, len) != (ssize_t) len || VIR_CLOSE(fd) < 0 ||
+        rename(tmp, board->status) < 0) {
+        VIR_WARN("cannot publish the job's status in %s: %s",
+                 board->status, g_strerror(errno));
+        VIR_FORCE_CLOSE(fd);
+        unlink(tmp);
+    }
 }
 
 

@@ -21,6 +21,10 @@
 /* The board entry of the job on @uuid, whose journal this process holds.
  * A stale abort request is removed. */
 kvmsaveJobBoard *kvmsaveJobBoardNew(kvmsaveConn *priv, const unsigned char *uuid);
+/* Remove the board entry of the job whose journal was @journal
+ * (JOBS/UUID.job), recovered after its process was killed. */
+void kvmsaveJobBoardForget(const char *journal);
+
 /* Put @job, on guest @uuid, on the board of @priv's daemon: nothing for
  * an embedded root, which no other process opens. 0, or -1 with an error
  * reported. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "kvmsave_journal.h"
+#include "kvmsave_jobboard.h"
 #include "kvmsave_recover.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
@@ -289,7 +290,9 @@ kvmsaveJournalRecover(kvmsaveConn *priv)
         } else {
             g_autofree char *foreign = NULL;
 
-            ignore_value(kvmsaveRecoverJob(priv, ours, path, fd, &foreign));
+            /* What the killed job last showed other clients goes with it. */
+            if (kvmsaveRecoverJob(priv, ours, path, fd, &foreign))
+                kvmsaveJobBoardForget(path);
         }
     }
 }

@@ -252,10 +252,9 @@ kvmsaveLazyWaitRunning(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveJob *job)
     }
     /* When QEMU lost its source, the page server's error says why. */
     state = kvmsaveLazyReadStatus(lz->statusPath, &total, &done, &failed);
-    if (STREQ_NULLABLE(state, "failed"))
+    if (STREQ_NULLABLE(state, "failed") && failed)
         virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("the page server of the restore failed: %s"),
-                       NULLSTR(failed));
+                       _("the page server of the restore failed: %s"), failed);
     else if (rc == -2)
         kvmsaveJobReportCancelled(job);
     return -1;

@@ -46,8 +46,18 @@ def dguest(denv):
 
 
 def leftovers(env):
+    """Temporary images, journals, and what a killed job showed other
+    clients (a running job's status, an abort request): the next
+    connection's recovery removes them all."""
     tmp = [f for f in os.listdir(env.images) if f.startswith('.kvmsave-')]
-    return tmp + (os.listdir(HOST_JOBS) if os.path.isdir(HOST_JOBS) else [])
+    if not os.path.isdir(HOST_JOBS):
+        return tmp
+    board = os.path.join(HOST_JOBS, 'board')
+    for f in os.listdir(board) if os.path.isdir(board) else []:
+        with open(os.path.join(board, f)) as fh:
+            if f.endswith('.abort') or 'ended=false' in fh.read():
+                tmp.append(f'board/{f}')
+    return tmp + [f for f in os.listdir(HOST_JOBS) if f != 'board']
 
 
 def slow_save(env, guest, img):

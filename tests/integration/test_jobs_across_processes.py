@@ -62,8 +62,11 @@ while time.monotonic() < end:
         samples.append([info[0], info[3], info[4], info[5], stats.get('operation'),
                         stats.get('time_elapsed', 0)])
         if ABORT and not aborted and info[4] > 0:
-            dom.abortJob()
-            aborted = True
+            try:
+                dom.abortJob()
+                aborted = True
+            except libvirt.libvirtError as e:
+                aborted = str(e)
     elif samples:
         break
     time.sleep(0.02)
@@ -124,7 +127,7 @@ def test_abort_from_another_client_keeps_the_guest_running(env, xguest):
     xguest.checkpoint()
     err, seen = watched(env, xguest, f'conn.lookupByName({xguest.name!r}).save({img!r})',
                         abort=True)
-    assert seen['aborted'], seen
+    assert seen['aborted'] is True, seen
     assert err and err[0] == VIR_ERR_OPERATION_ABORTED, err
     assert seen['completed']['type'] == VIR_DOMAIN_JOB_CANCELLED, seen
     assert xguest.state() == 'running'
@@ -139,7 +142,7 @@ def test_abort_from_another_client_of_a_restore_keeps_the_image(env, xguest):
     xguest.checkpoint()
     before = sha256(img)
     err, seen = watched(env, xguest, f'conn.restore({img!r})', abort=True)
-    assert seen['aborted'], seen
+    assert seen['aborted'] is True, seen
     assert err and err[0] == VIR_ERR_OPERATION_ABORTED, err
     assert xguest.state() == 'shut off'
     assert sha256(img) == before
