@@ -369,14 +369,17 @@ kvmsaveImageChunksFetch(kvmsaveImageChunks *k, kvmsaveChunk *c)
     kvmsaveImageChunkHeader ch;
     uint64_t start;
     uint64_t end;
+    bool skipped = false;
     int rc;
 
     /* A stream's reader checks the others' chunk headers on its way. */
     while ((rc = kvmsaveImageChunksPeek(k, &ch)) > 0 &&
-           k->stream >= 0 && ch.stream != k->stream)
+           k->stream >= 0 && ch.stream != k->stream) {
         kvmsaveImageChunksSkip(k, &ch);
+        skipped = true;
+    }
     /* Past them, so that a stream with few chunks holds no drop back. */
-    if (rc >= 0)
+    if (rc == 0 || (rc > 0 && skipped))
         kvmsaveImageChunksDrop(k, k->pos);
     if (rc <= 0)
         return rc;

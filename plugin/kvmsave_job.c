@@ -229,14 +229,16 @@ kvmsaveJobIsCancelled(kvmsaveJob *job)
 
     if (!job->board)
         return job->cancelled;
-    /* An abort from another process, as kvmsaveJobAbort from this one. */
-    if (!job->cancelled && !job->committed &&
-        kvmsaveJobBoardAbortAsked(job->board))
-        job->cancelled = true;
+    /* Other processes are heard and told at most every publish period:
+     * the engines poll far more often, and each look is a syscall. */
     now = g_get_monotonic_time();
     if (now - job->published >= KVMSAVE_JOB_PUBLISH_US) {
         kvmsaveJobFigures fig;
 
+        /* An abort from another process, as kvmsaveJobAbort from this one. */
+        if (!job->cancelled && !job->committed &&
+            kvmsaveJobBoardAbortAsked(job->board))
+            job->cancelled = true;
         job->published = now;
         kvmsaveJobGetFigures(job, &fig);
         kvmsaveJobBoardPublish(job->board, &fig, job->committed);

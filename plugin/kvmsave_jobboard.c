@@ -10,6 +10,7 @@
 
 #include "kvmsave_jobboard.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
 #include "virlog.h"
@@ -59,8 +60,7 @@ kvmsaveJobBoardNew(kvmsaveConn *priv, const unsigned char *uuid)
         return NULL;
     }
     /* This process holds the guest's journal: no job of it runs elsewhere. */
-    if (unlink(board->abort) < 0 && errno != ENOENT)
-        VIR_WARN("cannot remove %s: %s", board->abort, g_strerror(errno));
+    kvmsaveUnlinkIfExists(board->abort);
     return g_steal_pointer(&board);
 }
 
@@ -81,8 +81,7 @@ kvmsaveJobBoardForget(const char *journal)
         g_autofree char *path = g_strdup_printf("%s/board/%s.%s", dir, uuid,
                                                 suffixes[i]);
 
-        if (unlink(path) < 0 && errno != ENOENT)
-            VIR_WARN("cannot remove %s: %s", path, g_strerror(errno));
+        kvmsaveUnlinkIfExists(path);
     }
 }
 
@@ -107,8 +106,7 @@ kvmsaveJobBoardFree(kvmsaveJobBoard *board)
 {
     if (!board)
         return;
-    if (unlink(board->abort) < 0 && errno != ENOENT)
-        VIR_WARN("cannot remove %s: %s", board->abort, g_strerror(errno));
+    kvmsaveUnlinkIfExists(board->abort);
     g_free(board->status);
     g_free(board->abort);
     g_free(board);
@@ -121,8 +119,6 @@ kvmsaveJobBoardPublish(kvmsaveJobBoard *board, const kvmsaveJobFigures *fig,
 {
     g_autoptr(GKeyFile) kf = g_key_file_new();
     g_autofree char *text = NULL;
-    g_autofree char *tmp = NULL;
-    int fd = -1;
     gsize len;
 
     g_key_file_set_integer(kf, KVMSAVE_JOBBOARD_GROUP, "operation", fig->operation);
@@ -138,18 +134,11 @@ kvmsaveJobBoardPublish(kvmsaveJobBoard *board, const kvmsaveJobFigures *fig,
     if (fig->errmsg)
         g_key_file_set_string(kf, KVMSAVE_JOBBOARD_GROUP, "error", fig->errmsg);
     text = g_key_file_to_data(kf, &len, NULL);
-    /* A temporary file renamed over the old one; not synced: the status
-     * matters while the job runs, and g_file_set_contents' fsync could
-     * wait behind the save's own writeback. */
-    tmp = g_strdup_printf("%s.XXXXXX", board->status);
-    if ((fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600)) < 0 ||
-        safewrite(fd, text, len) != (ssize_t) len || VIR_CLOSE(fd) < 0 ||
-        rename(tmp, board->status) < 0) {
+    /* Not synced: the status matters while the job runs, and an fsync
+     * could wait behind the save's own writeback. */
+    if (kvmsaveReplaceFile(board->status, text, len) < 0)
         VIR_WARN("cannot publish the job's status in %s: %s",
                  board->status, g_strerror(errno));
-        VIR_FORCE_CLOSE(fd);
-        unlink(tmp);
-    }
 }
 
 

@@ -12,8 +12,11 @@
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virlog.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.util");
 
 unsigned char *
 kvmsaveAlignedAlloc(size_t size)
@@ -99,6 +102,34 @@ kvmsaveSyncParentDir(const char *path)
         return -1;
     }
     return 0;
+}
+
+
+int
+kvmsaveReplaceFile(const char *path, const char *text, size_t len)
+{
+    g_autofree char *tmp = g_strdup_printf("%s.XXXXXX", path);
+    int fd;
+    int err;
+
+    if ((fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, 0600)) < 0)
+        return -1;
+    if (safewrite(fd, text, len) == (ssize_t) len && VIR_CLOSE(fd) == 0 &&
+        rename(tmp, path) == 0)
+        return 0;
+    err = errno;
+    VIR_FORCE_CLOSE(fd);
+    unlink(tmp);
+    errno = err;
+    return -1;
+}
+
+
+void
+kvmsaveUnlinkIfExists(const char *path)
+{
+    if (unlink(path) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove %s: %s", path, g_strerror(errno));
 }
 
 

@@ -31,6 +31,15 @@ char *kvmsaveAbsPath(const char *path);
 /* fsync the directory holding @path, so a rename in it is durable. */
 int kvmsaveSyncParentDir(const char *path);
 
+/* Replace @path with the @len bytes of @text so that a reader never sees
+ * it torn: a temporary file beside it, renamed over it. Not synced, for
+ * status files that matter only while their writer runs. Returns 0, or
+ * -1 with errno set and the temporary file gone. */
+int kvmsaveReplaceFile(const char *path, const char *text, size_t len);
+
+/* Remove @path if it is there; a failure is only worth a warning. */
+void kvmsaveUnlinkIfExists(const char *path);
+
 /* Sleep KVMSAVE_TEST_CHUNK_DELAY_MS (environment, read once; tests only)
  * per chunk of a save or restore stream. */
 void kvmsaveTestChunkDelay(void);

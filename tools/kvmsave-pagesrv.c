@@ -39,6 +39,7 @@
 #include "kvmsave_multifd.h"
 #include "kvmsave_pagesrv.h"
 #include "kvmsave_qmp.h"
+#include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
 #include "virstring.h"
@@ -65,7 +66,6 @@ static void
 writeStatus(const char *path, const char *state, kvmsavePageServer *ps,
             const char *error)
 {
-    g_autofree char *tmp = NULL;
     g_autofree char *text = NULL;
     uint64_t total = 0, done = 0, asked = 0;
 
@@ -75,13 +75,12 @@ writeStatus(const char *path, const char *state, kvmsavePageServer *ps,
         done = kvmsavePageServerDone(ps, &total);
         asked = kvmsavePageServerAsked(ps);
     }
-    tmp = g_strdup_printf("%s.tmp", path);
     text = g_strdup_printf("%s %llu %llu %llu\n%s\n", state,
                            (unsigned long long) done, (unsigned long long) total,
                            (unsigned long long) asked, error ? error : "");
-    /* A reader never sees a torn status. */
-    if (!g_file_set_contents(tmp, text, -1, NULL) || rename(tmp, path) < 0)
-        fprintf(stderr, "kvmsave-pagesrv: cannot write %s\n", path);
+    if (kvmsaveReplaceFile(path, text, strlen(text)) < 0)
+        fprintf(stderr, "kvmsave-pagesrv: cannot write %s: %s\n", path,
+                g_strerror(errno));
 }
 
 
