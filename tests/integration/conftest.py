@@ -223,6 +223,16 @@ def started_guest(env, name, **kw):
     return g
 
 
+def slowed(guest, monkeypatch, delay_ms):
+    """GUEST running, every save and restore that this test's processes
+    run slowed by DELAY_MS per 4 MiB chunk (KVMSAVE_TEST_CHUNK_DELAY_MS):
+    a job then lasts seconds however fast the machine, so that a poll, an
+    abort or a kill lands in the middle of it."""
+    monkeypatch.setenv('KVMSAVE_TEST_CHUNK_DELAY_MS', str(delay_ms))
+    guest.ensure_running()
+    return guest
+
+
 @pytest.fixture(scope='session', autouse=True)
 def qemu_reaper():
     """The QEMUs the tests start are reaped as soon as they exit, as

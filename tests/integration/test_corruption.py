@@ -8,7 +8,6 @@ regions hold no data and are documented as unchecked: a copy damaged in
 both is restored last, bringing the guest back with its memory intact,
 and the good image is unchanged throughout."""
 
-import os
 import shutil
 import struct
 

@@ -10,8 +10,6 @@ off and the image byte-identical, and the image then restores."""
 
 import os
 
-import pytest
-
 from conftest import TOP, sha256
 from kvmsave_harness import Virsh
 

@@ -17,7 +17,7 @@ import pytest
 
 import libvirt_consts as C
 from kvmsave_harness import Virsh, embed_uri
-from conftest import lifecycle_events, module_env, sha256, started_guest, tmpfs
+from conftest import lifecycle_events, module_env, sha256, slowed, started_guest, tmpfs
 from test_image_formats import call
 
 # In the suite of every supported Debian release (scripts/suite).
@@ -41,11 +41,8 @@ def big_obj(big_env):
 
 @pytest.fixture
 def big(big_obj, monkeypatch):
-    # 20 ms per 4 MiB chunk: a save or restore of this guest takes some
-    # 3 s, however fast the machine, so a poll or a Ctrl-C lands mid-job.
-    monkeypatch.setenv('KVMSAVE_TEST_CHUNK_DELAY_MS', '20')
-    big_obj.ensure_running()
-    return big_obj
+    # A save or restore of some 3 s: a poll or a Ctrl-C lands mid-job.
+    return slowed(big_obj, monkeypatch, 20)
 
 
 

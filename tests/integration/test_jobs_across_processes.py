@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import sha256, started_guest
+from conftest import sha256, slowed, started_guest
 from test_image_formats import call
 from test_jobs import (VIR_DOMAIN_JOB_CANCELLED, VIR_DOMAIN_JOB_COMPLETED,
                        VIR_DOMAIN_JOB_OPERATION_RESTORE,
@@ -35,11 +35,8 @@ def xguest_obj(env):
 
 @pytest.fixture
 def xguest(xguest_obj, monkeypatch):
-    # 40 ms per 4 MiB chunk in the process that saves or restores: its job
-    # lasts some 3 s, so that another process's polls land in it.
-    monkeypatch.setenv('KVMSAVE_TEST_CHUNK_DELAY_MS', '40')
-    xguest_obj.ensure_running()
-    return xguest_obj
+    # A job of some 3 s: another process's polls land in it.
+    return slowed(xguest_obj, monkeypatch, 40)
 
 
 # Another process: polls the job of guest NAME until it has seen one run

@@ -11,12 +11,11 @@ restore with the guest paused and the block named."""
 import os
 import random
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import Guest, module_env, sha256, started_guest
+from conftest import module_env, sha256, started_guest
 from test_corruption import flip
 from test_image_formats import call, save_params
 from test_sparse_images import OPERATION_UNSUPPORTED, data_block, needs_sparse
@@ -214,8 +213,7 @@ def test_lazy_asked_of_an_image_without_page_layout_restores_eagerly(lazy_env, l
 
 
 def test_unknown_restore_mode_is_refused(lazy_env, lg):
-    env, g = lazy_env, lg
-    err = call(env, "conn.restoreParams({'file': '/nonexistent.img', 'restore_mode': 'later'})")
+    err = call(lazy_env, "conn.restoreParams({'file': '/nonexistent.img', 'restore_mode': 'later'})")
     assert err and err[0] == 8 and "unknown restore mode 'later'" in err[1], err
 
 

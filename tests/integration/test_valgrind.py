@@ -11,8 +11,6 @@ import os
 import re
 import subprocess
 
-import pytest
-
 from conftest import module_env, started_guest
 
 VALGRIND = ['valgrind', '--leak-check=full', '--show-leak-kinds=definite',
