@@ -1,5 +1,5 @@
 /*
- * kvmsave_event.c: domain lifecycle events as stock libvirt sends them
+ * kvmsave_event.c: domain lifecycle and job events as stock libvirt sends them
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -8,10 +8,12 @@
 #include "kvmsave_event.h"
 #include "kvmsave_eventpriv.h"
 #include "kvmsave_conn.h"
+#include "datatypes.h"
 #include "domain_event.h"
 #include "object_event.h"
 #include "virerror.h"
 #include "virlog.h"
+#include "virtypedparam.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
@@ -39,8 +41,9 @@ struct _kvmsaveEventCallback {
 struct _kvmsaveEvents {
     virConnectPtr outer;        /* not referenced */
     virConnectPtr inner;        /* not referenced */
-    virObjectEventState *state; /* the outer connection's lifecycle callbacks */
-    int innerLifecycleID;       /* our forwarder on the inner connection */
+    virObjectEventState *state; /* the outer connection's callbacks of kvmsave's kinds */
+    int innerLifecycleID;       /* our forwarders on the inner connection */
+    int innerJobCompletedID;
     GList *rules;               /* of kvmsaveEventRule */
     GArray *callbacks;          /* of kvmsaveEventCallback */
     int nextID;
@@ -63,6 +66,7 @@ kvmsaveEventsNew(virConnectPtr outer, virConnectPtr inner)
     ev->outer = outer;
     ev->inner = inner;
     ev->innerLifecycleID = -1;
+    ev->innerJobCompletedID = -1;
     ev->nextID = 1;
     ev->callbacks = g_array_new(FALSE, FALSE, sizeof(kvmsaveEventCallback));
 
@@ -86,6 +90,9 @@ kvmsaveEventsFree(kvmsaveEvents *ev)
     if (ev->innerLifecycleID >= 0)
         ignore_value(virConnectDomainEventDeregisterAny(ev->inner,
                                                         ev->innerLifecycleID));
+    if (ev->innerJobCompletedID >= 0)
+        ignore_value(virConnectDomainEventDeregisterAny(ev->inner,
+                                                        ev->innerJobCompletedID));
     virObjectUnref(ev->state);
     g_array_free(ev->callbacks, TRUE);
     g_free(ev);
@@ -250,6 +257,46 @@ kvmsaveEventsForward(virConnectPtr inner G_GNUC_UNUSED, virDomainPtr dom,
 }
 
 
+/* The inner driver's JOB_COMPLETED (of a migration, say), as it is. */
+static void
+kvmsaveEventsForwardJobCompleted(virConnectPtr inner G_GNUC_UNUSED,
+                                 virDomainPtr dom, virTypedParameterPtr params,
+                                 int nparams, void *opaque)
+{
+    kvmsaveEvents *ev = opaque;
+    virTypedParameterPtr copy = NULL;
+    virObjectEvent *event;
+
+    virTypedParamsCopy(&copy, params, nparams);
+    if ((event = virDomainEventJobCompletedNewFromDom(dom, copy, nparams)))
+        virObjectEventStateQueue(ev->state, event);
+}
+
+
+void
+kvmsaveEventsJobCompleted(const unsigned char *uuid, const char *name, int id,
+                          virTypedParameterPtr params, int nparams)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
+    GList *l;
+
+    for (l = kvmsaveEventsAll; l; l = l->next) {
+        kvmsaveEvents *ev = l->data;
+        virTypedParameterPtr copy = NULL;
+        g_autoptr(virDomain) dom = NULL;
+        virObjectEvent *event;
+
+        if (ev->innerJobCompletedID < 0)
+            continue; /* nobody listens there */
+        if (!(dom = virGetDomain(ev->outer, name, uuid, id)))
+            continue;
+        virTypedParamsCopy(&copy, params, nparams);
+        if ((event = virDomainEventJobCompletedNewFromDom(dom, copy, nparams)))
+            virObjectEventStateQueue(ev->state, event);
+    }
+}
+
+
 static kvmsaveEvents *
 kvmsaveEventsFromConnect(virConnectPtr conn)
 {
@@ -257,17 +304,20 @@ kvmsaveEventsFromConnect(virConnectPtr conn)
 }
 
 
+/* Our forwarder of the inner driver's events of kind @eventID, once. */
 static int
-kvmsaveEventsEnsureForwarder(kvmsaveEvents *ev)
+kvmsaveEventsEnsureForwarder(kvmsaveEvents *ev, int eventID)
 {
-    if (ev->innerLifecycleID >= 0)
+    int *id = eventID == VIR_DOMAIN_EVENT_ID_LIFECYCLE ?
+              &ev->innerLifecycleID : &ev->innerJobCompletedID;
+    virConnectDomainEventGenericCallback cb = eventID == VIR_DOMAIN_EVENT_ID_LIFECYCLE ?
+        VIR_DOMAIN_EVENT_CALLBACK(kvmsaveEventsForward) :
+        VIR_DOMAIN_EVENT_CALLBACK(kvmsaveEventsForwardJobCompleted);
+
+    if (*id >= 0)
         return 0;
-    ev->innerLifecycleID =
-        virConnectDomainEventRegisterAny(ev->inner, NULL,
-                                         VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                         VIR_DOMAIN_EVENT_CALLBACK(kvmsaveEventsForward),
-                                         ev, NULL);
-    return ev->innerLifecycleID < 0 ? -1 : 0;
+    *id = virConnectDomainEventRegisterAny(ev->inner, NULL, eventID, cb, ev, NULL);
+    return *id < 0 ? -1 : 0;
 }
 
 
@@ -307,7 +357,7 @@ kvmsaveEventsRegister(virConnectPtr conn,
 {
     kvmsaveEvents *ev = kvmsaveEventsFromConnect(conn);
 
-    if (kvmsaveEventsEnsureForwarder(ev) < 0)
+    if (kvmsaveEventsEnsureForwarder(ev, VIR_DOMAIN_EVENT_ID_LIFECYCLE) < 0)
         return -1;
     return virDomainEventStateRegister(conn, ev->state, callback, opaque, freecb);
 }
@@ -332,14 +382,17 @@ kvmsaveEventsRegisterAny(virConnectPtr conn, virDomainPtr dom, int eventID,
     kvmsaveEvents *ev = priv->events;
     int realID;
 
-    if (eventID != VIR_DOMAIN_EVENT_ID_LIFECYCLE) {
+    /* Lifecycle events are rewritten, and JOB_COMPLETED comes from
+     * kvmsave's own jobs too; other kinds are the inner driver's. */
+    if (eventID != VIR_DOMAIN_EVENT_ID_LIFECYCLE &&
+        eventID != VIR_DOMAIN_EVENT_ID_JOB_COMPLETED) {
         realID = priv->innerDriver->connectDomainEventRegisterAny(conn, dom, eventID,
                                                                   callback, opaque,
                                                                   freecb);
         return realID < 0 ? -1 : kvmsaveEventsAddCallback(ev, realID, false);
     }
 
-    if (kvmsaveEventsEnsureForwarder(ev) < 0 ||
+    if (kvmsaveEventsEnsureForwarder(ev, eventID) < 0 ||
         virDomainEventStateRegisterID(conn, ev->state, dom, eventID,
                                       callback, opaque, freecb, &realID) < 0)
         return -1;

@@ -1,5 +1,5 @@
 /*
- * kvmsave_event.h: domain lifecycle events as stock libvirt sends them
+ * kvmsave_event.h: domain lifecycle and job events as stock libvirt sends them
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
@@ -9,7 +9,9 @@
  * STOPPED/SAVED, STARTED/RESTORED. So the outer connection keeps its own
  * lifecycle callbacks, forwards the inner driver's events to them, and
  * the engines announce, just before each call, how its event is to be
- * rewritten (or dropped). Other event kinds go to the inner driver as is.
+ * rewritten (or dropped). JOB_COMPLETED, which the inner driver never
+ * sends for kvmsave's own jobs, kvmsave sends itself, beside the inner
+ * driver's. Other event kinds go to the inner driver as is.
  */
 #pragma once
 
@@ -36,6 +38,13 @@ void kvmsaveEventsSettle(const unsigned char *uuid);
 /* Drop what was announced for @uuid (the call that would have caused
  * the event failed). */
 void kvmsaveEventsForget(const unsigned char *uuid);
+
+/* Guest @uuid (@name, @id) ended a job well: JOB_COMPLETED with its
+ * statistics @params on every kvmsave connection of this process that
+ * listens for it. @params stay the caller's. */
+void kvmsaveEventsJobCompleted(const unsigned char *uuid, const char *name,
+                               int id, virTypedParameterPtr params,
+                               int nparams);
 
 /* Driver entry points. */
 int kvmsaveEventsRegister(virConnectPtr conn,

@@ -11,14 +11,17 @@
 #include <unistd.h>
 
 #include "kvmsave_lazy.h"
+#include "kvmsave_event.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_qmp.h"
 #include "kvmsave_xml.h"
 #include "vircommand.h"
 #include "virerror.h"
+#include "virevent.h"
 #include "virfile.h"
 #include "virlog.h"
+#include "virtypedparam.h"
 #include "viruuid.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
@@ -28,6 +31,9 @@ VIR_LOG_INIT("kvmsave.lazy");
 #define KVMSAVE_LAZY_FDNAME "kvmsave-lazy"
 /* QEMU answers its monitor at once while it waits for its state. */
 #define KVMSAVE_LAZY_QMP_TIMEOUT_MS (30 * 1000)
+/* How often (ms) this process looks whether a lazy restore it started
+ * has its last page in. */
+#define KVMSAVE_LAZY_WATCH_MS 200
 
 struct _kvmsaveLazy {
     kvmsaveMultifd *dir;        /* QEMU's monitor and recovery sockets */
@@ -261,6 +267,128 @@ kvmsaveLazyWaitRunning(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveJob *job)
 }
 
 
+/* Whether no page server holds the lock beside the status file @path
+ * any more: it ended without saying so (killed). */
+static bool
+kvmsaveLazyServerGone(const char *path)
+{
+    g_autofree char *lock = g_strdup_printf("%s.lock", path);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    VIR_AUTOCLOSE fd = open(lock, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return fd < 0 && errno == ENOENT;
+    return fl.l_type == F_UNLCK;
+}
+
+
+/* The state of the lazy restore whose page server reports in @path. */
+static kvmsaveLazyState
+kvmsaveLazyGetJobAt(const char *path, unsigned long long *total,
+                    unsigned long long *done, char **error)
+{
+    g_autofree char *state = NULL;
+    const unsigned long long page = 4096;
+
+    *total = *done = 0;
+    if (!(state = kvmsaveLazyReadStatus(path, total, done, error)))
+        return KVMSAVE_LAZY_NONE;
+    *total *= page;
+    *done *= page;
+    if (STREQ(state, "done"))
+        return KVMSAVE_LAZY_DONE;
+    if (STREQ(state, "failed"))
+        return KVMSAVE_LAZY_FAILED;
+    if (kvmsaveLazyServerGone(path)) {
+        if (error) {
+            g_free(*error);
+            *error = g_strdup(_("the page server ended before the last page: the guest waits for its memory in QEMU's postcopy-paused state and can only be destroyed"));
+        }
+        return KVMSAVE_LAZY_FAILED;
+    }
+    return KVMSAVE_LAZY_SERVING;
+}
+
+
+kvmsaveLazyState
+kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
+                  unsigned long long *total, unsigned long long *done,
+                  char **error)
+{
+    g_autofree char *path = kvmsaveLazyStatusPath(priv, uuid);
+
+    return kvmsaveLazyGetJobAt(path, total, done, error);
+}
+
+
+/* A lazy restore this process started, watched until its last page. */
+typedef struct {
+    char *statusPath;
+    unsigned char uuid[VIR_UUID_BUFLEN];
+    char *name;
+    int id;
+} kvmsaveLazyWatch;
+
+
+static void
+kvmsaveLazyWatchFree(void *opaque)
+{
+    kvmsaveLazyWatch *w = opaque;
+
+    g_free(w->statusPath);
+    g_free(w->name);
+    g_free(w);
+}
+
+
+/* On the client's event loop: once the page server has sent the last
+ * page, the restore's JOB_COMPLETED; a failure ends the watch alone
+ * (QEMU's postcopy pause brings its own SUSPENDED event). */
+static void
+kvmsaveLazyWatchTick(int timer, void *opaque)
+{
+    kvmsaveLazyWatch *w = opaque;
+    kvmsaveJobFigures fig = { .operation = VIR_DOMAIN_JOB_OPERATION_RESTORE };
+    kvmsaveLazyState state = kvmsaveLazyGetJobAt(w->statusPath, &fig.total,
+                                                 &fig.processed, NULL);
+    virTypedParameterPtr params = NULL;
+    int nparams = 0;
+
+    if (state == KVMSAVE_LAZY_SERVING)
+        return;
+    if (state == KVMSAVE_LAZY_DONE) {
+        fig.ended = fig.ok = true;
+        if (kvmsaveJobFiguresToParams(&fig, &params, &nparams) == 0)
+            kvmsaveEventsJobCompleted(w->uuid, w->name, w->id, params, nparams);
+        virTypedParamsFree(params, nparams);
+        virResetLastError();
+    }
+    VIR_DEBUG("lazy restore of %s ended in state %d", w->name, state);
+    virEventRemoveTimeout(timer);
+}
+
+
+/* The page server reports the last page after the restore's call
+ * returned: while this process runs, its clients get the job's end as
+ * an event from there. Without an event loop nobody could get it. */
+static void
+kvmsaveLazyWatchStart(kvmsaveLazy *lz, virDomainPtr dom)
+{
+    kvmsaveLazyWatch *w = g_new0(kvmsaveLazyWatch, 1);
+
+    w->statusPath = g_strdup(lz->statusPath);
+    memcpy(w->uuid, dom->uuid, VIR_UUID_BUFLEN);
+    w->name = g_strdup(dom->name);
+    w->id = dom->id;
+    if (virEventAddTimeout(KVMSAVE_LAZY_WATCH_MS, kvmsaveLazyWatchTick, w,
+                           kvmsaveLazyWatchFree) < 0) {
+        VIR_DEBUG("no event loop: the end of %s's lazy restore sends no event",
+                  w->name);
+        kvmsaveLazyWatchFree(w);
+    }
+}
+
+
 int
 kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
                  const char *path, kvmsaveJob *job)
@@ -287,49 +415,8 @@ kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
     VIR_FORCE_CLOSE(sv[1]);
     /* The page server removes the sockets' directory when it ends. */
     kvmsaveMultifdKeep(lz->dir);
-    return kvmsaveLazyWaitRunning(lz, dom, job);
-}
-
-
-/* Whether no page server holds the lock beside the status file @path
- * any more: it ended without saying so (killed). */
-static bool
-kvmsaveLazyServerGone(const char *path)
-{
-    g_autofree char *lock = g_strdup_printf("%s.lock", path);
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-    VIR_AUTOCLOSE fd = open(lock, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0 || fcntl(fd, F_OFD_GETLK, &fl) < 0)
-        return fd < 0 && errno == ENOENT;
-    return fl.l_type == F_UNLCK;
-}
-
-
-kvmsaveLazyState
-kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
-                  unsigned long long *total, unsigned long long *done,
-                  char **error)
-{
-    g_autofree char *path = kvmsaveLazyStatusPath(priv, uuid);
-    g_autofree char *state = NULL;
-    const unsigned long long page = 4096;
-
-    *total = *done = 0;
-    if (!(state = kvmsaveLazyReadStatus(path, total, done, error)))
-        return KVMSAVE_LAZY_NONE;
-    *total *= page;
-    *done *= page;
-    if (STREQ(state, "done"))
-        return KVMSAVE_LAZY_DONE;
-    if (STREQ(state, "failed"))
-        return KVMSAVE_LAZY_FAILED;
-    if (kvmsaveLazyServerGone(path)) {
-        if (error) {
-            g_free(*error);
-            *error = g_strdup(_("the page server ended before the last page: the guest waits for its memory in QEMU's postcopy-paused state and can only be destroyed"));
-        }
-        return KVMSAVE_LAZY_FAILED;
-    }
-    return KVMSAVE_LAZY_SERVING;
+    if (kvmsaveLazyWaitRunning(lz, dom, job) < 0)
+        return -1;
+    kvmsaveLazyWatchStart(lz, dom);
+    return 0;
 }

@@ -41,6 +41,7 @@
 #include "virerror.h"
 #include "virfile.h"
 #include "virlog.h"
+#include "virtypedparam.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
@@ -604,6 +605,23 @@ kvmsaveSaveStopGuest(kvmsaveSave *s)
 }
 
 
+/* A save ended well: JOB_COMPLETED with its statistics, which stock
+ * libvirt sends at the end of its save's migration. */
+static void
+kvmsaveSaveAnnounce(kvmsaveSave *s)
+{
+    virTypedParameterPtr params = NULL;
+    int nparams = 0;
+    int type;
+
+    if (kvmsaveJobGetStats(s->dom->uuid, true, true, &type, &params, &nparams) <= 0)
+        return;
+    kvmsaveEventsJobCompleted(s->dom->uuid, s->dom->name, s->dom->id,
+                              params, nparams);
+    virTypedParamsFree(params, nparams);
+}
+
+
 /* Undo what a failed save set up (@failed), and free what any save set
  * up: the guest resumed as it was, the temporary file removed. The error
  * of the stream that failed first (disk full...) explains more than
@@ -646,10 +664,12 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
     g_free(s->table);
     kvmsaveImageHeaderFree(s->hdr);
     g_free(s->tmppath);
-    virObjectUnref(s->dom);
     /* The job's end is on its board before its journal's lock goes: a
      * client of another process then never sees the job vanish unended. */
     kvmsaveJobEnd(s->job, !failed);
+    if (!failed)
+        kvmsaveSaveAnnounce(s);
+    virObjectUnref(s->dom);
     kvmsaveJournalEnd(s->journal);
 }
 

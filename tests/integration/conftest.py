@@ -75,6 +75,35 @@ def lifecycle_events(env, guest, ops):
     return [tuple(e) for e in json.loads(out)]
 
 
+JOB_EVENTS = r'''
+import json, time
+dom = conn.lookupByName(NAME)
+jobs = []
+def on_job():
+    return {}
+def cb(conn, d, params, opaque):
+    if d.UUIDString() == dom.UUIDString():
+        jobs.append(dict(params, at=time.monotonic(), **on_job()))
+conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, cb, None)
+def wait_jobs(n, timeout):
+    end = time.monotonic() + timeout
+    while len(jobs) < n and time.monotonic() < end:
+        time.sleep(0.05)
+OPS
+print(json.dumps(jobs))
+'''
+
+
+def job_completed_events(env, guest, ops):
+    """Run OPS (Python, with `dom`, `jobs` and `wait_jobs(n, timeout)`; it
+    may redefine `on_job()` to add what it sees when an event comes) in a
+    client that records the guest's JOB_COMPLETED events: their statistics
+    as dicts, with `at`, the client's monotonic time of the event."""
+    code = JOB_EVENTS.replace('NAME', repr(guest.name)).replace('OPS', ops)
+    out = env.python(code, timeout=300).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
 def run_wrapper():
     """The build tree's ./run (uninstalled plugin), or None for an installed one."""
     path = os.environ.get('KVMSAVE_RUN') or os.path.join(TOP, 'run')

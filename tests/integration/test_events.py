@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Lifecycle events of save and restore, as stock libvirt sends them."""
+"""Lifecycle and job events of save and restore, as stock libvirt sends them."""
 
 import os
 
 import libvirt_consts as C
-from conftest import lifecycle_events, tmpfs
+from conftest import job_completed_events, lifecycle_events, tmpfs
 
 def save_restore_events(env, guest, name, restore):
     """The events of a save to image NAME and of RESTORE (a call, with
@@ -45,6 +45,27 @@ def test_paused_restore_ends_with_suspended_restored(env, guest):
     assert restore == [(C.STARTED, C.STARTED_RESTORED),
                        (C.SUSPENDED, C.SUSPENDED_RESTORED)], restore
     env.virsh.run('resume', guest.name)
+
+
+def test_save_sends_job_completed_with_its_statistics(env, guest):
+    # Stock libvirt sends it at the end of a save's migration
+    # (qemuMigrationSrcToFile); the inner driver knows nothing of kvmsave's.
+    img = env.image('job-event.img')
+    jobs = job_completed_events(env, guest, f'''
+dom.save({img!r})
+wait_jobs(1, 30)
+time.sleep(1)
+''')
+    guest.checkpoint()
+    assert len(jobs) == 1, jobs
+    job = jobs[0]
+    assert job['operation'] == C.JOB_OPERATION_SAVE, job
+    assert job['success'] is True, job
+    assert job['data_total'] == job['data_processed'] > 0, job
+    assert job['data_remaining'] == 0 and job['time_elapsed'] > 0, job
+    env.virsh.run('restore', img)
+    guest.assert_continued()
+    os.unlink(img)
 
 
 def test_save_refused_for_space_never_pauses(env, guest, tmp_path):

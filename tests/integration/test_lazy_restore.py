@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import module_env, sha256, started_guest
+import libvirt_consts as C
+from conftest import job_completed_events, module_env, sha256, started_guest
 from test_corruption import flip
 from test_image_formats import call, save_params
 from test_sparse_images import OPERATION_UNSUPPORTED, data_block, needs_sparse
@@ -143,6 +144,33 @@ def test_lazy_restore_through_python_runs_then_fills_memory(lazy_env, lg):
     assert_lazy_done(env, g)
     assert 'None' in env.virsh.run('domjobinfo', g.name).stdout
     assert sha256(img) == before
+
+
+def test_lazy_restore_sends_job_completed_once_the_last_page_is_in(lazy_env, lg):
+    env, g = lazy_env, lg
+    img = save_sparse(env, g, 'lazy-event.img')
+    path = status_path(env, g)
+    jobs = job_completed_events(env, g, f'''
+def on_job():
+    with open({path!r}) as fh:
+        return {{'status': fh.read().split()}}
+conn.restoreParams({{'file': {img!r}, 'restore_mode': 'lazy'}})
+returned = time.monotonic()
+wait_jobs(1, 120)
+time.sleep(1)
+for j in jobs:
+    j['returned'] = returned
+''')
+    assert len(jobs) == 1, jobs
+    job = jobs[0]
+    # sent after the call returned, once the page server said "done"
+    assert job['at'] > job['returned'], job
+    state, done, total = job['status'][0], int(job['status'][1]), int(job['status'][2])
+    assert state == 'done' and done == total > 0, job
+    assert job['operation'] == C.JOB_OPERATION_RESTORE and job['success'] is True, job
+    assert job['data_total'] == job['data_processed'] == total * 4096, job
+    assert job['data_remaining'] == 0, job
+    assert_lazy_done(env, g)
 
 
 def test_lazy_restore_job_cannot_be_aborted(lazy_env, lg):
