@@ -44,6 +44,7 @@ struct _kvmsaveEvents {
     virObjectEventState *state; /* the outer connection's callbacks of kvmsave's kinds */
     int innerLifecycleID;       /* our forwarders on the inner connection */
     int innerJobCompletedID;
+    GMutex forwarderLock;       /* two threads registering add one forwarder */
     GList *rules;               /* of kvmsaveEventRule */
     GArray *callbacks;          /* of kvmsaveEventCallback */
     int nextID;
@@ -67,6 +68,7 @@ kvmsaveEventsNew(virConnectPtr outer, virConnectPtr inner)
     ev->inner = inner;
     ev->innerLifecycleID = -1;
     ev->innerJobCompletedID = -1;
+    g_mutex_init(&ev->forwarderLock);
     ev->nextID = 1;
     ev->callbacks = g_array_new(FALSE, FALSE, sizeof(kvmsaveEventCallback));
 
@@ -94,6 +96,7 @@ kvmsaveEventsFree(kvmsaveEvents *ev)
         ignore_value(virConnectDomainEventDeregisterAny(ev->inner,
                                                         ev->innerJobCompletedID));
     virObjectUnref(ev->state);
+    g_mutex_clear(&ev->forwarderLock);
     g_array_free(ev->callbacks, TRUE);
     g_free(ev);
 }
@@ -140,7 +143,7 @@ kvmsaveEventsExpect(const unsigned char *uuid, int type, int detail,
     for (l = kvmsaveEventsAll; l; l = l->next) {
         kvmsaveEvents *ev = l->data;
 
-        if (ev->innerLifecycleID < 0)
+        if (g_atomic_int_get(&ev->innerLifecycleID) < 0)
             continue; /* nobody listens there */
         kvmsaveEventRulesAdd(&ev->rules, uuid, type, detail, newType, newDetail);
     }
@@ -278,20 +281,21 @@ kvmsaveEventsJobCompleted(const unsigned char *uuid, const char *name, int id,
                           virTypedParameterPtr params, int nparams)
 {
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveEventsLock);
+    /* The event keeps only these three fields. A real virDomain would
+     * reference a connection that another thread may be closing. */
+    virDomain dom = { .name = (char *) name, .id = id };
     GList *l;
 
+    memcpy(dom.uuid, uuid, VIR_UUID_BUFLEN);
     for (l = kvmsaveEventsAll; l; l = l->next) {
         kvmsaveEvents *ev = l->data;
         virTypedParameterPtr copy = NULL;
-        g_autoptr(virDomain) dom = NULL;
         virObjectEvent *event;
 
-        if (ev->innerJobCompletedID < 0)
+        if (g_atomic_int_get(&ev->innerJobCompletedID) < 0)
             continue; /* nobody listens there */
-        if (!(dom = virGetDomain(ev->outer, name, uuid, id)))
-            continue;
         virTypedParamsCopy(&copy, params, nparams);
-        if ((event = virDomainEventJobCompletedNewFromDom(dom, copy, nparams)))
+        if ((event = virDomainEventJobCompletedNewFromDom(&dom, copy, nparams)))
             virObjectEventStateQueue(ev->state, event);
     }
 }
@@ -314,10 +318,14 @@ kvmsaveEventsEnsureForwarder(kvmsaveEvents *ev, int eventID)
         VIR_DOMAIN_EVENT_CALLBACK(kvmsaveEventsForward) :
         VIR_DOMAIN_EVENT_CALLBACK(kvmsaveEventsForwardJobCompleted);
 
-    if (*id >= 0)
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&ev->forwarderLock);
+    int newID;
+
+    if (g_atomic_int_get(id) >= 0)
         return 0;
-    *id = virConnectDomainEventRegisterAny(ev->inner, NULL, eventID, cb, ev, NULL);
-    return *id < 0 ? -1 : 0;
+    newID = virConnectDomainEventRegisterAny(ev->inner, NULL, eventID, cb, ev, NULL);
+    g_atomic_int_set(id, newID);
+    return newID < 0 ? -1 : 0;
 }
 
 

@@ -140,28 +140,41 @@ kvmsaveJobBegin(const unsigned char *uuid, kvmsaveJobKind kind)
 void
 kvmsaveJobEnd(kvmsaveJob *job, bool ok)
 {
+    ignore_value(kvmsaveJobEndStats(job, ok, NULL, NULL));
+}
+
+
+int
+kvmsaveJobEndStats(kvmsaveJob *job, bool ok, virTypedParameterPtr *params,
+                   int *nparams)
+{
     g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveJobLock);
+    kvmsaveJobFigures fig;
+    int ret = 0;
 
     if (!job)
-        return;
+        return 0;
     g_hash_table_remove(kvmsaveJobsActive, job->uuid);
     job->ended = true;
     job->ok = ok;
     job->elapsed = g_get_monotonic_time() - job->started;
     if (!ok)
         job->errmsg = g_strdup(virGetLastErrorMessage());
+    kvmsaveJobGetFigures(job, &fig);
     if (job->board) {
-        kvmsaveJobFigures fig;
-
-        kvmsaveJobGetFigures(job, &fig);
         kvmsaveJobBoardPublish(job->board, &fig, job->committed);
         g_clear_pointer(&job->board, kvmsaveJobBoardFree);
     }
+    /* Taken here: once the lock goes, another thread may take the
+     * completed job, or end another one of the same guest. */
+    if (params && ok && (ret = kvmsaveJobFiguresToParams(&fig, params, nparams)) == 0)
+        ret = 1;
     if (job->kind == KVMSAVE_JOB_IMAGE_DEFINE) {
         kvmsaveJobFree(job);
-        return;
+        return ret;
     }
     g_hash_table_replace(kvmsaveJobsCompleted, job->uuid, job);
+    return ret;
 }
 
 

@@ -31,6 +31,10 @@ int kvmsaveJobCheckIdle(const unsigned char *uuid);
 /* End it; @ok false takes the current error as the job's error message.
  * Completed statistics are kept for save and restore jobs. */
 void kvmsaveJobEnd(kvmsaveJob *job, bool ok);
+/* The same; a job that ended well (@ok) also gives its completed
+ * statistics in *@params (1), else 0, or -1 on error. */
+int kvmsaveJobEndStats(kvmsaveJob *job, bool ok, virTypedParameterPtr *params,
+                       int *nparams);
 
 /* Progress: bytes of guest state in total and done so far. */
 void kvmsaveJobSetProgress(kvmsaveJob *job, unsigned long long total,

@@ -327,17 +327,36 @@ typedef struct {
     unsigned char uuid[VIR_UUID_BUFLEN];
     char *name;
     int id;
-} kvmsaveLazyWatch;
+    int timer;
+} kvmsaveLazyWatchData;
+
+/* The watch of each guest's restore, by UUID string: a new restore of the
+ * guest ends the watch of the last one, whose status file it replaces. */
+static GMutex kvmsaveLazyWatchLock;
+static GHashTable *kvmsaveLazyWatches;
 
 
 static void
 kvmsaveLazyWatchFree(void *opaque)
 {
-    kvmsaveLazyWatch *w = opaque;
+    kvmsaveLazyWatchData *w = opaque;
 
     g_free(w->statusPath);
     g_free(w->name);
     g_free(w);
+}
+
+
+/* Forget @w's timer, unless a newer watch took its place. */
+static void
+kvmsaveLazyWatchForget(kvmsaveLazyWatchData *w)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveLazyWatchLock);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+
+    virUUIDFormat(w->uuid, uuidstr);
+    if (GPOINTER_TO_INT(g_hash_table_lookup(kvmsaveLazyWatches, uuidstr)) == w->timer)
+        g_hash_table_remove(kvmsaveLazyWatches, uuidstr);
 }
 
 
@@ -347,7 +366,7 @@ kvmsaveLazyWatchFree(void *opaque)
 static void
 kvmsaveLazyWatchTick(int timer, void *opaque)
 {
-    kvmsaveLazyWatch *w = opaque;
+    kvmsaveLazyWatchData *w = opaque;
     kvmsaveJobFigures fig = { .operation = VIR_DOMAIN_JOB_OPERATION_RESTORE };
     kvmsaveLazyState state = kvmsaveLazyGetJobAt(w->statusPath, &fig.total,
                                                  &fig.processed, NULL);
@@ -364,28 +383,40 @@ kvmsaveLazyWatchTick(int timer, void *opaque)
         virResetLastError();
     }
     VIR_DEBUG("lazy restore of %s ended in state %d", w->name, state);
+    kvmsaveLazyWatchForget(w);
     virEventRemoveTimeout(timer);
 }
 
 
-/* The page server reports the last page after the restore's call
- * returned: while this process runs, its clients get the job's end as
- * an event from there. Without an event loop nobody could get it. */
-static void
-kvmsaveLazyWatchStart(kvmsaveLazy *lz, virDomainPtr dom)
+void
+kvmsaveLazyWatch(kvmsaveConn *priv, virDomainPtr dom)
 {
-    kvmsaveLazyWatch *w = g_new0(kvmsaveLazyWatch, 1);
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&kvmsaveLazyWatchLock);
+    kvmsaveLazyWatchData *w = g_new0(kvmsaveLazyWatchData, 1);
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    gpointer old;
 
-    w->statusPath = g_strdup(lz->statusPath);
+    w->statusPath = kvmsaveLazyStatusPath(priv, dom->uuid);
     memcpy(w->uuid, dom->uuid, VIR_UUID_BUFLEN);
     w->name = g_strdup(dom->name);
     w->id = dom->id;
-    if (virEventAddTimeout(KVMSAVE_LAZY_WATCH_MS, kvmsaveLazyWatchTick, w,
-                           kvmsaveLazyWatchFree) < 0) {
+    virUUIDFormat(dom->uuid, uuidstr);
+    if (!kvmsaveLazyWatches)
+        kvmsaveLazyWatches = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                   g_free, NULL);
+    if ((old = g_hash_table_lookup(kvmsaveLazyWatches, uuidstr))) {
+        virEventRemoveTimeout(GPOINTER_TO_INT(old));
+        g_hash_table_remove(kvmsaveLazyWatches, uuidstr);
+    }
+    if ((w->timer = virEventAddTimeout(KVMSAVE_LAZY_WATCH_MS, kvmsaveLazyWatchTick,
+                                       w, kvmsaveLazyWatchFree)) < 0) {
         VIR_DEBUG("no event loop: the end of %s's lazy restore sends no event",
                   w->name);
         kvmsaveLazyWatchFree(w);
+        return;
     }
+    g_hash_table_insert(kvmsaveLazyWatches, g_strdup(uuidstr),
+                        GINT_TO_POINTER(w->timer));
 }
 
 
@@ -415,8 +446,5 @@ kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
     VIR_FORCE_CLOSE(sv[1]);
     /* The page server removes the sockets' directory when it ends. */
     kvmsaveMultifdKeep(lz->dir);
-    if (kvmsaveLazyWaitRunning(lz, dom, job) < 0)
-        return -1;
-    kvmsaveLazyWatchStart(lz, dom);
-    return 0;
+    return kvmsaveLazyWaitRunning(lz, dom, job);
 }

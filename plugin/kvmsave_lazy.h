@@ -42,6 +42,11 @@ int kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom,
                      kvmsaveImageReader *reader, const char *path,
                      kvmsaveJob *job);
 
+/* The lazy restore of @dom succeeded: while this process runs, its event
+ * loop watches the page server's status file, and its kvmsave connections
+ * get JOB_COMPLETED once the last page is in. */
+void kvmsaveLazyWatch(kvmsaveConn *priv, virDomainPtr dom);
+
 typedef enum {
     KVMSAVE_LAZY_NONE,
     KVMSAVE_LAZY_SERVING,       /* the guest runs, pages still come */

@@ -794,6 +794,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
         kvmsaveRestoreSetMigrateFrom(loaded, path, r.hdr->name) < 0)
         goto cleanup;
     ret = kvmsaveConnOuterDomain(priv, loaded);
+    if (ret && lazy)
+        kvmsaveLazyWatch(priv, loaded);
 
  cleanup:
     if (!ret && r.hdr) {

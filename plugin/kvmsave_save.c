@@ -605,19 +605,17 @@ kvmsaveSaveStopGuest(kvmsaveSave *s)
 }
 
 
-/* A save ended well: JOB_COMPLETED with its statistics, which stock
- * libvirt sends at the end of its save's migration. */
+/* End the job; one that ended well sends JOB_COMPLETED with its
+ * statistics, as stock libvirt does at the end of its save's migration. */
 static void
-kvmsaveSaveAnnounce(kvmsaveSave *s)
+kvmsaveSaveEndJob(kvmsaveSave *s, bool failed)
 {
     virTypedParameterPtr params = NULL;
     int nparams = 0;
-    int type;
 
-    if (kvmsaveJobGetStats(s->dom->uuid, true, true, &type, &params, &nparams) <= 0)
-        return;
-    kvmsaveEventsJobCompleted(s->dom->uuid, s->dom->name, s->dom->id,
-                              params, nparams);
+    if (kvmsaveJobEndStats(s->job, !failed, &params, &nparams) > 0)
+        kvmsaveEventsJobCompleted(s->dom->uuid, s->dom->name, s->dom->id,
+                                  params, nparams);
     virTypedParamsFree(params, nparams);
 }
 
@@ -666,9 +664,7 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
     g_free(s->tmppath);
     /* The job's end is on its board before its journal's lock goes: a
      * client of another process then never sees the job vanish unended. */
-    kvmsaveJobEnd(s->job, !failed);
-    if (!failed)
-        kvmsaveSaveAnnounce(s);
+    kvmsaveSaveEndJob(s, failed);
     virObjectUnref(s->dom);
     kvmsaveJournalEnd(s->journal);
 }
