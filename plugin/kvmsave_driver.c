@@ -432,18 +432,19 @@ static int
 kvmsaveDomainGetJobInfo(virDomainPtr dom, virDomainJobInfoPtr info)
 {
     kvmsaveConn *priv = kvmsaveConnFromConnect(dom->conn);
-    unsigned long long total, done;
+    kvmsaveJobFigures fig = { 0 };
+    g_autofree char *error = NULL;
 
     if (kvmsaveJobGetInfo(dom->uuid, info) > 0 ||
         kvmsaveJobBoardGetInfo(priv, dom->uuid, info) > 0)
         return 0;
     /* A lazy restore goes on in its page server, after the call. */
-    if (kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, NULL) == KVMSAVE_LAZY_SERVING) {
+    if (kvmsaveLazyGetJob(priv, dom->uuid, &fig, &error) == KVMSAVE_LAZY_SERVING) {
         memset(info, 0, sizeof(*info));
         info->type = VIR_DOMAIN_JOB_UNBOUNDED;
-        info->dataTotal = info->memTotal = total;
-        info->dataProcessed = info->memProcessed = done;
-        info->dataRemaining = info->memRemaining = total - done;
+        info->dataTotal = info->memTotal = fig.total;
+        info->dataProcessed = info->memProcessed = fig.processed;
+        info->dataRemaining = info->memRemaining = fig.total - fig.processed;
         return 0;
     }
     return priv->innerDriver->domainGetJobInfo(dom, info);
@@ -457,17 +458,12 @@ kvmsaveDomainGetLazyJobStats(kvmsaveConn *priv, virDomainPtr dom,
                              bool completed, int *type,
                              virTypedParameterPtr *params, int *nparams)
 {
-    kvmsaveJobFigures fig = { .operation = VIR_DOMAIN_JOB_OPERATION_RESTORE };
+    kvmsaveJobFigures fig = { 0 };
     g_autofree char *error = NULL;
-    kvmsaveLazyState state = kvmsaveLazyGetJob(priv, dom->uuid, &fig.total,
-                                               &fig.processed, &error);
+    kvmsaveLazyState state = kvmsaveLazyGetJob(priv, dom->uuid, &fig, &error);
 
-    if (state == KVMSAVE_LAZY_NONE ||
-        completed != (state != KVMSAVE_LAZY_SERVING))
+    if (state == KVMSAVE_LAZY_NONE || completed != fig.ended)
         return 0;
-    fig.ended = state != KVMSAVE_LAZY_SERVING;
-    fig.ok = state == KVMSAVE_LAZY_DONE;
-    fig.errmsg = error;
     if (kvmsaveJobFiguresToParams(&fig, params, nparams) < 0)
         return -1;
     *type = kvmsaveJobFiguresType(&fig);
@@ -511,14 +507,15 @@ kvmsaveDomainAbortJobFlags(virDomainPtr dom, unsigned int flags)
     /* The job stops at its next poll; the call that runs it reports.
      * Flags (postcopy) concern migrations only: the inner driver's. */
     if (flags == 0) {
-        unsigned long long total, done;
+        kvmsaveJobFigures fig = { 0 };
+        g_autofree char *error = NULL;
         int rc = kvmsaveJobAbort(dom->uuid);
 
         if (rc == 0)
             rc = kvmsaveJobBoardAbort(priv, dom->uuid);
         if (rc != 0)
             return rc < 0 ? -1 : 0;
-        if (kvmsaveLazyGetJob(priv, dom->uuid, &total, &done, NULL) == KVMSAVE_LAZY_SERVING) {
+        if (kvmsaveLazyGetJob(priv, dom->uuid, &fig, &error) == KVMSAVE_LAZY_SERVING) {
             virReportError(VIR_ERR_OPERATION_INVALID, "%s",
                            _("cannot abort a lazy restore once its guest runs: part of the guest's memory is still only in the image; wait for the job to end, or destroy the guest"));
             return -1;

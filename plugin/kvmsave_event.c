@@ -260,19 +260,27 @@ kvmsaveEventsForward(virConnectPtr inner G_GNUC_UNUSED, virDomainPtr dom,
 }
 
 
-/* The inner driver's JOB_COMPLETED (of a migration, say), as it is. */
+/* The event takes its own copy of @params. */
 static void
-kvmsaveEventsForwardJobCompleted(virConnectPtr inner G_GNUC_UNUSED,
-                                 virDomainPtr dom, virTypedParameterPtr params,
-                                 int nparams, void *opaque)
+kvmsaveEventsQueueJobCompleted(kvmsaveEvents *ev, virDomainPtr dom,
+                               virTypedParameterPtr params, int nparams)
 {
-    kvmsaveEvents *ev = opaque;
     virTypedParameterPtr copy = NULL;
     virObjectEvent *event;
 
     virTypedParamsCopy(&copy, params, nparams);
     if ((event = virDomainEventJobCompletedNewFromDom(dom, copy, nparams)))
         virObjectEventStateQueue(ev->state, event);
+}
+
+
+/* The inner driver's JOB_COMPLETED (of a migration, say), as it is. */
+static void
+kvmsaveEventsForwardJobCompleted(virConnectPtr inner G_GNUC_UNUSED,
+                                 virDomainPtr dom, virTypedParameterPtr params,
+                                 int nparams, void *opaque)
+{
+    kvmsaveEventsQueueJobCompleted(opaque, dom, params, nparams);
 }
 
 
@@ -289,14 +297,9 @@ kvmsaveEventsJobCompleted(const unsigned char *uuid, const char *name, int id,
     memcpy(dom.uuid, uuid, VIR_UUID_BUFLEN);
     for (l = kvmsaveEventsAll; l; l = l->next) {
         kvmsaveEvents *ev = l->data;
-        virTypedParameterPtr copy = NULL;
-        virObjectEvent *event;
 
-        if (g_atomic_int_get(&ev->innerJobCompletedID) < 0)
-            continue; /* nobody listens there */
-        virTypedParamsCopy(&copy, params, nparams);
-        if ((event = virDomainEventJobCompletedNewFromDom(&dom, copy, nparams)))
-            virObjectEventStateQueue(ev->state, event);
+        if (g_atomic_int_get(&ev->innerJobCompletedID) >= 0) /* listened to */
+            kvmsaveEventsQueueJobCompleted(ev, &dom, params, nparams);
     }
 }
 

@@ -284,8 +284,8 @@ kvmsaveLazyServerGone(const char *path)
 
 /* The state of the lazy restore whose page server reports in @path. */
 static kvmsaveLazyState
-kvmsaveLazyGetJobAt(const char *path, unsigned long long *total,
-                    unsigned long long *done, char **error)
+kvmsaveLazyGetStateAt(const char *path, unsigned long long *total,
+                      unsigned long long *done, char **error)
 {
     g_autofree char *state = NULL;
     const unsigned long long page = 4096;
@@ -300,24 +300,37 @@ kvmsaveLazyGetJobAt(const char *path, unsigned long long *total,
     if (STREQ(state, "failed"))
         return KVMSAVE_LAZY_FAILED;
     if (kvmsaveLazyServerGone(path)) {
-        if (error) {
-            g_free(*error);
-            *error = g_strdup(_("the page server ended before the last page: the guest waits for its memory in QEMU's postcopy-paused state and can only be destroyed"));
-        }
+        g_free(*error);
+        *error = g_strdup(_("the page server ended before the last page: the guest waits for its memory in QEMU's postcopy-paused state and can only be destroyed"));
         return KVMSAVE_LAZY_FAILED;
     }
     return KVMSAVE_LAZY_SERVING;
 }
 
 
+/* The job of the lazy restore whose page server reports in @path, as
+ * @fig; @fig->errmsg points into *@error. */
+static kvmsaveLazyState
+kvmsaveLazyGetJobAt(const char *path, kvmsaveJobFigures *fig, char **error)
+{
+    kvmsaveLazyState state = kvmsaveLazyGetStateAt(path, &fig->total,
+                                                   &fig->processed, error);
+
+    fig->operation = VIR_DOMAIN_JOB_OPERATION_RESTORE;
+    fig->ended = state != KVMSAVE_LAZY_SERVING;
+    fig->ok = state == KVMSAVE_LAZY_DONE;
+    fig->errmsg = *error;
+    return state;
+}
+
+
 kvmsaveLazyState
 kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
-                  unsigned long long *total, unsigned long long *done,
-                  char **error)
+                  kvmsaveJobFigures *fig, char **error)
 {
     g_autofree char *path = kvmsaveLazyStatusPath(priv, uuid);
 
-    return kvmsaveLazyGetJobAt(path, total, done, error);
+    return kvmsaveLazyGetJobAt(path, fig, error);
 }
 
 
@@ -367,16 +380,15 @@ static void
 kvmsaveLazyWatchTick(int timer, void *opaque)
 {
     kvmsaveLazyWatchData *w = opaque;
-    kvmsaveJobFigures fig = { .operation = VIR_DOMAIN_JOB_OPERATION_RESTORE };
-    kvmsaveLazyState state = kvmsaveLazyGetJobAt(w->statusPath, &fig.total,
-                                                 &fig.processed, NULL);
+    kvmsaveJobFigures fig = { 0 };
+    g_autofree char *error = NULL;
+    kvmsaveLazyState state = kvmsaveLazyGetJobAt(w->statusPath, &fig, &error);
     virTypedParameterPtr params = NULL;
     int nparams = 0;
 
     if (state == KVMSAVE_LAZY_SERVING)
         return;
     if (state == KVMSAVE_LAZY_DONE) {
-        fig.ended = fig.ok = true;
         if (kvmsaveJobFiguresToParams(&fig, &params, &nparams) == 0)
             kvmsaveEventsJobCompleted(w->uuid, w->name, w->id, params, nparams);
         virTypedParamsFree(params, nparams);

@@ -55,7 +55,7 @@ typedef enum {
 } kvmsaveLazyState;
 
 /* The last lazy restore of guest @uuid, as its page server last said:
- * its state, its figures in bytes, and the error that ended it. */
+ * its state, and its job as @fig, whose errmsg points into *@error, the
+ * error that ended it (or NULL). */
 kvmsaveLazyState kvmsaveLazyGetJob(kvmsaveConn *priv, const unsigned char *uuid,
-                                   unsigned long long *total,
-                                   unsigned long long *done, char **error);
+                                   kvmsaveJobFigures *fig, char **error);

@@ -4,7 +4,9 @@
 import os
 
 import libvirt_consts as C
-from conftest import job_completed_events, lifecycle_events, tmpfs
+from conftest import job_completed_events, lifecycle_events, slowed, started_guest, tmpfs
+from test_preflight import disk_xml
+
 
 def save_restore_events(env, guest, name, restore):
     """The events of a save to image NAME and of RESTORE (a call, with
@@ -66,6 +68,59 @@ time.sleep(1)
     env.virsh.run('restore', img)
     guest.assert_continued()
     os.unlink(img)
+
+
+def test_aborted_save_sends_no_job_completed(env, guest, monkeypatch):
+    # Stock sends it only once a save's migration succeeded; a save that
+    # ends otherwise has only its error.
+    slowed(guest, monkeypatch, 100)
+    img = env.image('job-event-aborted.img')
+    guest.checkpoint()
+    jobs = job_completed_events(env, guest, f'''
+import threading
+def abort():
+    while True:
+        try:
+            if dom.jobInfo()[4] > 0:
+                break
+        except libvirt.libvirtError:
+            pass
+        time.sleep(0.01)
+    dom.abortJob()
+threading.Thread(target=abort, daemon=True).start()
+try:
+    dom.save({img!r})
+    jobs.append({{'saved': True}})
+except libvirt.libvirtError as e:
+    jobs.append({{'error': e.get_error_code()}})
+time.sleep(1)
+''')
+    assert jobs == [{'error': C.VIR_ERR_OPERATION_ABORTED}], jobs
+    assert not os.path.exists(img)
+    assert guest.state() == 'running'
+    guest.assert_continued()
+
+
+def test_inner_drivers_own_job_completed_comes_through(env):
+    # A backup is the QEMU driver's job, not kvmsave's: its event
+    # (qemu_backup.c) must reach kvmsave's clients as the driver sent it.
+    disk = os.path.join(env.root, 'backup-disk.img')
+    with open(disk, 'wb') as fh:
+        fh.truncate(8 << 20)
+    g = started_guest(env, 'backup', extra_devices=disk_xml('vda', disk, 'raw'))
+    try:
+        jobs = job_completed_events(env, g, '''
+dom.backupBegin('<domainbackup/>', None)
+wait_jobs(1, 60)
+''')
+        assert len(jobs) == 1, jobs
+        assert jobs[0]['operation'] == C.JOB_OPERATION_BACKUP, jobs
+        assert jobs[0]['success'] is True, jobs
+        copies = [f for f in os.listdir(env.root) if f.startswith('backup-disk.img.')]
+        assert len(copies) == 1, os.listdir(env.root)
+    finally:
+        env.virsh.run('destroy', g.name, check=False)
+        env.virsh.run('undefine', g.name, check=False)
 
 
 def test_save_refused_for_space_never_pauses(env, guest, tmp_path):
