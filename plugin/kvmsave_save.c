@@ -353,16 +353,22 @@ kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
 static int
 kvmsaveSavePrepare(kvmsaveSave *s, int format)
 {
-    if ((s->fd = kvmsaveCreateTemp(s->path, s->direct, &s->tmppath)) < 0)
+    g_autofree char *tmppath = kvmsaveTempName(s->path);
+
+    if (!tmppath)
         return -1;
-    /* From here a killed client is recovered on the next open. */
+    /* From here a killed client is recovered on the next open: the
+     * journal names the file before it exists. */
     kvmsaveJournalSet(s->journal, "name", virDomainGetName(s->dom));
     kvmsaveJournalSet(s->journal, "target", s->path);
-    kvmsaveJournalSet(s->journal, "temp", s->tmppath);
+    kvmsaveJournalSet(s->journal, "temp", tmppath);
     kvmsaveJournalSetInt(s->journal, "paused", s->wasRunning);
     kvmsaveJournalSetInt(s->journal, "sparse", s->sparse);
     if (kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
-        kvmsaveSaveCheckSpace(s->dom, s->fd, s->path) < 0)
+        (s->fd = kvmsaveCreateTempAt(tmppath, s->direct)) < 0)
+        return -1;
+    s->tmppath = g_steal_pointer(&tmppath);
+    if (kvmsaveSaveCheckSpace(s->dom, s->fd, s->path) < 0)
         return -1;
     s->writer = kvmsaveImageWriterNew(s->fd, s->tmppath, s->direct);
     kvmsaveImageWriterSetFormat(s->writer, format);

@@ -31,31 +31,55 @@
 VIR_LOG_INIT("kvmsave.saveimage");
 
 
-int
-kvmsaveCreateTemp(const char *path, bool direct, char **tmppath)
+char *
+kvmsaveTempName(const char *path)
 {
     g_autofree char *dir = g_path_get_dirname(path);
     g_autofree char *tmpl = g_build_filename(dir, ".kvmsave-XXXXXX.tmp", NULL);
     struct stat sb;
-    int fd;
 
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         virReportError(VIR_ERR_INVALID_ARG,
                        _("cannot save to '%s': it is a directory, give a file name"),
                        path);
-        return -1;
+        return NULL;
     }
+    if (gen_tempname(tmpl, 4, 0, GT_NOCREATE) < 0) {
+        virReportSystemError(errno,
+                             _("cannot create a save image in directory '%s'%s"),
+                             dir, "");
+        return NULL;
+    }
+    return g_steal_pointer(&tmpl);
+}
 
-    /* O_CREAT | O_EXCL, mode 0600; O_NOFOLLOW on top. */
-    fd = gen_tempname(tmpl, 4, O_CLOEXEC | O_NOFOLLOW |
-                      (direct ? O_DIRECT : 0), GT_FILE);
+
+int
+kvmsaveCreateTempAt(const char *tmppath, bool direct)
+{
+    int fd = open(tmppath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW |
+                  (direct ? O_DIRECT : 0), 0600);
+
     if (fd < 0) {
+        g_autofree char *dir = g_path_get_dirname(tmppath);
+
         virReportSystemError(errno,
                              _("cannot create a save image in directory '%s'%s"),
                              dir, direct ? _(" for direct I/O (bypass cache)") : "");
-        return -1;
     }
-    *tmppath = g_steal_pointer(&tmpl);
+    return fd;
+}
+
+
+int
+kvmsaveCreateTemp(const char *path, bool direct, char **tmppath)
+{
+    g_autofree char *name = kvmsaveTempName(path);
+    int fd;
+
+    if (!name || (fd = kvmsaveCreateTempAt(name, direct)) < 0)
+        return -1;
+    *tmppath = g_steal_pointer(&name);
     return fd;
 }
 

@@ -8,8 +8,17 @@
 
 #include "internal.h"
 
-/* Create a temporary file for @path in its directory: 0600, O_EXCL, never
- * following a symlink. Returns the fd and sets *tmppath. */
+/* A name for the temporary file of an image at @path, in its directory,
+ * that no file has yet: a job names it in its journal before it creates
+ * it, so that a client killed at any point leaves no file recovery does
+ * not know of. */
+char *kvmsaveTempName(const char *path);
+
+/* Create the temporary file @tmppath: 0600, O_EXCL, never following a
+ * symlink. Returns the fd. */
+int kvmsaveCreateTempAt(const char *tmppath, bool direct);
+
+/* Both: a temporary file for @path; returns the fd and sets *tmppath. */
 int kvmsaveCreateTemp(const char *path, bool direct, char **tmppath);
 
 /* Make @tmppath (flushed) the file at @path. */
