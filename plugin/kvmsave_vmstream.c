@@ -62,6 +62,9 @@ struct _kvmsaveVMReader {
     unsigned char buf[READER_BUF];
     uint64_t bufStart;
     size_t bufLen;
+    /* The block of the last page record, which a RAM_CONTINUE record
+     * names; QEMU 7.2 keeps it across RAM sections, as its loader does. */
+    ssize_t block;
 };
 
 
@@ -376,8 +379,9 @@ kvmsaveVMParseRamSetup(kvmsaveVMReader *r, kvmsaveVMStream *vm)
 /* One page record of a plain stream, its header @v read. */
 static int
 kvmsaveVMParsePage(kvmsaveVMReader *r, kvmsaveVMStream *vm, uint64_t v,
-                   ssize_t *block, kvmsaveVMPageFn pageFn, void *opaque)
+                   kvmsaveVMPageFn pageFn, void *opaque)
 {
+    ssize_t *block = &r->block;
     uint64_t flags = v & RAM_FLAGS_MASK & ~RAM_CONTINUE;
     uint64_t addr = v & ~RAM_FLAGS_MASK;
     uint64_t pos = 0;
@@ -419,8 +423,6 @@ static int
 kvmsaveVMParseRamRecords(kvmsaveVMReader *r, kvmsaveVMStream *vm,
                          kvmsaveVMPageFn pageFn, void *opaque)
 {
-    ssize_t block = -1;
-
     for (;;) {
         uint64_t v, flags;
 
@@ -438,7 +440,7 @@ kvmsaveVMParseRamRecords(kvmsaveVMReader *r, kvmsaveVMStream *vm,
                            (unsigned long long) r->pos - 8);
             return -1;
         }
-        if (kvmsaveVMParsePage(r, vm, v, &block, pageFn, opaque) < 0)
+        if (kvmsaveVMParsePage(r, vm, v, pageFn, opaque) < 0)
             return -1;
     }
 }
@@ -595,6 +597,7 @@ kvmsaveVMStreamParse(int fd, const char *path, uint64_t start, uint64_t end,
     r->path = path;
     r->pos = start;
     r->end = end;
+    r->block = -1;
     if (kvmsaveVMReadBE32(r, &magic) < 0 || kvmsaveVMReadBE32(r, &version) < 0)
         return NULL;
     if (magic != VM_FILE_MAGIC || version != VM_FILE_VERSION) {
