@@ -51,36 +51,103 @@ VIR_LOG_INIT("kvmsave.vmstream");
 
 #define READER_BUF (64 * 1024)
 
-/* Buffered reads of the stream at file offsets: a mapped-ram stream
- * jumps over each block's pages. */
+/* Reads of the stream through its source; a mapped-ram stream jumps
+ * over each block's pages. */
 typedef struct _kvmsaveVMReader kvmsaveVMReader;
 struct _kvmsaveVMReader {
-    int fd;
+    const kvmsaveVMSource *src;
     const char *path;
     uint64_t pos;
     uint64_t end;
-    unsigned char buf[READER_BUF];
-    uint64_t bufStart;
-    size_t bufLen;
     /* The block of the last page record, which a RAM_CONTINUE record
      * names; QEMU 7.2 keeps it across RAM sections, as its loader does. */
     ssize_t block;
+    kvmsaveVMRecordFn recordFn;
+    void *opaque;
 };
+
+/* The source of a file, read with pread a buffer at a time. */
+typedef struct _kvmsaveVMFile kvmsaveVMFile;
+struct _kvmsaveVMFile {
+    int fd;
+    const char *path;
+    unsigned char buf[READER_BUF];
+    uint64_t bufStart;
+    size_t bufLen;
+};
+
+
+static void G_GNUC_PRINTF(3, 0)
+kvmsaveVMBadAtV(const char *path, uint64_t pos, const char *fmt, va_list ap)
+{
+    g_autofree char *why = g_strdup_vprintf(fmt, ap);
+
+    virReportError(VIR_ERR_OPERATION_FAILED,
+                   _("cannot read the QEMU migration stream in '%s' at offset %llu: %s"),
+                   path, (unsigned long long) pos, why);
+}
+
+
+static int G_GNUC_PRINTF(3, 4)
+kvmsaveVMBadAt(const char *path, uint64_t pos, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    kvmsaveVMBadAtV(path, pos, fmt, ap);
+    va_end(ap);
+    return -1;
+}
 
 
 static int G_GNUC_PRINTF(2, 3)
 kvmsaveVMBad(kvmsaveVMReader *r, const char *fmt, ...)
 {
     va_list ap;
-    g_autofree char *why = NULL;
 
     va_start(ap, fmt);
-    why = g_strdup_vprintf(fmt, ap);
+    kvmsaveVMBadAtV(r->path, r->pos, fmt, ap);
     va_end(ap);
-    virReportError(VIR_ERR_OPERATION_FAILED,
-                   _("cannot read the QEMU migration stream in '%s' at offset %llu: %s"),
-                   r->path, (unsigned long long) r->pos, why);
     return -1;
+}
+
+
+static int
+kvmsaveVMFileView(void *opaque, uint64_t pos, size_t want,
+                  const unsigned char **p, size_t *len)
+{
+    kvmsaveVMFile *f = opaque;
+
+    if (pos < f->bufStart || pos >= f->bufStart + f->bufLen) {
+        ssize_t got;
+
+        if ((got = pread(f->fd, f->buf, MIN(READER_BUF, want), pos)) <= 0) {
+            if (got < 0) {
+                virReportSystemError(errno, _("cannot read '%s'"), f->path);
+                return -1;
+            }
+            return kvmsaveVMBadAt(f->path, pos, "%s", _("the file ends too early"));
+        }
+        f->bufStart = pos;
+        f->bufLen = got;
+    }
+    *p = f->buf + (pos - f->bufStart);
+    *len = f->bufStart + f->bufLen - pos;
+    return 0;
+}
+
+
+/* The bytes at r->pos, at most @n of them. */
+static int
+kvmsaveVMView(kvmsaveVMReader *r, size_t n, const unsigned char **p,
+              size_t *len)
+{
+    if (r->pos >= r->end)
+        return kvmsaveVMBad(r, "%s", _("the stream ends too early"));
+    if (r->src->view(r->src->opaque, r->pos, r->end - r->pos, p, len) < 0)
+        return -1;
+    *len = MIN(MIN(*len, n), r->end - r->pos);
+    return 0;
 }
 
 
@@ -90,32 +157,30 @@ kvmsaveVMRead(kvmsaveVMReader *r, void *out, size_t n)
     unsigned char *o = out;
 
     while (n > 0) {
-        size_t have, take;
+        const unsigned char *p;
+        size_t take;
 
-        if (r->pos < r->bufStart || r->pos >= r->bufStart + r->bufLen) {
-            ssize_t got;
-            size_t want;
-
-            if (r->pos >= r->end)
-                return kvmsaveVMBad(r, "%s", _("the stream ends too early"));
-            want = MIN(READER_BUF, r->end - r->pos);
-            if ((got = pread(r->fd, r->buf, want, r->pos)) <= 0) {
-                if (got < 0) {
-                    virReportSystemError(errno, _("cannot read '%s'"), r->path);
-                    return -1;
-                }
-                return kvmsaveVMBad(r, "%s", _("the file ends too early"));
-            }
-            r->bufStart = r->pos;
-            r->bufLen = got;
-        }
-        have = r->bufStart + r->bufLen - r->pos;
-        take = MIN(have, n);
-        memcpy(o, r->buf + (r->pos - r->bufStart), take);
+        if (kvmsaveVMView(r, n, &p, &take) < 0)
+            return -1;
+        memcpy(o, p, take);
         o += take;
         r->pos += take;
         n -= take;
     }
+    return 0;
+}
+
+
+/* The next byte, left in place. */
+static int
+kvmsaveVMPeekU8(kvmsaveVMReader *r, uint8_t *v)
+{
+    const unsigned char *p;
+    size_t len;
+
+    if (kvmsaveVMView(r, 1, &p, &len) < 0)
+        return -1;
+    *v = p[0];
     return 0;
 }
 
@@ -256,12 +321,11 @@ kvmsaveVMParseConfig(kvmsaveVMReader *r, kvmsaveVMStream *vm)
         uint32_t version;
         uint64_t at = r->pos;
 
-        if (kvmsaveVMRead(r, &type, 1) < 0)
+        if (kvmsaveVMPeekU8(r, &type) < 0)
             return -1;
-        if (type != VM_SUBSECTION) {
-            r->pos--;
+        if (type != VM_SUBSECTION)
             break;
-        }
+        r->pos++;
         if (!(name = kvmsaveVMReadString(r)) || kvmsaveVMReadBE32(r, &version) < 0)
             return -1;
         if (STREQ(name, "configuration/target-page-bits")) {
@@ -376,31 +440,33 @@ kvmsaveVMParseRamSetup(kvmsaveVMReader *r, kvmsaveVMStream *vm)
 }
 
 
-/* One page record of a plain stream, its header @v read. */
+/* One page record of a plain stream, its header @v read at @at. */
 static int
 kvmsaveVMParsePage(kvmsaveVMReader *r, kvmsaveVMStream *vm, uint64_t v,
-                   kvmsaveVMPageFn pageFn, void *opaque)
+                   uint64_t at)
 {
-    ssize_t *block = &r->block;
     uint64_t flags = v & RAM_FLAGS_MASK & ~RAM_CONTINUE;
     uint64_t addr = v & ~RAM_FLAGS_MASK;
-    uint64_t pos = 0;
+    kvmsaveVMRecord rec = { .record = at, .data = flags == RAM_PAGE,
+                            .named = !(v & RAM_CONTINUE) };
 
-    if (!(v & RAM_CONTINUE)) {
+    if (rec.named) {
         g_autofree char *name = kvmsaveVMReadString(r);
 
         if (!name)
             return -1;
-        if ((*block = kvmsaveVMStreamFindBlock(vm, name)) < 0)
+        if ((r->block = kvmsaveVMStreamFindBlock(vm, name)) < 0)
             return kvmsaveVMBad(r, _("a page of unknown block '%s'"), name);
     }
-    if (*block < 0)
+    if (r->block < 0)
         return kvmsaveVMBad(r, "%s", _("a page before any block"));
-    if (addr >= vm->blocks[*block].length)
+    if (addr >= vm->blocks[r->block].length)
         return kvmsaveVMBad(r, _("a page at 0x%llx past the end of block '%s'"),
-                            (unsigned long long) addr, vm->blocks[*block].name);
-    if (flags == RAM_PAGE) {
-        pos = r->pos;
+                            (unsigned long long) addr, vm->blocks[r->block].name);
+    rec.block = r->block;
+    rec.page = addr / KVMSAVE_VM_PAGE_SIZE;
+    rec.payload = r->pos;
+    if (rec.data) {
         if (kvmsaveVMSkip(r, KVMSAVE_VM_PAGE_SIZE) < 0)
             return -1;
     } else {
@@ -412,19 +478,19 @@ kvmsaveVMParsePage(kvmsaveVMReader *r, kvmsaveVMStream *vm, uint64_t v,
             return kvmsaveVMBad(r, _("a page filled with 0x%x"), fill);
     }
     vm->pages++;
-    if (pageFn)
-        return pageFn(*block, addr / KVMSAVE_VM_PAGE_SIZE, pos, opaque);
+    if (r->recordFn)
+        return r->recordFn(vm, &rec, r->opaque);
     return 0;
 }
 
 
 /* The records of a RAM section (PART or END), up to its RAM_EOS. */
 static int
-kvmsaveVMParseRamRecords(kvmsaveVMReader *r, kvmsaveVMStream *vm,
-                         kvmsaveVMPageFn pageFn, void *opaque)
+kvmsaveVMParseRamRecords(kvmsaveVMReader *r, kvmsaveVMStream *vm)
 {
     for (;;) {
         uint64_t v, flags;
+        uint64_t at = r->pos;
 
         if (kvmsaveVMReadBE64(r, &v) < 0)
             return -1;
@@ -437,10 +503,10 @@ kvmsaveVMParseRamRecords(kvmsaveVMReader *r, kvmsaveVMStream *vm,
             virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
                            _("the QEMU migration stream in '%s' holds a RAM record with flags 0x%llx at offset %llu, which kvmsave cannot serve pages from (compressed or delta pages)"),
                            r->path, (unsigned long long) flags,
-                           (unsigned long long) r->pos - 8);
+                           (unsigned long long) at);
             return -1;
         }
-        if (kvmsaveVMParsePage(r, vm, v, pageFn, opaque) < 0)
+        if (kvmsaveVMParsePage(r, vm, v, at) < 0)
             return -1;
     }
 }
@@ -473,19 +539,17 @@ kvmsaveVMParseNamedSection(kvmsaveVMReader *r, kvmsaveVMStream *vm,
     if (kvmsaveVMParseRamSetup(r, vm) < 0)
         return -1;
     /* QEMU sends footers unless the machine type predates them. */
-    if (kvmsaveVMReadU8(r, &type) < 0)
+    if (kvmsaveVMPeekU8(r, &type) < 0)
         return -1;
-    r->pos--;
     vm->footers = type == VM_SECTION_FOOTER;
     return kvmsaveVMParseFooter(r, vm, id);
 }
 
 
 /* RAM's sections and the commands among them, up to the first device
- * section: vm->devStart. */
+ * section: vm->devStart. With @setupOnly, only up to RAM's setup. */
 static int
-kvmsaveVMParseRam(kvmsaveVMReader *r, kvmsaveVMStream *vm,
-                  kvmsaveVMPageFn pageFn, void *opaque)
+kvmsaveVMParseRam(kvmsaveVMReader *r, kvmsaveVMStream *vm, bool setupOnly)
 {
     bool devices = false;
 
@@ -502,6 +566,8 @@ kvmsaveVMParseRam(kvmsaveVMReader *r, kvmsaveVMStream *vm,
         case VM_SECTION_FULL:
             if (kvmsaveVMParseNamedSection(r, vm, type, start, &devices) < 0)
                 return -1;
+            if (setupOnly && !devices)
+                return 0;
             break;
         case VM_SECTION_PART:
         case VM_SECTION_END:
@@ -509,9 +575,10 @@ kvmsaveVMParseRam(kvmsaveVMReader *r, kvmsaveVMStream *vm,
                 return -1;
             if (vm->nblocks == 0 || id != vm->ramSection)
                 return kvmsaveVMBad(r, _("section %u is not RAM's"), id);
-            if (kvmsaveVMParseRamRecords(r, vm, pageFn, opaque) < 0 ||
+            if (kvmsaveVMParseRamRecords(r, vm) < 0 ||
                 kvmsaveVMParseFooter(r, vm, id) < 0)
                 return -1;
+            vm->ramEnded = type == VM_SECTION_END;
             break;
         case VM_COMMAND:
             /* QEMU 10 announces the switchover; nothing to keep. */
@@ -535,7 +602,6 @@ static int
 kvmsaveVMReadAt(kvmsaveVMReader *r, unsigned char *buf, size_t n, uint64_t pos)
 {
     r->pos = pos;
-    r->bufLen = 0;
     return kvmsaveVMRead(r, buf, n);
 }
 
@@ -543,9 +609,12 @@ kvmsaveVMReadAt(kvmsaveVMReader *r, unsigned char *buf, size_t n, uint64_t pos)
 /* Where the device sections end: at QEMU_VM_EOF, which is the last byte,
  * or followed by QEMU's JSON description (type, be32 length, text).
  * Searched from the end, a window at a time. */
-static int
-kvmsaveVMFindEnd(kvmsaveVMReader *r, kvmsaveVMStream *vm)
+int
+kvmsaveVMStreamFindEnd(const kvmsaveVMSource *src, const char *path,
+                       uint64_t end, kvmsaveVMStream *vm)
 {
+    kvmsaveVMReader rd = { .src = src, .path = path, .end = end };
+    kvmsaveVMReader *r = &rd;
     g_autofree unsigned char *buf = g_malloc(VMDESC_WINDOW);
     uint64_t lowest = vm->devStart + 1;
     uint64_t hi = r->end;
@@ -584,43 +653,64 @@ kvmsaveVMFindEnd(kvmsaveVMReader *r, kvmsaveVMStream *vm)
 }
 
 
-kvmsaveVMStream *
-kvmsaveVMStreamParse(int fd, const char *path, uint64_t start, uint64_t end,
-                     kvmsaveVMPageFn pageFn, void *opaque)
+/* The header and the configuration, if the stream has one. */
+static int
+kvmsaveVMParseHead(kvmsaveVMReader *r, kvmsaveVMStream *vm)
 {
-    g_autofree kvmsaveVMReader *r = g_new0(kvmsaveVMReader, 1);
-    g_autoptr(kvmsaveVMStream) vm = g_new0(kvmsaveVMStream, 1);
+    uint64_t start = r->pos;
     uint32_t magic, version;
     uint8_t type;
 
-    r->fd = fd;
-    r->path = path;
-    r->pos = start;
-    r->end = end;
-    r->block = -1;
     if (kvmsaveVMReadBE32(r, &magic) < 0 || kvmsaveVMReadBE32(r, &version) < 0)
-        return NULL;
+        return -1;
     if (magic != VM_FILE_MAGIC || version != VM_FILE_VERSION) {
         r->pos = start;
-        kvmsaveVMBad(r, "%s", _("no QEMU migration stream of version 3 starts there"));
-        return NULL;
+        return kvmsaveVMBad(r, "%s", _("no QEMU migration stream of version 3 starts there"));
     }
-    if (kvmsaveVMReadU8(r, &type) < 0)
-        return NULL;
+    if (kvmsaveVMPeekU8(r, &type) < 0)
+        return -1;
     if (type == VM_CONFIGURATION) {
-        if (kvmsaveVMParseConfig(r, vm) < 0)
-            return NULL;
-    } else {
-        r->pos--;
-        vm->caps = g_new0(char *, 1);
-        vm->configEnd = r->pos;
+        r->pos++;
+        return kvmsaveVMParseConfig(r, vm);
     }
-    if (kvmsaveVMParseRam(r, vm, pageFn, opaque) < 0 ||
-        kvmsaveVMFindEnd(r, vm) < 0)
+    vm->caps = g_new0(char *, 1);
+    vm->configEnd = r->pos;
+    return 0;
+}
+
+
+kvmsaveVMStream *
+kvmsaveVMStreamParseFrom(const kvmsaveVMSource *src, const char *path,
+                         uint64_t start, uint64_t end, unsigned int flags,
+                         kvmsaveVMRecordFn recordFn, void *opaque)
+{
+    kvmsaveVMReader r = { .src = src, .path = path, .pos = start, .end = end,
+                          .block = -1, .recordFn = recordFn, .opaque = opaque };
+    g_autoptr(kvmsaveVMStream) vm = g_new0(kvmsaveVMStream, 1);
+    bool setupOnly = flags & KVMSAVE_VM_PARSE_SETUP_ONLY;
+
+    if (kvmsaveVMParseHead(&r, vm) < 0 ||
+        kvmsaveVMParseRam(&r, vm, setupOnly) < 0)
+        return NULL;
+    if (!(flags & (KVMSAVE_VM_PARSE_SETUP_ONLY | KVMSAVE_VM_PARSE_NO_END)) &&
+        kvmsaveVMStreamFindEnd(src, path, end, vm) < 0)
         return NULL;
     VIR_DEBUG("%s: machine %s, %zu blocks, %s, devices [%llu, %llu)",
               path, vm->machine ? vm->machine : "?", vm->nblocks,
               vm->mapped ? "mapped-ram" : "plain",
               (unsigned long long) vm->devStart, (unsigned long long) vm->devEnd);
     return g_steal_pointer(&vm);
+}
+
+
+kvmsaveVMStream *
+kvmsaveVMStreamParse(int fd, const char *path, uint64_t start, uint64_t end,
+                     kvmsaveVMRecordFn recordFn, void *opaque)
+{
+    g_autofree kvmsaveVMFile *f = g_new0(kvmsaveVMFile, 1);
+    kvmsaveVMSource src = { kvmsaveVMFileView, f };
+
+    f->fd = fd;
+    f->path = path;
+    return kvmsaveVMStreamParseFrom(&src, path, start, end, 0, recordFn, opaque);
 }

@@ -235,8 +235,12 @@ typedef struct {
 
 /* Each page once; a data page as the image holds it. */
 static int
-walkPage(size_t block, uint64_t page, uint64_t pos, void *opaque)
+walkPage(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
+         void *opaque)
 {
+    size_t block = rec->block;
+    uint64_t page = rec->page;
+    uint64_t pos = rec->data ? rec->payload : 0;
     Walk *w = opaque;
     char *key = g_strdup_printf("%zu:%llu", block, (unsigned long long) page);
     unsigned char got[4096], want[4096];

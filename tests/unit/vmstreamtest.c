@@ -38,8 +38,12 @@ typedef struct {
 } PageCount;
 
 static int
-countPage(size_t block, uint64_t page, uint64_t pos, void *opaque)
+countPage(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
+          void *opaque)
 {
+    size_t block = rec->block;
+    uint64_t page = rec->page;
+    uint64_t pos = rec->data ? rec->payload : 0;
     PageCount *pc = opaque;
     char *key = g_strdup_printf("%zu:%llu", block, (unsigned long long) page);
 
@@ -371,6 +375,232 @@ END_TEST
 
 
 
+/* ---- byte sources and the records they yield ---- */
+
+/* Views of a stream in memory, of random sizes up to maxView; with
+ * forward, each view must start at or after the one before. */
+typedef struct {
+    const unsigned char *data;
+    size_t len;
+    GRand *rand;
+    size_t maxView;
+    bool forward;
+    uint64_t last;
+    size_t views;
+} MemSource;
+
+static int
+memView(void *opaque, uint64_t pos, size_t want, const unsigned char **p,
+        size_t *len)
+{
+    MemSource *m = opaque;
+
+    ck_assert_uint_lt(pos, m->len);
+    ck_assert_uint_ge(want, 1);
+    if (m->forward)
+        ck_assert_uint_ge(pos, m->last);
+    m->last = pos;
+    m->views++;
+    *p = m->data + pos;
+    *len = MIN(m->len - pos, (size_t) g_rand_int_range(m->rand, 1, m->maxView + 1));
+    return 0;
+}
+
+
+static int
+keepRecord(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
+           void *opaque)
+{
+    g_array_append_val((GArray *) opaque, *rec);
+    return 0;
+}
+
+
+static int
+noRecord(const kvmsaveVMStream *vm G_GNUC_UNUSED,
+         const kvmsaveVMRecord *rec G_GNUC_UNUSED, void *opaque G_GNUC_UNUSED)
+{
+    ck_abort_msg("a record was walked");
+    return -1;
+}
+
+
+static void
+checkSameRecords(GArray *a, GArray *b)
+{
+    size_t i;
+
+    ck_assert_uint_eq(a->len, b->len);
+    for (i = 0; i < a->len; i++) {
+        const kvmsaveVMRecord *x = &g_array_index(a, kvmsaveVMRecord, i);
+        const kvmsaveVMRecord *y = &g_array_index(b, kvmsaveVMRecord, i);
+
+        ck_assert_uint_eq(x->block, y->block);
+        ck_assert_uint_eq(x->page, y->page);
+        ck_assert_uint_eq(x->record, y->record);
+        ck_assert_uint_eq(x->payload, y->payload);
+        ck_assert_int_eq(x->data, y->data);
+        ck_assert_int_eq(x->named, y->named);
+    }
+}
+
+
+/* Walk the whole file @path of @len bytes with pread, keeping every
+ * record in @recs. */
+static kvmsaveVMStream *
+walkKeeping(const char *path, size_t len, GArray *recs)
+{
+    kvmsaveVMStream *vm;
+    int fd = open(path, O_RDONLY);
+
+    ck_assert_int_ge(fd, 0);
+    vm = kvmsaveVMStreamParse(fd, path, 0, len, keepRecord, recs);
+    close(fd);
+    KT_ASSERT_NO_ERROR();
+    ck_assert_ptr_nonnull(vm);
+    return vm;
+}
+
+
+static void
+checkViewsWalkAsPread(const char *name)
+{
+    g_autofree char *path = scratchUnpackData(name);
+    size_t len;
+    g_autofree unsigned char *data = fileRead(path, &len);
+    g_autoptr(GArray) want = g_array_new(false, false, sizeof(kvmsaveVMRecord));
+    g_autoptr(kvmsaveVMStream) ref = walkKeeping(path, len, want);
+    size_t maxViews[] = { 1, 7, 4097, 70000 };
+    size_t i;
+
+    for (i = 0; i < G_N_ELEMENTS(maxViews); i++) {
+        g_autoptr(GArray) got = g_array_new(false, false, sizeof(kvmsaveVMRecord));
+        g_autoptr(kvmsaveVMStream) vm = NULL;
+        MemSource m = { data, len, g_rand_new_with_seed(i), maxViews[i], true };
+        kvmsaveVMSource src = { memView, &m };
+
+        vm = kvmsaveVMStreamParseFrom(&src, path, 0, len, KVMSAVE_VM_PARSE_NO_END,
+                                      keepRecord, got);
+        KT_ASSERT_NO_ERROR();
+        ck_assert_ptr_nonnull(vm);
+        ck_assert_uint_eq(vm->configEnd, ref->configEnd);
+        ck_assert_uint_eq(vm->devStart, ref->devStart);
+        ck_assert_uint_eq(vm->devEnd, 0);
+        ck_assert_uint_eq(vm->pages, ref->pages);
+        ck_assert_int_eq(vm->ramEnded, ref->ramEnded);
+        checkSameRecords(want, got);
+        m.forward = false;
+        ck_assert_int_eq(kvmsaveVMStreamFindEnd(&src, path, len, vm), 0);
+        ck_assert_uint_eq(vm->devEnd, ref->devEnd);
+        ck_assert_int_eq(vm->vmdesc, ref->vmdesc);
+        g_rand_free(m.rand);
+    }
+}
+
+
+START_TEST(test_views_of_any_size_walk_as_pread_does)
+{
+    checkViewsWalkAsPread("qemu-7.2-plain.vmstream");
+    checkViewsWalkAsPread("qemu-10.0-plain.vmstream");
+}
+END_TEST
+
+
+/* Each record's offsets point at its be64, at the block's name when it
+ * has one, and at its payload. */
+static void
+checkRecordPlaces(const char *name)
+{
+    g_autofree char *path = scratchUnpackData(name);
+    size_t len;
+    g_autofree unsigned char *data = fileRead(path, &len);
+    g_autoptr(GArray) recs = g_array_new(false, false, sizeof(kvmsaveVMRecord));
+    g_autoptr(kvmsaveVMStream) vm = walkKeeping(path, len, recs);
+    size_t i, named = 0;
+
+    ck_assert(vm->ramEnded);
+    ck_assert_uint_eq(recs->len, vm->pages);
+    for (i = 0; i < recs->len; i++) {
+        const kvmsaveVMRecord *r = &g_array_index(recs, kvmsaveVMRecord, i);
+        const char *block = vm->blocks[r->block].name;
+        uint64_t v;
+        uint64_t head = 8;
+
+        memcpy(&v, data + r->record, 8);
+        v = GUINT64_FROM_BE(v);
+
+        ck_assert_uint_eq(v & ~4095ULL, r->page * 4096);
+        ck_assert_int_eq(!(v & 0x20), r->named);
+        ck_assert_uint_eq(v & 0x0a, r->data ? 0x08 : 0x02);
+        if (r->named) {
+            named++;
+            ck_assert_uint_eq(data[r->record + 8], strlen(block));
+            ck_assert(memcmp(data + r->record + 9, block, strlen(block)) == 0);
+            head += 1 + strlen(block);
+        }
+        ck_assert_uint_eq(r->payload, r->record + head);
+        ck_assert_uint_lt(r->payload, vm->devStart);
+        if (!r->data)
+            ck_assert_uint_eq(data[r->payload], 0);
+    }
+    ck_assert_uint_ge(named, vm->nblocks);
+}
+
+
+START_TEST(test_records_point_at_their_bytes)
+{
+    checkRecordPlaces("qemu-7.2-plain.vmstream");
+    checkRecordPlaces("qemu-10.0-plain.vmstream");
+}
+END_TEST
+
+
+START_TEST(test_setup_only_stops_after_ram_setup)
+{
+    g_autofree char *path = scratchUnpackData("qemu-7.2-plain.vmstream");
+    size_t len;
+    g_autofree unsigned char *data = fileRead(path, &len);
+    MemSource m = { data, len, g_rand_new_with_seed(1), 4096, true };
+    kvmsaveVMSource src = { memView, &m };
+    g_autoptr(kvmsaveVMStream) vm = NULL;
+
+    vm = kvmsaveVMStreamParseFrom(&src, path, 0, len,
+                                  KVMSAVE_VM_PARSE_SETUP_ONLY, noRecord, NULL);
+    g_rand_free(m.rand);
+    KT_ASSERT_NO_ERROR();
+    ck_assert_ptr_nonnull(vm);
+    ck_assert_str_eq(vm->machine, "pc-i440fx-7.2");
+    checkMachineBlocks(vm);
+    ck_assert_uint_eq(vm->pages, 0);
+    ck_assert_uint_eq(vm->devStart, 0);
+    ck_assert_uint_eq(vm->devEnd, 0);
+    /* RAM's setup is a few hundred bytes: the walk went no further. */
+    ck_assert_uint_lt(m.last, 1024);
+}
+END_TEST
+
+
+START_TEST(test_ram_not_ended_before_the_devices)
+{
+    g_autoptr(GByteArray) b = buildStream(0, false, false);
+    g_autoptr(kvmsaveVMStream) vm = NULL;
+    size_t i;
+
+    /* Make RAM's END section (type 0x03, id 1, EOS) a PART. */
+    for (i = 0; i + 5 < b->len; i++) {
+        if (memcmp(b->data + i, "\x03\x00\x00\x00\x01\x00", 6) == 0)
+            break;
+    }
+    ck_assert_uint_lt(i + 5, b->len);
+    b->data[i] = 0x02;
+    vm = parseBuilt(b, "unended", b->len);
+    KT_ASSERT_NO_ERROR();
+    ck_assert_ptr_nonnull(vm);
+    ck_assert(!vm->ramEnded);
+}
+END_TEST
+
+
 /* ---- the postcopy source's stream and return path ---- */
 
 typedef struct {
@@ -380,8 +610,12 @@ typedef struct {
 } PageIndex;
 
 static int
-indexPage(size_t block, uint64_t page, uint64_t pos, void *opaque)
+indexPage(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
+          void *opaque)
 {
+    size_t block = rec->block;
+    uint64_t page = rec->page;
+    uint64_t pos = rec->data ? rec->payload : 0;
     PageIndex *pi = opaque;
 
     g_hash_table_insert(pi->data, g_strdup_printf("%zu:%llu", block,
@@ -632,6 +866,14 @@ vmstreamSuite(void)
     tcase_add_test(tc, test_compressed_pages_refused_as_unsupported);
     tcase_add_test(tc, test_truncated_stream_refused);
     tcase_add_test(tc, test_not_a_stream_refused);
+    tcase_add_test(tc, test_ram_not_ended_before_the_devices);
+    suite_add_tcase(s, tc);
+
+    tc = ktTCase("sources", 120);
+    tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
+    tcase_add_test(tc, test_views_of_any_size_walk_as_pread_does);
+    tcase_add_test(tc, test_records_point_at_their_bytes);
+    tcase_add_test(tc, test_setup_only_stops_after_ram_setup);
     suite_add_tcase(s, tc);
 
     tc = ktTCase("postcopy", 60);
