@@ -109,6 +109,7 @@ kvmsaveImageHeaderFree(kvmsaveImageHeader *hdr)
     g_free(hdr->hostCPU);
     g_free(hdr->producer);
     g_free(hdr->disks);
+    g_free(hdr->indexData);
     g_free(hdr);
 }
 
@@ -127,16 +128,18 @@ kvmsaveImageHeaderField(kvmsaveImageHeader *hdr, unsigned int tag)
     case KVMSAVE_IMAGE_FIELD_STREAMS: break; /* a number, see below */
     case KVMSAVE_IMAGE_FIELD_DISKS: return &hdr->disks;
     case KVMSAVE_IMAGE_FIELD_MAPPED: break; /* numbers, see below */
+    case KVMSAVE_IMAGE_FIELD_PAGEINDEX: break;
     }
     return NULL;
 }
-#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_MAPPED
+#define KVMSAVE_IMAGE_FIELD_LAST KVMSAVE_IMAGE_FIELD_PAGEINDEX
 
 
 /* The fields kept as numbers, as they are written; NULL when absent. */
 typedef struct {
     char *streams;
     char *mapped;
+    char *pageIndex;
 } kvmsaveImageNumberFields;
 
 static void
@@ -144,9 +147,22 @@ kvmsaveImageNumberFieldsClear(kvmsaveImageNumberFields *n)
 {
     g_free(n->streams);
     g_free(n->mapped);
+    g_free(n->pageIndex);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(kvmsaveImageNumberFields,
                                  kvmsaveImageNumberFieldsClear);
+
+/* PAGEINDEX: "OFFSET LENGTH CRC", of the same length whatever the
+ * numbers, so that the index's offset can be put into it once the field
+ * area's size is known, and a header with the index replaces one with
+ * room for it (kvmsaveImageWriterReplaceHeader). */
+static char *
+kvmsaveImageFormatPageIndex(uint64_t offset, uint64_t len, uint32_t crc)
+{
+    return g_strdup_printf("%020llu %020llu %08x", (unsigned long long) offset,
+                           (unsigned long long) len, crc);
+}
+
 
 static void
 kvmsaveImageNumberFieldsInit(const kvmsaveImageHeader *hdr,
@@ -160,6 +176,9 @@ kvmsaveImageNumberFieldsInit(const kvmsaveImageHeader *hdr,
         n->mapped = g_strdup_printf("%llu %u %u",
                                     (unsigned long long) hdr->mappedOffset,
                                     hdr->mappedBlock, hdr->mappedChannels);
+    /* A placeholder, replaced once the offset is known. */
+    if (hdr->indexReserve)
+        n->pageIndex = kvmsaveImageFormatPageIndex(0, 0, 0);
 }
 
 
@@ -173,6 +192,8 @@ kvmsaveImageHeaderFieldValue(kvmsaveImageHeader *hdr, unsigned int tag,
         return n->streams;
     if (tag == KVMSAVE_IMAGE_FIELD_MAPPED)
         return n->mapped;
+    if (tag == KVMSAVE_IMAGE_FIELD_PAGEINDEX)
+        return n->pageIndex;
     field = kvmsaveImageHeaderField(hdr, tag);
     return field ? *field : NULL;
 }
@@ -231,14 +252,120 @@ kvmsaveImageHeaderParseMapped(const unsigned char *val, size_t len,
 }
 
 
+/* The PAGEINDEX field: "OFFSET LENGTH CRC", decimal, decimal, hex. The
+ * index begins at the first block after the header checksum, which ends
+ * at @end + 4, and lies inside the header. */
+static int
+kvmsaveImageHeaderParsePageIndex(const unsigned char *val, size_t len,
+                                 const char *what, size_t end,
+                                 kvmsaveImageHeader *hdr)
+{
+    g_autofree char *str = g_strndup((const char *) val, len);
+    unsigned long long offset;
+    unsigned long long length;
+    unsigned int crc;
+    char *p;
+
+    if (virStrToLong_ullp(str, &p, 10, &offset) < 0 || *p != ' ' ||
+        virStrToLong_ullp(p + 1, &p, 10, &length) < 0 || *p != ' ' ||
+        virStrToLong_uip(p + 1, &p, 16, &crc) < 0 || *p ||
+        offset != VIR_ROUND_UP(end + 4, KVMSAVE_IMAGE_ALIGN) ||
+        offset > hdr->headerSize || length > hdr->headerSize - offset) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' has a corrupt header: invalid page index field '%s'"),
+                       what, str);
+        return -1;
+    }
+    hdr->indexOffset = offset;
+    hdr->indexLen = length;
+    hdr->indexCrc = crc;
+    hdr->indexReserve = hdr->headerSize - offset;
+    return 0;
+}
+
+
+/* A page index is of one stream of chunks. */
+static int
+kvmsaveImageHeaderCheckPageIndex(const kvmsaveImageHeader *hdr,
+                                 const char *what)
+{
+    if (hdr->indexOffset && (hdr->streams > 1 || hdr->mappedOffset)) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' has a corrupt header: a page index belongs to an image of one stream in chunks"),
+                       what);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* The header's size without the page index's room, and the size and
+ * count of its fields. */
+static size_t
+kvmsaveImageHeaderMeasure(kvmsaveImageHeader *hdr,
+                          const kvmsaveImageNumberFields *n,
+                          size_t *fieldsLen, unsigned int *nfields)
+{
+    unsigned int tag;
+
+    *fieldsLen = 0;
+    *nfields = 0;
+    for (tag = 1; tag <= KVMSAVE_IMAGE_FIELD_LAST; tag++) {
+        char *val = kvmsaveImageHeaderFieldValue(hdr, tag, n);
+        if (val) {
+            *fieldsLen += 8 + VIR_ROUND_UP(strlen(val), 8);
+            (*nfields)++;
+        }
+    }
+    return VIR_ROUND_UP(KVMSAVE_IMAGE_FIXED_HEADER_LEN + *fieldsLen + 4,
+                        KVMSAVE_IMAGE_ALIGN);
+}
+
+
+/* The page index goes into the header's padding from @offset, its room
+ * past it: the header's size, 0 when it does not fit. */
+static size_t
+kvmsaveImageHeaderPlaceIndex(kvmsaveImageHeader *hdr, size_t offset,
+                             kvmsaveImageNumberFields *n)
+{
+    if (hdr->indexLen > hdr->indexReserve ||
+        (hdr->indexLen && !hdr->indexData) ||
+        (hdr->indexReserve && (hdr->streams > 1 || hdr->mappedOffset))) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("invalid page index for a save image: %llu bytes in room for %llu, %u streams"),
+                       (unsigned long long) hdr->indexLen,
+                       (unsigned long long) hdr->indexReserve, hdr->streams);
+        return 0;
+    }
+    hdr->indexOffset = 0;
+    hdr->indexCrc = 0;
+    if (!hdr->indexReserve)
+        return offset;
+    if (hdr->indexReserve > KVMSAVE_IMAGE_HEADER_MAX - offset) {
+        virReportError(VIR_ERR_INVALID_ARG,
+                       _("no room for a page index of up to %llu bytes in the header of a save image (at most %d bytes, %zu of them taken)"),
+                       (unsigned long long) hdr->indexReserve,
+                       KVMSAVE_IMAGE_HEADER_MAX, offset);
+        return 0;
+    }
+    hdr->indexOffset = offset;
+    if (hdr->indexLen)
+        hdr->indexCrc = kvmsaveCrc32c(0, hdr->indexData, hdr->indexLen);
+    g_free(n->pageIndex);
+    n->pageIndex = kvmsaveImageFormatPageIndex(offset, hdr->indexLen,
+                                               hdr->indexCrc);
+    return offset + VIR_ROUND_UP(hdr->indexReserve, KVMSAVE_IMAGE_ALIGN);
+}
+
+
 int
 kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
                          unsigned char **buf, size_t *len)
 {
-    size_t fieldsLen = 0;
+    size_t fieldsLen;
     size_t total;
     size_t off;
-    unsigned int nfields = 0;
+    unsigned int nfields;
     unsigned int tag;
     g_autofree unsigned char *out = NULL;
     g_auto(kvmsaveImageNumberFields) numbers = { 0 };
@@ -250,21 +377,15 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
     }
 
     kvmsaveImageNumberFieldsInit(hdr, &numbers);
-    for (tag = 1; tag <= KVMSAVE_IMAGE_FIELD_LAST; tag++) {
-        char *val = kvmsaveImageHeaderFieldValue(hdr, tag, &numbers);
-        if (val) {
-            fieldsLen += 8 + VIR_ROUND_UP(strlen(val), 8);
-            nfields++;
-        }
-    }
-    total = VIR_ROUND_UP(KVMSAVE_IMAGE_FIXED_HEADER_LEN + fieldsLen + 4,
-                    KVMSAVE_IMAGE_ALIGN);
+    total = kvmsaveImageHeaderMeasure(hdr, &numbers, &fieldsLen, &nfields);
     if (total > KVMSAVE_IMAGE_HEADER_MAX) {
         virReportError(VIR_ERR_INVALID_ARG,
                        _("domain XML too large for a save image (%zu bytes)"),
                        strlen(hdr->xml));
         return -1;
     }
+    if (!(total = kvmsaveImageHeaderPlaceIndex(hdr, total, &numbers)))
+        return -1;
 
     out = g_malloc0(total);
     memcpy(out, KVMSAVE_IMAGE_MAGIC, KVMSAVE_IMAGE_MAGIC_LEN);
@@ -296,6 +417,8 @@ kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
     }
     hdr->crc = kvmsaveCrc32c(0, out, off);
     kvmsaveImagePutLE32(out + off, hdr->crc);
+    if (hdr->indexLen)
+        memcpy(out + hdr->indexOffset, hdr->indexData, hdr->indexLen);
     hdr->headerSize = total;
     if (hdr->mappedOffset && hdr->mappedOffset < total) {
         virReportError(VIR_ERR_INVALID_ARG,
@@ -403,6 +526,10 @@ kvmsaveImageHeaderDecodeFields(const unsigned char *buf, size_t end,
         } else if (tag == KVMSAVE_IMAGE_FIELD_MAPPED) {
             if (kvmsaveImageHeaderParseMapped(buf + off + 8, vlen, what, hdr) < 0)
                 return -1;
+        } else if (tag == KVMSAVE_IMAGE_FIELD_PAGEINDEX) {
+            if (kvmsaveImageHeaderParsePageIndex(buf + off + 8, vlen, what,
+                                                 end, hdr) < 0)
+                return -1;
         } else if (field) {
             if (memchr(buf + off + 8, '\0', vlen)) {
                 virReportError(VIR_ERR_OPERATION_FAILED,
@@ -475,6 +602,8 @@ kvmsaveImageHeaderDecode(const unsigned char *buf, size_t len,
                        what, streams);
         return -1;
     }
+    if (kvmsaveImageHeaderCheckPageIndex(hdr, what) < 0)
+        return -1;
 
     *ret = g_steal_pointer(&hdr);
     return 0;

@@ -17,7 +17,7 @@
 #define KVMSAVE_IMAGE_MAGIC "KVMSAVE\n"
 #define KVMSAVE_IMAGE_MAGIC_LEN 8
 #define KVMSAVE_IMAGE_MAJOR 1
-#define KVMSAVE_IMAGE_MINOR 4
+#define KVMSAVE_IMAGE_MINOR 5
 
 #define KVMSAVE_IMAGE_ALIGN 4096
 #define KVMSAVE_IMAGE_FIXED_HEADER_LEN 64
@@ -31,7 +31,8 @@
 /* ...per chunk of an image of several streams, each read on its own. */
 #define KVMSAVE_IMAGE_STREAM_CHUNK_SIZE (1024 * 1024)
 #define KVMSAVE_IMAGE_CHUNK_MAX (16 * 1024 * 1024)
-/* Largest header (the domain XML is the bulk of it). */
+/* Largest header (the domain XML, or the room for a page index, is the
+ * bulk of it). */
 #define KVMSAVE_IMAGE_HEADER_MAX (16 * 1024 * 1024)
 
 /* Header flags */
@@ -49,6 +50,7 @@ typedef enum {
     KVMSAVE_IMAGE_FIELD_STREAMS = 7,    /* since 1.2, critical */
     KVMSAVE_IMAGE_FIELD_DISKS = 8,      /* since 1.3 */
     KVMSAVE_IMAGE_FIELD_MAPPED = 9,     /* since 1.4, critical */
+    KVMSAVE_IMAGE_FIELD_PAGEINDEX = 10, /* since 1.5 */
 } kvmsaveImageFieldTag;
 #define KVMSAVE_IMAGE_FIELD_CRITICAL 0x1
 
@@ -105,6 +107,17 @@ struct _kvmsaveImageHeader {
     uint64_t mappedOffset;      /* a sparse image's stream; 0: chunks */
     uint32_t mappedBlock;       /* bytes per checksum of its table */
     uint32_t mappedChannels;    /* the multifd channels that saved it */
+    /* The page index (since 1.5): opaque bytes in the header's padding,
+     * at indexOffset = alignUp(end of the header checksum), in room for
+     * indexReserve bytes (0: no PAGEINDEX field). The encoder writes
+     * indexData's indexLen bytes (0: room, but no index); the decoder
+     * sets all but indexData, which the reader reads on demand
+     * (kvmsaveImageReaderPageIndex). */
+    unsigned char *indexData;
+    uint64_t indexLen;
+    uint64_t indexReserve;
+    uint64_t indexOffset;
+    uint32_t indexCrc;          /* crc32c of the index */
 };
 
 kvmsaveImageHeader *kvmsaveImageHeaderNew(void);
@@ -121,8 +134,10 @@ struct _kvmsaveImageTrailer {
     int64_t completed;
 };
 
-/* Serialize @hdr (padded to KVMSAVE_IMAGE_ALIGN); sets hdr->headerSize
- * and hdr->crc. */
+/* Serialize @hdr (padded to KVMSAVE_IMAGE_ALIGN, with the room for its
+ * page index); sets hdr->headerSize, hdr->crc, hdr->indexOffset and
+ * hdr->indexCrc. The size depends on the fields' lengths and the room, not
+ * on the index itself. */
 int kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
                              unsigned char **buf, size_t *len);
 /* Parse a header from @buf of @len bytes. When the header is longer than

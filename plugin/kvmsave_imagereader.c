@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include "kvmsave_imagereaderpriv.h"
 #include "kvmsave_chunkq.h"
@@ -24,8 +23,11 @@
 #include "kvmsave_util.h"
 #include "virerror.h"
 #include "virfile.h"
+#include "virlog.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
+
+VIR_LOG_INIT("kvmsave.imagereader");
 
 /* Chunks in flight between the disk and the stream, each up to two
  * buffers of a chunk (stored and decoded): this bounds the memory a
@@ -291,51 +293,15 @@ kvmsaveImageChunksPeek(kvmsaveImageChunks *k, kvmsaveImageChunkHeader *ch)
         }
         return 0;
     }
-    if (k->tr->dataEnd - k->pos < KVMSAVE_IMAGE_CHUNK_HEADER_LEN) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk %llu at offset %llu is cut short by the end of the data"),
-                       path, idx, off);
-        return -1;
-    }
-
     /* The header may straddle a block boundary: read two. The data end
      * lies a trailer before the aligned end of the file, so both exist. */
     if (kvmsaveImageFileRead(k->file, k->peek,
                              MIN(2 * KVMSAVE_IMAGE_ALIGN, k->file->size - start),
                              k->pos + KVMSAVE_IMAGE_CHUNK_HEADER_LEN - start,
                              start, _("chunk header"), off) < 0 ||
-        kvmsaveImageChunkHeaderDecode(k->peek + (k->pos - start), path,
-                                      idx, off, ch) < 0)
+        kvmsaveImageChunkCheckHeader(k->peek + (k->pos - start), path, idx, off,
+                                     k->tr->dataEnd, k->hdr->streams, ch) < 0)
         return -1;
-    if (ch->index != k->chunkIndex) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk at offset %llu is numbered %llu, expected %llu"),
-                       path, off, (unsigned long long) ch->index, idx);
-        return -1;
-    }
-    if (ch->encoding != KVMSAVE_IMAGE_ENCODING_RAW &&
-        ch->encoding != KVMSAVE_IMAGE_ENCODING_ZSTD) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s': chunk %llu uses encoding %u, which this kvmsave does not support"),
-                       path, idx, ch->encoding);
-        return -1;
-    }
-    if (ch->stream >= k->hdr->streams) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk %llu at offset %llu belongs to stream %u, the image has %u"),
-                       path, idx, off, ch->stream, k->hdr->streams);
-        return -1;
-    }
-    if ((ch->encoding == KVMSAVE_IMAGE_ENCODING_RAW && ch->stored != ch->raw) ||
-        (ch->encoding == KVMSAVE_IMAGE_ENCODING_ZSTD &&
-         (ch->stored >= ch->raw || ch->stored == 0)) ||
-        ch->raw > KVMSAVE_IMAGE_CHUNK_MAX ||
-        ch->stored > k->tr->dataEnd - k->pos - KVMSAVE_IMAGE_CHUNK_HEADER_LEN) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk %llu at offset %llu has an invalid length %u"),
-                       path, idx, off, ch->stored);
-        return -1;
-    }
     return 1;
 }
 
@@ -432,49 +398,18 @@ kvmsaveImageChunksThread(gpointer opaque)
 }
 
 
-static void
-kvmsaveImageChunksFreeCtx(void *ctx)
-{
-    ZSTD_freeDCtx(ctx);
-}
-
-
 /* Worker: the data checksum, then the decoding. */
 static int
 kvmsaveImageChunksDecode(kvmsaveChunk *c, void *opaque)
 {
     kvmsaveImageChunks *k = opaque;
-    unsigned long long idx = c->index;
-    unsigned long long off = c->offset;
-    uint32_t crc = kvmsaveCrc32c(0, c->data, c->storedLen);
-    size_t n;
+    kvmsaveImageChunkHeader ch = {
+        .encoding = c->encoding, .stream = c->stream, .index = c->index,
+        .stored = c->storedLen, .raw = c->rawLen, .crc = c->crc,
+    };
 
-    if (kvmsaveImageChecksumBad(c->crc, crc)) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk %llu at offset %llu has a data checksum mismatch (stored %08x, computed %08x)"),
-                       k->file->path, idx, off, c->crc, crc);
-        return -1;
-    }
-    if (c->encoding != KVMSAVE_IMAGE_ENCODING_ZSTD)
-        return 0;
-
-    if (!c->ctx && !(c->ctx = ZSTD_createDCtx()))
-        abort(); /* out of memory, as g_malloc */
-    if (!c->out) {
-        c->outSize = KVMSAVE_IMAGE_CHUNK_MAX;
-        c->out = g_malloc(c->outSize);
-    }
-    n = ZSTD_decompressDCtx(c->ctx, c->out, c->outSize, c->data, c->storedLen);
-    if (ZSTD_isError(n) || n != c->rawLen) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: chunk %llu at offset %llu does not decompress (%s)"),
-                       k->file->path, idx, off,
-                       ZSTD_isError(n) ? ZSTD_getErrorName(n) : _("wrong size"));
-        return -1;
-    }
-    c->data = c->out;
-    c->dataLen = n;
-    return 0;
+    return kvmsaveImageChunkDecode(&ch, k->file->path, c->offset, c->data,
+                                   &c->ctx, &c->out, &c->data, &c->dataLen);
 }
 
 
@@ -512,7 +447,7 @@ kvmsaveImageChunksRead(void *data, const unsigned char **buf, size_t *len)
                                         KVMSAVE_IMAGE_CHUNK_HEADER_LEN +
                                         2 * KVMSAVE_IMAGE_ALIGN,
                                         kvmsaveImageChunksDecode,
-                                        kvmsaveImageChunksFreeCtx, k);
+                                        kvmsaveImageChunkFreeCtx, k);
         k->thread = g_thread_new("kvmsave-read", kvmsaveImageChunksThread, k);
     }
     if (k->held)
@@ -601,6 +536,16 @@ kvmsaveImageChunksRewrite(void *data, int fd, const char *path,
     hdr->producer = g_strdup(old->producer);
     if (k->table)
         return kvmsaveImageChunksRewriteMapped(k, hdr, fd, path);
+
+    /* The page index's room is kept, the index is not: its chunk
+     * directory holds the chunks' file offsets, which the chunks encoded
+     * again need not keep, and only the page index builder
+     * (kvmsave_pageindex.c) knows the index's layout. So the new image
+     * restores eagerly, as one saved without an index. */
+    hdr->indexReserve = old->indexReserve;
+    if (old->indexLen)
+        VIR_WARN("save image '%s' loses its page index to the rewrite: it will be restored eagerly",
+                 k->file->path);
 
     writer = kvmsaveImageWriterNew(fd, path, false);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
@@ -884,13 +829,48 @@ kvmsaveImageReaderSelfPath(kvmsaveImageReader *r)
 
 
 int
+kvmsaveImageReaderPageIndex(kvmsaveImageReader *r, unsigned char **buf,
+                            size_t *len)
+{
+    const kvmsaveImageHeader *hdr = r->hdr;
+    g_autofree unsigned char *part = NULL;
+    uint64_t start;
+    uint32_t crc;
+
+    *buf = NULL;
+    *len = 0;
+    if (r->backend != &kvmsaveImageChunksBackend || hdr->indexLen == 0)
+        return 0;
+    if (!(part = kvmsaveImageFileReadPart(&r->file, hdr->indexOffset,
+                                          hdr->indexLen, _("page index"),
+                                          &start)))
+        return -1;
+    /* The decoder checked that the index begins on a block boundary, so
+     * where the part read begins: start == hdr->indexOffset. */
+    crc = kvmsaveCrc32c(0, part, hdr->indexLen);
+    if (kvmsaveImageChecksumBad(hdr->indexCrc, crc)) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' is corrupt: page index checksum mismatch (stored %08x, computed %08x)"),
+                       r->file.path, hdr->indexCrc, crc);
+        return -1;
+    }
+    *buf = g_steal_pointer(&part);
+    *len = hdr->indexLen;
+    return 1;
+}
+
+
+int
 kvmsaveImageVerify(kvmsaveImageReader *r)
 {
     const uint32_t *table = kvmsaveImageReaderMappedTable(r);
+    g_autofree unsigned char *index = NULL;
     const unsigned char *data;
     size_t len;
     int rc;
 
+    if (kvmsaveImageReaderPageIndex(r, &index, &len) < 0)
+        return -1;
     if (table)
         return kvmsaveMappedVerify(r->file.fd, r->file.path, r->file.direct,
                                    r->hdr, r->tr.streamBytes, table,

@@ -64,8 +64,14 @@ const char *kvmsaveImageReaderCookie(kvmsaveImageReader *r);
  * to; every chunk is checked on its way. */
 int kvmsaveImageReaderRewrite(kvmsaveImageReader *r, int fd, const char *path,
                               const char *xml, bool running);
-/* Read every chunk, checking all checksums. */
+/* Read every chunk, checking all checksums (the page index's too). */
 int kvmsaveImageVerify(kvmsaveImageReader *r);
+/* The page index of a kvmsave image (since 1.5), read and checked against
+ * its checksum: returns 1 with it in *@buf (g_free it) and *@len, 0 when
+ * the image has none, -1 with an error naming the image when it is
+ * damaged or cannot be read. */
+int kvmsaveImageReaderPageIndex(kvmsaveImageReader *r, unsigned char **buf,
+                                size_t *len);
 /* The checksum table of a sparse image (kvmsave_mapped.h); NULL for
  * another. */
 const uint32_t *kvmsaveImageReaderMappedTable(kvmsaveImageReader *r);

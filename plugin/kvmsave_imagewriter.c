@@ -51,6 +51,7 @@ struct _kvmsaveImageWriter {
     uint32_t tableCrc;          /* of a sparse image */
     size_t headerLen;           /* as written first */
     unsigned char *newHeader;   /* to write over it at Finish (aligned) */
+    GArray *chunkOffsets;       /* uint64_t: where each chunk went, if asked */
 
     GMutex lock;                /* kvmsaveImageWriteChunk from several threads */
     kvmsaveChunkQueue *queue;
@@ -85,6 +86,8 @@ kvmsaveImageWriterFree(kvmsaveImageWriter *w)
     g_mutex_clear(&w->lock);
     free(w->buf);
     free(w->newHeader);
+    if (w->chunkOffsets)
+        g_array_free(w->chunkOffsets, TRUE);
     g_free(w->path);
     g_free(w);
 }
@@ -209,6 +212,11 @@ kvmsaveImageWriterPreallocate(kvmsaveImageWriter *w, uint64_t end)
 static int
 kvmsaveImageWriterPutChunk(kvmsaveImageWriter *w, const kvmsaveChunk *c)
 {
+    if (w->chunkOffsets) {
+        uint64_t off = w->offset + w->fill - w->headerLen;
+
+        g_array_append_val(w->chunkOffsets, off);
+    }
     kvmsaveImageWriterPreallocate(w, w->offset + w->fill + KVMSAVE_IMAGE_CHUNK_HEADER_LEN +
                       c->dataLen);
     if (w->direct)
@@ -472,6 +480,48 @@ kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w)
 }
 
 
+void
+kvmsaveImageWriterRecordChunks(kvmsaveImageWriter *w)
+{
+    if (!w->chunkOffsets)
+        w->chunkOffsets = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+}
+
+
+uint64_t *
+kvmsaveImageWriterTakeChunkOffsets(kvmsaveImageWriter *w, size_t *n)
+{
+    GArray *offsets = g_steal_pointer(&w->chunkOffsets);
+
+    *n = 0;
+    if (!offsets)
+        return NULL;
+    *n = offsets->len;
+    return (uint64_t *) g_array_free(offsets, FALSE);
+}
+
+
+int
+kvmsaveImageWriterDrain(kvmsaveImageWriter *w)
+{
+    kvmsaveChunk *c;
+
+    if (!w->queue)
+        return 0;
+    if (!(c = w->filling ? g_steal_pointer(&w->filling) :
+          kvmsaveChunkQueueGetFree(w->queue)))
+        return kvmsaveImageWriterFailed(w);
+    c->end = true;
+    kvmsaveChunkQueuePush(w->queue, c);
+    g_thread_join(w->thread);
+    w->thread = NULL;
+    if (w->err)
+        return kvmsaveImageWriterFailed(w);
+    kvmsaveChunkQueueStop(&w->queue, &w->thread);
+    return 0;
+}
+
+
 int
 kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
 {
@@ -480,20 +530,8 @@ kvmsaveImageWriterFinish(kvmsaveImageWriter *w)
     uint64_t end;
 
     /* Everything queued goes to disk first. */
-    if (w->queue) {
-        kvmsaveChunk *c;
-
-        if (!(c = w->filling ? g_steal_pointer(&w->filling) :
-              kvmsaveChunkQueueGetFree(w->queue)))
-            return kvmsaveImageWriterFailed(w);
-        c->end = true;
-        kvmsaveChunkQueuePush(w->queue, c);
-        g_thread_join(w->thread);
-        w->thread = NULL;
-        if (w->err)
-            return kvmsaveImageWriterFailed(w);
-        kvmsaveChunkQueueStop(&w->queue, &w->thread);
-    }
+    if (kvmsaveImageWriterDrain(w) < 0)
+        return -1;
     if (w->newHeader && kvmsaveImageWriterPutNewHeader(w) < 0)
         return -1;
 

@@ -35,11 +35,22 @@ int kvmsaveImageWriterQueue(kvmsaveImageWriter *w, size_t len);
 int kvmsaveImageWriteChunk(kvmsaveImageWriter *w, unsigned int stream,
                            const void *data, size_t len);
 /* Have Finish write @hdr over the header written first: a header known
- * only once QEMU is done (the disks as it left them). It must encode to
- * the same size; the header is then kept by the caller until Finish. */
+ * only once QEMU is done (the disks as it left them, the page index). It
+ * must encode to the same size; the header is then kept by the caller
+ * until Finish. */
 int kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
                                     kvmsaveImageHeader *hdr);
-/* Wait for every queued chunk, write padding and trailer, fdatasync. */
+/* Record where each chunk queued from now on goes: its file offset less
+ * the header's size (the page index's chunk directory). */
+void kvmsaveImageWriterRecordChunks(kvmsaveImageWriter *w);
+/* Wait for every queued chunk to be written; none may be queued after.
+ * Then the chunk offsets are known, and a header made from them can
+ * replace the first one. */
+int kvmsaveImageWriterDrain(kvmsaveImageWriter *w);
+/* After Drain: the recorded chunk offsets, *@n of them (g_free them), and
+ * recording ends; NULL when none were recorded. */
+uint64_t *kvmsaveImageWriterTakeChunkOffsets(kvmsaveImageWriter *w, size_t *n);
+/* Drain, write padding and trailer, fdatasync. */
 int kvmsaveImageWriterFinish(kvmsaveImageWriter *w);
 /* Finish a sparse image instead, whose stream of @streamBytes QEMU wrote
  * at @hdr's mappedOffset (or kvmsaveMappedCopy copied): the header, the

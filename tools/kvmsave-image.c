@@ -4,7 +4,8 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  *   kvmsave-image info FILE     header summary
- *   kvmsave-image verify FILE   check every checksum of the image
+ *   kvmsave-image verify FILE   check every checksum of the image (the
+ *                               page index's too)
  *   kvmsave-image xml FILE      the domain XML kept in the image
  *
  * Images of stock libvirt are read too; they carry no checksums, so
@@ -112,6 +113,15 @@ printInfo(kvmsaveImageReader *r)
                hdr->streams, hdr->streams - 1);
     else
         printf("%s", _("streams:       1\n"));
+    if (hdr->indexLen)
+        printf(_("page index:    %llu bytes in room for %llu, crc32c %08x\n"),
+               (unsigned long long) hdr->indexLen,
+               (unsigned long long) hdr->indexReserve, hdr->indexCrc);
+    else if (hdr->indexReserve)
+        printf(_("page index:    none (room for %llu bytes)\n"),
+               (unsigned long long) hdr->indexReserve);
+    else
+        printf("%s", _("page index:    none\n"));
 }
 
 
@@ -224,6 +234,9 @@ main(int argc, char **argv)
             printStockVerified(file, stock);
         else if (kvmsaveImageReaderMappedTable(r))
             printf(_("%s: OK, a sparse stream in %llu blocks, every checksum verified\n"),
+                   file, (unsigned long long) kvmsaveImageReaderTrailer(r)->chunks);
+        else if (kvmsaveImageReaderHeader(r)->indexLen)
+            printf(_("%s: OK, %llu chunks and the page index, every checksum verified\n"),
                    file, (unsigned long long) kvmsaveImageReaderTrailer(r)->chunks);
         else
             printf(_("%s: OK, %llu chunks, every checksum verified\n"), file,

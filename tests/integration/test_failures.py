@@ -159,7 +159,7 @@ def test_foreign_file_is_refused(env, guest):
 def test_kvmsave_image_tool_verifies_images(env, good_image):
     tool = env.image_tool
     info = subprocess.run([tool, 'info', good_image], capture_output=True, text=True)
-    assert info.returncode == 0 and 'kvmsave image 1.4' in info.stdout, info.stdout
+    assert info.returncode == 0 and 'kvmsave image 1.5' in info.stdout, info.stdout
     assert 'streams:       1' in info.stdout, info.stdout
     ok = subprocess.run([tool, 'verify', good_image], capture_output=True, text=True)
     assert ok.returncode == 0 and 'every checksum verified' in ok.stdout

@@ -68,7 +68,7 @@ def test_sparse_image_round_trips_with_holes_for_zero_pages(env, guest, channels
     assert save_params(env, guest, img, 'sparse', channels) is None
     guest.checkpoint()
     info = image_info(env, img)
-    assert 'kvmsave image 1.4' in info and 'layout:        sparse' in info, info
+    assert 'kvmsave image 1.5' in info and 'layout:        sparse' in info, info
     assert f'saved with {channels} multifd channels' in info, info
     # where QEMU put the guest's RAM, read from its stream
     ram = re.search(r'RAM block: +pc\.ram, (\d+) bytes, pages at offset (\d+)', info)

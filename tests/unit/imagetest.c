@@ -18,6 +18,9 @@
  * the first 60 bytes @60). A sparse image has its stream at the MAPPED
  * field's offset instead of chunks, then a table of one u32 crc32c per
  * block (holes read as zeros); its trailer counts blocks for chunks.
+ * Since 1.5 a PAGEINDEX field (tag 10, "OFFSET LENGTH CRC") places a page
+ * index, opaque here, at the block after the header checksum, inside the
+ * header's size.
  */
 #include <config.h>
 
@@ -166,6 +169,8 @@ typedef struct {
     uint32_t headerCrc;
     uint64_t dataEnd;
     uint64_t size;
+    unsigned char *index;       /* the page index put into the header */
+    size_t indexLen;
 } TestImage;
 
 static void
@@ -175,14 +180,57 @@ testImageClear(TestImage *img)
     g_free(img->data);
     g_free(img->sizes);
     g_free(img->chunkOff);
+    g_free(img->index);
     memset(img, 0, sizeof(*img));
 }
 
-/* Write an image of @n chunks of @sizes bytes of pseudo-random data to
- * @name in the scratch directory. */
+static unsigned char *
+bufDup(const void *p, size_t len)
+{
+    unsigned char *d = g_malloc(len + 1);
+
+    memcpy(d, p, len);
+    return d;
+}
+
+/* A page index as a save puts it into the header once the chunks are
+ * written: drain @w, check the chunk offsets it recorded, make @img's
+ * index of @indexLen bytes of them (the offsets, then a pattern: this
+ * code does not look into it) and replace @hdr, which had room for it. */
 static void
-writeImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
-              const size_t *sizes, size_t n, uint64_t seed)
+putTestIndex(TestImage *img, kvmsaveImageWriter *w, kvmsaveImageHeader *hdr,
+             size_t indexLen)
+{
+    g_autofree uint64_t *offsets = NULL;
+    size_t n;
+    size_t i;
+
+    ck_assert_msg(kvmsaveImageWriterDrain(w) == 0, "%s", virGetLastErrorMessage());
+    offsets = kvmsaveImageWriterTakeChunkOffsets(w, &n);
+    ck_assert_uint_eq(n, img->nchunks);
+    for (i = 0; i < n; i++)
+        ck_assert_uint_eq(offsets[i], img->chunkOff[i] - img->headerSize);
+
+    img->indexLen = indexLen;
+    img->index = g_malloc0(indexLen + 1);
+    fillRandom(img->index, indexLen, 99);
+    memcpy(img->index, offsets, MIN(indexLen, n * sizeof(*offsets)));
+    g_free(hdr->indexData);
+    hdr->indexData = bufDup(img->index, indexLen);
+    hdr->indexLen = indexLen;
+    ck_assert_msg(kvmsaveImageWriterReplaceHeader(w, hdr) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_uint_eq(hdr->headerSize, img->headerSize);
+    img->headerCrc = hdr->crc;
+}
+
+/* Write an image of @n chunks of @sizes bytes of pseudo-random data to
+ * @name in the scratch directory, with O_DIRECT if @direct. If @hdr has
+ * room for a page index, one of @indexLen bytes replaces it at the end. */
+static void
+writeImageFull(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
+               const size_t *sizes, size_t n, uint64_t seed, bool direct,
+               size_t indexLen)
 {
     g_autoptr(kvmsaveImageWriter) w = NULL;
     size_t i;
@@ -202,11 +250,14 @@ writeImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
     img->data = g_malloc(img->dataLen + 1);
     fillRandom(img->data, img->dataLen, seed);
 
-    fd = open(img->path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    fd = open(img->path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC |
+              (direct ? O_DIRECT : 0), 0600);
     ck_assert_msg(fd >= 0, "open %s: %s", img->path, g_strerror(errno));
-    w = kvmsaveImageWriterNew(fd, img->path, false);
+    w = kvmsaveImageWriterNew(fd, img->path, direct);
     ck_assert_msg(kvmsaveImageWriteHeader(w, hdr) == 0, "%s",
                   virGetLastErrorMessage());
+    if (hdr->indexReserve)
+        kvmsaveImageWriterRecordChunks(w);
     img->headerSize = hdr->headerSize;
     img->headerCrc = hdr->crc;
     img->dataEnd = img->headerSize;
@@ -219,11 +270,20 @@ writeImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
     }
     img->chunkOff[n] = img->dataEnd;
     ck_assert_uint_eq(kvmsaveImageWriterStreamBytes(w), img->dataLen);
+    if (hdr->indexReserve)
+        putTestIndex(img, w, hdr, indexLen);
     ck_assert_msg(kvmsaveImageWriterFinish(w) == 0, "%s",
                   virGetLastErrorMessage());
     ck_assert_int_eq(close(fd), 0);
     img->size = fileSize(img->path);
     KT_ASSERT_NO_ERROR();
+}
+
+static void
+writeImageHdr(TestImage *img, const char *name, kvmsaveImageHeader *hdr,
+              const size_t *sizes, size_t n, uint64_t seed)
+{
+    writeImageFull(img, name, hdr, sizes, n, seed, false, 0);
 }
 
 static void
@@ -2942,6 +3002,523 @@ START_TEST(test_sparse_sum_stopped_after_a_failure_returns_minus_1)
 END_TEST
 
 
+/* ---- the page index (since 1.5) ---- */
+
+#define PAGEINDEX_VALUE_LEN 50  /* "%020llu %020llu %08x" */
+
+static bool
+bufIsZero(const unsigned char *p, size_t len)
+{
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/* testHeader() with room for a page index of @reserve bytes, holding the
+ * @len bytes of @index (none: NULL). */
+static kvmsaveImageHeader *
+indexHeader(uint64_t reserve, const unsigned char *index, size_t len)
+{
+    kvmsaveImageHeader *hdr = testHeader(UUID_STR);
+
+    hdr->indexReserve = reserve;
+    hdr->indexLen = len;
+    hdr->indexData = index ? bufDup(index, len) : NULL;
+    return hdr;
+}
+
+/* Put @value (PAGEINDEX_VALUE_LEN bytes) into the PAGEINDEX field of the
+ * header in @buf and fix its checksum. */
+static void
+setPageIndexValue(unsigned char *buf, const char *value)
+{
+    size_t f = headerFieldOffset(buf, KVMSAVE_IMAGE_FIELD_PAGEINDEX);
+
+    ck_assert_uint_eq(strlen(value), PAGEINDEX_VALUE_LEN);
+    memcpy(buf + f + 8, value, PAGEINDEX_VALUE_LEN);
+    headerFixCrc(buf);
+}
+
+/* Expect the header in @buf of @len bytes to be refused with @substr. */
+static void
+assertHeaderRefused(const unsigned char *buf, size_t len, const char *substr)
+{
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), -1);
+    ck_assert_ptr_null(dec);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, substr);
+}
+
+
+START_TEST(test_pageindex_header_layout_and_round_trip)
+{
+    unsigned char index[1000];
+    g_autoptr(kvmsaveImageHeader) hdr = NULL;
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree char *expect = NULL;
+    size_t len;
+    size_t needed = 0;
+    size_t f;
+    uint64_t offset;
+    uint32_t fieldsLen;
+
+    fillRandom(index, sizeof(index), 5);
+    hdr = indexHeader(3 * ALIGN + 5, index, sizeof(index));
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(rd32(buf + 8) >> 16, 5);
+    fieldsLen = rd32(buf + 52);
+    offset = alignUp(64 + fieldsLen + 4, ALIGN);
+    /* The index at the first block past the checksum, its room rounded
+     * up to whole blocks. */
+    ck_assert_uint_eq(len, offset + 4 * ALIGN);
+    ck_assert_uint_eq(rd32(buf + 12), len);
+    ck_assert_uint_eq(hdr->headerSize, len);
+    ck_assert_uint_eq(hdr->indexOffset, offset);
+    ck_assert_uint_eq(hdr->indexCrc, kvmsaveCrc32c(0, index, sizeof(index)));
+    ck_assert(memcmp(buf + offset, index, sizeof(index)) == 0);
+    ck_assert(bufIsZero(buf + offset + sizeof(index), len - offset - sizeof(index)));
+
+    /* Tag 10, not critical, OFFSET LENGTH CRC of a fixed width. */
+    f = headerFieldOffset(buf, KVMSAVE_IMAGE_FIELD_PAGEINDEX);
+    ck_assert_uint_eq(rd32(buf + f) >> 16, 0);
+    ck_assert_uint_eq(rd32(buf + f + 4), PAGEINDEX_VALUE_LEN);
+    expect = g_strdup_printf("%020llu %020llu %08x", (unsigned long long) offset,
+                             (unsigned long long) sizeof(index), hdr->indexCrc);
+    ck_assert(memcmp(buf + f + 8, expect, PAGEINDEX_VALUE_LEN) == 0);
+
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+    assertStdHeader(dec);
+    ck_assert_uint_eq(dec->indexOffset, offset);
+    ck_assert_uint_eq(dec->indexLen, sizeof(index));
+    ck_assert_uint_eq(dec->indexCrc, hdr->indexCrc);
+    ck_assert_uint_eq(dec->indexReserve, 4 * ALIGN);
+    ck_assert_ptr_null(dec->indexData);
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+
+    /* As 1.0 to 1.4 did, the decoder needs only the bytes up to the
+     * header checksum: the index is padding to them. */
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, 64 + fieldsLen + 4, "mem",
+                                              &needed, &dec), 0);
+    ck_assert_uint_eq(dec->indexLen, sizeof(index));
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+/* A save writes the header with room for the index first and the index
+ * once the chunks are written: both headers have the same size. */
+START_TEST(test_pageindex_placeholder_and_final_header_same_size)
+{
+    unsigned char index[ALIGN + 1];
+    g_autoptr(kvmsaveImageHeader) first = indexHeader(2 * ALIGN, NULL, 0);
+    g_autoptr(kvmsaveImageHeader) last = indexHeader(2 * ALIGN, NULL, 0);
+    g_autoptr(kvmsaveImageHeader) none = testHeader(UUID_STR);
+    g_autofree unsigned char *a = NULL;
+    g_autofree unsigned char *b = NULL;
+    g_autofree unsigned char *c = NULL;
+    size_t alen;
+    size_t blen;
+    size_t clen;
+    size_t f;
+    char value[PAGEINDEX_VALUE_LEN + 1];
+
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(first, &a, &alen), 0);
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(none, &c, &clen), 0);
+    f = headerFieldOffset(a, KVMSAVE_IMAGE_FIELD_PAGEINDEX);
+    g_snprintf(value, sizeof(value), "%020llu %020llu %08x",
+               (unsigned long long) first->indexOffset, 0ULL, 0);
+    ck_assert(memcmp(a + f + 8, value, PAGEINDEX_VALUE_LEN) == 0);
+    ck_assert(bufIsZero(a + first->indexOffset, alen - first->indexOffset));
+    /* The field's 64 bytes and the room. */
+    ck_assert_uint_eq(rd32(a + 52), rd32(c + 52) + 64);
+    ck_assert_uint_eq(alen, first->indexOffset + 2 * ALIGN);
+
+    fillRandom(index, sizeof(index), 6);
+    last->indexLen = sizeof(index);
+    last->indexData = bufDup(index, sizeof(index));
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(last, &b, &blen), 0);
+    ck_assert_uint_eq(blen, alen);
+    ck_assert_uint_eq(last->indexOffset, first->indexOffset);
+    ck_assert_uint_eq(rd32(b + 52), rd32(a + 52));
+    ck_assert_uint_ne(last->crc, first->crc);
+
+    /* It fills its room exactly; more does not fit. */
+    last->indexReserve = sizeof(index);
+    g_clear_pointer(&b, g_free);
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(last, &b, &blen), 0);
+    ck_assert_uint_eq(blen, alen);
+    last->indexLen++;
+    g_clear_pointer(&b, g_free);
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(last, &b, &blen), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INTERNAL_ERROR, "invalid page index");
+}
+END_TEST
+
+
+START_TEST(test_pageindex_header_limits_and_refusals)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = indexHeader(KVMSAVE_IMAGE_HEADER_MAX - ALIGN, NULL, 0);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree char *value = NULL;
+    size_t len;
+
+    /* The room takes the header up to 16 MiB, no further. */
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(len, KVMSAVE_IMAGE_HEADER_MAX);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+    ck_assert_uint_eq(dec->indexReserve, KVMSAVE_IMAGE_HEADER_MAX - ALIGN);
+    g_clear_pointer(&buf, g_free);
+    hdr->indexReserve++;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    ck_assert_ptr_null(buf);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "no room for a page index");
+    virResetLastError();
+    hdr->indexReserve = G_MAXUINT64;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INVALID_ARG, "no room for a page index");
+
+    /* Only an image of one stream of chunks has one. */
+    virResetLastError();
+    hdr->indexReserve = ALIGN;
+    hdr->streams = 2;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INTERNAL_ERROR, "invalid page index");
+    hdr->streams = 1;
+    hdr->mappedOffset = KVMSAVE_IMAGE_MAPPED_OFFSET;
+    hdr->mappedBlock = KVMSAVE_IMAGE_MAPPED_BLOCK;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INTERNAL_ERROR, "invalid page index");
+    hdr->mappedOffset = 0;
+
+    /* The decoder: OFFSET just past the checksum, the index inside the
+     * header, numbers. */
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    ck_assert_uint_eq(len, 2 * ALIGN);
+    value = g_strdup_printf("%020d %020d %08x", 2 * ALIGN, 0, 0);
+    setPageIndexValue(buf, value);
+    assertHeaderRefused(buf, len, "invalid page index field '00000000000000008192 ");
+    g_free(value);
+    value = g_strdup_printf("%020d %020d %08x", ALIGN, ALIGN + 1, 0);
+    setPageIndexValue(buf, value);
+    assertHeaderRefused(buf, len, "invalid page index field");
+    setPageIndexValue(buf, "00000000000000004096 0000000000000000000x 00000000");
+    assertHeaderRefused(buf, len, "invalid page index field");
+    g_free(value);
+    value = g_strdup_printf("%020d %020d %08x", ALIGN, ALIGN, 0);
+    setPageIndexValue(buf, value);
+    g_clear_pointer(&dec, kvmsaveImageHeaderFree);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, len, "mem", NULL, &dec), 0);
+    ck_assert_uint_eq(dec->indexLen, ALIGN);
+}
+END_TEST
+
+
+/* A PAGEINDEX field in a header of several streams or a sparse one. */
+START_TEST(test_pageindex_header_of_several_streams_is_refused)
+{
+    g_autoptr(kvmsaveImageHeader) hdr = testHeader(UUID_STR);
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *ext = NULL;
+    g_autofree char *value = NULL;
+    size_t len;
+    size_t elen;
+
+    hdr->streams = 2;
+    ck_assert_int_eq(kvmsaveImageHeaderEncode(hdr, &buf, &len), 0);
+    /* The field's record has 64 bytes; the index would start at the
+     * header's end and have no room. */
+    value = g_strdup_printf("%020llu %020d %08x", (unsigned long long)
+                            alignUp(64 + rd32(buf + 52) + 64 + 4, ALIGN), 0, 0);
+    ext = headerWithExtraField(buf, KVMSAVE_IMAGE_FIELD_PAGEINDEX, 0, value, &elen);
+    assertHeaderRefused(ext, elen, "a page index belongs to an image of one stream");
+}
+END_TEST
+
+
+/* kvmsave 1.0 to 1.4 know no tag 10: it is an unknown field to them,
+ * not critical, so they skip it, and the index's bytes are padding not
+ * covered by the header checksum. Such a reader is this one with the
+ * field's tag unknown to it. */
+START_TEST(test_pageindex_field_is_skipped_by_older_readers)
+{
+    static const size_t sizes[] = { 65536, 3000 };
+    g_autoptr(kvmsaveImageHeader) hdr = indexHeader(ALIGN, NULL, 0);
+    g_autoptr(kvmsaveImageHeader) dec = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *data = NULL;
+    g_autofree unsigned char *index = NULL;
+    kvmsaveImageTrailer tr;
+    TestImage img;
+    size_t len;
+    size_t nread;
+    size_t f;
+
+    writeImageFull(&img, "old-reader.img", hdr, sizes, 2, 7, false, 300);
+    buf = g_malloc(img.headerSize);
+    filePeek(img.path, 0, buf, img.headerSize);
+    f = headerFieldOffset(buf, KVMSAVE_IMAGE_FIELD_PAGEINDEX);
+    ck_assert_uint_eq(rd32(buf + f) >> 16, 0);
+    le16(buf + f, 99);
+    headerFixCrc(buf);
+    ck_assert_int_eq(kvmsaveImageHeaderDecode(buf, img.headerSize, "mem", NULL, &dec), 0);
+    assertStdHeader(dec);
+    ck_assert_uint_eq(dec->indexOffset, 0);
+
+    /* The whole image reads as one without an index. */
+    filePatch(img.path, 0, buf, img.headerSize);
+    readTrailer(&img, &tr);
+    tr.headerCrc = dec->crc;
+    writeTrailer(&img, &tr);
+    ck_assert_msg(readImage(img.path, false, &data, &len, &nread) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_uint_eq(len, img.dataLen);
+    ck_assert(memcmp(data, img.data, len) == 0);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+
+        ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+        ck_assert_int_eq(kvmsaveImageReaderPageIndex(r, &index, &len), 0);
+        ck_assert_ptr_null(index);
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* Open @img, check that its page index reads back as written (@io) and
+ * that its stream and checksums are intact. */
+static void
+assertPageIndex(const TestImage *img, kvmsaveImageIO io)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img->path, io);
+    g_autofree unsigned char *index = NULL;
+    g_autofree unsigned char *data = NULL;
+    size_t len;
+    size_t nread;
+
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->indexLen, img->indexLen);
+    ck_assert_int_eq(kvmsaveImageReaderPageIndex(r, &index, &len),
+                     img->indexLen ? 1 : 0);
+    ck_assert_uint_eq(len, img->indexLen);
+    ck_assert(img->indexLen == 0 || memcmp(index, img->index, len) == 0);
+    ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    ck_assert_msg(readImageIO(img->path, io, &data, &len, &nread) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert_uint_eq(len, img->dataLen);
+    ck_assert(memcmp(data, img->data, len) == 0);
+    KT_ASSERT_NO_ERROR();
+}
+
+
+/* Drain, the chunk offsets, the header replaced with the index, Finish:
+ * through the page cache and O_DIRECT, with an index in one block and one
+ * larger than the writer's buffer. */
+START_TEST(test_pageindex_written_once_the_chunks_are)
+{
+    static const size_t sizes[] = { KVMSAVE_IMAGE_CHUNK_SIZE, 5000, 1, 77 };
+    const size_t big = 9 * 1024 * 1024 + 3;
+    bool direct = scratchHasDirectIO();
+    TestImage img;
+
+    {
+        g_autoptr(kvmsaveImageHeader) hdr = indexHeader(ALIGN, NULL, 0);
+
+        writeImageFull(&img, "index.img", hdr, sizes, 4, 1, false, 200);
+        assertPageIndex(&img, KVMSAVE_IMAGE_IO_CACHED);
+        if (direct)
+            assertPageIndex(&img, KVMSAVE_IMAGE_IO_DIRECT);
+        testImageClear(&img);
+    }
+    {
+        g_autoptr(kvmsaveImageHeader) hdr = indexHeader(big, NULL, 0);
+
+        writeImageFull(&img, "index-big.img", hdr, sizes, 4, 2, false, big);
+        assertPageIndex(&img, KVMSAVE_IMAGE_IO_CACHED);
+        testImageClear(&img);
+    }
+    if (direct) {
+        g_autoptr(kvmsaveImageHeader) hdr = indexHeader(big, NULL, 0);
+
+        writeImageFull(&img, "index-direct.img", hdr, sizes, 4, 3, true, big - 5000);
+        assertPageIndex(&img, KVMSAVE_IMAGE_IO_STREAM);
+        testImageClear(&img);
+    }
+}
+END_TEST
+
+
+/* LENGTH 0: room, no index (the save gave up on it, or the image was
+ * rewritten). */
+START_TEST(test_pageindex_length_0_is_none)
+{
+    static const size_t sizes[] = { 4096, 10 };
+    g_autoptr(kvmsaveImageHeader) hdr = indexHeader(3 * ALIGN, NULL, 0);
+    TestImage img;
+
+    writeImageFull(&img, "index-none.img", hdr, sizes, 2, 4, false, 0);
+    ck_assert_uint_eq(img.headerSize, ALIGN + 3 * ALIGN);
+    assertPageIndex(&img, KVMSAVE_IMAGE_IO_CACHED);
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+
+        ck_assert_uint_eq(kvmsaveImageReaderHeader(r)->indexReserve, 3 * ALIGN);
+    }
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* A damaged index is found when it is read, and by verify; the stream
+ * reads as before, so a restore without it (and by kvmsave 1.4) works. */
+START_TEST(test_pageindex_damaged_is_named)
+{
+    static const size_t sizes[] = { 65536, 65536, 10 };
+    g_autoptr(kvmsaveImageHeader) hdr = indexHeader(ALIGN, NULL, 0);
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    g_autofree unsigned char *index = NULL;
+    g_autofree unsigned char *data = NULL;
+    TestImage img;
+    size_t len;
+    size_t nread;
+
+    writeImageFull(&img, "index-bad.img", hdr, sizes, 3, 5, false, 1234);
+    fileFlip(img.path, hdr->indexOffset + 1000, 0x10);
+    r = kvmsaveImageOpen(img.path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_int_eq(kvmsaveImageReaderPageIndex(r, &index, &len), -1);
+    ck_assert_ptr_null(index);
+    ck_assert_uint_eq(len, 0);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "page index checksum mismatch");
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, img.path);
+
+    virResetLastError();
+    ck_assert_int_eq(verifyImage(img.path, KVMSAVE_IMAGE_IO_CACHED), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "page index checksum mismatch");
+
+    virResetLastError();
+    ck_assert_msg(readImage(img.path, false, &data, &len, &nread) == 0, "%s",
+                  virGetLastErrorMessage());
+    ck_assert(len == img.dataLen && memcmp(data, img.data, len) == 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* save-image-define keeps the room but not the index (its chunk
+ * directory is the builder's to make). */
+START_TEST(test_pageindex_rewrite_keeps_the_room_drops_the_index)
+{
+    static const size_t sizes[] = { 65536, 777 };
+    g_autoptr(kvmsaveImageHeader) hdr = indexHeader(2 * ALIGN, NULL, 0);
+    g_autofree char *dst = scratchPath("index-rewritten.img");
+    g_autofree unsigned char *data = NULL;
+    TestImage img;
+    size_t len;
+    size_t nread;
+
+    writeImageFull(&img, "index-src.img", hdr, sizes, 2, 6, false, 500);
+    ck_assert_msg(rewriteImage(img.path, KVMSAVE_IMAGE_IO_CACHED, dst) == 0,
+                  "%s", virGetLastErrorMessage());
+    {
+        g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(dst, KVMSAVE_IMAGE_IO_CACHED);
+        g_autofree unsigned char *index = NULL;
+        const kvmsaveImageHeader *h;
+
+        ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+        h = kvmsaveImageReaderHeader(r);
+        ck_assert_uint_eq(h->headerSize, img.headerSize);
+        ck_assert_uint_eq(h->indexReserve, 2 * ALIGN);
+        ck_assert_uint_eq(h->indexLen, 0);
+        ck_assert_int_eq(kvmsaveImageReaderPageIndex(r, &index, &len), 0);
+        ck_assert_int_eq(kvmsaveImageVerify(r), 0);
+    }
+    ck_assert_int_eq(readImage(dst, false, &data, &len, &nread), 0);
+    ck_assert(len == img.dataLen && memcmp(data, img.data, len) == 0);
+    testImageClear(&img);
+}
+END_TEST
+
+
+/* The chunk checks on their own, as a reader that finds a chunk through
+ * the page index uses them: a raw chunk of the standard image and a zstd
+ * one. */
+START_TEST(test_chunk_checks_on_their_own)
+{
+    g_autofree char *zpath = scratchPath("zstd-one.img");
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    unsigned char head[KVMSAVE_IMAGE_CHUNK_HEADER_LEN];
+    g_autofree unsigned char *stored = NULL;
+    g_autofree unsigned char *all = NULL;
+    g_autofree unsigned char *out = NULL;
+    kvmsaveImageChunkHeader ch;
+    const unsigned char *data;
+    void *dctx = NULL;
+    TestImage img;
+    uint64_t off;
+    size_t len;
+
+    writeStdImage(&img, "chunk-checks.img");
+    off = img.chunkOff[2];
+    filePeek(img.path, off, head, sizeof(head));
+    ck_assert_int_eq(kvmsaveImageChunkCheckHeader(head, img.path, 2, off, img.dataEnd,
+                                                  1, &ch), 0);
+    ck_assert_uint_eq(ch.stored, stdSizes[2]);
+    stored = g_malloc(ch.stored);
+    filePeek(img.path, off + sizeof(head), stored, ch.stored);
+    ck_assert_int_eq(kvmsaveImageChunkDecode(&ch, img.path, off, stored, &dctx, &out,
+                                             &data, &len), 0);
+    ck_assert(data == stored && len == stdSizes[2]);
+    ck_assert(memcmp(data, img.data + stdSizes[0] + stdSizes[1], len) == 0);
+    ck_assert_ptr_null(out);
+
+    ck_assert_int_eq(kvmsaveImageChunkCheckHeader(head, img.path, 3, off, img.dataEnd,
+                                                  1, &ch), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "is numbered 2, expected 3");
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageChunkCheckHeader(head, img.path, 2, off, off + 31,
+                                                  1, &ch), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "is cut short by the end of the data");
+    virResetLastError();
+    ck_assert_int_eq(kvmsaveImageChunkCheckHeader(head, img.path, 2, off, off + 32 + 100,
+                                                  1, &ch), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "has an invalid length 100003");
+    virResetLastError();
+    ch.stored = stdSizes[2];
+    stored[7] ^= 1;
+    ck_assert_int_eq(kvmsaveImageChunkDecode(&ch, img.path, off, stored, &dctx, &out,
+                                             &data, &len), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "chunk 2 at offset");
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "data checksum mismatch");
+    virResetLastError();
+    testImageClear(&img);
+
+    /* zstd: decoded into @out with @dctx, made on first use. */
+    all = writeZstdImage(zpath, "t", 65536, &len);
+    r = kvmsaveImageOpen(zpath, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    filePeek(zpath, ALIGN, head, sizeof(head));
+    ck_assert_int_eq(kvmsaveImageChunkCheckHeader(head, zpath, 0, ALIGN,
+                                                  kvmsaveImageReaderTrailer(r)->dataEnd,
+                                                  1, &ch), 0);
+    ck_assert_uint_eq(ch.encoding, KVMSAVE_IMAGE_ENCODING_ZSTD);
+    g_free(stored);
+    stored = g_malloc(ch.stored);
+    filePeek(zpath, ALIGN + sizeof(head), stored, ch.stored);
+    ck_assert_int_eq(kvmsaveImageChunkDecode(&ch, zpath, ALIGN, stored, &dctx, &out,
+                                             &data, &len), 0);
+    ck_assert(data == out && len == 65536 && memcmp(data, all, len) == 0);
+    ck_assert_ptr_nonnull(dctx);
+    kvmsaveImageChunkFreeCtx(dctx);
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
 static Suite *
 imageSuite(void)
 {
@@ -3032,6 +3609,20 @@ imageSuite(void)
     tcase_add_test(tc, test_sparse_sum_done_reaches_stream_bytes);
     tcase_add_test(tc, test_sparse_sum_stopped_returns_1);
     tcase_add_test(tc, test_sparse_sum_stopped_after_a_failure_returns_minus_1);
+    suite_add_tcase(s, tc);
+
+    tc = ktTCase("pageindex", 120);
+    tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
+    tcase_add_test(tc, test_pageindex_header_layout_and_round_trip);
+    tcase_add_test(tc, test_pageindex_placeholder_and_final_header_same_size);
+    tcase_add_test(tc, test_pageindex_header_limits_and_refusals);
+    tcase_add_test(tc, test_pageindex_header_of_several_streams_is_refused);
+    tcase_add_test(tc, test_pageindex_field_is_skipped_by_older_readers);
+    tcase_add_test(tc, test_pageindex_written_once_the_chunks_are);
+    tcase_add_test(tc, test_pageindex_length_0_is_none);
+    tcase_add_test(tc, test_pageindex_damaged_is_named);
+    tcase_add_test(tc, test_pageindex_rewrite_keeps_the_room_drops_the_index);
+    tcase_add_test(tc, test_chunk_checks_on_their_own);
     suite_add_tcase(s, tc);
 
     return s;
