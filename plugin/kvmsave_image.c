@@ -322,6 +322,25 @@ kvmsaveImageHeaderMeasure(kvmsaveImageHeader *hdr,
 }
 
 
+size_t
+kvmsaveImageHeaderIndexRoom(kvmsaveImageHeader *hdr)
+{
+    g_auto(kvmsaveImageNumberFields) numbers = { 0 };
+    uint64_t reserve = hdr->indexReserve;
+    size_t fieldsLen, total;
+    unsigned int nfields;
+
+    /* Measured with the field, whose size does not depend on the room. */
+    hdr->indexReserve = 1;
+    kvmsaveImageNumberFieldsInit(hdr, &numbers);
+    total = kvmsaveImageHeaderMeasure(hdr, &numbers, &fieldsLen, &nfields);
+    hdr->indexReserve = reserve;
+    if (total > KVMSAVE_IMAGE_HEADER_MAX)
+        return 0;
+    return KVMSAVE_IMAGE_HEADER_MAX - total;
+}
+
+
 /* The page index goes into the header's padding from @offset, its room
  * past it: the header's size, 0 when it does not fit. */
 static size_t

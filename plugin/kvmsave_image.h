@@ -140,6 +140,9 @@ struct _kvmsaveImageTrailer {
  * on the index itself. */
 int kvmsaveImageHeaderEncode(kvmsaveImageHeader *hdr,
                              unsigned char **buf, size_t *len);
+/* The most room for a page index that @hdr, as it is, leaves in a header
+ * (0: none). */
+size_t kvmsaveImageHeaderIndexRoom(kvmsaveImageHeader *hdr);
 /* Parse a header from @buf of @len bytes. When the header is longer than
  * @len, returns 1 and sets *needed to its full size. @what names the
  * image in error messages. */

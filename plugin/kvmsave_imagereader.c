@@ -18,6 +18,7 @@
 #include "kvmsave_imagereaderpriv.h"
 #include "kvmsave_chunkq.h"
 #include "kvmsave_imagecache.h"
+#include "kvmsave_imageindex.h"
 #include "kvmsave_imagewriter.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_util.h"
@@ -864,18 +865,17 @@ int
 kvmsaveImageVerify(kvmsaveImageReader *r)
 {
     const uint32_t *table = kvmsaveImageReaderMappedTable(r);
-    g_autofree unsigned char *index = NULL;
     const unsigned char *data;
     size_t len;
     int rc;
 
-    if (kvmsaveImageReaderPageIndex(r, &index, &len) < 0)
-        return -1;
     if (table)
         return kvmsaveMappedVerify(r->file.fd, r->file.path, r->file.direct,
                                    r->hdr, r->tr.streamBytes, table,
                                    r->file.threads);
-
+    /* An index is proven against the stream as the chunks are read. */
+    if ((rc = kvmsaveImageIndexVerify(r, r->file.path)) != 0)
+        return rc < 0 ? -1 : 0;
     while ((rc = kvmsaveImageReadChunk(r, &data, &len)) > 0)
         ;
     return rc;

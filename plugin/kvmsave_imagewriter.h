@@ -43,6 +43,8 @@ int kvmsaveImageWriterReplaceHeader(kvmsaveImageWriter *w,
 /* Record where each chunk queued from now on goes: its file offset less
  * the header's size (the page index's chunk directory). */
 void kvmsaveImageWriterRecordChunks(kvmsaveImageWriter *w);
+/* Raw bytes of QEMU's stream queued so far. */
+uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);
 /* Wait for every queued chunk to be written; none may be queued after.
  * Then the chunk offsets are known, and a header made from them can
  * replace the first one. */

@@ -9,5 +9,3 @@
 
 /* Encoding workers for the chunks (default: one per CPU, at most 4). */
 void kvmsaveImageWriterSetThreads(kvmsaveImageWriter *w, size_t threads);
-/* Raw bytes of QEMU's stream queued so far. */
-uint64_t kvmsaveImageWriterStreamBytes(kvmsaveImageWriter *w);

@@ -426,3 +426,4 @@ kvmsavePageIndexChunkOffset(const kvmsavePageIndex *idx, uint64_t k)
 {
     return idx->chunks[k];
 }
+

@@ -55,6 +55,9 @@ uint64_t kvmsavePageIndexPages(uint64_t guestBytes);
  * @guestBytes: any index kvmsavePageIndexEncode makes with a builder of
  * kvmsavePageIndexPages(@guestBytes) fits. */
 size_t kvmsavePageIndexReserve(uint64_t guestBytes);
+/* The most pages (@maxPages) of a builder whose index fits in @reserve
+ * bytes: a verify builds an index again with the save's limits. */
+uint64_t kvmsavePageIndexPagesForReserve(uint64_t reserve);
 
 /* A builder that gives up past @maxPages records, or past
  * 4096 + @maxPages / 1024 runs. */

@@ -99,6 +99,25 @@ kvmsavePageIndexReserveFor(uint64_t maxPages)
 }
 
 
+uint64_t
+kvmsavePageIndexPagesForReserve(uint64_t reserve)
+{
+    uint64_t lo = 0;
+    uint64_t hi = reserve * 8 + 1;      /* ReserveFor(P) > P / 8 */
+
+    /* The largest P whose reserve fits: ReserveFor grows with P. */
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+
+        if (kvmsavePageIndexReserveFor(mid) <= reserve)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+
 size_t
 kvmsavePageIndexReserve(uint64_t guestBytes)
 {

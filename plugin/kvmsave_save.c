@@ -24,6 +24,7 @@
 
 #include "kvmsave_save.h"
 #include "kvmsave_saveimage.h"
+#include "kvmsave_saveindex.h"
 #include "kvmsave_args.h"
 #include "kvmsave_chunkq.h"
 #include "kvmsave_event.h"
@@ -115,47 +116,11 @@ struct _kvmsaveSave {
     bool wasRunning;
     bool paused;                /* by us: resumed on failure */
     bool migrating;             /* QEMU's migration is to be cancelled */
+    /* The page index built as one stream passes, and the walk that
+     * built it; NULL: none. */
+    kvmsavePageIndexBuilder *index;
+    kvmsaveVMStream *indexVm;
 };
-
-
-/* Read up to @size bytes of QEMU's stream on @fd into @buf: 0 with *@fill
- * bytes (fewer only at its end, *@eof), 1 when @wakefd says to stop, -1 on
- * error. */
-static int
-kvmsaveSaveStreamRead(int fd, int wakefd, unsigned char *buf, size_t size,
-                      size_t *fill, bool *eof)
-{
-    *fill = 0;
-    while (*fill < size) {
-        struct pollfd fds[2] = {
-            { .fd = fd, .events = POLLIN },
-            { .fd = wakefd, .events = POLLIN },
-        };
-        ssize_t n;
-
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            virReportSystemError(errno, "%s", _("cannot poll QEMU's migration stream"));
-            return -1;
-        }
-        if (fds[1].revents)
-            return 1;
-        n = read(fd, buf + *fill, size - *fill);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n < 0) {
-            virReportSystemError(errno, "%s", _("cannot read QEMU's migration stream"));
-            return -1;
-        }
-        if (n == 0) {
-            *eof = true;
-            break;
-        }
-        *fill += n;
-    }
-    return 0;
-}
 
 
 /* The thread of stream @i: it cuts QEMU's stream into image chunks. */
@@ -172,6 +137,16 @@ kvmsaveSaveStreamRun(size_t i, int *fd, void *opaque)
      * share the writer, so each fills a chunk of its own first. */
     if (stream >= 0)
         own = g_malloc(KVMSAVE_IMAGE_STREAM_CHUNK_SIZE);
+    if (stream < 0 && s->index) {
+        int rc = kvmsaveSaveIndexStream(s->writer, KVMSAVE_IMAGE_CHUNK_SIZE,
+                                        *fd, s->wake[0], s->path, s->index,
+                                        &s->indexVm, &eof);
+
+        if (rc != 0)
+            return rc;
+        if (!s->indexVm)
+            g_clear_pointer(&s->index, kvmsavePageIndexBuilderFree);
+    }
 
     while (!eof) {
         size_t fill;
@@ -308,6 +283,34 @@ kvmsaveSavePoll(const kvmsaveMigrationStatus *st, void *opaque)
 }
 
 
+/* One stream gets a page index, built as it passes, so that a lazy
+ * restore finds each page; its room in the header is reserved for the
+ * most pages the guest can have. Several streams carry pages in their
+ * own order, and a guest whose index would not fit in a header gets
+ * none: both are restored eagerly. Runs after the header is complete. */
+static void
+kvmsaveSaveIndexPrepare(kvmsaveSave *s)
+{
+    unsigned long maxmem = virDomainGetMaxMemory(s->dom); /* KiB */
+    size_t reserve = kvmsavePageIndexReserve(maxmem * 1024ULL);
+    size_t room = kvmsaveImageHeaderIndexRoom(s->hdr);
+
+    if (maxmem == 0) {
+        VIR_WARN("no page index for save image '%s': %s", s->path,
+                 virGetLastErrorMessage());
+        virResetLastError();
+        return;
+    }
+    if (reserve > room) {
+        VIR_INFO("no page index for save image '%s': the index of %lu KiB of RAM needs %zu bytes, the header has room for %zu",
+                 s->path, maxmem, reserve, room);
+        return;
+    }
+    s->hdr->indexReserve = reserve;
+    s->index = kvmsavePageIndexBuilderNew(kvmsavePageIndexPages(maxmem * 1024ULL));
+}
+
+
 /* Check the guest can be saved and describe it in the image's header. */
 static int
 kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
@@ -342,6 +345,8 @@ kvmsaveSaveCheck(kvmsaveSave *s, const char *dxml, unsigned int flags)
     } else if (s->channels) {
         s->hdr->streams = s->channels + 1;
         s->hdr->chunkSize = KVMSAVE_IMAGE_STREAM_CHUNK_SIZE;
+    } else {
+        kvmsaveSaveIndexPrepare(s);
     }
     return 0;
 }
@@ -372,6 +377,8 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
         return -1;
     s->writer = kvmsaveImageWriterNew(s->fd, s->tmppath, s->direct);
     kvmsaveImageWriterSetFormat(s->writer, format);
+    if (s->index)
+        kvmsaveImageWriterRecordChunks(s->writer);
     if (kvmsaveImageWriteHeader(s->writer, s->hdr) < 0)
         return -1;
     if (s->sparse)
@@ -542,19 +549,61 @@ kvmsaveSaveMigrate(kvmsaveSave *s)
 }
 
 
+/* The page index, once every chunk has its place in the file: 1 when it
+ * goes into the header, 0 when the stream makes none. An image without
+ * one is still good, for an eager restore. */
+static int
+kvmsaveSaveAttachIndex(kvmsaveSave *s)
+{
+    g_autofree uint64_t *offsets = NULL;
+    g_autofree unsigned char *buf = NULL;
+    size_t nchunks, len;
+
+    if (kvmsaveImageWriterDrain(s->writer) < 0)
+        return -1;
+    offsets = kvmsaveImageWriterTakeChunkOffsets(s->writer, &nchunks);
+    if (kvmsavePageIndexEncode(s->index, s->indexVm,
+                               kvmsaveImageWriterStreamBytes(s->writer),
+                               offsets, nchunks, KVMSAVE_IMAGE_CHUNK_SIZE,
+                               &buf, &len) < 0) {
+        g_clear_pointer(&s->index, kvmsavePageIndexBuilderFree);
+        VIR_WARN("no page index for save image '%s', which can only be restored eagerly: %s",
+                 s->path, virGetLastErrorMessage());
+        virResetLastError();
+        return 0;
+    }
+    /* The builder is the larger: it goes before the header is copied. */
+    g_clear_pointer(&s->index, kvmsavePageIndexBuilderFree);
+    g_free(s->hdr->indexData);
+    s->hdr->indexData = g_steal_pointer(&buf);
+    s->hdr->indexLen = len;
+    return 1;
+}
+
+
 /* Finish the image and put it in place of the target. */
 static int
 kvmsaveSaveCommit(kvmsaveSave *s)
 {
+    bool replace = false;
+    int rc;
+
     /* QEMU flushed and let go of the disks as the migration ended: this
      * is the state a restore must find them in. */
     if (s->hdr->disks) {
         g_autofree char *before = g_steal_pointer(&s->hdr->disks);
 
-        if (kvmsavePreflightRecordDisksAgain(before, &s->hdr->disks) < 0 ||
-            kvmsaveImageWriterReplaceHeader(s->writer, s->hdr) < 0)
+        if (kvmsavePreflightRecordDisksAgain(before, &s->hdr->disks) < 0)
             return -1;
+        replace = true;
     }
+    if (s->indexVm) {
+        if ((rc = kvmsaveSaveAttachIndex(s)) < 0)
+            return -1;
+        replace |= rc > 0;
+    }
+    if (replace && kvmsaveImageWriterReplaceHeader(s->writer, s->hdr) < 0)
+        return -1;
 
     if (s->sparse ?
         kvmsaveImageWriterFinishMapped(s->writer, s->hdr, s->streamBytes,
@@ -664,6 +713,8 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
     if (saved)
         virErrorRestore(&saved);
     kvmsaveImageWriterFree(s->writer);
+    kvmsavePageIndexBuilderFree(s->index);
+    kvmsaveVMStreamFree(s->indexVm);
     kvmsaveMultifdFree(s->mfd);
     g_free(s->table);
     kvmsaveImageHeaderFree(s->hdr);

@@ -60,17 +60,42 @@ def field(path, tag):
     return None
 
 
+PAGEINDEX = 10
+ALIGN = 4096
+
+
+def _encode_fields(fields):
+    area = b''
+    for tag, flags, value in fields:
+        pad = (len(value) + 7) // 8 * 8 - len(value)
+        area += struct.pack('<HHI', tag, flags, len(value)) + value + b'\0' * pad
+    return area
+
+
 def rewrite_fields(path, edit):
-    """Call edit(fields) on the header's field list, then write it back."""
+    """Call edit(fields) on the header's field list, then write it back.
+    A page index (format 1.5) moves with the end of the field area, and
+    its field says where it went."""
     with open(path, 'r+b') as fh:
         fixed = bytearray(fh.read(HEADER_FIXED))
         header_size, = struct.unpack_from('<I', fixed, 12)
         fields = read_fields(path)
+        index = None
+        for f in fields:
+            if f[0] == PAGEINDEX:
+                off, length, crc = f[2].decode().split()
+                fh.seek(int(off))
+                index = (int(length), crc, fh.read(int(length)))
         edit(fields)
-        area = b''
-        for tag, flags, value in fields:
-            pad = (len(value) + 7) // 8 * 8 - len(value)
-            area += struct.pack('<HHI', tag, flags, len(value)) + value + b'\0' * pad
+        area = _encode_fields(fields)
+        index_off = (HEADER_FIXED + len(area) + 4 + ALIGN - 1) // ALIGN * ALIGN
+        if index:
+            for f in fields:
+                if f[0] == PAGEINDEX:
+                    f[2] = f'{index_off:020d} {index[0]:020d} {index[1]}'.encode()
+            area = _encode_fields(fields)
+            if index_off + index[0] > header_size:
+                raise ValueError('the edited header leaves no room for its page index')
         if HEADER_FIXED + len(area) + 4 > header_size:
             raise ValueError('the edited header does not fit in the old one')
         struct.pack_into('<II', fixed, 48, len(fields), len(area))
@@ -78,6 +103,8 @@ def rewrite_fields(path, edit):
         crc = crc32c(body)
         header = body + struct.pack('<I', crc)
         header += b'\0' * (header_size - len(header))
+        if index:
+            header = header[:index_off] + index[2] + header[index_off + index[0]:]
         fh.seek(0)
         fh.write(header)
         # The trailer names its header by checksum, and has its own.

@@ -133,9 +133,11 @@ def test_bad_first_chunk_fails_instead_of_hanging(env, guest):
     bad = env.image('first-chunk-bad.img')
     shutil.copyfile(img, bad)
     with open(bad, 'r+b') as fh:
-        fh.seek(4096 + 32 + 100)        # inside chunk 0's payload
+        fh.seek(12)
+        chunk0 = int.from_bytes(fh.read(4), 'little')   # the header's size
+        fh.seek(chunk0 + 32 + 100)      # inside chunk 0's payload
         b = fh.read(1)
-        fh.seek(4096 + 32 + 100)
+        fh.seek(chunk0 + 32 + 100)
         fh.write(bytes([b[0] ^ 0x20]))
     res = env.virsh.run('restore', bad, check=False, timeout=120)
     assert res.returncode != 0

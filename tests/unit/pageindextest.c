@@ -19,6 +19,8 @@
 #include "testutil.h"
 #include "scratch.h"
 #include "kvmsave_pageindex.h"
+#include "kvmsave_imagereader.h"
+#include "indexedimage.h"
 
 #define KIB 1024ULL
 #define MIB (1024 * KIB)
@@ -862,6 +864,63 @@ START_TEST(test_qemu_10_0_stream_indexed_as_walked)
 END_TEST
 
 
+/* ---- images a save writes ---- */
+
+typedef struct {
+    const char *stream;
+    int encoding;
+    size_t chunk;
+} SavedCase;
+
+/* A 4 MiB chunk as saves write; 4109 bytes put page payloads across
+ * chunks. */
+static const SavedCase savedCases[] = {
+    { "qemu-7.2-plain.vmstream", KVMSAVE_IMAGE_ENCODING_RAW, 4 * MIB },
+    { "qemu-7.2-plain.vmstream", KVMSAVE_IMAGE_ENCODING_ZSTD, 4096 + 13 },
+    { "qemu-10.0-plain.vmstream", KVMSAVE_IMAGE_ENCODING_ZSTD, 4 * MIB },
+    { "qemu-10.0-plain.vmstream", KVMSAVE_IMAGE_ENCODING_RAW, 4096 + 13 },
+};
+
+static int
+verifySaved(const SavedCase *c, IndexedImageIndex how)
+{
+    g_autofree char *stream = scratchUnpackData(c->stream);
+    g_autofree char *path = scratchPath("indexed.img");
+    g_autoptr(kvmsaveImageReader) r = NULL;
+
+    indexedImageWrite(path, stream, c->encoding, c->chunk, how);
+    r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    return kvmsaveImageVerify(r);
+}
+
+
+START_TEST(test_saved_index_verified_against_its_stream)
+{
+    ck_assert_msg(verifySaved(&savedCases[_i], INDEXED_IMAGE_RIGHT) == 0, "%s",
+                  virGetLastErrorMessage());
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
+START_TEST(test_verify_finds_an_index_that_misses_a_page)
+{
+    ck_assert_int_eq(verifySaved(&savedCases[0], INDEXED_IMAGE_MISSING_PAGE), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED,
+                    "does not say where the stream's pages are");
+}
+END_TEST
+
+
+START_TEST(test_verify_finds_a_directory_that_points_elsewhere)
+{
+    ck_assert_int_eq(verifySaved(&savedCases[1], INDEXED_IMAGE_DIRECTORY_OFF), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "chunk");
+}
+END_TEST
+
+
 static Suite *
 pageindexSuite(void)
 {
@@ -907,6 +966,10 @@ pageindexSuite(void)
     tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
     tcase_add_test(tc, test_qemu_7_2_stream_indexed_as_walked);
     tcase_add_test(tc, test_qemu_10_0_stream_indexed_as_walked);
+    tcase_add_loop_test(tc, test_saved_index_verified_against_its_stream,
+                        0, G_N_ELEMENTS(savedCases));
+    tcase_add_test(tc, test_verify_finds_an_index_that_misses_a_page);
+    tcase_add_test(tc, test_verify_finds_a_directory_that_points_elsewhere);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -112,6 +112,17 @@ filePeek(const char *path, uint64_t off, void *buf, size_t len)
     close(fd);
 }
 
+/* Flip the bits @mask of the byte at @off. */
+static inline void
+fileFlip(const char *path, uint64_t off, unsigned char mask)
+{
+    unsigned char b;
+
+    filePeek(path, off, &b, 1);
+    b ^= mask;
+    filePatch(path, off, &b, 1);
+}
+
 
 #ifdef KT_DATADIR
 # include <gio/gio.h>
