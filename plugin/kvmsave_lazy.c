@@ -93,7 +93,8 @@ kvmsaveLazyFree(kvmsaveLazy *lz)
 
 
 kvmsaveLazy *
-kvmsaveLazyNew(kvmsaveConn *priv, const char *xml, const unsigned char *uuid)
+kvmsaveLazyNew(kvmsaveConn *priv, const char *xml, const unsigned char *uuid,
+               const char *dir)
 {
     g_autoptr(kvmsaveLazy) lz = g_new0(kvmsaveLazy, 1);
     g_autofree char *statusDir = kvmsaveLazyStatusDir(priv);
@@ -105,7 +106,7 @@ kvmsaveLazyNew(kvmsaveConn *priv, const char *xml, const unsigned char *uuid)
     }
     /* QEMU creates its monitor's socket, and later the one it recovers
      * on, in a directory of its user's that nobody else can reach. */
-    if (!(lz->dir = kvmsaveMultifdNewIncoming(priv->inner, xml)))
+    if (!(lz->dir = kvmsaveMultifdNewIncoming(priv->inner, xml, dir)))
         return NULL;
     sockdir = g_path_get_dirname(kvmsaveMultifdPath(lz->dir));
     lz->qmpPath = g_build_filename(sockdir, "q", NULL);
@@ -279,6 +280,25 @@ kvmsaveLazyServerGone(const char *path)
     if (fd < 0 || fcntl(fd, F_OFD_GETLK, &fl) < 0)
         return fd < 0 && errno == ENOENT;
     return fl.l_type == F_UNLCK;
+}
+
+
+void
+kvmsaveLazyRecoverDir(kvmsaveConn *priv, const unsigned char *uuid,
+                      const char *dir)
+{
+    g_autofree char *status = kvmsaveLazyStatusPath(priv, uuid);
+
+    /* A page server takes its lock before it serves a page: one that
+     * holds it may still need the directory (to recover QEMU's
+     * migration), and removes it itself when it ends. One that was
+     * spawned but has not taken the lock yet serves a QEMU that recovery
+     * has just stopped: it ends at once, and finds no directory. */
+    if (!kvmsaveLazyServerGone(status)) {
+        VIR_DEBUG("leaving %s to the page server of %s", dir, status);
+        return;
+    }
+    kvmsaveMultifdRemoveDir(dir);
 }
 
 

@@ -25,9 +25,11 @@ typedef struct _kvmsaveLazy kvmsaveLazy;
  * eagerly. */
 bool kvmsaveLazyPossible(kvmsaveImageReader *reader, const char *path);
 
-/* Prepare a lazy restore of the guest of @xml and @uuid. */
+/* Prepare a lazy restore of the guest of @xml and @uuid, creating the
+ * directory of its sockets @dir (kvmsaveMultifdDirName), which the
+ * caller's journal names. */
 kvmsaveLazy *kvmsaveLazyNew(kvmsaveConn *priv, const char *xml,
-                            const unsigned char *uuid);
+                            const unsigned char *uuid, const char *dir);
 void kvmsaveLazyFree(kvmsaveLazy *lz);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveLazy, kvmsaveLazyFree);
 
@@ -41,6 +43,12 @@ const char *const *kvmsaveLazyQemuArgs(kvmsaveLazy *lz);
 int kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom,
                      kvmsaveImageReader *reader, const char *path,
                      kvmsaveJob *job);
+
+/* Recovery after a client killed in a lazy restore of guest @uuid:
+ * remove @dir, the directory its journal named, unless a page server
+ * still runs (it removes the directory when it ends). */
+void kvmsaveLazyRecoverDir(kvmsaveConn *priv, const unsigned char *uuid,
+                           const char *dir);
 
 /* The lazy restore of @dom succeeded: while this process runs, its event
  * loop watches the page server's status file, and its kvmsave connections

@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "tempname.h"
+
 #include "kvmsave_multifd.h"
 #include "kvmsave_xml.h"
 #include "virerror.h"
@@ -86,8 +88,24 @@ kvmsaveMultifdQemuUserOfXML(virConnectPtr conn, const char *xml,
 }
 
 
+char *
+kvmsaveMultifdDirName(void)
+{
+    g_autofree char *dir = g_build_filename(g_get_tmp_dir(),
+                                            KVMSAVE_MULTIFD_PREFIX "XXXXXX", NULL);
+
+    if (gen_tempname(dir, 0, 0, GT_NOCREATE) < 0) {
+        virReportSystemError(errno,
+                             _("cannot create a directory for QEMU's multifd sockets in '%s'"),
+                             g_get_tmp_dir());
+        return NULL;
+    }
+    return g_steal_pointer(&dir);
+}
+
+
 static kvmsaveMultifd *
-kvmsaveMultifdNewDir(uid_t uid, gid_t gid, bool qemuListens)
+kvmsaveMultifdNewDir(const char *dir, uid_t uid, gid_t gid, bool qemuListens)
 {
     g_autoptr(kvmsaveMultifd) m = g_new0(kvmsaveMultifd, 1);
     g_autofree char *sub = NULL;
@@ -97,20 +115,20 @@ kvmsaveMultifdNewDir(uid_t uid, gid_t gid, bool qemuListens)
     m->uid = uid;
     m->gid = gid;
     /* Not under the root: its run directory is root's alone, and a unix
-     * socket's path must be short. The outer directory is root's and
-     * cannot be listed (0711); the inner one, of a random name nobody else
-     * can learn, holds the socket. It is QEMU's only when QEMU must create
-     * its listening socket there; else root's too, so that nobody can swap
-     * the socket for a symbolic link while we give it to QEMU's user. */
-    m->dir = g_build_filename(g_get_tmp_dir(),
-                              KVMSAVE_MULTIFD_PREFIX "XXXXXX", NULL);
-    if (!g_mkdtemp_full(m->dir, 0700)) {
+     * socket's path must be short. The outer directory, @dir (named by
+     * kvmsaveMultifdDirName, and by the caller's journal before it exists),
+     * is root's and cannot be listed (0711); the inner one, of a random
+     * name nobody else can learn, holds the socket. It is QEMU's only when
+     * QEMU must create its listening socket there; else root's too, so
+     * that nobody can swap the socket for a symbolic link while we give it
+     * to QEMU's user. A directory already there is not ours: EEXIST. */
+    if (mkdir(dir, 0700) < 0) {
         virReportSystemError(errno,
                              _("cannot create a directory for QEMU's multifd sockets in '%s'"),
                              g_get_tmp_dir());
-        g_clear_pointer(&m->dir, g_free);
         return NULL;
     }
+    m->dir = g_strdup(dir);
     sub = g_build_filename(m->dir, "XXXXXX", NULL);
     if (!g_mkdtemp_full(sub, 0700)) {
         virReportSystemError(errno,
@@ -137,33 +155,34 @@ kvmsaveMultifdNewDir(uid_t uid, gid_t gid, bool qemuListens)
 
 
 kvmsaveMultifd *
-kvmsaveMultifdNew(virDomainPtr dom)
+kvmsaveMultifdNew(virDomainPtr dom, const char *dir)
 {
     uid_t uid;
     gid_t gid;
 
     if (kvmsaveMultifdQemuUser(dom, &uid, &gid) < 0)
         return NULL;
-    return kvmsaveMultifdNewDir(uid, gid, false);
+    return kvmsaveMultifdNewDir(dir, uid, gid, false);
 }
 
 
 kvmsaveMultifd *
-kvmsaveMultifdNewPrivate(void)
+kvmsaveMultifdNewPrivate(const char *dir)
 {
-    return kvmsaveMultifdNewDir(geteuid(), getegid(), false);
+    return kvmsaveMultifdNewDir(dir, geteuid(), getegid(), false);
 }
 
 
 kvmsaveMultifd *
-kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml)
+kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml,
+                          const char *dir)
 {
     uid_t uid;
     gid_t gid;
 
     if (kvmsaveMultifdQemuUserOfXML(conn, xml, &uid, &gid) < 0)
         return NULL;
-    return kvmsaveMultifdNewDir(uid, gid, true);
+    return kvmsaveMultifdNewDir(dir, uid, gid, true);
 }
 
 

@@ -17,16 +17,23 @@
 
 typedef struct _kvmsaveMultifd kvmsaveMultifd;
 
-/* Save: a new private directory under the temporary directory for a
- * socket that running guest @dom's QEMU connects to; QEMU's user is the
- * live XML's DAC label. */
-kvmsaveMultifd *kvmsaveMultifdNew(virDomainPtr dom);
+/* A name for a new private directory under the temporary directory, that
+ * nothing has yet. A job names it in its journal before it creates it
+ * with one of the functions below, so that a client killed at any point
+ * leaves no directory that recovery does not know of. */
+char *kvmsaveMultifdDirName(void);
+
+/* Save: create @dir (0700, failing if it exists) for a socket that
+ * running guest @dom's QEMU connects to; QEMU's user is the live XML's
+ * DAC label. */
+kvmsaveMultifd *kvmsaveMultifdNew(virDomainPtr dom, const char *dir);
 /* Restore: ...for the socket that the QEMU of guest @xml, about to be
  * started on @conn, creates and listens on (docs/architecture.md). */
-kvmsaveMultifd *kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml);
+kvmsaveMultifd *kvmsaveMultifdNewIncoming(virConnectPtr conn, const char *xml,
+                                          const char *dir);
 /* Restore of one stream: ...for the FIFO the inner driver opens, as root;
  * nobody else may enter it. */
-kvmsaveMultifd *kvmsaveMultifdNewPrivate(void);
+kvmsaveMultifd *kvmsaveMultifdNewPrivate(const char *dir);
 /* Close and remove whatever is left. */
 void kvmsaveMultifdFree(kvmsaveMultifd *m);
 /* Leave the directory in place when @m is freed: another process

@@ -21,6 +21,7 @@
 #include "kvmsave_recover.h"
 #include "kvmsave_recoverpriv.h"
 #include "kvmsave_imagereader.h"
+#include "kvmsave_lazy.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_sparse.h"
 #include "kvmsave_multifd.h"
@@ -322,6 +323,18 @@ kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phas
 }
 
 
+static void
+kvmsaveJournalRecoverLazyDir(kvmsaveConn *priv, GHashTable *kv, const char *dir)
+{
+    const char *uuidstr = g_hash_table_lookup(kv, "uuid");
+    unsigned char uuid[VIR_UUID_BUFLEN];
+
+    if (!uuidstr || virUUIDParse(uuidstr, uuid) < 0)
+        return;
+    kvmsaveLazyRecoverDir(priv, uuid, dir);
+}
+
+
 bool
 kvmsaveRecoverJob(kvmsaveConn *priv, const char *ours, const char *path,
                   int fd, char **foreign)
@@ -330,6 +343,7 @@ kvmsaveRecoverJob(kvmsaveConn *priv, const char *ours, const char *path,
     const char *kind = kv ? g_hash_table_lookup(kv, "kind") : NULL;
     const char *phase = kv ? g_hash_table_lookup(kv, "phase") : NULL;
     const char *multifd = kv ? g_hash_table_lookup(kv, "multifd") : NULL;
+    const char *lazy = kv ? g_hash_table_lookup(kv, "lazy") : NULL;
     const char *inner = kv ? g_hash_table_lookup(kv, "inner") : NULL;
 
     /* Its guest lives behind another connection: not ours to touch,
@@ -362,6 +376,9 @@ kvmsaveRecoverJob(kvmsaveConn *priv, const char *ours, const char *path,
     /* The sockets of QEMU's multifd streams, if it died connecting them. */
     if (multifd)
         kvmsaveMultifdRemoveDir(multifd);
+    /* A lazy restore's sockets, unless its page server still uses them. */
+    if (lazy)
+        kvmsaveJournalRecoverLazyDir(priv, kv, lazy);
     if (unlink(path) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove job journal %s: %s", path, g_strerror(errno));
     return true;

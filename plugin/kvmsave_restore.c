@@ -389,6 +389,7 @@ kvmsaveRestoreViaStock(kvmsaveRestore *r)
 {
     g_autoptr(kvmsaveMultifd) dir = NULL;
     g_autofree unsigned char *head = NULL;
+    g_autofree char *dirname = NULL;
     const char *fifo;
     size_t headLen;
     int rc;
@@ -396,18 +397,19 @@ kvmsaveRestoreViaStock(kvmsaveRestore *r)
     if (!(head = kvmsaveStockHeaderFormat(KVMSAVE_STOCK_MAGIC, r->startxml,
                                           kvmsaveImageReaderCookie(r->reader),
                                           r->hdr->flags & KVMSAVE_IMAGE_FLAG_RUNNING,
-                                          KVMSAVE_COMPRESS_RAW, 0, &headLen)) ||
-        !(dir = kvmsaveMultifdNewPrivate()))
+                                          KVMSAVE_COMPRESS_RAW, 0, &headLen)))
+        return NULL;
+    /* The FIFO's directory is named in the journal before it exists:
+     * recovery removes it after a kill. */
+    if (!(dirname = kvmsaveStreamJournalDir(r->journal)) ||
+        kvmsaveJournalWrite(r->journal, "starting") < 0 ||
+        !(dir = kvmsaveMultifdNewPrivate(dirname)))
         return NULL;
     fifo = kvmsaveMultifdPath(dir);
     if (mkfifo(fifo, 0600) < 0) {
         virReportSystemError(errno, _("cannot create FIFO '%s'"), fifo);
         return NULL;
     }
-    /* Recovery removes the directory of a killed client's FIFO. */
-    kvmsaveStreamJournalDir(r->journal, dir);
-    if (kvmsaveJournalWrite(r->journal, "starting") < 0)
-        return NULL;
     if (kvmsaveRestorePausedDetail(r) == VIR_DOMAIN_EVENT_SUSPENDED_PAUSED)
         kvmsaveEventsExpect(r->hdr->uuid, VIR_DOMAIN_EVENT_SUSPENDED,
                             VIR_DOMAIN_EVENT_SUSPENDED_RESTORED,
@@ -678,8 +680,15 @@ static virDomainPtr
 kvmsaveRestoreViaLazy(kvmsaveRestore *r)
 {
     g_autoptr(kvmsaveLazy) lz = NULL;
+    g_autofree char *dir = kvmsaveMultifdDirName();
 
-    if (!(lz = kvmsaveLazyNew(r->priv, r->startxml, r->hdr->uuid)) ||
+    if (!dir)
+        return NULL;
+    /* Named in the journal before it exists. Once the page server runs,
+     * the directory is its own: recovery leaves it to a live one. */
+    kvmsaveJournalSet(r->journal, "lazy", dir);
+    if (kvmsaveJournalWrite(r->journal, "starting") < 0 ||
+        !(lz = kvmsaveLazyNew(r->priv, r->startxml, r->hdr->uuid, dir)) ||
         kvmsaveRestoreStartDeferred(r, kvmsaveLazyQemuArgs(lz)) < 0 ||
         kvmsaveLazyStart(lz, r->dom, r->reader, r->path, r->job) < 0)
         return NULL;
@@ -711,13 +720,17 @@ static virDomainPtr
 kvmsaveRestoreMultifd(kvmsaveRestore *r)
 {
     g_autoptr(kvmsaveMultifd) mfd = NULL;
+    g_autofree char *dir = NULL;
 
     if ((r->flags & VIR_DOMAIN_SAVE_RESET_NVRAM) && !r->priv->embedded &&
         kvmsaveRestoreResetNVRAM(r->startxml) < 0)
         return NULL;
-    if (!(mfd = kvmsaveMultifdNewIncoming(r->priv->inner, r->startxml)))
+    /* Named in the journal before it exists: recovery removes it after a
+     * kill. */
+    if (!(dir = kvmsaveStreamJournalDir(r->journal)) ||
+        kvmsaveJournalWrite(r->journal, "starting") < 0 ||
+        !(mfd = kvmsaveMultifdNewIncoming(r->priv->inner, r->startxml, dir)))
         return NULL;
-    kvmsaveStreamJournalDir(r->journal, mfd);
     if (r->priv->embedded)
         return kvmsaveRestoreViaCommandline(r, mfd);
     return kvmsaveRestoreViaMigration(r, mfd);

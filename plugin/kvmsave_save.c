@@ -391,11 +391,13 @@ kvmsaveSavePrepare(kvmsaveSave *s, int format)
     s->streams = kvmsaveStreamSetNew("kvmsave-save", s->channels + 1,
                                      kvmsaveSaveStreamRun, NULL, s);
     if (s->channels) {
-        if (!(s->mfd = kvmsaveMultifdNew(s->dom)))
-            return -1;
-        /* Recorded at once: recovery removes it after a kill. */
-        kvmsaveStreamJournalDir(s->journal, s->mfd);
-        if (kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
+        g_autofree char *dir = NULL;
+
+        /* Named in the journal before it exists: recovery removes it
+         * after a kill. */
+        if (!(dir = kvmsaveStreamJournalDir(s->journal)) ||
+            kvmsaveJournalWrite(s->journal, "prepared") < 0 ||
+            !(s->mfd = kvmsaveMultifdNew(s->dom, dir)) ||
             kvmsaveMultifdListen(s->mfd, s->channels + 1) < 0)
             return -1;
         return 0;

@@ -273,8 +273,12 @@ kvmsaveStreamChannelFree(kvmsaveStreamChannel *ch)
 }
 
 
-void
-kvmsaveStreamJournalDir(kvmsaveJournal *journal, kvmsaveMultifd *mfd)
+char *
+kvmsaveStreamJournalDir(kvmsaveJournal *journal)
 {
-    kvmsaveJournalSet(journal, "multifd", kvmsaveMultifdDir(mfd));
+    char *dir = kvmsaveMultifdDirName();
+
+    if (dir)
+        kvmsaveJournalSet(journal, "multifd", dir);
+    return dir;
 }

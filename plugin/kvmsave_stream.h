@@ -79,6 +79,8 @@ void kvmsaveStreamChannelFree(kvmsaveStreamChannel *ch);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveStreamChannel, kvmsaveStreamChannelFree);
 
 
-/* Record the directory of @mfd in @journal (written with its next phase):
- * recovery after a killed client removes it. */
-void kvmsaveStreamJournalDir(kvmsaveJournal *journal, kvmsaveMultifd *mfd);
+/* Name a directory for QEMU's multifd sockets (kvmsaveMultifdDirName) and
+ * record it in @journal, to be written with its next phase before the
+ * directory is created (kvmsaveMultifdNew*): recovery after a killed
+ * client removes it, and no kill leaves one the journal does not name. */
+char *kvmsaveStreamJournalDir(kvmsaveJournal *journal);

@@ -17,6 +17,7 @@ import glob
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -272,4 +273,80 @@ def test_client_killed_while_qemu_writes_a_sparse_image_leaves_qemu_no_file(kenv
     assert leftovers(kenv) == []
     assert recoveries(kenv, 'save')
     after_killed_save(kenv, img, -9, state, 'killed while QEMU wrote')
+    kguest.assert_continued()
+
+
+MFD_GLOB = os.path.join(tempfile.gettempdir(), 'kvmsave-mfd-*')
+
+
+def mkdir_delayed(args, seconds):
+    """ARGS under strace: every mkdir of its first thread (where the
+    libvirt-python call below runs the job) returns SECONDS late, the
+    directory made.  A kill then lands between making a directory and
+    whatever the job does next, as a preemption there would let it."""
+    us = int(seconds * 1000000)
+    return ['strace', '-qq', '-o', '/dev/null', '-e', 'trace=mkdir,mkdirat',
+            '-e', f'inject=mkdir,mkdirat:delay_exit={us}'] + args
+
+
+def restore_args(env, img):
+    """A restore of IMG through libvirt-python, in the process's first
+    thread (virsh saves in a thread of its own)."""
+    code = ('import libvirt, sys; libvirt.virEventRegisterDefaultImpl(); '
+            'libvirt.open(sys.argv[1]).restore(sys.argv[2])')
+    pre = [env.wrapper] if env.wrapper else []
+    return pre + [SYSTEM_PYTHON, '-c', code, env.uri, img]
+
+
+def killed_in_mkdir(args):
+    """Run ARGS with its mkdirs delayed, and SIGKILL it as soon as a new
+    socket directory exists: while it is still in that mkdir."""
+    before = set(glob.glob(MFD_GLOB))
+    p = subprocess.Popen(mkdir_delayed(args, 1), start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while (not set(glob.glob(MFD_GLOB)) - before and p.poll() is None and
+           time.monotonic() < deadline):
+        time.sleep(0.001)
+    made = set(glob.glob(MFD_GLOB)) - before
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert made, 'the job ended before it made its sockets\' directory'
+
+
+# What makes a socket directory: a multifd save (its listening socket), a
+# restore of 3 streams (QEMU's listening socket) and one of 1 (the FIFO
+# the inner driver reads).  A lazy restore's needs QEMU 9.0: journaltest.c.
+DIR_JOBS = [('save', 2), ('restore', 2), ('restore', 1)]
+
+
+@pytest.mark.skipif(not shutil.which('strace'), reason='needs strace (scripts/packages.txt)')
+@pytest.mark.parametrize('what,channels', DIR_JOBS,
+                         ids=[f'{w}-{c}' for w, c in DIR_JOBS])
+def test_client_killed_as_it_makes_a_socket_directory_leaves_none(kenv, kguest,
+                                                                  what, channels):
+    """The journal names each directory before it is made: a client killed
+    right after its mkdir leaves none that recovery does not remove (it
+    did, with the directory made first and named next)."""
+    img = kenv.image(f'kill-mkdir-{what}-{channels}.img')
+    kguest.ensure_running()
+    if what == 'restore':
+        assert killed(kenv, save_args(kenv, kguest, img, channels), 600, channels) == 0
+    kguest.checkpoint()
+    recovered = len(recoveries(kenv, what))
+    if what == 'save':
+        killed_in_mkdir(save_args(kenv, kguest, img, channels))
+    else:
+        before = sha256(img)
+        killed_in_mkdir(restore_args(kenv, img))
+    state = kguest.state()      # the first connection after the kill recovers
+    assert leftovers(kenv) == []
+    assert len(recoveries(kenv, what)) > recovered
+    if what == 'save':
+        assert not os.path.exists(img)
+        after_killed_save(kenv, img, -9, state, 'killed in mkdir')
+    else:
+        assert sha256(img) == before
+        after_killed_restore(kenv, img, -9, state, 'killed in mkdir')
+        os.unlink(img)
     kguest.assert_continued()

@@ -2,7 +2,9 @@
  * journaltest.c: unit tests of the job journal (kvmsave_journal.c): its
  * lock tells a live job from a dead one, and recovery of a dead save that
  * had not paused its guest removes what it left. (Recovery of guests:
- * tests/integration/test_kill.py.) The sweep of the cgroups a killed
+ * tests/integration/test_kill.py.) The sockets' directories of a killed
+ * job: named in its journal before they exist, removed by recovery, a
+ * lazy restore's left to its live page server. The sweep of the cgroups a killed
  * start left, in cgroup v1's and v2's layout, on fake trees: this host is
  * cgroup v1 and the chroots bind its /sys, so no test here meets v2.
  *
@@ -17,8 +19,11 @@
 
 #include "testutil.h"
 #include "kvmsave_journal.h"
+#include "kvmsave_lazy.h"
 #include "kvmsave_recoverpriv.h"
+#include "kvmsave_stream.h"
 #include "kvmsave_util.h"
+#include "virfile.h"
 #include "viruuid.h"
 
 static const unsigned char uuid[VIR_UUID_BUFLEN] = {
@@ -256,6 +261,175 @@ START_TEST(test_ended_job_leaves_no_journal_and_frees_the_guest)
 END_TEST
 
 
+typedef enum {
+    DIR_NAMED,          /* killed after the journal named it */
+    DIR_CREATED,        /* ...and after it was made, with its socket */
+} dirStep;
+
+
+/* In a child: begin a restore journal, name a directory for QEMU's
+ * sockets in it as a multifd job does (kvmsaveStreamJournalDir), or with
+ * @lazy as a lazy restore does, write "starting", and with DIR_CREATED
+ * make the directory and listen on its socket. Tell the parent the
+ * directory's name, then wait to be killed. Returns the name. */
+static char *
+childDirJob(kvmsaveConn *priv, bool lazy, dirStep step, pid_t *pid)
+{
+    char buf[PATH_MAX] = "";
+    int ready[2];
+    ssize_t n;
+
+    ck_assert_int_eq(pipe(ready), 0);
+    if ((*pid = fork()) == 0) {
+        kvmsaveJournal *j = kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_RESTORE, NULL);
+        g_autofree char *dir = NULL;
+        kvmsaveMultifd *m = NULL;
+
+        if (!j)
+            _exit(1);
+        if (lazy) {
+            if ((dir = kvmsaveMultifdDirName()))
+                kvmsaveJournalSet(j, "lazy", dir);
+        } else {
+            dir = kvmsaveStreamJournalDir(j);
+        }
+        if (!dir || access(dir, F_OK) == 0 ||
+            kvmsaveJournalWrite(j, "starting") < 0)
+            _exit(2);
+        if (step == DIR_CREATED &&
+            (!(m = kvmsaveMultifdNewPrivate(dir)) ||
+             kvmsaveMultifdListen(m, 1) < 0))
+            _exit(3);
+        ignore_value(write(ready[1], dir, strlen(dir)));
+        close(ready[1]);
+        pause();
+        _exit(0);
+    }
+    close(ready[1]);
+    n = read(ready[0], buf, sizeof(buf) - 1);
+    close(ready[0]);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    return g_strdup(buf);
+}
+
+
+/* A job killed after its journal named the directory of its sockets,
+ * before or after it made it: recovery leaves none. */
+static void
+assertDeadJobDirRemoved(bool lazy, dirStep step)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    g_autofree char *dir = NULL;
+    pid_t pid;
+
+    dir = childDirJob(priv, lazy, step, &pid);
+    killChild(pid);
+    ck_assert(g_str_has_prefix(dir, g_get_tmp_dir()));
+    ck_assert_int_eq(access(dir, F_OK), step == DIR_CREATED ? 0 : -1);
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(dir, F_OK), -1);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    testConnFree(priv);
+}
+
+
+START_TEST(test_dead_job_named_its_multifd_dir_before_making_it)
+{
+    assertDeadJobDirRemoved(false, DIR_NAMED);
+}
+END_TEST
+
+
+START_TEST(test_dead_job_multifd_dir_and_socket_go)
+{
+    assertDeadJobDirRemoved(false, DIR_CREATED);
+}
+END_TEST
+
+
+START_TEST(test_dead_lazy_restore_named_its_dir_before_making_it)
+{
+    assertDeadJobDirRemoved(true, DIR_NAMED);
+}
+END_TEST
+
+
+START_TEST(test_dead_lazy_restore_dir_goes_without_a_page_server)
+{
+    assertDeadJobDirRemoved(true, DIR_CREATED);
+}
+END_TEST
+
+
+/* The page server of a lazy restore outlives its client and needs the
+ * sockets' directory (QEMU's recovery socket is made in it): while it
+ * holds its lock, recovery of the killed client's journal leaves the
+ * directory to it, which removes it when it ends. */
+START_TEST(test_dead_lazy_restore_dir_stays_with_a_live_page_server)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *path = journalPath(priv);
+    g_autofree char *lazydir = g_build_filename(priv->root, "run", "kvmsave", "lazy", NULL);
+    g_autofree char *lock = NULL;
+    g_autofree char *dir = NULL;
+    char uuidstr[VIR_UUID_STRING_BUFLEN];
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    VIR_AUTOCLOSE lockfd = -1;
+    pid_t pid;
+
+    virUUIDFormat(uuid, uuidstr);
+    lock = g_strdup_printf("%s/%s.status.lock", lazydir, uuidstr);
+    ck_assert_int_eq(g_mkdir_with_parents(lazydir, 0700), 0);
+    /* The page server's lock (an open file description's, so that it
+     * holds against this process's own check too). */
+    ck_assert_int_ge(lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600), 0);
+    ck_assert_int_eq(fcntl(lockfd, F_OFD_SETLK, &fl), 0);
+
+    dir = childDirJob(priv, true, DIR_CREATED, &pid);
+    killChild(pid);
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ck_assert_int_eq(access(dir, F_OK), 0);
+
+    /* The page server ends: it removes the directory itself. */
+    VIR_FORCE_CLOSE(lockfd);
+    kvmsaveMultifdRemoveDir(dir);
+    ck_assert_int_eq(access(dir, F_OK), -1);
+    testConnFree(priv);
+}
+END_TEST
+
+
+/* A directory of the name the journal gave is made only if nothing has
+ * that name: one already there is neither taken over nor removed. */
+START_TEST(test_multifd_dir_of_a_taken_name_is_refused_and_kept)
+{
+    g_autofree char *dir = kvmsaveMultifdDirName();
+    g_autofree char *other = kvmsaveMultifdDirName();
+    kvmsaveMultifd *m;
+
+    ck_assert_ptr_nonnull(dir);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_str_ne(dir, other);
+    ck_assert_int_eq(access(dir, F_OK), -1);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    virResetLastError();
+    ck_assert_ptr_null(kvmsaveMultifdNewPrivate(dir));
+    KT_ASSERT_ERROR_MSG("File exists");
+    ck_assert_int_eq(access(dir, F_OK), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+
+    ck_assert_ptr_nonnull(m = kvmsaveMultifdNewPrivate(other));
+    ck_assert_str_eq(kvmsaveMultifdDir(m), other);
+    ck_assert(g_str_has_prefix(kvmsaveMultifdPath(m), other));
+    kvmsaveMultifdFree(m);
+    ck_assert_int_eq(access(other, F_OK), -1);
+}
+END_TEST
+
+
 /* The embedded driver's root in the cgroup tests, and its guest. */
 #define CG_ROOT "/var/lib/kvmsave-cgtest"
 #define CG_GUEST "my_guest.1"       /* machine name: "myguest.1" */
@@ -399,6 +573,12 @@ journalSuite(void)
     tcase_add_test(tc, test_torn_journal_is_removed_without_acting_on_it);
     tcase_add_test(tc, test_dead_journal_of_another_connection_is_left_alone);
     tcase_add_test(tc, test_ended_job_leaves_no_journal_and_frees_the_guest);
+    tcase_add_test(tc, test_dead_job_named_its_multifd_dir_before_making_it);
+    tcase_add_test(tc, test_dead_job_multifd_dir_and_socket_go);
+    tcase_add_test(tc, test_dead_lazy_restore_named_its_dir_before_making_it);
+    tcase_add_test(tc, test_dead_lazy_restore_dir_goes_without_a_page_server);
+    tcase_add_test(tc, test_dead_lazy_restore_dir_stays_with_a_live_page_server);
+    tcase_add_test(tc, test_multifd_dir_of_a_taken_name_is_refused_and_kept);
     tcase_add_test(tc, test_cgroup_v1_groups_of_the_guest_go);
     tcase_add_test(tc, test_cgroup_v2_groups_of_the_guest_go);
     tcase_add_test(tc, test_cgroup_with_a_task_stays);
