@@ -1,6 +1,8 @@
 /*
- * kvmsave_pagesrv.c: the postcopy source of a lazy restore, serving a
- * sparse image's pages to QEMU
+ * kvmsave_pagesrv.c: the postcopy source of a lazy restore, serving an
+ * image's pages to QEMU: a sparse image's from their place in QEMU's
+ * mapped-ram layout, a chunked one's through its page index
+ * (kvmsave_chunkpages.c)
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -11,6 +13,8 @@
 #include <unistd.h>
 
 #include "kvmsave_pagesrv.h"
+#include "kvmsave_chunkpages.h"
+#include "kvmsave_imageindex.h"
 #include "kvmsave_imagereader.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_postcopy.h"
@@ -53,6 +57,8 @@ struct _kvmsavePageServer {
     uint64_t streamBytes;
     const uint32_t *table;
     kvmsaveVMStream *vm;
+    uint64_t base;              /* the file offset of the stream's offset 0 */
+    kvmsaveChunkPages *chunks;  /* a chunked image's pages; NULL: sparse */
     unsigned char **present;    /* per RAM block, QEMU's bitmap: has data */
     unsigned char **sent;       /* per RAM block: sent, or QEMU has it */
     uint64_t total;
@@ -161,6 +167,9 @@ kvmsavePageServerRead(kvmsavePageServer *ps, uint64_t off, void *out, size_t len
     unsigned char *o = out;
     uint64_t start = ps->hdr->mappedOffset;
 
+    if (ps->chunks)
+        return kvmsaveChunkPagesRead(ps->chunks, off, out, len);
+
     if (off < start || off + len > start + ps->streamBytes) {
         virReportError(VIR_ERR_INTERNAL_ERROR,
                        _("bytes at offset %llu are outside the stream of '%s'"),
@@ -219,20 +228,86 @@ kvmsavePageServerReadBitmaps(kvmsavePageServer *ps)
     size_t b;
 
     ps->present = g_new0(unsigned char *, ps->vm->nblocks);
-    ps->sent = g_new0(unsigned char *, ps->vm->nblocks);
     for (b = 0; b < ps->vm->nblocks; b++) {
         const kvmsaveVMBlock *rb = &ps->vm->blocks[b];
-        uint64_t pages = blockPages(rb);
         /* Longs of the target, little-endian: bit i is in byte i / 8. */
-        size_t len = VIR_DIV_UP(pages, 64) * 8;
+        size_t len = VIR_DIV_UP(blockPages(rb), 64) * 8;
 
         ps->present[b] = g_malloc0(len);
-        ps->sent[b] = g_malloc0(len);
         if (kvmsavePageServerRead(ps, rb->bitmapOffset, ps->present[b], len) < 0)
             return -1;
-        ps->total += pages;
     }
     return 0;
+}
+
+
+/* What is sent: nothing yet. */
+static void
+kvmsavePageServerInitSent(kvmsavePageServer *ps)
+{
+    size_t b;
+
+    ps->sent = g_new0(unsigned char *, ps->vm->nblocks);
+    for (b = 0; b < ps->vm->nblocks; b++) {
+        uint64_t pages = blockPages(&ps->vm->blocks[b]);
+
+        ps->sent[b] = g_malloc0(VIR_DIV_UP(pages, 64) * 8);
+        ps->total += pages;
+    }
+}
+
+
+/* A sparse image: QEMU's mapped-ram stream, checked block by block. */
+static int
+kvmsavePageServerOpenMapped(kvmsavePageServer *ps, const char *path)
+{
+    ps->base = ps->hdr->mappedOffset;
+    if (!(ps->vm = kvmsaveVMStreamParse(ps->fd, path, ps->hdr->mappedOffset,
+                                        ps->hdr->mappedOffset + ps->streamBytes,
+                                        NULL, NULL)))
+        return -1;
+    ps->checked = g_malloc0(VIR_DIV_UP(kvmsaveMappedBlocks(ps->streamBytes,
+                                                           ps->hdr->mappedBlock), 8));
+    if (!ps->vm->mapped) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("save image '%s' is corrupt: its sparse stream is not laid out by page"),
+                       path);
+        return -1;
+    }
+    return kvmsavePageServerCheckLayout(ps) < 0 ? -1 :
+        kvmsavePageServerReadBitmaps(ps);
+}
+
+
+/* A chunked image with its page index: RAM's setup and the device state
+ * walked through checked chunks, the pages found with the index. */
+static int
+kvmsavePageServerOpenChunks(kvmsavePageServer *ps, const char *path)
+{
+    const kvmsaveImageTrailer *tr = kvmsaveImageReaderTrailer(ps->reader);
+    g_autofree unsigned char *buf = NULL;
+    kvmsavePageIndex *idx = NULL;
+    kvmsaveVMSource src;
+    size_t len;
+    int rc;
+
+    if ((rc = kvmsaveImageIndexLoad(ps->reader, path, &buf, &len, &idx)) < 0)
+        return -1;
+    if (rc == 0) {
+        virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
+                       _("save image '%s' has no page index, which a lazy restore needs to find each page: save the guest again with this kvmsave, as one stream ('raw' or 'zstd' without parallel channels), or restore it eagerly"),
+                       path);
+        return -1;
+    }
+    ps->chunks = kvmsaveChunkPagesNew(ps->fd, path, ps->hdr->headerSize, tr, idx);
+    kvmsaveChunkPagesSource(ps->chunks, &src);
+    if (!(ps->vm = kvmsaveVMStreamParseFrom(&src, path, 0, tr->streamBytes,
+                                            KVMSAVE_VM_PARSE_SETUP_ONLY,
+                                            NULL, NULL)) ||
+        kvmsavePageIndexCheckStream(idx, ps->vm, path) < 0)
+        return -1;
+    ps->vm->devStart = kvmsavePageIndexDevStart(idx);
+    return kvmsaveVMStreamFindEnd(&src, path, tr->streamBytes, ps->vm);
 }
 
 
@@ -254,32 +329,16 @@ kvmsavePageServerOpen(const char *path, int fd)
         return NULL;
     ps->hdr = kvmsaveImageReaderHeader(ps->reader);
     ps->streamBytes = kvmsaveImageReaderTrailer(ps->reader)->streamBytes;
-    if (!(ps->table = kvmsaveImageReaderMappedTable(ps->reader))) {
-        virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
-                       _("'%s' is not a sparse kvmsave image, whose pages a lazy restore can serve; save with --image-format sparse"),
-                       path);
-        return NULL;
-    }
+    ps->table = kvmsaveImageReaderMappedTable(ps->reader);
     self = kvmsaveImageReaderSelfPath(ps->reader);
     if ((ps->fd = open(self, O_RDONLY | O_CLOEXEC)) < 0) {
         virReportSystemError(errno, _("cannot open save image '%s'"), path);
         return NULL;
     }
-    if (!(ps->vm = kvmsaveVMStreamParse(ps->fd, path, ps->hdr->mappedOffset,
-                                        ps->hdr->mappedOffset + ps->streamBytes,
-                                        NULL, NULL)))
+    if ((ps->table ? kvmsavePageServerOpenMapped(ps, path) :
+         kvmsavePageServerOpenChunks(ps, path)) < 0)
         return NULL;
-    ps->checked = g_malloc0(VIR_DIV_UP(kvmsaveMappedBlocks(ps->streamBytes,
-                                                           ps->hdr->mappedBlock), 8));
-    if (!ps->vm->mapped) {
-        virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("save image '%s' is corrupt: its sparse stream is not laid out by page"),
-                       path);
-        return NULL;
-    }
-    if (kvmsavePageServerCheckLayout(ps) < 0 ||
-        kvmsavePageServerReadBitmaps(ps) < 0)
-        return NULL;
+    kvmsavePageServerInitSent(ps);
     return g_steal_pointer(&ps);
 }
 
@@ -307,6 +366,7 @@ kvmsavePageServerFree(kvmsavePageServer *ps)
         g_free(g_queue_pop_head(&ps->requests));
     virFreeError(ps->rpError);
     kvmsaveVMStreamFree(ps->vm);
+    kvmsaveChunkPagesFree(ps->chunks);
     VIR_FORCE_CLOSE(ps->fd);
     kvmsaveImageReaderFree(ps->reader);
     g_mutex_clear(&ps->lock);
@@ -548,6 +608,25 @@ kvmsavePageServerTake(kvmsavePageServer *ps, kvmsavePageRef *refs)
 }
 
 
+/* Page @page of block @b, checked: its bytes in @buf, or *@data false
+ * for a zero page. */
+static int
+kvmsavePageServerPage(kvmsavePageServer *ps, size_t b, uint64_t page,
+                      unsigned char *buf, bool *data)
+{
+    uint64_t off;
+
+    if (ps->chunks)
+        return kvmsaveChunkPagesPage(ps->chunks, b, page, buf, data);
+    *data = bitGet(ps->present[b], page);
+    off = ps->vm->blocks[b].pagesOffset + page * KVMSAVE_VM_PAGE_SIZE;
+    if (*data)
+        return kvmsavePageServerRead(ps, off, buf, KVMSAVE_VM_PAGE_SIZE);
+    return kvmsavePageServerCheck(ps, (off - ps->hdr->mappedOffset) /
+                                  ps->hdr->mappedBlock);
+}
+
+
 static int
 kvmsavePageServerSendPages(kvmsavePageServer *ps, const kvmsavePageRef *refs,
                            size_t n, GByteArray *out)
@@ -558,14 +637,10 @@ kvmsavePageServerSendPages(kvmsavePageServer *ps, const kvmsavePageRef *refs,
     g_byte_array_set_size(out, 0);
     kvmsavePostcopySectionBegin(&sec, ps->vm, out);
     for (i = 0; i < n; i++) {
-        const kvmsaveVMBlock *rb = &ps->vm->blocks[refs[i].block];
         unsigned char page[KVMSAVE_VM_PAGE_SIZE];
-        bool data = bitGet(ps->present[refs[i].block], refs[i].page);
-        uint64_t off = rb->pagesOffset + refs[i].page * KVMSAVE_VM_PAGE_SIZE;
+        bool data;
 
-        if (data ? kvmsavePageServerRead(ps, off, page, sizeof(page)) < 0 :
-            kvmsavePageServerCheck(ps, (off - ps->hdr->mappedOffset) /
-                                   ps->hdr->mappedBlock) < 0)
+        if (kvmsavePageServerPage(ps, refs[i].block, refs[i].page, page, &data) < 0)
             return -1;
         kvmsavePostcopySectionPage(&sec, refs[i].block, refs[i].page,
                                    data ? page : NULL);
@@ -648,7 +723,7 @@ static int
 kvmsavePageServerBegin(kvmsavePageServer *ps)
 {
     const kvmsaveVMStream *vm = ps->vm;
-    uint64_t start = ps->hdr->mappedOffset;
+    uint64_t start = ps->base;
     size_t configLen = vm->configEnd - start;
     size_t devLen = vm->devEnd - vm->devStart;
     g_autofree unsigned char *config = g_malloc(configLen);

@@ -4,11 +4,14 @@
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * The image is a sparse kvmsave image around the mapped-ram stream QEMU
+ * The images: a sparse kvmsave image around the mapped-ram stream QEMU
  * 10.0 wrote of a paused 16 MiB machine (tests/unit/data, see
- * vmstreamtest.c). A thread plays QEMU on the other end of a socket pair:
- * it reads what the server sends and answers on the return path. What
- * it received is then walked with kvmsave_vmstream.c, page by page.
+ * vmstreamtest.c), and chunked ones with a page index around QEMU 7.2's
+ * plain stream of the same machine, written by the save's own code
+ * (indexedimage.h). A thread plays QEMU on the other end of a socket
+ * pair: it reads what the server sends and answers on the return path.
+ * What it received is then walked with kvmsave_vmstream.c, page by page,
+ * and compared with the stream the image holds.
  */
 #include <config.h>
 
@@ -16,33 +19,53 @@
 
 #include "testutil.h"
 #include "scratch.h"
+#include "kvmsave_imageindex.h"
 #include "kvmsave_imagewriter.h"
 #include "kvmsave_mapped.h"
 #include "kvmsave_pagesrv.h"
 #include "kvmsave_postcopy.h"
 #include "kvmsave_vmstream.h"
+#include "indexedimage.h"
 #include "viruuid.h"
 
 #define MIB (1024 * 1024)
 #define MACHINE_PAGES ((16 * MIB + 128 * 1024 + 128 * 1024 + 64 * 1024 + \
                         4096 + 4096) / 4096)
 /* The stream's end as the server sends it: RAM's END section with its
- * footer, then QEMU_VM_EOF; QEMU 10 numbers RAM's section 1. */
-static const unsigned char streamEnd[] = {
-    0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x7e, 0, 0, 0, 1, 0x00,
-};
+ * footer, then QEMU_VM_EOF (@id: RAM's section). */
+static bool
+isStreamEnd(const GByteArray *got, uint32_t id)
+{
+    const unsigned char end[] = {
+        0x03, id >> 24, id >> 16, id >> 8, id, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        0x7e, id >> 24, id >> 16, id >> 8, id, 0x00,
+    };
+
+    return got->len >= sizeof(end) &&
+        memcmp(got->data + got->len - sizeof(end), end, sizeof(end)) == 0;
+}
 
 typedef struct {
-    char *path;                 /* the sparse kvmsave image */
+    char *path;                 /* the kvmsave image */
     uint64_t streamBytes;
     kvmsaveVMStream *vm;        /* its QEMU stream's layout */
+    char *stream;               /* a file holding the stream ... */
+    uint64_t base;              /* ... from this offset */
+    GHashTable *last;           /* chunked: "b:p" -> the page's last record */
 } TestImage;
+
+/* The images served. */
+typedef enum {
+    IMAGE_SPARSE,
+    IMAGE_RAW_SMALL_CHUNKS,     /* 4109 bytes: payloads across chunks */
+    IMAGE_ZSTD,
+} ImageKind;
 
 
 /* A sparse kvmsave image of the QEMU 10.0 mapped-ram stream, as a save
  * writes it: header, the stream at 1 MiB with its holes, table, trailer. */
 static void
-makeImage(TestImage *img)
+makeSparseImage(TestImage *img)
 {
     g_autofree char *stream = scratchUnpackData("qemu-10.0-mapped.vmstream");
     g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
@@ -82,9 +105,79 @@ makeImage(TestImage *img)
     ck_assert_int_eq(kvmsaveImageWriterFinishMapped(w, hdr, img->streamBytes, table), 0);
     img->vm = kvmsaveVMStreamParse(in, stream, MIB, MIB + img->streamBytes, NULL, NULL);
     ck_assert_ptr_nonnull(img->vm);
+    img->stream = g_strdup(img->path);
+    img->base = MIB;
     close(in);
     close(fd);
     KT_ASSERT_NO_ERROR();
+}
+
+
+static int
+keepLast(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
+         void *opaque)
+{
+    kvmsaveVMRecord *copy = g_new(kvmsaveVMRecord, 1);
+
+    *copy = *rec;
+    g_hash_table_insert(opaque, g_strdup_printf("%zu:%llu", rec->block,
+                                                (unsigned long long) rec->page),
+                        copy);
+    return 0;
+}
+
+
+/* A chunked image with its page index of QEMU 7.2's plain stream. */
+static void
+makeChunkedImage(TestImage *img, int encoding, size_t chunk)
+{
+    int in;
+
+    img->stream = scratchUnpackData("qemu-7.2-plain.vmstream");
+    img->path = scratchPath("lazy-chunked.img");
+    img->streamBytes = fileSize(img->stream);
+    indexedImageWrite(img->path, img->stream, encoding, chunk, INDEXED_IMAGE_RIGHT);
+    img->last = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    in = open(img->stream, O_RDONLY);
+    ck_assert_int_ge(in, 0);
+    img->vm = kvmsaveVMStreamParse(in, img->stream, 0, img->streamBytes,
+                                   keepLast, img->last);
+    close(in);
+    ck_assert_ptr_nonnull(img->vm);
+    KT_ASSERT_NO_ERROR();
+}
+
+
+static void
+makeImage(TestImage *img, ImageKind kind)
+{
+    if (kind == IMAGE_SPARSE)
+        makeSparseImage(img);
+    else if (kind == IMAGE_RAW_SMALL_CHUNKS)
+        makeChunkedImage(img, KVMSAVE_IMAGE_ENCODING_RAW, 4096 + 13);
+    else
+        makeChunkedImage(img, KVMSAVE_IMAGE_ENCODING_ZSTD, 4 * MIB);
+}
+
+
+/* Page @page of block @block as the image holds it. */
+static void
+expectedPage(const TestImage *img, int streamFd, size_t block, uint64_t page,
+             unsigned char *want)
+{
+    g_autofree char *key = NULL;
+    const kvmsaveVMRecord *rec;
+
+    if (!img->last) {
+        ck_assert_int_eq(pread(streamFd, want, 4096,
+                               img->vm->blocks[block].pagesOffset + page * 4096), 4096);
+        return;
+    }
+    key = g_strdup_printf("%zu:%llu", block, (unsigned long long) page);
+    rec = g_hash_table_lookup(img->last, key);
+    memset(want, 0, 4096);
+    if (rec && rec->data)
+        ck_assert_int_eq(pread(streamFd, want, 4096, rec->payload), 4096);
 }
 
 
@@ -92,6 +185,9 @@ static void
 freeImage(TestImage *img)
 {
     g_free(img->path);
+    g_free(img->stream);
+    if (img->last)
+        g_hash_table_unref(img->last);
     kvmsaveVMStreamFree(img->vm);
 }
 
@@ -188,9 +284,7 @@ fakeQemu(gpointer opaque)
         if (q->closeEarly && q->got->len > 64 * 1024)
             break;
         done = kvmsavePageServerDone(q->ps, &total);
-        if (done == total && q->got->len >= sizeof(streamEnd) &&
-            memcmp(q->got->data + q->got->len - sizeof(streamEnd), streamEnd,
-                   sizeof(streamEnd)) == 0) {
+        if (done == total && isStreamEnd(q->got, q->vm->ramSection)) {
             uint32_t shut = GUINT32_TO_BE(q->shut);
 
             sendRP(q->sock, KVMSAVE_POSTCOPY_RP_SHUT, &shut, 4);
@@ -228,12 +322,12 @@ serve(TestImage *img, FakeQemu *q)
 
 typedef struct {
     GHashTable *seen;           /* "block:page" */
-    int imageFd;
-    const kvmsaveVMStream *vm;
+    int imageFd;                /* the file holding the image's stream */
+    const TestImage *img;
     int streamFd;               /* the walked copy */
 } Walk;
 
-/* Each page once; a data page as the image holds it. */
+/* Each page once, as the image holds it. */
 static int
 walkPage(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
          void *opaque)
@@ -246,12 +340,11 @@ walkPage(const kvmsaveVMStream *vm G_GNUC_UNUSED, const kvmsaveVMRecord *rec,
     unsigned char got[4096], want[4096];
 
     ck_assert_msg(g_hash_table_add(w->seen, key), "page %s twice", key);
-    if (pos) {
+    memset(got, 0, sizeof(got));
+    if (pos)
         ck_assert_int_eq(pread(w->streamFd, got, 4096, pos), 4096);
-        ck_assert_int_eq(pread(w->imageFd, want, 4096,
-                               w->vm->blocks[block].pagesOffset + page * 4096), 4096);
-        ck_assert_mem_eq(got, want, 4096);
-    }
+    expectedPage(w->img, w->imageFd, block, page, want);
+    ck_assert_mem_eq(got, want, 4096);
     return 0;
 }
 
@@ -263,23 +356,23 @@ static GHashTable *
 walkSent(TestImage *img, FakeQemu *q, size_t from)
 {
     const kvmsaveVMStream *vm = img->vm;
-    g_autofree unsigned char *config = g_malloc(vm->configEnd - MIB);
+    g_autofree unsigned char *config = g_malloc(vm->configEnd - img->base);
     g_autofree unsigned char *dev = g_malloc(vm->devEnd - vm->devStart);
     g_autoptr(GByteArray) walked = NULL;
     g_autoptr(kvmsaveVMStream) back = NULL;
     g_autofree char *path = scratchPath("walked");
-    Walk w = { .vm = vm };
+    Walk w = { .img = img };
 
-    filePeek(img->path, MIB, config, vm->configEnd - MIB);
-    filePeek(img->path, vm->devStart, dev, vm->devEnd - vm->devStart);
-    walked = kvmsavePostcopyStart(vm, MIB, config, vm->configEnd - MIB);
+    filePeek(img->stream, img->base, config, vm->configEnd - img->base);
+    filePeek(img->stream, vm->devStart, dev, vm->devEnd - vm->devStart);
+    walked = kvmsavePostcopyStart(vm, img->base, config, vm->configEnd - img->base);
     ck_assert_uint_gt(q->got->len, from);
     g_byte_array_append(walked, q->got->data + from, q->got->len - from - 1);
     g_byte_array_append(walked, dev, vm->devEnd - vm->devStart);
     g_byte_array_append(walked, (const guint8 *) "", 1);
     fileWrite(path, walked->data, walked->len);
     w.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    w.imageFd = open(img->path, O_RDONLY);
+    w.imageFd = open(img->stream, O_RDONLY);
     w.streamFd = open(path, O_RDONLY);
     back = kvmsaveVMStreamParse(w.streamFd, path, 0, walked->len, walkPage, &w);
     close(w.imageFd);
@@ -299,15 +392,15 @@ START_TEST(test_every_page_sent_once_after_the_devices)
     g_autofree unsigned char *config = NULL;
     g_autofree unsigned char *dev = NULL;
 
-    makeImage(&img);
+    makeImage(&img, _i);
     ck_assert_int_eq(serve(&img, &q), 0);
     KT_ASSERT_NO_ERROR();
     /* The stream up to the package, then the package, as encoded. */
-    config = g_malloc(img.vm->configEnd - MIB);
+    config = g_malloc(img.vm->configEnd - img.base);
     dev = g_malloc(img.vm->devEnd - img.vm->devStart);
-    filePeek(img.path, MIB, config, img.vm->configEnd - MIB);
-    filePeek(img.path, img.vm->devStart, dev, img.vm->devEnd - img.vm->devStart);
-    head = kvmsavePostcopyStart(img.vm, MIB, config, img.vm->configEnd - MIB);
+    filePeek(img.stream, img.base, config, img.vm->configEnd - img.base);
+    filePeek(img.stream, img.vm->devStart, dev, img.vm->devEnd - img.vm->devStart);
+    head = kvmsavePostcopyStart(img.vm, img.base, config, img.vm->configEnd - img.base);
     pkg = kvmsavePostcopyPackage(dev, img.vm->devEnd - img.vm->devStart);
     ck_assert_uint_gt(q.got->len, head->len + pkg->len);
     ck_assert_mem_eq(q.got->data, head->data, head->len);
@@ -327,7 +420,7 @@ START_TEST(test_recovery_sends_only_the_pages_qemu_lacks)
     g_autoptr(GHashTable) seen = NULL;
     size_t i;
 
-    makeImage(&img);
+    makeImage(&img, _i);
     ck_assert_int_eq(serve(&img, &q), 0);
     KT_ASSERT_NO_ERROR();
     /* RECV_BITMAP per block, POSTCOPY_RESUME, then the pages. */
@@ -350,7 +443,7 @@ START_TEST(test_qemu_gone_before_the_end_is_an_error)
     TestImage img = { 0 };
     FakeQemu q = { .closeEarly = true };
 
-    makeImage(&img);
+    makeImage(&img, IMAGE_SPARSE);
     ck_assert_int_eq(serve(&img, &q), -1);
     KT_ASSERT_ERROR_MSG("QEMU");
     g_byte_array_unref(q.got);
@@ -364,7 +457,7 @@ START_TEST(test_qemu_error_at_the_end_is_reported)
     TestImage img = { 0 };
     FakeQemu q = { .shut = 1 };
 
-    makeImage(&img);
+    makeImage(&img, IMAGE_SPARSE);
     ck_assert_int_eq(serve(&img, &q), -1);
     KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "QEMU ended the migration with error 1");
     g_byte_array_unref(q.got);
@@ -381,7 +474,7 @@ START_TEST(test_damaged_page_block_stops_the_server_and_names_it)
     unsigned char b;
     uint64_t off, block;
 
-    makeImage(&img);
+    makeImage(&img, IMAGE_SPARSE);
     /* A byte of pc.ram's last page: a hole in the image, so any byte
      * written there fails its block's checksum. */
     ram = &img.vm->blocks[0];
@@ -398,6 +491,57 @@ START_TEST(test_damaged_page_block_stops_the_server_and_names_it)
 
         KT_ASSERT_ERROR_MSG(where);
     }
+    g_byte_array_unref(q.got);
+    freeImage(&img);
+}
+END_TEST
+
+
+/* A chunk that holds a data page: its number, and where its stored bytes
+ * lie in the image. */
+static uint64_t
+firstDataChunk(const TestImage *img, uint64_t *stored)
+{
+    g_autoptr(kvmsaveImageReader) r = kvmsaveImageOpen(img->path, KVMSAVE_IMAGE_IO_CACHED);
+    g_autoptr(kvmsavePageIndex) idx = NULL;
+    g_autofree unsigned char *buf = NULL;
+    GHashTableIter it;
+    gpointer value;
+    size_t len;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(kvmsaveImageIndexLoad(r, img->path, &buf, &len, &idx), 1);
+    g_hash_table_iter_init(&it, img->last);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const kvmsaveVMRecord *rec = value;
+        uint64_t k = rec->payload / kvmsavePageIndexChunkRaw(idx);
+
+        if (rec->data) {
+            *stored = kvmsaveImageReaderHeader(r)->headerSize +
+                kvmsavePageIndexChunkOffset(idx, k) + 32;
+            return k;
+        }
+    }
+    ck_abort_msg("no data page");
+    return 0;
+}
+
+
+START_TEST(test_damaged_chunk_stops_the_server_and_names_it)
+{
+    TestImage img = { 0 };
+    FakeQemu q = { 0 };
+    g_autofree char *where = NULL;
+    uint64_t stored, k;
+
+    makeImage(&img, IMAGE_RAW_SMALL_CHUNKS);
+    k = firstDataChunk(&img, &stored);
+    fileFlip(img.path, stored + 100, 0x01);
+    ck_assert_int_eq(serve(&img, &q), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "data checksum mismatch");
+    where = g_strdup_printf("chunk %llu at offset %llu", (unsigned long long) k,
+                            (unsigned long long) stored - 32);
+    KT_ASSERT_ERROR_MSG(where);
     g_byte_array_unref(q.got);
     freeImage(&img);
 }
@@ -423,7 +567,7 @@ START_TEST(test_image_without_page_layout_refused)
     close(fd);
     ps = kvmsavePageServerOpen(path, -1);
     ck_assert_ptr_null(ps);
-    KT_ASSERT_ERROR(VIR_ERR_OPERATION_UNSUPPORTED, "--image-format sparse");
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_UNSUPPORTED, "has no page index");
 }
 END_TEST
 
@@ -435,11 +579,14 @@ pagesrvSuite(void)
     TCase *tc = ktTCase("serve", 120);
 
     tcase_add_unchecked_fixture(tc, scratchSetup, scratchTeardown);
-    tcase_add_test(tc, test_every_page_sent_once_after_the_devices);
-    tcase_add_test(tc, test_recovery_sends_only_the_pages_qemu_lacks);
+    tcase_add_loop_test(tc, test_every_page_sent_once_after_the_devices,
+                        IMAGE_SPARSE, IMAGE_ZSTD + 1);
+    tcase_add_loop_test(tc, test_recovery_sends_only_the_pages_qemu_lacks,
+                        IMAGE_SPARSE, IMAGE_ZSTD + 1);
     tcase_add_test(tc, test_qemu_gone_before_the_end_is_an_error);
     tcase_add_test(tc, test_qemu_error_at_the_end_is_reported);
     tcase_add_test(tc, test_damaged_page_block_stops_the_server_and_names_it);
+    tcase_add_test(tc, test_damaged_chunk_stops_the_server_and_names_it);
     tcase_add_test(tc, test_image_without_page_layout_refused);
     suite_add_tcase(s, tc);
     return s;
