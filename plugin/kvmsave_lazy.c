@@ -12,9 +12,11 @@
 
 #include "kvmsave_lazy.h"
 #include "kvmsave_event.h"
+#include "kvmsave_imageindex.h"
 #include "kvmsave_monitor.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_qmp.h"
+#include "kvmsave_sparse.h"
 #include "kvmsave_xml.h"
 #include "vircommand.h"
 #include "virerror.h"
@@ -47,11 +49,53 @@ struct _kvmsaveLazy {
 bool
 kvmsaveLazyPossible(kvmsaveImageReader *reader, const char *path)
 {
+    g_autofree unsigned char *buf = NULL;
+    g_autoptr(kvmsavePageIndex) idx = NULL;
+    size_t len;
+    int rc;
+
     if (kvmsaveImageReaderMappedTable(reader))
         return true;
-    VIR_WARN("save image '%s' cannot be restored lazily: only images of format 'sparse' say where each page is; restoring it eagerly",
+    /* Checked here, so that a damaged index does not start a QEMU. */
+    if ((rc = kvmsaveImageIndexLoad(reader, path, &buf, &len, &idx)) > 0)
+        return true;
+    if (rc < 0) {
+        VIR_WARN("save image '%s' cannot be restored lazily: %s; restoring it eagerly",
+                 path, virGetLastErrorMessage());
+        virResetLastError();
+        return false;
+    }
+    VIR_WARN("save image '%s' cannot be restored lazily: it does not say where each page is (only sparse images, and images of one stream in chunks with a page index, of format 1.5, do); restoring it eagerly",
              path);
     return false;
+}
+
+
+/* The sysctl that lets an unprivileged process open userfaultfd with
+ * the system call, the only way QEMU before 8.1 knows. */
+#define KVMSAVE_LAZY_UFFD_SYSCTL "/proc/sys/vm/unprivileged_userfaultfd"
+#define KVMSAVE_LAZY_UFFD_DEV_QEMU_MIN 8001000
+
+int
+kvmsaveLazyCheckHost(virConnectPtr inner)
+{
+    unsigned long version = kvmsaveSparseQemuVersion(inner);
+    g_autofree char *value = NULL;
+
+    if (version == 0 || version >= KVMSAVE_LAZY_UFFD_DEV_QEMU_MIN)
+        return 0;
+    /* A kernel without the sysctl lets everyone open userfaultfd. */
+    if (virFileReadValueString(&value, KVMSAVE_LAZY_UFFD_SYSCTL) < 0) {
+        virResetLastError();
+        return 0;
+    }
+    if (STRNEQ(value, "0"))
+        return 0;
+    /* QEMU's own refusal would only say that postcopy is not supported. */
+    virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
+                   _("a lazy restore needs userfaultfd, which QEMU %lu.%lu.%lu can only use with the sysctl vm.unprivileged_userfaultfd=1, and this host has 0: set it (sysctl -w vm.unprivileged_userfaultfd=1, and in /etc/sysctl.d/ to keep it), or restore with restore_mode 'eager'"),
+                   version / 1000000, version / 1000 % 1000, version % 1000);
+    return -1;
 }
 
 

@@ -25,6 +25,11 @@ typedef struct _kvmsaveLazy kvmsaveLazy;
  * eagerly. */
 bool kvmsaveLazyPossible(kvmsaveImageReader *reader, const char *path);
 
+/* Whether this host lets the inner driver's QEMU take pages on demand,
+ * as far as kvmsave can tell before QEMU starts: 0, or -1 with
+ * VIR_ERR_OPERATION_UNSUPPORTED naming the setting to change. */
+int kvmsaveLazyCheckHost(virConnectPtr inner);
+
 /* Prepare a lazy restore of the guest of @xml and @uuid, creating the
  * directory of its sockets @dir (kvmsaveMultifdDirName), which the
  * caller's journal names. */

@@ -774,6 +774,8 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks, &mode) < 0)
         goto cleanup;
     lazy = kvmsaveRestoreIsLazy(&r, mode);
+    if (lazy && kvmsaveLazyCheckHost(priv->inner) < 0)
+        goto cleanup;
     if ((stock = kvmsaveImageReaderBackendData(reader, &kvmsaveStockBackend)) &&
         kvmsaveStockImageInfo(stock)->compressed == KVMSAVE_COMPRESS_SPARSE) {
         if (kvmsaveSparseCheckQemu(priv->inner, path) < 0)
