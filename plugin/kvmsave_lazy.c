@@ -14,6 +14,7 @@
 #include "kvmsave_event.h"
 #include "kvmsave_imageindex.h"
 #include "kvmsave_monitor.h"
+#include "kvmsave_pagesrv.h"
 #include "kvmsave_multifd.h"
 #include "kvmsave_qmp.h"
 #include "kvmsave_sparse.h"
@@ -57,8 +58,16 @@ kvmsaveLazyPossible(kvmsaveImageReader *reader, const char *path)
     if (kvmsaveImageReaderMappedTable(reader))
         return true;
     /* Checked here, so that a damaged index does not start a QEMU. */
-    if ((rc = kvmsaveImageIndexLoad(reader, path, &buf, &len, &idx)) > 0)
-        return true;
+    if ((rc = kvmsaveImageIndexLoad(reader, path, &buf, &len, &idx)) > 0) {
+        uint64_t devices = kvmsaveImageReaderTrailer(reader)->streamBytes -
+            kvmsavePageIndexDevStart(idx);
+
+        if (devices <= KVMSAVE_PAGESRV_DEVICE_MAX)
+            return true;
+        VIR_WARN("save image '%s' cannot be restored lazily: its devices' state and QEMU's description of them are %llu bytes, more than the %d a lazy restore loads at once; restoring it eagerly",
+                 path, (unsigned long long) devices, KVMSAVE_PAGESRV_DEVICE_MAX);
+        return false;
+    }
     if (rc < 0) {
         VIR_WARN("save image '%s' cannot be restored lazily: %s; restoring it eagerly",
                  path, virGetLastErrorMessage());

@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include "kvmsave_pageindexpriv.h"
+#include "kvmsave_image.h"
 #include "viralloc.h"
 #include "virendian.h"
 #include "virerror.h"
@@ -131,7 +132,11 @@ kvmsavePageIndexDecodeHead(kvmsavePageIndex *idx, kvmsavePageIndexIn *in,
         return kvmsavePageIndexBad(in->path, _("it lists %llu chunks, the image has %llu"),
                                    (unsigned long long) idx->nchunks,
                                    (unsigned long long) nchunks);
-    if (idx->devStart == 0 || idx->devStart > streamBytes || idx->chunkRaw == 0)
+    /* The device state follows the pages; stream offset x is in chunk
+     * x / chunkRaw, and every chunk but the last is full. */
+    if (idx->devStart == 0 || idx->devStart >= streamBytes || idx->chunkRaw == 0 ||
+        idx->chunkRaw > KVMSAVE_IMAGE_CHUNK_MAX ||
+        idx->nchunks != VIR_DIV_UP(streamBytes, idx->chunkRaw))
         return kvmsavePageIndexBad(in->path, _("it puts the device state at %llu of %llu bytes, in chunks of %u bytes"),
                                    (unsigned long long) idx->devStart,
                                    (unsigned long long) streamBytes, idx->chunkRaw);

@@ -288,6 +288,7 @@ kvmsavePageServerOpenChunks(kvmsavePageServer *ps, const char *path)
     g_autofree unsigned char *buf = NULL;
     kvmsavePageIndex *idx = NULL;
     kvmsaveVMSource src;
+    unsigned char first;
     size_t len;
     int rc;
 
@@ -306,7 +307,16 @@ kvmsavePageServerOpenChunks(kvmsavePageServer *ps, const char *path)
                                             NULL, NULL)) ||
         kvmsavePageIndexCheckStream(idx, ps->vm, path) < 0)
         return -1;
+    /* The index says where the devices begin: a section of its own. */
     ps->vm->devStart = kvmsavePageIndexDevStart(idx);
+    if (ps->vm->devStart <= ps->vm->configEnd ||
+        kvmsaveChunkPagesRead(ps->chunks, ps->vm->devStart, &first, 1) < 0 ||
+        (first != 0x01 && first != 0x04)) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("the page index of '%s' is damaged: no device section begins at stream offset %llu"),
+                       path, (unsigned long long) ps->vm->devStart);
+        return -1;
+    }
     return kvmsaveVMStreamFindEnd(&src, path, tr->streamBytes, ps->vm);
 }
 
@@ -338,6 +348,13 @@ kvmsavePageServerOpen(const char *path, int fd)
     if ((ps->table ? kvmsavePageServerOpenMapped(ps, path) :
          kvmsavePageServerOpenChunks(ps, path)) < 0)
         return NULL;
+    if (ps->vm->devEnd - ps->vm->devStart > KVMSAVE_PAGESRV_DEVICE_MAX) {
+        virReportError(VIR_ERR_OPERATION_UNSUPPORTED,
+                       _("the devices' state in '%s' is %llu bytes, more than the %d a lazy restore loads at once; restore it eagerly"),
+                       path, (unsigned long long) (ps->vm->devEnd - ps->vm->devStart),
+                       KVMSAVE_PAGESRV_DEVICE_MAX);
+        return NULL;
+    }
     kvmsavePageServerInitSent(ps);
     return g_steal_pointer(&ps);
 }

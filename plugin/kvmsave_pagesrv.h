@@ -15,6 +15,10 @@
 
 #include "internal.h"
 
+/* The most bytes of device state a lazy restore loads: QEMU gets them in
+ * one package, which the server holds in memory. */
+#define KVMSAVE_PAGESRV_DEVICE_MAX (16 * 1024 * 1024)
+
 typedef struct _kvmsavePageServer kvmsavePageServer;
 
 /* Open the sparse kvmsave image @path (through @fd if >= 0) and read its

@@ -700,19 +700,33 @@ kvmsaveRestoreViaLazy(kvmsaveRestore *r)
 
 /* Whether to restore lazily: as the call asked, else as <migrateFrom
  * mode=...> of @dxml says, else as kvmsave.conf does; and only an image
- * that can be. */
+ * that can be, on a host that can. A lazy restore asked for by the call
+ * or the XML that the host cannot do is refused (-1); one that only the
+ * configuration asks for goes eagerly, with a warning. */
 static int
 kvmsaveRestoreIsLazy(kvmsaveRestore *r, const char *mode)
 {
+    bool asked = true;
     bool lazy;
 
-    if (r->flags & (KVMSAVE_RESTORE_LAZY | KVMSAVE_RESTORE_EAGER))
+    if (r->flags & (KVMSAVE_RESTORE_LAZY | KVMSAVE_RESTORE_EAGER)) {
         lazy = !!(r->flags & KVMSAVE_RESTORE_LAZY);
-    else if (mode)
+    } else if (mode) {
         lazy = kvmsaveRestoreModeFromString(mode) == KVMSAVE_RESTORE_MODE_LAZY;
-    else
+    } else {
         lazy = r->priv->restoreMode == KVMSAVE_RESTORE_MODE_LAZY;
-    return lazy && kvmsaveLazyPossible(r->reader, r->path);
+        asked = false;
+    }
+    if (!lazy || !kvmsaveLazyPossible(r->reader, r->path))
+        return 0;
+    if (kvmsaveLazyCheckHost(r->priv->inner) == 0)
+        return 1;
+    if (asked)
+        return -1;
+    VIR_WARN("restoring '%s' eagerly, as kvmsave.conf's restore_mode 'lazy' cannot be followed: %s",
+             r->path, virGetLastErrorMessage());
+    virResetLastError();
+    return 0;
 }
 
 
@@ -749,6 +763,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     g_autofree char *mode = NULL;
     bool forceDisks = false;
     bool lazy;
+    int rc;
     kvmsaveRestore r = {
         .priv = priv, .path = path, .flags = flags,
         .channels = MAX(channels, 0),
@@ -773,9 +788,9 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
      * state, or run the guest over disks that changed under it. */
     if (dxml && kvmsaveXMLGetMigrateFromForce(dxml, &from, &forceDisks, &mode) < 0)
         goto cleanup;
-    lazy = kvmsaveRestoreIsLazy(&r, mode);
-    if (lazy && kvmsaveLazyCheckHost(priv->inner) < 0)
+    if ((rc = kvmsaveRestoreIsLazy(&r, mode)) < 0)
         goto cleanup;
+    lazy = rc > 0;
     if ((stock = kvmsaveImageReaderBackendData(reader, &kvmsaveStockBackend)) &&
         kvmsaveStockImageInfo(stock)->compressed == KVMSAVE_COMPRESS_SPARSE) {
         if (kvmsaveSparseCheckQemu(priv->inner, path) < 0)

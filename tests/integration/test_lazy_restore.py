@@ -379,6 +379,34 @@ def test_damaged_block_stops_the_restore_and_names_it(lazy_env, lg, kind):
     assert_lazy_done(env, g)
 
 
+def test_lazy_only_by_the_config_goes_eagerly_without_userfaultfd(lazy_env, lg):
+    env, g = lazy_env, lg
+    if QEMU_VERSION >= (8, 1):
+        pytest.skip('QEMU 8.1 or later is only refused once it starts')
+    conf = os.path.join(env.root, 'etc', 'kvmsave.conf')
+    os.makedirs(os.path.dirname(conf), exist_ok=True)
+    with open(conf, 'w') as fh:
+        fh.write(f'image_format = "{KIND}"\nrestore_mode = "lazy"\n')
+    try:
+        env.virsh.run('managedsave', g.name)
+        g.checkpoint()
+        with open(UFFD_SYSCTL, 'w') as fh:
+            fh.write('0')
+        try:
+            env.virsh.run('start', g.name)
+        finally:
+            with open(UFFD_SYSCTL, 'w') as fh:
+                fh.write('1')
+    finally:
+        os.unlink(conf)
+    with open(os.path.join(env.root, 'log', 'kvmsave.log')) as fh:
+        log = fh.read()
+    assert "as kvmsave.conf's restore_mode 'lazy' cannot be followed" in log
+    assert 'vm.unprivileged_userfaultfd=1' in log
+    assert page_servers(env) == {}
+    g.assert_continued()
+
+
 def test_lazy_restore_is_refused_without_userfaultfd(lazy_env, lg):
     env, g = lazy_env, lg
     img = save_lazyable(env, g, 'lazy-nouffd.img')
