@@ -135,13 +135,18 @@ class Guest:
         self.boot = None
         self.md5 = None
         self.before = None
+        # where the current life's output starts in the console log, and
+        # whether a restore began there (restoring())
+        self.since = 0
+        self.restored_here = False
 
     def define(self):
         self.env.virsh.define(self.xml)
 
     def wait_booted(self, since=None):
         """Wait for a fresh boot's memory fill and first heartbeats."""
-        console = Console(self.console_path, offset=since or 0)
+        self.since, self.restored_here = since or 0, False
+        console = Console(self.console_path, offset=self.since)
         self.md5 = console.wait_mem_ready(timeout=90)
         self.boot = console.boot_id()
         console.wait_for_heartbeat(min_n=2, boot_id=self.boot, timeout=30)
@@ -156,13 +161,24 @@ class Guest:
         """Remember the latest heartbeat. Call it once the guest is stopped
         (right after a save) or, when an operation must not disturb the
         running guest, right before it."""
-        self.before = self.console.wait_for_heartbeat(boot_id=self.boot)[0]
+        mine = Console(self.console_path, offset=self.since)
+        if self.restored_here and mine.last_heartbeat() is None:
+            return self.before      # stopped again before its first beat
+        self.before = mine.wait_for_heartbeat(boot_id=self.boot)[0]
         return self.before
+
+    def restoring(self):
+        """Call right before restoring an image of this guest when the same
+        image may be restored again: the restored guest writes from here on,
+        and an earlier restore's heartbeats must not answer for it."""
+        self.since = Console.at_end(self.console_path).offset
+        self.restored_here = True
 
     def assert_continued(self, timeout=60):
         """The guest went on from the checkpoint, same boot, memory intact."""
-        return self.console.assert_continued(self.before, self.boot, self.md5,
-                                             timeout=timeout)
+        console = Console(self.console_path, offset=self.since)
+        return console.assert_continued(self.before, self.boot, self.md5, timeout=timeout,
+                                        restored_here=self.restored_here)
 
     def state(self):
         return self.env.virsh.domstate(self.name)

@@ -435,7 +435,7 @@ class Console:
             return None
         return self._wait(f'KVMSAVE-MEM-OK after beat {after_n}', timeout, check)
 
-    def assert_continued(self, before_n, boot_id, md5, timeout=60):
+    def assert_continued(self, before_n, boot_id, md5, timeout=60, restored_here=False):
         """Assert that the guest went on from heartbeat `before_n` of `boot_id`.
 
         Typically `before_n` is the last heartbeat seen before a save (best
@@ -449,6 +449,10 @@ class Console:
         * then a KVMSAVE-MEM-OK with `md5` (the guest's RAM survived), and
           no KVMSAVE-MEM-BAD or MEM-OK with another md5.
 
+        `restored_here`: this Console's view starts where a restored guest
+        began to write, so when it holds no `before_n` the guest goes on
+        from the start of the view.
+
         Fails as soon as the log proves otherwise; returns the beat number of
         the MEM-OK that concluded the check.
         """
@@ -457,6 +461,8 @@ class Console:
             for i, e in enumerate(evs):
                 if e.kind == 'HB' and e.n == before_n and e.value == boot_id:
                     anchor = i
+            if anchor is None and restored_here:
+                anchor = -1     # the view starts where the restored guest did
             if anchor is None:
                 self._fail(f'heartbeat {before_n} of boot {boot_id} is not in the console '
                            f'log (log truncated, or wrong boot id?)')

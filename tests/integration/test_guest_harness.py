@@ -112,6 +112,29 @@ def test_assert_continued_missing_anchor(tmp_path):
         c.assert_continued(7, BOOT_A, MD5, timeout=0.05)
 
 
+def test_assert_continued_sees_only_the_restore_it_is_asked_about(tmp_path):
+    # Saved after beat 7 and restored twice: the first restore went on to
+    # MEM-OK 10, the second printed beat 8 and stalled.  Seen from where
+    # the second began (Guest.restoring), the first cannot answer for it.
+    head = f'KVMSAVE-BOOT {BOOT_A}\r\nKVMSAVE-MEM-READY {MD5}\r\n' + _beats(1, 7) + _beats(8, 10)
+    c = _log(tmp_path, head)
+    second = h.Console.at_end(c.path, poll=0.01)
+    with open(c.path, 'a') as fh:
+        fh.write(_beats(8, 8))
+    assert c.assert_continued(7, BOOT_A, MD5, timeout=0) == 10
+    with pytest.raises(AssertionError, match='timed out'):
+        second.assert_continued(7, BOOT_A, MD5, timeout=0.05, restored_here=True)
+    with open(c.path, 'a') as fh:
+        fh.write(_beats(9, 10))
+    assert second.assert_continued(7, BOOT_A, MD5, timeout=0, restored_here=True) == 10
+    # an image older than the beat the test noted: the counter went back
+    third = h.Console.at_end(c.path, poll=0.01)
+    with open(c.path, 'a') as fh:
+        fh.write(_beats(5, 6))
+    with pytest.raises(AssertionError, match='counter did not continue'):
+        third.assert_continued(7, BOOT_A, MD5, timeout=0.05, restored_here=True)
+
+
 # ---------------------------------------------------------------------------
 # End to end, with stock libvirt
 # ---------------------------------------------------------------------------

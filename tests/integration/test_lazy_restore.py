@@ -20,6 +20,7 @@ import pytest
 
 import libvirt_consts as C
 from conftest import job_completed_events, module_env, sha256, started_guest
+from kvmsave_harness import Console
 from image_edit import field
 from test_corruption import flip
 from test_image_formats import call, save_params
@@ -145,8 +146,26 @@ def data_chunk(img):
             off += 32 + int.from_bytes(head[16:20], 'little')
 
 
-def restore_lazy(env, img):
+def restore_lazy(env, g, img):
+    """Restore IMG of G lazily; an error (code, message) or None. G's
+    console is read from here on (images are restored more than once)."""
+    g.restoring()
     return call(env, f"conn.restoreParams({{'file': {img!r}, 'restore_mode': 'lazy'}})")
+
+
+def restore_eager(env, g, img):
+    g.restoring()
+    return call(env, f"conn.restoreParams({{'file': {img!r}}})")
+
+
+def at_beat_before_check(g):
+    """Wait until G has just printed the beat before a memory check (every
+    5th): a guest restored from a save taken now checks all its memory at
+    its first beat, which keeps the kill trials short."""
+    console = Console(g.console_path, offset=g.since)
+    n = console.wait_for_heartbeat(boot_id=g.boot)[0]
+    while n % 5 != 4:
+        n = console.wait_for_heartbeat(min_n=n + 1, boot_id=g.boot)[0]
 
 
 def assert_lazy_done(env, g):
@@ -161,7 +180,7 @@ def test_lazy_restore_through_python_runs_then_fills_memory(lazy_env, lg, kind):
     env, g = lazy_env, lg
     img = save_lazyable(env, g, f'lazy-py-{kind}.img', kind)
     before = sha256(img)
-    assert restore_lazy(env, img) is None
+    assert restore_lazy(env, g, img) is None
     assert g.state() == 'running'
     # the job goes on in the page server, seen from another client
     info = env.virsh.run('domjobinfo', g.name).stdout
@@ -203,7 +222,7 @@ for j in jobs:
 def test_lazy_restore_job_cannot_be_aborted(lazy_env, lg):
     env, g = lazy_env, lg
     img = save_lazyable(env, g, 'lazy-abort.img')
-    assert restore_lazy(env, img) is None
+    assert restore_lazy(env, g, img) is None
     st = read_status(env, g)
     if st and st[0] == 'serving':
         err = call(env, f'conn.lookupByName({g.name!r}).abortJob()')
@@ -275,7 +294,7 @@ def test_lazy_asked_of_an_image_with_a_damaged_index_restores_eagerly(lazy_env, 
     flip(img, int(offset) + int(length) // 2)
     os.makedirs(os.path.dirname(status_path(env, g)), exist_ok=True)
     st0 = read_status(env, g)
-    assert restore_lazy(env, img) is None
+    assert restore_lazy(env, g, img) is None
     with open(os.path.join(env.root, 'log', 'kvmsave.log')) as fh:
         log = fh.read()
     warning = [line for line in log.splitlines()
@@ -298,17 +317,18 @@ def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
     rng = random.Random(17)
     killed = 0
     # Each kind's trials together, from one image restored again and
-    # again: the guest goes on from the same state each time (as after
-    # test_damaged_block's repair), and no save is timed per trial.
+    # again: the guest goes on from the same state each time, checks its
+    # memory at its first beat, and no save is timed per trial.
     trials = [(t, KINDS[t % len(KINDS)]) for t in range(KILL_TRIALS)]
     img = None
     for trial, kind in sorted(trials, key=lambda tk: KINDS.index(tk[1])):
         if img is None or not img.endswith(f'-{kind}.img'):
             g.ensure_running()
+            at_beat_before_check(g)
             img = save_lazyable(env, g, f'lazy-kill-{kind}.img', kind)
         elif g.state() != 'shut off':
             env.virsh.run('destroy', g.name)
-        assert restore_lazy(env, img) is None, trial
+        assert restore_lazy(env, g, img) is None, trial
         time.sleep(rng.uniform(0, 0.3))
         servers = page_servers(env)
         children = [p for p, pp in servers.items() if pp in servers]
@@ -331,7 +351,7 @@ def test_killed_supervisor_is_reported_and_the_guest_can_be_destroyed(lazy_env, 
     env, g = lazy_env, lg
     img = save_lazyable(env, g, 'lazy-kill-all.img')
     before = sha256(img)
-    assert restore_lazy(env, img) is None
+    assert restore_lazy(env, g, img) is None
     servers = page_servers(env)
     for pid in servers:
         try:
@@ -346,7 +366,7 @@ def test_killed_supervisor_is_reported_and_the_guest_can_be_destroyed(lazy_env, 
     env.virsh.run('destroy', g.name, check=False)
     assert g.state() == 'shut off'
     assert sha256(img) == before
-    assert call(env, f"conn.restoreParams({{'file': {img!r}}})") is None
+    assert restore_eager(env, g, img) is None
     g.assert_continued()
 
 
@@ -362,7 +382,7 @@ def test_damaged_block_stops_the_restore_and_names_it(lazy_env, lg, kind):
         block = f'chunk {chunk}'
     flip(img, off + 100)
     damaged = sha256(img)
-    err = restore_lazy(env, img)
+    err = restore_lazy(env, g, img)
     if err is None:
         st = wait_status(env, g, ('done', 'failed'))
         assert st[0] == 'failed', st
@@ -383,7 +403,7 @@ def test_damaged_block_stops_the_restore_and_names_it(lazy_env, lg, kind):
     wait_no_page_server(env)
     assert sha256(img) == damaged
     flip(img, off + 100)
-    assert restore_lazy(env, img) is None
+    assert restore_lazy(env, g, img) is None
     assert_lazy_done(env, g)
 
 
@@ -425,7 +445,7 @@ def test_lazy_restore_is_refused_without_userfaultfd(lazy_env, lg):
         if dev:
             os.chmod(UFFD_DEV, 0o600)
             os.chown(UFFD_DEV, 0, 0)
-        err = restore_lazy(env, img)
+        err = restore_lazy(env, g, img)
     finally:
         with open(UFFD_SYSCTL, 'w') as fh:
             fh.write('1')
