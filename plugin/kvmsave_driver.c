@@ -749,6 +749,10 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
     if (!(priv->events = kvmsaveEventsNew(conn, priv->inner)))
         return VIR_DRV_OPEN_ERROR;
     priv->innerDriver = priv->inner->driver;
+    /* Before the embedded driver's reconnects are waited for: QEMU's main
+     * loop may itself wait for a page only a page server can send. */
+    if (!(flags & VIR_CONNECT_RO))
+        kvmsaveLazyRecoverServers(priv);
     if (embedded)
         kvmsaveEmbedSettle(priv->inner);
     /* Jobs of clients that were killed: finish or undo them first. */

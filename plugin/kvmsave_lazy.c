@@ -8,6 +8,8 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "kvmsave_lazy.h"
@@ -18,6 +20,7 @@
 #include "kvmsave_multifd.h"
 #include "kvmsave_qmp.h"
 #include "kvmsave_sparse.h"
+#include "kvmsave_util.h"
 #include "kvmsave_xml.h"
 #include "vircommand.h"
 #include "virerror.h"
@@ -34,6 +37,8 @@ VIR_LOG_INIT("kvmsave.lazy");
 #define KVMSAVE_LAZY_FDNAME "kvmsave-lazy"
 /* QEMU answers its monitor at once while it waits for its state. */
 #define KVMSAVE_LAZY_QMP_TIMEOUT_MS (30 * 1000)
+/* QEMU answers an out-of-band command at once. */
+#define KVMSAVE_LAZY_RECOVER_QMP_TIMEOUT_MS (30 * 1000)
 /* How often (ms) this process looks whether a lazy restore it started
  * has its last page in. */
 #define KVMSAVE_LAZY_WATCH_MS 200
@@ -207,41 +212,131 @@ kvmsaveLazyHelperPath(void)
 }
 
 
-/* Start kvmsave-pagesrv, detached from the client: its stdin the image,
- * @sock its end of QEMU's migration, @qmpfd the monitor it recovers
- * through. Its messages go beside its status file. */
+/* What a page server is started with: the image on its standard input,
+ * @sock its end of QEMU's migration (-1: it recovers QEMU's paused one),
+ * @qmpfd the monitor it recovers through, @lockfd the lock of its status
+ * file when kvmsave took it (-1: the server takes it). */
+typedef struct {
+    const char *statusPath;
+    const char *recoverPath;
+    const char *path;
+    int imagefd;
+    int sock;
+    int qmpfd;
+    int lockfd;
+} kvmsaveLazyServerArgs;
+
+
+/* Start kvmsave-pagesrv, detached from the client. Its messages go
+ * beside its status file, after those of the server it replaces. */
 static int
-kvmsaveLazySpawn(kvmsaveLazy *lz, kvmsaveImageReader *reader,
-                 const char *path, int sock, int qmpfd)
+kvmsaveLazyRunServer(const kvmsaveLazyServerArgs *a)
+{
+    g_autofree char *logPath = g_strdup_printf("%s.log", a->statusPath);
+    g_autofree char *qmpArg = g_strdup_printf("%d", a->qmpfd);
+    int logFlags = O_WRONLY | O_CREAT | O_CLOEXEC | (a->sock < 0 ? O_APPEND : O_TRUNC);
+    g_autoptr(virCommand) cmd = NULL;
+    VIR_AUTOCLOSE logfd = -1;
+
+    if ((logfd = open(logPath, logFlags, 0600)) < 0) {
+        virReportSystemError(errno, _("cannot create '%s'"), logPath);
+        return -1;
+    }
+    cmd = virCommandNewArgList(kvmsaveLazyHelperPath(), "--qmp-fd", qmpArg,
+                               "--recover-socket", a->recoverPath,
+                               "--status", a->statusPath, NULL);
+    if (a->sock >= 0) {
+        virCommandAddArg(cmd, "--socket-fd");
+        virCommandAddArgFormat(cmd, "%d", a->sock);
+        virCommandPassFD(cmd, a->sock, 0);
+    } else {
+        virCommandAddArg(cmd, "--recover");
+    }
+    if (a->lockfd >= 0) {
+        virCommandAddArg(cmd, "--lock-fd");
+        virCommandAddArgFormat(cmd, "%d", a->lockfd);
+        virCommandPassFD(cmd, a->lockfd, 0);
+    }
+    virCommandAddArg(cmd, a->path);
+    virCommandPassFD(cmd, a->qmpfd, 0);
+    virCommandSetInputFD(cmd, a->imagefd);
+    virCommandSetOutputFD(cmd, &logfd);
+    virCommandSetErrorFD(cmd, &logfd);
+    virCommandDaemonize(cmd);
+    return virCommandRun(cmd, NULL);
+}
+
+
+/* Beside the status file, what a later connection needs to start a new
+ * page server when this one is lost with its supervisor: the image
+ * (checked to be the same file then), the directory of QEMU's sockets,
+ * the guest's name, QEMU's pid and the inode of the page server's end
+ * of kvmsave's own monitor, whose copy QEMU keeps. */
+static int
+kvmsaveLazyWriteSource(const char *statusPath, int imagefd, const char *image,
+                       const char *sockdir, const char *name, int qmpfd)
+{
+    g_autofree char *path = g_strdup_printf("%s.source", statusPath);
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    g_autofree char *data = NULL;
+    struct ucred cred;
+    socklen_t credlen = sizeof(cred);
+    struct stat sb;
+    struct stat qsb;
+    gsize len;
+
+    if (fstat(imagefd, &sb) < 0) {
+        virReportSystemError(errno, _("cannot stat save image '%s'"), image);
+        return -1;
+    }
+    if (fstat(qmpfd, &qsb) < 0 ||
+        getsockopt(qmpfd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0) {
+        virReportSystemError(errno, "%s", _("cannot identify QEMU's monitor connection"));
+        return -1;
+    }
+    g_key_file_set_int64(kf, "restore", "qemu-pid", cred.pid);
+    g_key_file_set_uint64(kf, "restore", "qmp-inode", qsb.st_ino);
+    g_key_file_set_string(kf, "restore", "image", image);
+    g_key_file_set_string(kf, "restore", "sockets", sockdir);
+    g_key_file_set_string(kf, "restore", "name", name);
+    g_key_file_set_uint64(kf, "restore", "device", sb.st_dev);
+    g_key_file_set_uint64(kf, "restore", "inode", sb.st_ino);
+    g_key_file_set_uint64(kf, "restore", "size", sb.st_size);
+    g_key_file_set_uint64(kf, "restore", "mtime",
+                          sb.st_mtim.tv_sec * 1000000000ULL + sb.st_mtim.tv_nsec);
+    data = g_key_file_to_data(kf, &len, NULL);
+    return kvmsaveReplaceFile(path, data, len);
+}
+
+
+/* Start the page server of @lz on the image of @reader, for guest @name:
+ * @sock its end of QEMU's migration, @qmpfd the monitor it recovers
+ * through. */
+static int
+kvmsaveLazySpawn(kvmsaveLazy *lz, kvmsaveImageReader *reader, const char *path,
+                 const char *name, int sock, int qmpfd)
 {
     g_autofree char *self = kvmsaveImageReaderSelfPath(reader);
-    g_autofree char *logPath = g_strdup_printf("%s.log", lz->statusPath);
-    g_autofree char *sockArg = g_strdup_printf("%d", sock);
-    g_autofree char *qmpArg = g_strdup_printf("%d", qmpfd);
-    g_autoptr(virCommand) cmd = NULL;
+    g_autofree char *sockdir = g_path_get_dirname(lz->qmpPath);
+    g_autofree char *image = NULL;
+    kvmsaveLazyServerArgs a = {
+        .statusPath = lz->statusPath, .recoverPath = lz->recoverPath,
+        .path = path, .sock = sock, .qmpfd = qmpfd, .lockfd = -1,
+    };
     VIR_AUTOCLOSE imagefd = -1;
-    VIR_AUTOCLOSE logfd = -1;
 
     if ((imagefd = open(self, O_RDONLY | O_CLOEXEC)) < 0) {
         virReportSystemError(errno, _("cannot open save image '%s'"), path);
         return -1;
     }
-    if ((logfd = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
-        virReportSystemError(errno, _("cannot create '%s'"), logPath);
-        return -1;
-    }
+    /* The file itself, wherever the client named it from. */
+    if (!(image = g_file_read_link(self, NULL)))
+        image = g_strdup(path);
     unlink(lz->statusPath);
-    cmd = virCommandNewArgList(kvmsaveLazyHelperPath(),
-                               "--socket-fd", sockArg, "--qmp-fd", qmpArg,
-                               "--recover-socket", lz->recoverPath,
-                               "--status", lz->statusPath, path, NULL);
-    virCommandPassFD(cmd, sock, 0);
-    virCommandPassFD(cmd, qmpfd, 0);
-    virCommandSetInputFD(cmd, imagefd);
-    virCommandSetOutputFD(cmd, &logfd);
-    virCommandSetErrorFD(cmd, &logfd);
-    virCommandDaemonize(cmd);
-    return virCommandRun(cmd, NULL);
+    if (kvmsaveLazyWriteSource(lz->statusPath, imagefd, image, sockdir, name, qmpfd) < 0)
+        return -1;
+    a.imagefd = imagefd;
+    return kvmsaveLazyRunServer(&a);
 }
 
 
@@ -505,6 +600,29 @@ kvmsaveLazyWatch(kvmsaveConn *priv, virDomainPtr dom)
 }
 
 
+/* Give QEMU a copy of @qmp's own end: the connection then outlives the
+ * page server, and a new one takes it from QEMU (kvmsaveLazyTakeQmp). */
+static int
+kvmsaveLazyQmpToQemu(kvmsaveQmp *qmp)
+{
+    g_autoptr(virJSONValue) args = NULL;
+    g_autofree char *qemuError = NULL;
+    int rc;
+
+    if (virJSONValueObjectAdd(&args, "s:fdname", KVMSAVE_PAGESRV_QMP_FDNAME, NULL) < 0 ||
+        (rc = kvmsaveQmpCommandFD(qmp, "getfd", g_steal_pointer(&args), false,
+                                  kvmsaveQmpFD(qmp), &qemuError)) < 0)
+        return -1;
+    if (rc > 0) {
+        virReportError(VIR_ERR_OPERATION_FAILED,
+                       _("QEMU did not keep a copy of kvmsave's monitor connection: %s"),
+                       qemuError);
+        return -1;
+    }
+    return 0;
+}
+
+
 int
 kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
                  const char *path, kvmsaveJob *job)
@@ -514,7 +632,8 @@ kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
     int rc;
 
     if (kvmsaveLazyEnablePostcopy(dom) < 0 ||
-        !(qmp = kvmsaveQmpConnect(lz->qmpPath, KVMSAVE_LAZY_QMP_TIMEOUT_MS)))
+        !(qmp = kvmsaveQmpConnect(lz->qmpPath, KVMSAVE_LAZY_QMP_TIMEOUT_MS)) ||
+        kvmsaveLazyQmpToQemu(qmp) < 0)
         return -1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         virReportSystemError(errno, "%s", _("cannot create a socket pair"));
@@ -524,7 +643,7 @@ kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
     VIR_FORCE_CLOSE(sv[0]);
     if (rc < 0 ||
         kvmsaveMonitorMigrateIncoming(dom, "fd", KVMSAVE_LAZY_FDNAME) < 0 ||
-        kvmsaveLazySpawn(lz, reader, path, sv[1], kvmsaveQmpFD(qmp)) < 0) {
+        kvmsaveLazySpawn(lz, reader, path, dom->name, sv[1], kvmsaveQmpFD(qmp)) < 0) {
         VIR_FORCE_CLOSE(sv[1]);
         return -1;
     }
@@ -532,4 +651,172 @@ kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom, kvmsaveImageReader *reader,
     /* The page server removes the sockets' directory when it ends. */
     kvmsaveMultifdKeep(lz->dir);
     return kvmsaveLazyWaitRunning(lz, dom, job);
+}
+
+
+/* Whether @fd is still the image file the restore's record @kf names. */
+static bool
+kvmsaveLazySameImage(GKeyFile *kf, int fd)
+{
+    struct stat sb;
+
+    return fstat(fd, &sb) == 0 &&
+        g_key_file_get_uint64(kf, "restore", "device", NULL) == sb.st_dev &&
+        g_key_file_get_uint64(kf, "restore", "inode", NULL) == sb.st_ino &&
+        g_key_file_get_uint64(kf, "restore", "size", NULL) == (guint64) sb.st_size &&
+        g_key_file_get_uint64(kf, "restore", "mtime", NULL) ==
+        sb.st_mtim.tv_sec * 1000000000ULL + sb.st_mtim.tv_nsec;
+}
+
+
+/* The negotiated monitor connection of the restore of @kf, from the copy
+ * QEMU keeps: out-of-band commands need no main loop, while negotiating
+ * a new connection does, and QEMU's may wait for a page. -2 if that QEMU
+ * ended. Needs the right to trace QEMU, which root has. */
+static int
+kvmsaveLazyTakeQmp(GKeyFile *kf, kvmsaveQmp **qmp)
+{
+    pid_t pid = g_key_file_get_int64(kf, "restore", "qemu-pid", NULL);
+    g_autofree char *want = g_strdup_printf("socket:[%llu]", (unsigned long long)
+                                            g_key_file_get_uint64(kf, "restore", "qmp-inode", NULL));
+    g_autofree char *fddir = g_strdup_printf("/proc/%lld/fd", (long long) pid);
+    g_autoptr(GDir) d = pid > 0 ? g_dir_open(fddir, 0, NULL) : NULL;
+    VIR_AUTOCLOSE pidfd = -1;
+    const char *entry;
+    int target = -1;
+    int fd;
+
+    while (d && target < 0 && (entry = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(fddir, entry, NULL);
+        g_autofree char *what = g_file_read_link(link, NULL);
+
+        if (STREQ_NULLABLE(what, want))
+            target = atoi(entry);
+    }
+    if (target < 0)
+        return -2;
+    if ((pidfd = syscall(SYS_pidfd_open, pid, 0)) < 0 ||
+        (fd = syscall(SYS_pidfd_getfd, pidfd, target, 0)) < 0) {
+        virReportSystemError(errno, _("cannot take kvmsave's monitor connection from QEMU process %lld"),
+                             (long long) pid);
+        return -1;
+    }
+    /* pidfd_getfd sets close-on-exec */
+    *qmp = kvmsaveQmpAdopt(fd, KVMSAVE_LAZY_RECOVER_QMP_TIMEOUT_MS);
+    return 0;
+}
+
+
+/* The guest of a lost page server ended too: nothing to recover, and
+ * nobody else removes the directory of its sockets. */
+static void
+kvmsaveLazyForget(GKeyFile *kf, const char *sourcePath)
+{
+    g_autofree char *sockets = g_key_file_get_string(kf, "restore", "sockets", NULL);
+    g_autofree char *rundir = sockets ? g_path_get_dirname(sockets) : NULL;
+
+    if (rundir)
+        kvmsaveMultifdRemoveDir(rundir);
+    unlink(sourcePath);
+}
+
+
+/* Start a page server that recovers the restore of the record @kf, whose
+ * status file @statusPath is locked by @lockfd (taken). */
+static int
+kvmsaveLazyRecoverServer(GKeyFile *kf, const char *statusPath, int lockfd)
+{
+    g_autofree char *image = g_key_file_get_string(kf, "restore", "image", NULL);
+    g_autofree char *sockets = g_key_file_get_string(kf, "restore", "sockets", NULL);
+    g_autofree char *recoverPath = NULL;
+    g_autoptr(kvmsaveQmp) qmp = NULL;
+    kvmsaveLazyServerArgs a = { .statusPath = statusPath, .sock = -1, .lockfd = lockfd };
+    VIR_AUTOCLOSE imagefd = -1;
+    VIR_AUTOCLOSE lock = lockfd;    /* the new server holds its own copy */
+    int rc;
+
+    if (!image || !sockets) {
+        virReportError(VIR_ERR_INTERNAL_ERROR, _("'%s.source' names no image"), statusPath);
+        return -1;
+    }
+    if ((rc = kvmsaveLazyTakeQmp(kf, &qmp)) < 0)
+        return rc;
+    if ((imagefd = open(image, O_RDONLY | O_CLOEXEC)) < 0) {
+        virReportSystemError(errno, _("cannot open save image '%s'"), image);
+        return -1;
+    }
+    if (!kvmsaveLazySameImage(kf, imagefd)) {
+        virReportError(VIR_ERR_OPERATION_INVALID,
+                       _("save image '%s' is not the file the guest was restored from any more"),
+                       image);
+        return -1;
+    }
+    recoverPath = g_build_filename(sockets, "r", NULL);
+    a.recoverPath = recoverPath;
+    a.path = image;
+    a.imagefd = imagefd;
+    a.qmpfd = kvmsaveQmpFD(qmp);
+    return kvmsaveLazyRunServer(&a);
+}
+
+
+/* The restore of @statusPath, if its page server is gone with the
+ * migration unfinished: QEMU waits in postcopy-paused for a new one. */
+static void
+kvmsaveLazyRecoverOne(const char *statusPath)
+{
+    g_autofree char *lockPath = g_strdup_printf("%s.lock", statusPath);
+    g_autofree char *sourcePath = g_strdup_printf("%s.source", statusPath);
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    g_autofree char *state = NULL;
+    g_autofree char *name = NULL;
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    unsigned long long total = 0, done = 0;
+    int lockfd;
+    int rc;
+
+    state = kvmsaveLazyReadStatus(statusPath, &total, &done, NULL);
+    if (STRNEQ_NULLABLE(state, "serving") ||
+        !g_key_file_load_from_file(kf, sourcePath, G_KEY_FILE_NONE, NULL))
+        return;
+    /* Held by a page server for its whole life. */
+    if ((lockfd = open(lockPath, O_RDWR | O_CLOEXEC)) < 0)
+        return;
+    if (fcntl(lockfd, F_OFD_SETLK, &fl) < 0) {
+        VIR_FORCE_CLOSE(lockfd);
+        return;
+    }
+    name = g_key_file_get_string(kf, "restore", "name", NULL);
+    if ((rc = kvmsaveLazyRecoverServer(kf, statusPath, lockfd)) == -2) {
+        VIR_DEBUG("the QEMU of guest %s ended with its page server", NULLSTR(name));
+        virResetLastError();
+        kvmsaveLazyForget(kf, sourcePath);
+        return;
+    }
+    if (rc < 0) {
+        VIR_WARN("cannot recover the lazy restore of guest %s, whose page server was lost: %s",
+                 NULLSTR(name), virGetLastErrorMessage());
+        virResetLastError();
+        return;
+    }
+    VIR_WARN("recovering the lazy restore of guest %s: its page server was lost, a new one serves the rest of its memory",
+             NULLSTR(name));
+}
+
+
+void
+kvmsaveLazyRecoverServers(kvmsaveConn *priv)
+{
+    g_autofree char *dir = kvmsaveLazyStatusDir(priv);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    const char *entry;
+
+    while (d && (entry = g_dir_read_name(d))) {
+        g_autofree char *path = NULL;
+
+        if (!g_str_has_suffix(entry, ".status"))
+            continue;
+        path = g_build_filename(dir, entry, NULL);
+        kvmsaveLazyRecoverOne(path);
+    }
 }

@@ -55,6 +55,11 @@ int kvmsaveLazyStart(kvmsaveLazy *lz, virDomainPtr dom,
 void kvmsaveLazyRecoverDir(kvmsaveConn *priv, const unsigned char *uuid,
                            const char *dir);
 
+/* For each lazy restore whose page server was lost with its supervisor
+ * (both killed), QEMU waiting in postcopy-paused: start a new page server
+ * that recovers it, from the same image file. Failures are logged. */
+void kvmsaveLazyRecoverServers(kvmsaveConn *priv);
+
 /* The lazy restore of @dom succeeded: while this process runs, its event
  * loop watches the page server's status file, and its kvmsave connections
  * get JOB_COMPLETED once the last page is in. */

@@ -19,6 +19,12 @@
  * one package, which the server holds in memory. */
 #define KVMSAVE_PAGESRV_DEVICE_MAX (16 * 1024 * 1024)
 
+/* QEMU keeps a copy of the page server's end of kvmsave's own monitor
+ * under this name (getfd on that monitor), so that the negotiated
+ * connection outlives a page server killed with its supervisor; the
+ * page server closes it once every page is in. */
+#define KVMSAVE_PAGESRV_QMP_FDNAME "kvmsave-lazy-qmp"
+
 typedef struct _kvmsavePageServer kvmsavePageServer;
 
 /* Open the sparse kvmsave image @path (through @fd if >= 0) and read its

@@ -100,13 +100,41 @@ kvmsaveQmpReadMessage(kvmsaveQmp *qmp)
 
 
 /* A QEMU that went away is an error, not a SIGPIPE. */
+/* One sendmsg of @len bytes of @text with @passfd attached. */
+static ssize_t
+kvmsaveQmpSendWithFD(int fd, const char *text, size_t len, int passfd)
+{
+    char control[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { .iov_base = (void *) text, .iov_len = len };
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control, .msg_controllen = sizeof(control),
+    };
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &passfd, sizeof(int));
+    return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+
+/* Send @text; @passfd (-1: none) goes with its first bytes. */
 static int
-kvmsaveQmpSend(int fd, const char *text)
+kvmsaveQmpSend(int fd, const char *text, int passfd)
 {
     size_t len = strlen(text);
 
     while (len > 0) {
-        ssize_t n = send(fd, text, len, MSG_NOSIGNAL);
+        ssize_t n;
+
+        if (passfd >= 0)
+            n = kvmsaveQmpSendWithFD(fd, text, len, passfd);
+        else
+            n = send(fd, text, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            passfd = -1;
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -123,9 +151,19 @@ int
 kvmsaveQmpCommand(kvmsaveQmp *qmp, const char *cmd, virJSONValue *args,
                   bool oob, char **qemuError)
 {
+    return kvmsaveQmpCommandFD(qmp, cmd, args, oob, -1, qemuError);
+}
+
+
+int
+kvmsaveQmpCommandFD(kvmsaveQmp *qmp, const char *cmd, virJSONValue *args,
+                    bool oob, int passfd, char **qemuError)
+{
     g_autoptr(virJSONValue) argsp = args;
     g_autoptr(virJSONValue) req = NULL;
-    g_autofree char *id = g_strdup_printf("kvmsave-%llu", ++qmp->serial);
+    /* A connection may pass to another process with a stale answer in it. */
+    g_autofree char *id = g_strdup_printf("kvmsave-%lld-%llu", (long long) getpid(),
+                                          ++qmp->serial);
     g_autofree char *text = NULL;
 
     if (virJSONValueObjectAdd(&req, "s:id", id,
@@ -135,7 +173,7 @@ kvmsaveQmpCommand(kvmsaveQmp *qmp, const char *cmd, virJSONValue *args,
         !(text = virJSONValueToString(req, false)))
         return -1;
     VIR_DEBUG("QMP%s: %s", oob ? " out of band" : "", text);
-    if (kvmsaveQmpSend(qmp->fd, text) < 0 || kvmsaveQmpSend(qmp->fd, "\n") < 0) {
+    if (kvmsaveQmpSend(qmp->fd, text, passfd) < 0 || kvmsaveQmpSend(qmp->fd, "\n", -1) < 0) {
         if (errno == EPIPE || errno == ECONNRESET)
             kvmsaveQmpReportClosed();
         else

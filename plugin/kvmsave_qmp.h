@@ -35,3 +35,6 @@ int kvmsaveQmpFD(kvmsaveQmp *qmp);
  * failed. */
 int kvmsaveQmpCommand(kvmsaveQmp *qmp, const char *cmd, virJSONValue *args,
                       bool oob, char **qemuError);
+/* The same, passing @passfd (not taken) with the command, for getfd. */
+int kvmsaveQmpCommandFD(kvmsaveQmp *qmp, const char *cmd, virJSONValue *args,
+                        bool oob, int passfd, char **qemuError);

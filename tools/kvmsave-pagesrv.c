@@ -5,6 +5,8 @@
  *
  *   kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N
  *                   [--qmp-fd M --recover-socket PATH] IMAGE
+ *   kvmsave-pagesrv --recover --status FILE [--lock-fd L]
+ *                   --qmp-fd M --recover-socket PATH IMAGE
  *
  * Started by kvmsave per lazy restore, with the image open on standard
  * input and its end of QEMU's incoming migration socket as descriptor N;
@@ -20,7 +22,9 @@
  * (postcopy-paused); the supervisor tells QEMU out of band to listen on
  * PATH (migrate-recover), connects, and starts a child that recovers.
  * Out of band, because QEMU's main loop may itself wait for a page that
- * only a page server can send.
+ * only a page server can send. Without --socket-fd, it starts so: a
+ * later kvmsave connection found the supervisor of a restore lost too.
+ * --lock-fd: the status file's lock, which that connection took.
  */
 #include <config.h>
 
@@ -104,7 +108,8 @@ progressThread(gpointer opaque)
 static void
 usage(FILE *out)
 {
-    fprintf(out, "%s", _("usage: kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N [--qmp-fd M --recover-socket PATH] IMAGE\n"));
+    fprintf(out, "%s", _("usage: kvmsave-pagesrv [--recover] [--status FILE] --socket-fd N [--qmp-fd M --recover-socket PATH] IMAGE\n"
+                         "       kvmsave-pagesrv --recover --status FILE [--lock-fd L] --qmp-fd M --recover-socket PATH IMAGE\n"));
 }
 
 
@@ -252,26 +257,52 @@ lockStatus(const char *status)
 }
 
 
+/* Have QEMU close its copy of the monitor connection (kvmsave_lazy.c). */
+static void
+releaseQmp(kvmsaveQmp *qmp)
+{
+    g_autoptr(virJSONValue) args = NULL;
+    g_autofree char *qemuError = NULL;
+
+    if (virJSONValueObjectAdd(&args, "s:fdname", KVMSAVE_PAGESRV_QMP_FDNAME, NULL) < 0 ||
+        kvmsaveQmpCommand(qmp, "closefd", g_steal_pointer(&args), false, &qemuError) != 0) {
+        fprintf(stderr, "kvmsave-pagesrv: QEMU keeps its copy of the monitor connection: %s\n",
+                qemuError ? qemuError : virGetLastErrorMessage());
+        virResetLastError();
+    }
+}
+
+
+/* Serve through children, each replacing the last one killed. @sock -1:
+ * start by recovering the migration QEMU paused. */
 static int
-supervise(const char *image, int sock, int qmpfd, const char *recoverPath,
-          const char *status)
+supervise(const char *image, int sock, int qmpfd, int lock,
+          const char *recoverPath, const char *status)
 {
     g_autoptr(kvmsaveQmp) qmp = kvmsaveQmpAdopt(qmpfd, QMP_TIMEOUT_MS);
     g_autofree char *sockdir = g_path_get_dirname(recoverPath);
     g_autofree char *rundir = g_path_get_dirname(sockdir);
-    VIR_AUTOCLOSE lockfd = status ? lockStatus(status) : -1;
-    bool recover = false;
-    int rc;
+    VIR_AUTOCLOSE lockfd = lock >= 0 ? lock : status ? lockStatus(status) : -1;
+    bool recover = sock < 0;
+    int rc = 1;
 
     if (status && lockfd < 0)
         return -1;
-    while ((rc = serveInChild(image, sock, recover, status, qmpfd)) == 1) {
+    if (recover && (sock = recoverMigration(qmp, recoverPath)) < 0) {
+        writeStatus(status, "failed", NULL, virGetLastErrorMessage());
+        rc = -1;
+    }
+    while (sock >= 0 && (rc = serveInChild(image, sock, recover, status, qmpfd)) == 1) {
         if ((sock = recoverMigration(qmp, recoverPath)) < 0) {
             writeStatus(status, "failed", NULL, virGetLastErrorMessage());
             break;
         }
         recover = true;
     }
+    /* Every page is in: nobody needs the connection any more, and QEMU
+     * would hold what it says to nobody. */
+    if (rc == 0)
+        releaseQmp(qmp);
     /* kvmsave's directory of the restore's sockets (it checks that it is). */
     kvmsaveMultifdRemoveDir(rundir);
     if (rc < 0) {
@@ -292,6 +323,7 @@ main(int argc, char **argv)
         { "socket-fd", required_argument, NULL, 'f' },
         { "qmp-fd", required_argument, NULL, 'q' },
         { "recover-socket", required_argument, NULL, 'p' },
+        { "lock-fd", required_argument, NULL, 'l' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -301,6 +333,7 @@ main(int argc, char **argv)
     bool recover = false;
     int sock = -1;
     int qmpfd = -1;
+    int lockfd = -1;
     int rc;
     int c;
 
@@ -327,6 +360,9 @@ main(int argc, char **argv)
         case 'p':
             recoverPath = optarg;
             break;
+        case 'l':
+            lockfd = atoi(optarg);
+            break;
         case 'h':
             usage(stdout);
             return EXIT_SUCCESS;
@@ -335,12 +371,14 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (sock < 0 || optind != argc - 1 || (qmpfd >= 0) != !!recoverPath) {
+    if (optind != argc - 1 || (qmpfd >= 0) != !!recoverPath ||
+        (sock < 0 && !(recover && qmpfd >= 0 && status)) ||
+        (lockfd >= 0 && sock >= 0)) {
         usage(stderr);
         return 2;
     }
     if (qmpfd >= 0)
-        rc = supervise(argv[optind], sock, qmpfd, recoverPath, status);
+        rc = supervise(argv[optind], sock, qmpfd, lockfd, recoverPath, status);
     else
         rc = serve(argv[optind], sock, recover, status);
     if (rc < 0) {
