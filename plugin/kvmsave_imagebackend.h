@@ -39,6 +39,12 @@ unsigned char *kvmsaveImageFileReadPart(kvmsaveImageFile *f, uint64_t pos,
                                         size_t need, const char *what,
                                         uint64_t *start);
 
+/* The page index of the image @f with header @hdr, its checksum checked:
+ * 1 with its bytes *@buf (g_free them) of *@len, 0 when it has none, -1
+ * with an error. */
+int kvmsaveImageFilePageIndex(kvmsaveImageFile *f, const kvmsaveImageHeader *hdr,
+                              unsigned char **buf, size_t *len);
+
 typedef struct _kvmsaveImageBackend kvmsaveImageBackend;
 struct _kvmsaveImageBackend {
     /* Whether every byte of the stream is covered by a checksum of the

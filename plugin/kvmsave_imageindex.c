@@ -203,3 +203,44 @@ kvmsaveImageIndexVerify(kvmsaveImageReader *r, const char *path)
     }
     return 1;
 }
+
+
+unsigned char *
+kvmsaveImageIndexKeep(kvmsaveImageFile *f, const kvmsaveImageHeader *hdr,
+                      const kvmsaveImageTrailer *tr, size_t *len)
+{
+    g_autofree unsigned char *buf = NULL;
+    g_autoptr(kvmsavePageIndex) idx = NULL;
+    int rc;
+
+    if ((rc = kvmsaveImageFilePageIndex(f, hdr, &buf, len)) == 0)
+        return NULL;
+    if (rc < 0 ||
+        !(idx = kvmsavePageIndexDecode(buf, *len, f->path, tr->streamBytes,
+                                       tr->chunks, tr->dataEnd - hdr->headerSize))) {
+        VIR_WARN("save image '%s' loses its page index to the rewrite (%s): it will be restored eagerly",
+                 f->path, virGetLastErrorMessage());
+        virResetLastError();
+        return NULL;
+    }
+    return g_steal_pointer(&buf);
+}
+
+
+int
+kvmsaveImageIndexRelocate(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr,
+                          unsigned char **buf, size_t len)
+{
+    g_autofree uint64_t *offsets = NULL;
+    size_t nchunks;
+
+    if (kvmsaveImageWriterDrain(w) < 0)
+        return -1;
+    offsets = kvmsaveImageWriterTakeChunkOffsets(w, &nchunks);
+    if (kvmsavePageIndexSetDirectory(*buf, len, offsets, nchunks) < 0)
+        return -1;
+    g_free(hdr->indexData);
+    hdr->indexData = g_steal_pointer(buf);
+    hdr->indexLen = len;
+    return kvmsaveImageWriterReplaceHeader(w, hdr);
+}

@@ -6,7 +6,9 @@
 #pragma once
 
 #include "kvmsave_image.h"
+#include "kvmsave_imagebackend.h"
 #include "kvmsave_imagereader.h"
+#include "kvmsave_imagewriter.h"
 #include "kvmsave_pageindex.h"
 
 /* The page index of @r (@path in errors), checked by its checksum and
@@ -31,3 +33,17 @@ int kvmsaveImageIndexCheckChunk(const unsigned char *buf, const char *path,
                                 uint64_t off, uint64_t dataEnd,
                                 uint64_t streamBytes,
                                 kvmsaveImageChunkHeader *ch);
+
+/* For save-image-define: the page index of the image @f (header @hdr,
+ * trailer @tr), checked and decoded, to be kept in the image written
+ * again: its bytes (g_free them) of *@len, or NULL when it has none or
+ * cannot be kept, which the log then says (the new image restores
+ * eagerly). */
+unsigned char *kvmsaveImageIndexKeep(kvmsaveImageFile *f, const kvmsaveImageHeader *hdr,
+                                     const kvmsaveImageTrailer *tr, size_t *len);
+
+/* With every chunk of the same stream written again through @w, which
+ * recorded where: point the directory of the index *@buf of @len bytes
+ * at them and put it into @hdr (taken), replacing @w's header. */
+int kvmsaveImageIndexRelocate(kvmsaveImageWriter *w, kvmsaveImageHeader *hdr,
+                              unsigned char **buf, size_t len);

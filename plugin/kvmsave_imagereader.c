@@ -517,6 +517,8 @@ kvmsaveImageChunksRewrite(void *data, int fd, const char *path,
     const kvmsaveImageHeader *old = k->hdr;
     g_autoptr(kvmsaveImageHeader) hdr = kvmsaveImageHeaderNew();
     g_autoptr(kvmsaveImageWriter) writer = NULL;
+    g_autofree unsigned char *index = NULL;
+    size_t indexLen = 0;
     const unsigned char *buf;
     size_t len;
     int rc;
@@ -538,25 +540,24 @@ kvmsaveImageChunksRewrite(void *data, int fd, const char *path,
     if (k->table)
         return kvmsaveImageChunksRewriteMapped(k, hdr, fd, path);
 
-    /* The page index's room is kept, the index is not: its chunk
-     * directory holds the chunks' file offsets, which the chunks encoded
-     * again need not keep, and only the page index builder
-     * (kvmsave_pageindex.c) knows the index's layout. So the new image
-     * restores eagerly, as one saved without an index. */
+    /* The stream is the same, so is the page index but for where the
+     * chunks encoded again lie: its directory is pointed at them. */
     hdr->indexReserve = old->indexReserve;
-    if (old->indexLen)
-        VIR_WARN("save image '%s' loses its page index to the rewrite: it will be restored eagerly",
-                 k->file->path);
+    index = kvmsaveImageIndexKeep(k->file, old, k->tr, &indexLen);
 
     writer = kvmsaveImageWriterNew(fd, path, false);
     if (kvmsaveImageWriteHeader(writer, hdr) < 0)
         return -1;
+    if (index)
+        kvmsaveImageWriterRecordChunks(writer);
     while ((rc = kvmsaveImageChunksRead(k, &buf, &len)) > 0) {
         kvmsaveImageWriterSetFormat(writer, k->lastEncoding);
         if (kvmsaveImageWriteChunk(writer, k->lastStream, buf, len) < 0)
             return -1;
     }
-    if (rc < 0 || kvmsaveImageWriterFinish(writer) < 0)
+    if (rc < 0 ||
+        (index && kvmsaveImageIndexRelocate(writer, hdr, &index, indexLen) < 0) ||
+        kvmsaveImageWriterFinish(writer) < 0)
         return -1;
     return 0;
 }
@@ -833,18 +834,28 @@ int
 kvmsaveImageReaderPageIndex(kvmsaveImageReader *r, unsigned char **buf,
                             size_t *len)
 {
-    const kvmsaveImageHeader *hdr = r->hdr;
+    *buf = NULL;
+    *len = 0;
+    if (r->backend != &kvmsaveImageChunksBackend)
+        return 0;
+    return kvmsaveImageFilePageIndex(&r->file, r->hdr, buf, len);
+}
+
+
+int
+kvmsaveImageFilePageIndex(kvmsaveImageFile *f, const kvmsaveImageHeader *hdr,
+                          unsigned char **buf, size_t *len)
+{
     g_autofree unsigned char *part = NULL;
     uint64_t start;
     uint32_t crc;
 
     *buf = NULL;
     *len = 0;
-    if (r->backend != &kvmsaveImageChunksBackend || hdr->indexLen == 0)
+    if (hdr->indexLen == 0)
         return 0;
-    if (!(part = kvmsaveImageFileReadPart(&r->file, hdr->indexOffset,
-                                          hdr->indexLen, _("page index"),
-                                          &start)))
+    if (!(part = kvmsaveImageFileReadPart(f, hdr->indexOffset, hdr->indexLen,
+                                          _("page index"), &start)))
         return -1;
     /* The decoder checked that the index begins on a block boundary, so
      * where the part read begins: start == hdr->indexOffset. */
@@ -852,7 +863,7 @@ kvmsaveImageReaderPageIndex(kvmsaveImageReader *r, unsigned char **buf,
     if (kvmsaveImageChecksumBad(hdr->indexCrc, crc)) {
         virReportError(VIR_ERR_OPERATION_FAILED,
                        _("save image '%s' is corrupt: page index checksum mismatch (stored %08x, computed %08x)"),
-                       r->file.path, hdr->indexCrc, crc);
+                       f->path, hdr->indexCrc, crc);
         return -1;
     }
     *buf = g_steal_pointer(&part);

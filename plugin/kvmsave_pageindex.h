@@ -94,6 +94,12 @@ int kvmsavePageIndexEncode(kvmsavePageIndexBuilder *b,
 
 
 /* Restore side: a decoded index. */
+/* Point the chunk directory of the encoded index @buf of @len bytes,
+ * decoded once to check it, at the @nchunks chunks of @chunkOffsets
+ * (as Encode takes them): the chunks of a stream written again. */
+int kvmsavePageIndexSetDirectory(unsigned char *buf, size_t len,
+                                 const uint64_t *chunkOffsets, size_t nchunks);
+
 typedef struct _kvmsavePageIndex kvmsavePageIndex;
 
 void kvmsavePageIndexFree(kvmsavePageIndex *idx);

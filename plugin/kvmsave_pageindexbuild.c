@@ -616,3 +616,34 @@ kvmsavePageIndexEncode(kvmsavePageIndexBuilder *b,
     *buf = g_steal_pointer(&out);
     return 0;
 }
+
+
+int
+kvmsavePageIndexSetDirectory(unsigned char *buf, size_t len,
+                             const uint64_t *chunkOffsets, size_t nchunks)
+{
+    uint64_t nblocks = 0, have = 0;
+    size_t dir, i;
+
+    for (i = 0; len >= KVMSAVE_PAGE_INDEX_HEAD && i < 4; i++)
+        nblocks |= (uint64_t) buf[36 + i] << (8 * i);
+    for (i = 0; len >= KVMSAVE_PAGE_INDEX_HEAD && i < 8; i++)
+        have |= (uint64_t) buf[40 + i] << (8 * i);
+    dir = KVMSAVE_PAGE_INDEX_HEAD + 8 * nblocks;
+    if (len < KVMSAVE_PAGE_INDEX_HEAD || have != nchunks || dir + 8 * nchunks > len) {
+        virReportError(VIR_ERR_INTERNAL_ERROR,
+                       _("a page index of %llu chunks for an image of %zu"),
+                       (unsigned long long) have, nchunks);
+        return -1;
+    }
+    for (i = 0; i < nchunks; i++) {
+        if (i > 0 && chunkOffsets[i] <= chunkOffsets[i - 1]) {
+            virReportError(VIR_ERR_INTERNAL_ERROR,
+                           _("chunk %zu of the page index's directory comes before chunk %zu"),
+                           i, i - 1);
+            return -1;
+        }
+        kvmsavePageIndexPut(buf + dir + 8 * i, chunkOffsets[i], 8);
+    }
+    return 0;
+}

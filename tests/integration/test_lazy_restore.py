@@ -320,6 +320,28 @@ def test_lazy_asked_of_an_image_with_a_damaged_index_restores_eagerly(lazy_env, 
     g.assert_continued()
 
 
+def test_image_rewritten_by_save_image_define_restores_lazily(lazy_env, lg):
+    """save-image-define writes the image again with the new XML: the
+    chunks move, the page index comes along, pointed at them."""
+    env, g = lazy_env, lg
+    img = save_lazyable(env, g, 'lazy-defined.img', 'zstd')
+    xml = env.virsh.run('save-image-dumpxml', img).stdout
+    xml = xml.replace('</domain>', '<description>' + 'moved ' * 2000 +
+                      '</description></domain>', 1)
+    path = os.path.join(env.root, 'defined.xml')
+    with open(path, 'w') as fh:
+        fh.write(xml)
+    env.virsh.run('save-image-define', img, path)
+    assert 'moved moved' in env.virsh.run('save-image-dumpxml', img).stdout
+    offset, length, _ = field(img, 10).split()
+    assert int(length) > 0
+    st0 = read_status(env, g)
+    assert restore_lazy(env, g, img) is None
+    st = read_status(env, g)
+    assert st is not None and st != st0
+    assert_lazy_done(env, g)
+
+
 def test_unknown_restore_mode_is_refused(lazy_env, lg):
     err = call(lazy_env, "conn.restoreParams({'file': '/nonexistent.img', 'restore_mode': 'later'})")
     assert err and err[0] == 8 and "unknown restore mode 'later'" in err[1], err

@@ -21,6 +21,7 @@
 #include "kvmsave_pageindex.h"
 #include "kvmsave_imagereader.h"
 #include "indexedimage.h"
+#include "virfile.h"
 
 #define KIB 1024ULL
 #define MIB (1024 * KIB)
@@ -435,6 +436,41 @@ START_TEST(test_round_trip_keeps_the_stream_and_chunk_fields)
     ck_assert_uint_eq(kvmsavePageIndexNChunks(idx), 7);
     for (k = 0; k < 7; k++)
         ck_assert_uint_eq(kvmsavePageIndexChunkOffset(idx, k), k * CHUNK_STORED);
+}
+END_TEST
+
+
+/* A rewrite's directory replaces the old one, nothing else. */
+START_TEST(test_set_directory_moves_the_chunks_only)
+{
+    g_autoptr(Walk) w = walkNew(oneBlock, 1, 4096);
+    g_autoptr(kvmsavePageIndex) idx = NULL;
+    g_autofree unsigned char *buf = NULL;
+    g_autofree unsigned char *before = NULL;
+    uint64_t offsets[7];
+    size_t len = 0;
+    uint64_t k;
+
+    walkPages(w, 0, 0, 200, 1);
+    walkEnd(w, 3 * MIB);
+    ck_assert_int_eq(walkEncode(w, &buf, &len), 0);
+    before = g_new(unsigned char, len);
+    memcpy(before, buf, len);
+    for (k = 0; k < 7; k++)
+        offsets[k] = k ? k * CHUNK_STORED - 7 * k : 0;
+    ck_assert_int_eq(kvmsavePageIndexSetDirectory(buf, len, offsets, 6), -1);
+    KT_ASSERT_ERROR(VIR_ERR_INTERNAL_ERROR, "a page index of 7 chunks for an image of 6");
+    virResetLastError();
+    ck_assert_mem_eq(buf, before, len);
+    ck_assert_int_eq(kvmsavePageIndexSetDirectory(buf, len, offsets, 7), 0);
+    idx = walkDecode(w, buf, len);
+    ck_assert_msg(idx != NULL, "%s", virGetLastErrorMessage());
+    for (k = 0; k < 7; k++)
+        ck_assert_uint_eq(kvmsavePageIndexChunkOffset(idx, k), offsets[k]);
+    /* the 64-byte head and the block sizes before the directory, the runs
+     * and bits after it, are as they were */
+    ck_assert_mem_eq(buf, before, 64 + 8);
+    ck_assert_mem_eq(buf + 64 + 8 + 7 * 8, before + 64 + 8 + 7 * 8, len - (64 + 8 + 7 * 8));
 }
 END_TEST
 
@@ -927,6 +963,44 @@ START_TEST(test_verify_finds_a_directory_that_points_elsewhere)
 END_TEST
 
 
+/* save-image-define writes the image again with another XML, which
+ * moves the chunks: the index it keeps still proves the stream. */
+START_TEST(test_rewritten_image_keeps_its_index)
+{
+    const SavedCase *c = &savedCases[_i];
+    g_autofree char *stream = scratchUnpackData(c->stream);
+    g_autofree char *path = scratchPath("indexed.img");
+    g_autofree char *dst = scratchPath("indexed-rewritten.img");
+    g_autofree char *xml = NULL;
+    g_autoptr(kvmsaveImageReader) r = NULL;
+    g_autoptr(kvmsaveImageReader) again = NULL;
+    VIR_AUTOCLOSE fd = -1;
+    GString *pad = g_string_new("<domain type='qemu'><name>t</name><description>");
+
+    indexedImageWrite(path, stream, c->encoding, c->chunk, INDEXED_IMAGE_RIGHT);
+    while (pad->len < 3 * 4096)
+        g_string_append(pad, "a longer description moves every chunk ");
+    g_string_append(pad, "</description></domain>\n");
+    xml = g_string_free(pad, false);
+    r = kvmsaveImageOpen(path, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(r != NULL, "%s", virGetLastErrorMessage());
+    fd = open(dst, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_msg(kvmsaveImageReaderRewrite(r, fd, dst, xml, true) == 0, "%s",
+                  virGetLastErrorMessage());
+    again = kvmsaveImageOpen(dst, KVMSAVE_IMAGE_IO_CACHED);
+    ck_assert_msg(again != NULL, "%s", virGetLastErrorMessage());
+    ck_assert_uint_gt(kvmsaveImageReaderHeader(again)->headerSize,
+                      kvmsaveImageReaderHeader(r)->headerSize);
+    ck_assert_uint_eq(kvmsaveImageReaderHeader(again)->indexLen,
+                      kvmsaveImageReaderHeader(r)->indexLen);
+    ck_assert_str_eq(kvmsaveImageReaderHeader(again)->xml, xml);
+    ck_assert_msg(kvmsaveImageVerify(again) == 0, "%s", virGetLastErrorMessage());
+    KT_ASSERT_NO_ERROR();
+}
+END_TEST
+
+
 static Suite *
 pageindexSuite(void)
 {
@@ -946,6 +1020,7 @@ pageindexSuite(void)
     tcase_add_test(tc, test_an_index_without_records_has_no_runs);
     tcase_add_test(tc, test_round_trip_keeps_the_stream_and_chunk_fields);
     tcase_add_test(tc, test_lookup_outside_the_blocks_is_an_error);
+    tcase_add_test(tc, test_set_directory_moves_the_chunks_only);
     suite_add_tcase(s, tc);
 
     tc = ktTCase("limits", 60);
@@ -976,6 +1051,8 @@ pageindexSuite(void)
                         0, G_N_ELEMENTS(savedCases));
     tcase_add_test(tc, test_verify_finds_an_index_that_misses_a_page);
     tcase_add_test(tc, test_verify_finds_a_directory_that_points_elsewhere);
+    tcase_add_loop_test(tc, test_rewritten_image_keeps_its_index, 0,
+                        G_N_ELEMENTS(savedCases));
     suite_add_tcase(s, tc);
     return s;
 }
