@@ -18,7 +18,9 @@ import pytest
 
 from conftest import Guest, module_env
 
-VIRSH_CALLS = 320
+# The exit crash hit one call in four: 160 calls all missing it had odds
+# below 1e-19, and the rarest kinds of call still come about 11 times.
+VIRSH_CALLS = 160
 PYTHON_CLIENTS = 25          # each opens, lists and closes 2 connections
 SEED = int(os.environ.get('KVMSAVE_STRESS_SEED', '1204'))
 
