@@ -625,10 +625,10 @@ kvmsavePageIndexSetDirectory(unsigned char *buf, size_t len,
     uint64_t nblocks = 0, have = 0;
     size_t dir, i;
 
-    for (i = 0; len >= KVMSAVE_PAGE_INDEX_HEAD && i < 4; i++)
-        nblocks |= (uint64_t) buf[36 + i] << (8 * i);
-    for (i = 0; len >= KVMSAVE_PAGE_INDEX_HEAD && i < 8; i++)
-        have |= (uint64_t) buf[40 + i] << (8 * i);
+    if (len >= KVMSAVE_PAGE_INDEX_HEAD) {
+        nblocks = virReadBufInt32LE(buf + 36);
+        have = virReadBufInt64LE(buf + 40);
+    }
     dir = KVMSAVE_PAGE_INDEX_HEAD + 8 * nblocks;
     if (len < KVMSAVE_PAGE_INDEX_HEAD || have != nchunks || dir + 8 * nchunks > len) {
         virReportError(VIR_ERR_INTERNAL_ERROR,
