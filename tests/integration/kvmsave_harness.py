@@ -22,10 +22,13 @@ per root, so the test process itself never opens a connection: it runs virsh
 (`Virsh`) or a Python snippet (`run_python`) in a subprocess for each step.
 """
 
+import contextlib
+import errno
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -108,6 +111,41 @@ def make_root(prefix='kvmsave-test-', qemu_conf=DEFAULT_QEMU_CONF):
 def embed_uri(root, scheme='qemu'):
     """``SCHEME:///embed?root=ROOT``."""
     return f'{scheme}:///embed?root={root}'
+
+
+def in_this_root(pid):
+    """Whether process PID has the "/" this process has. scripts/check runs
+    a chroot per release at once, in the machine's one PID namespace: a
+    scan of /proc must not take another chroot's QEMU for one of ours."""
+    try:
+        theirs = os.stat(f'/proc/{pid}/root')
+    except OSError:
+        return False
+    ours = os.stat('/')
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+@contextlib.contextmanager
+def machine_lock(name, timeout=1800):
+    """Hold the machine-wide lock NAME for the block, for tests that change
+    the kernel's own state (a sysctl) while other chroots' suites run.
+
+    An abstract unix socket: every chroot of the machine shares it (one
+    network namespace), and it goes with the process that holds it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                sock.bind(f'\0kvmsave-tests-{name}')
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > end:
+                    raise RuntimeError(f'cannot take the machine-wide lock {name}: {e}') from e
+                time.sleep(0.5)
+        yield
+    finally:
+        sock.close()
 
 
 def console_path(root, name):

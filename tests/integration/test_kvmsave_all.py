@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import TOP, module_env, slowed, started_guest
+from kvmsave_harness import in_this_root
 
 SCRIPT = 'tools/kvmsave-all'
 
@@ -311,6 +312,8 @@ def test_four_guests_in_parallel_one_failing_restore_spares_the_others(
 def qemu_pid(guest):
     """The pid of the QEMU that runs GUEST."""
     for pid in filter(str.isdigit, os.listdir('/proc')):
+        if not in_this_root(pid):
+            continue
         try:
             with open(f'/proc/{pid}/cmdline', 'rb') as fh:
                 args = fh.read().split(b'\0')

@@ -21,7 +21,7 @@ import pytest
 
 import libvirt_consts as C
 from conftest import job_completed_events, module_env, sha256, started_guest
-from kvmsave_harness import Console
+from kvmsave_harness import Console, in_this_root, machine_lock
 from image_edit import field
 from test_corruption import flip
 from test_image_formats import call, save_params
@@ -44,14 +44,16 @@ def userfaultfd():
     """The test roots' QEMU runs as libvirt-qemu, without the mount
     namespace in which libvirt would grant it /dev/userfaultfd: this
     module allows unprivileged userfaultfd for its run, and puts the
-    host's setting back."""
-    with open(UFFD_SYSCTL) as fh:
-        old = fh.read().strip()
-    with open(UFFD_SYSCTL, 'w') as fh:
-        fh.write('1')
-    yield
-    with open(UFFD_SYSCTL, 'w') as fh:
-        fh.write(old)
+    host's setting back. The setting is the machine's: the module holds
+    it against other chroots' runs of this module."""
+    with machine_lock('unprivileged_userfaultfd'):
+        with open(UFFD_SYSCTL) as fh:
+            old = fh.read().strip()
+        with open(UFFD_SYSCTL, 'w') as fh:
+            fh.write('1')
+        yield
+        with open(UFFD_SYSCTL, 'w') as fh:
+            fh.write(old)
 
 
 @pytest.fixture(scope='module')
@@ -95,7 +97,7 @@ def page_servers(env):
     """pid -> parent pid of the page servers of ENV's root."""
     out = {}
     for pid in os.listdir('/proc'):
-        if not pid.isdigit():
+        if not pid.isdigit() or not in_this_root(pid):
             continue
         try:
             # a QEMU waiting for a page may hold its memory map's lock,
