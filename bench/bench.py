@@ -42,8 +42,21 @@ from report import format_stages, format_table   # noqa: E402
 from stages import LOG_FILTERS, QemuWatch, restore_stages, save_stages   # noqa: E402
 
 STOCK = 'stock'
-# The kvmsave format that saves sparse and restores lazily (--formats lazy:N).
+# kvmsave's formats restored lazily (--formats): 'lazy' or 'lazy:N' saves
+# sparse, 'lazy-raw' and 'lazy-zstd' one stream of chunks with their page
+# index (which QEMU 7.2 can be served from too).
 LAZY = 'lazy'
+
+
+def lazy_save_format(fmt):
+    """The save format of a lazy row's FMT ('lazy', 'lazy-raw', ...), or
+    None if FMT is not lazy."""
+    name = fmt.partition(':')[0]
+    if name == LAZY:
+        return 'sparse'
+    if name.startswith(LAZY + '-'):
+        return name[len(LAZY) + 1:]
+    return None
 UFFD_SYSCTL = '/proc/sys/vm/unprivileged_userfaultfd'
 
 # libvirt's save_image_format names (qemuSaveFormat in src/qemu/qemu_saveimage.c,
@@ -279,8 +292,8 @@ class Side:
         self.label = label            # 'stock', 'stock zstd', 'kvmsave raw' ...
         self.scheme = scheme          # 'qemu' (stock) or 'kvmsave'
         self.fmt = fmt                # the image format, FMT or FMT:N (--formats, --stock-formats)
-        # kvmsave's "lazy": a sparse image, restored lazily
-        self.lazy = scheme == 'kvmsave' and fmt.partition(':')[0] == LAZY
+        # kvmsave's lazy rows: saved as lazy_save_format says, restored lazily
+        self.lazy = scheme == 'kvmsave' and lazy_save_format(fmt) is not None
         self.root = root
         self.uri = h.embed_uri(root, scheme)
         self.prefix = list(prefix) + ['virsh', '-c', self.uri]
@@ -624,8 +637,7 @@ class Bench:
         if side.scheme == 'qemu':
             return side.prefix + stock_save_args(side.fmt) + [side.name, img]
         fmt, _, channels = side.fmt.partition(':')
-        if fmt == LAZY:
-            fmt = 'sparse'
+        fmt = lazy_save_format(fmt) or fmt
         if self.virsh_params:
             # libvirt 11.2+'s virsh passes the same typed parameters, so
             # these rows run in virsh like stock's.
