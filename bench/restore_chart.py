@@ -12,18 +12,22 @@ the table of docs/performance.md ("Lazy restore") and draws the chart
 """
 import argparse
 import json
+import math
 import sys
 
 GIB = 1024
+TITLE = 'Restore time by guest size (TCG guest, caches dropped)'
 
 
 def rows_of(res):
-    """(stock row, best eager kvmsave row, lazy row) of one run, by label."""
+    """(stock row, best eager kvmsave row or None, lazy row) of one run,
+    by label. A run may lack an eager row: three 8 GiB guests at once do
+    not fit a 24 GiB machine."""
     rows = res['rows']
     stock = min((k for k, r in rows.items() if r['driver'] == 'stock'),
                 key=lambda k: rows[k]['restore_s'])
     eager = min((k for k, r in rows.items() if r['driver'] == 'kvmsave' and not r['lazy']),
-                key=lambda k: rows[k]['restore_s'])
+                key=lambda k: rows[k]['restore_s'], default=None)
     lazy = next(k for k, r in rows.items() if r['lazy'])
     return stock, eager, lazy
 
@@ -35,13 +39,15 @@ def table(runs):
     out = ['| ' + ' | '.join(hdr) + ' |', '|' + '---|' * len(hdr)]
     for res in runs:
         stock, eager, lazy = rows_of(res)
-        r = res['rows']
+        r = dict(res['rows'])
+        r[None] = {'restore_s': math.nan, 'heartbeat_s': math.nan, 'save_s': math.nan}
         paused = res['start_paused_s']
         out.append('| ' + ' | '.join((
             f"{res['config']['memory_mib'] / GIB:g}",
             f'{paused:.2f}',
             f"{r[stock]['restore_s']:.2f}",
-            f"{r[eager]['restore_s']:.2f} ({eager})",
+            f"{r[eager]['restore_s']:.2f} ({eager})" if eager else '-',
+
             f"{r[lazy]['restore_s']:.2f}",
             f"{r[lazy]['restore_done_s']:.2f}",
             '/'.join(f"{r[k]['heartbeat_s']:.2f}" for k in (stock, eager, lazy)),
@@ -51,7 +57,7 @@ def table(runs):
     return '\n'.join(out)
 
 
-def chart(runs, path):
+def chart(runs, path, title=TITLE):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -66,7 +72,7 @@ def chart(runs, path):
         stock, eager, lazy = rows_of(res)
         r = res['rows']
         series['stock libvirt restore'].append(r[stock]['restore_s'])
-        series['kvmsave eager restore'].append(r[eager]['restore_s'])
+        series['kvmsave eager restore'].append(r[eager]['restore_s'] if eager else math.nan)
         series['kvmsave lazy: guest runs'].append(r[lazy]['restore_s'])
         series['kvmsave lazy: last page in'].append(r[lazy]['restore_done_s'])
         series["libvirt's own start --paused"].append(res['start_paused_s'])
@@ -80,7 +86,7 @@ def chart(runs, path):
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title('Restore time by guest size (TCG guest, caches dropped)')
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, metadata={'Date': None})
 
@@ -88,6 +94,7 @@ def chart(runs, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--svg', help='write the chart here')
+    p.add_argument('--title', default=TITLE, help=f'the chart\'s title (default: {TITLE})')
     p.add_argument('json', nargs='+', help="bench.py --json files, one per size")
     a = p.parse_args(argv)
     runs = []
@@ -97,7 +104,7 @@ def main(argv=None):
     runs.sort(key=lambda res: res['config']['memory_mib'])
     print(table(runs))
     if a.svg:
-        chart(runs, a.svg)
+        chart(runs, a.svg, a.title)
     return 0
 
 
