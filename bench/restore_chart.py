@@ -32,6 +32,11 @@ def rows_of(res):
     return stock, eager, lazy
 
 
+def seconds(x):
+    """X as the table shows it: '-' for a row the run lacks."""
+    return '-' if math.isnan(x) else f'{x:.2f}'
+
+
 def table(runs):
     hdr = ('RAM GiB', 'start --paused', 'stock restore', 'eager', 'lazy runs',
            'lazy done', 'heartbeat stock/eager/lazy', 'save stock/eager/lazy',
@@ -50,8 +55,8 @@ def table(runs):
 
             f"{r[lazy]['restore_s']:.2f}",
             f"{r[lazy]['restore_done_s']:.2f}",
-            '/'.join(f"{r[k]['heartbeat_s']:.2f}" for k in (stock, eager, lazy)),
-            '/'.join(f"{r[k]['save_s']:.2f}" for k in (stock, eager, lazy)),
+            '/'.join(seconds(r[k]['heartbeat_s']) for k in (stock, eager, lazy)),
+            '/'.join(seconds(r[k]['save_s']) for k in (stock, eager, lazy)),
             f"{r[lazy]['restore_s'] / paused:.2f}",
             f"{r[stock]['restore_s'] / r[lazy]['restore_s']:.1f}")) + ' |')
     return '\n'.join(out)
