@@ -26,6 +26,7 @@ struct _kvmsaveQmp {
     int timeout;                /* milliseconds per answer */
     unsigned long long serial;
     GString *in;                /* read, not yet a whole line */
+    char *migration;            /* status of the last MIGRATION event */
 };
 
 
@@ -36,6 +37,7 @@ kvmsaveQmpFree(kvmsaveQmp *qmp)
         return;
     VIR_FORCE_CLOSE(qmp->fd);
     g_string_free(qmp->in, TRUE);
+    g_free(qmp->migration);
     g_free(qmp);
 }
 
@@ -44,6 +46,30 @@ int
 kvmsaveQmpFD(kvmsaveQmp *qmp)
 {
     return qmp->fd;
+}
+
+
+const char *
+kvmsaveQmpMigrationStatus(kvmsaveQmp *qmp)
+{
+    return qmp->migration;
+}
+
+
+/* Keep what an event says of the migration: its state changes come
+ * only as events while QEMU's main loop may be waiting for a page. */
+static void
+kvmsaveQmpNoteEvent(kvmsaveQmp *qmp, virJSONValue *msg)
+{
+    virJSONValue *data = virJSONValueObjectGetObject(msg, "data");
+    const char *status = data ? virJSONValueObjectGetString(data, "status") : NULL;
+
+    if (STRNEQ_NULLABLE(virJSONValueObjectGetString(msg, "event"), "MIGRATION") ||
+        !status)
+        return;
+    VIR_DEBUG("QEMU's migration is %s", status);
+    g_free(qmp->migration);
+    qmp->migration = g_strdup(status);
 }
 
 
@@ -187,8 +213,10 @@ kvmsaveQmpCommandFD(kvmsaveQmp *qmp, const char *cmd, virJSONValue *args,
         if (!msg)
             return -1;
         /* Events, and answers to commands that timed out before. */
-        if (STRNEQ_NULLABLE(virJSONValueObjectGetString(msg, "id"), id))
+        if (STRNEQ_NULLABLE(virJSONValueObjectGetString(msg, "id"), id)) {
+            kvmsaveQmpNoteEvent(qmp, msg);
             continue;
+        }
         if ((err = virJSONValueObjectGetObject(msg, "error"))) {
             *qemuError = g_strdup(NULLSTR(virJSONValueObjectGetString(err, "desc")));
             return 1;

@@ -29,6 +29,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(kvmsaveQmp, kvmsaveQmpFree);
 
 int kvmsaveQmpFD(kvmsaveQmp *qmp);
 
+/* The status of the last MIGRATION event read on @qmp while it waited
+ * for an answer ("completed", "postcopy-paused", ...), or NULL. */
+const char *kvmsaveQmpMigrationStatus(kvmsaveQmp *qmp);
+
 /* Run @cmd with @args (taken; may be NULL), out of band if @oob. Returns
  * QEMU's answer: 0, or 1 when QEMU refused the command, with its
  * description in *@qemuError; -1 with an error when the connection

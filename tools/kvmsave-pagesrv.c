@@ -67,24 +67,48 @@ typedef struct {
 
 
 static void
-writeStatus(const char *path, const char *state, kvmsavePageServer *ps,
-            const char *error)
+writeStatusCounts(const char *path, const char *state, uint64_t done,
+                  uint64_t total, uint64_t asked, const char *error)
 {
     g_autofree char *text = NULL;
-    uint64_t total = 0, done = 0, asked = 0;
 
     if (!path)
         return;
-    if (ps) {
-        done = kvmsavePageServerDone(ps, &total);
-        asked = kvmsavePageServerAsked(ps);
-    }
     text = g_strdup_printf("%s %llu %llu %llu\n%s\n", state,
                            (unsigned long long) done, (unsigned long long) total,
                            (unsigned long long) asked, error ? error : "");
     if (kvmsaveReplaceFile(path, text, strlen(text)) < 0)
         fprintf(stderr, "kvmsave-pagesrv: cannot write %s: %s\n", path,
                 g_strerror(errno));
+}
+
+
+static void
+writeStatus(const char *path, const char *state, kvmsavePageServer *ps,
+            const char *error)
+{
+    uint64_t total = 0, done = 0, asked = 0;
+
+    if (ps) {
+        done = kvmsavePageServerDone(ps, &total);
+        asked = kvmsavePageServerAsked(ps);
+    }
+    writeStatusCounts(path, state, done, total, asked, error);
+}
+
+
+/* QEMU had every page before the page server that sent them ended:
+ * done, with that server's last counts. */
+static void
+writeStatusDone(const char *path)
+{
+    g_autofree char *text = NULL;
+    unsigned long long done = 0, total = 0, asked = 0;
+
+    if (path && g_file_get_contents(path, &text, NULL, NULL) &&
+        sscanf(text, "%*s %llu %llu %llu", &done, &total, &asked) != 3)
+        total = asked = 0;
+    writeStatusCounts(path, "done", total, total, asked, NULL);
 }
 
 
@@ -168,10 +192,11 @@ connectRecoverSocket(const char *path)
 
 
 /* Have QEMU, which paused the migration when its page server was lost,
- * listen on @path for a new one, and connect to it. QEMU refuses until
- * it has seen the old connection end. */
+ * listen on @path for a new one, and connect to it: 0 and the connection
+ * in *@sock. QEMU refuses until it has seen the old connection end; 1 if
+ * it had every page by then, and the migration is complete. */
 static int
-recoverMigration(kvmsaveQmp *qmp, const char *path)
+recoverMigration(kvmsaveQmp *qmp, const char *path, int *sock)
 {
     g_autofree char *uri = g_strdup_printf("unix:%s", path);
     unsigned int tries;
@@ -179,6 +204,7 @@ recoverMigration(kvmsaveQmp *qmp, const char *path)
     for (tries = 0; ; tries++) {
         g_autoptr(virJSONValue) args = NULL;
         g_autofree char *qemuError = NULL;
+        const char *status;
         int rc;
 
         if (virJSONValueObjectAdd(&args, "s:uri", uri, NULL) < 0 ||
@@ -187,20 +213,23 @@ recoverMigration(kvmsaveQmp *qmp, const char *path)
             return -1;
         if (rc == 0)
             break;
-        if (tries >= PAUSE_WAIT_TRIES) {
+        status = kvmsaveQmpMigrationStatus(qmp);
+        if (STREQ_NULLABLE(status, "completed"))
+            return 1;
+        if (STREQ_NULLABLE(status, "failed") || tries >= PAUSE_WAIT_TRIES) {
             virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("QEMU did not take a new page server after the last one ended: %s"),
-                           qemuError);
+                           _("QEMU did not take a new page server after the last one ended (migration %s): %s"),
+                           NULLSTR(status), qemuError);
             return -1;
         }
         g_usleep(PAUSE_WAIT_US);
     }
-    return connectRecoverSocket(path);
+    return (*sock = connectRecoverSocket(path)) < 0 ? -1 : 0;
 }
 
 
-/* Serve in a child process; 0 once it served every page, 1 if it was
- * killed, -1 if it failed (its status says why). */
+/* Serve in a child process, which takes @sock; 0 once it served every
+ * page, 1 if it was killed, -1 if it failed (its status says why). */
 static int
 serveInChild(const char *image, int sock, bool recover, const char *status,
              int qmpfd)
@@ -210,6 +239,7 @@ serveInChild(const char *image, int sock, bool recover, const char *status,
 
     if ((pid = fork()) < 0) {
         virReportSystemError(errno, "%s", _("cannot start a page server"));
+        VIR_FORCE_CLOSE(sock);
         return -1;
     }
     if (pid == 0) {
@@ -273,6 +303,28 @@ releaseQmp(kvmsaveQmp *qmp)
 }
 
 
+/* After the page server was lost: a new connection in *@sock, and 1; 0
+ * if QEMU needs none (it had every page); -1 on error. The status file
+ * says which. */
+static int
+recoverAfterLoss(kvmsaveQmp *qmp, const char *recoverPath, const char *status,
+                 int *sock)
+{
+    int rc = recoverMigration(qmp, recoverPath, sock);
+
+    if (rc < 0) {
+        writeStatus(status, "failed", NULL, virGetLastErrorMessage());
+        return -1;
+    }
+    if (rc == 1) {
+        fprintf(stderr, "%s", "kvmsave-pagesrv: QEMU had every page when its page server ended\n");
+        writeStatusDone(status);
+        return 0;
+    }
+    return 1;
+}
+
+
 /* Serve through children, each replacing the last one killed. @sock -1:
  * start by recovering the migration QEMU paused. */
 static int
@@ -284,19 +336,15 @@ supervise(const char *image, int sock, int qmpfd, int lock,
     g_autofree char *rundir = g_path_get_dirname(sockdir);
     VIR_AUTOCLOSE lockfd = lock >= 0 ? lock : status ? lockStatus(status) : -1;
     bool recover = sock < 0;
-    int rc = 1;
+    int rc;
 
     if (status && lockfd < 0)
         return -1;
-    if (recover && (sock = recoverMigration(qmp, recoverPath)) < 0) {
-        writeStatus(status, "failed", NULL, virGetLastErrorMessage());
-        rc = -1;
-    }
-    while (sock >= 0 && (rc = serveInChild(image, sock, recover, status, qmpfd)) == 1) {
-        if ((sock = recoverMigration(qmp, recoverPath)) < 0) {
-            writeStatus(status, "failed", NULL, virGetLastErrorMessage());
-            break;
-        }
+    rc = recover ? recoverAfterLoss(qmp, recoverPath, status, &sock) : 1;
+    while (rc == 1) {
+        /* serveInChild closes the connection, whatever happens */
+        if ((rc = serveInChild(image, sock, recover, status, qmpfd)) == 1)
+            rc = recoverAfterLoss(qmp, recoverPath, status, &sock);
         recover = true;
     }
     /* Every page is in: nobody needs the connection any more, and QEMU

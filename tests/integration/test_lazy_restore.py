@@ -14,7 +14,9 @@ named."""
 import configparser
 import os
 import random
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -356,7 +358,7 @@ def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
     and a new page server sends what QEMU lacks."""
     env, g = lazy_env, lg
     rng = random.Random(17)
-    killed = 0
+    killed = late = 0
     # Each kind's trials together, from one image restored again and
     # again: the guest goes on from the same state each time, checks its
     # memory at its first beat, and no save is timed per trial.
@@ -380,9 +382,57 @@ def test_killed_page_server_is_replaced_and_the_guest_recovers(lazy_env, lg):
             except ProcessLookupError:
                 pass
         assert_lazy_done(env, g)
+        with open(status_path(env, g) + '.log') as fh:
+            late += 'QEMU had every page' in fh.read()
     # most trials hit a page server while it served
-    print(f'killed {killed} of {KILL_TRIALS}')
+    print(f'killed {killed} of {KILL_TRIALS}, {late} after QEMU had every page')
     assert killed >= KILL_TRIALS // 2, killed
+
+
+SYS_SHUTDOWN = 48        # x86_64: the page server's last call to QEMU
+
+
+def traced(pid):
+    with open(f'/proc/{pid}/status') as fh:
+        return 'TracerPid:\t0\n' not in fh.read()
+
+
+@pytest.mark.skipif(not shutil.which('strace'), reason='needs strace (scripts/packages.txt)')
+def test_page_server_killed_after_qemu_had_every_page_ends_done(lazy_env, lg):
+    """The serving child killed after QEMU's word that it has every page,
+    before the child could say so: QEMU has completed the migration and
+    refuses to recover it, and the supervisor, which saw the MIGRATION
+    event, reports the restore done instead of failed."""
+    env, g = lazy_env, lg
+    img = save_lazyable(env, g, 'lazy-kill-late.img', 'zstd')
+    assert restore_lazy(env, g, img) is None
+    servers = page_servers(env)
+    [child] = [p for p, pp in servers.items() if pp in servers]
+    # stopped at once, then held 10 s as it enters shutdown(), which it
+    # calls once QEMU said it had every page
+    os.kill(child, signal.SIGSTOP)
+    tracer = subprocess.Popen(['strace', '-qq', '-o', '/dev/null', '-p', str(child),
+                               '-e', 'trace=shutdown',
+                               '-e', 'inject=shutdown:delay_enter=10000000'])
+    try:
+        deadline = time.monotonic() + 60
+        while not traced(child):
+            assert time.monotonic() < deadline, 'strace did not attach'
+            time.sleep(0.01)
+        os.kill(child, signal.SIGCONT)
+        while True:
+            with open(f'/proc/{child}/syscall') as fh:
+                if fh.read().split()[0] == str(SYS_SHUTDOWN):
+                    break
+            assert read_status(env, g)[0] == 'serving'
+            assert time.monotonic() < deadline, 'the page server did not finish'
+            time.sleep(0.01)
+        os.kill(child, signal.SIGKILL)
+    finally:
+        tracer.wait(timeout=60)
+    assert_lazy_done(env, g)
+    with open(status_path(env, g) + '.log') as fh:
+        assert 'QEMU had every page' in fh.read()
 
 
 def test_killed_supervisor_is_replaced_by_the_next_connection(lazy_env, lg):
