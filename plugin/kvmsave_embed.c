@@ -42,14 +42,51 @@
 VIR_LOG_INIT("kvmsave.embed");
 
 
+/* A start killed before QEMU ran (the client died between the async
+ * job's first status and QEMU's pid, which comes before QEMU's exec)
+ * leaves a status that says "starting up" with pid 0 and a start job
+ * nobody owns. libvirt does not reconnect to a pid 0, so nothing ever
+ * ends that job: every later job on the guest, destroy too, times out.
+ * No QEMU runs: the guest is shut off, as libvirt stops a guest whose
+ * reconnect it cannot start. Called with @vm locked and ref'd. */
+static void
+kvmsaveEmbedForgetDeadStart(virQEMUDriver *driver, virDomainObj *vm)
+{
+    g_autofree char *status = NULL;
+    g_autofree char *pidfile = NULL;
+
+    virMutexLock(&driver->lock);
+    status = g_strdup_printf("%s/%s.xml", driver->config->stateDir, vm->def->name);
+    pidfile = g_strdup_printf("%s/%s.pid", driver->config->stateDir, vm->def->name);
+    virMutexUnlock(&driver->lock);
+
+    VIR_WARN("guest %s was left starting up with no QEMU by a client killed while it started it; it is shut off",
+             vm->def->name);
+    virDomainObjResetJob(vm->job);
+    virDomainObjResetAsyncJob(vm->job);
+    virDomainObjSetState(vm, VIR_DOMAIN_SHUTOFF, VIR_DOMAIN_SHUTOFF_FAILED);
+    vm->def->id = -1;
+    if (unlink(status) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove %s: %s", status, g_strerror(errno));
+    if (unlink(pidfile) < 0 && errno != ENOENT)
+        VIR_WARN("cannot remove %s: %s", pidfile, g_strerror(errno));
+    if (vm->persistent)
+        virDomainObjRemoveTransientDef(vm);
+    else
+        virDomainObjListRemove(driver->domains, vm);
+}
+
+
 /* Wait for the reconnect of @vm. Its thread took the domain's lock before
  * the driver's open returned and starts its job before it lets the lock go,
  * so a job of ours begins only after the reconnect has ended. */
 static void
-kvmsaveEmbedWaitReconnect(virDomainObj *vm)
+kvmsaveEmbedWaitReconnect(virQEMUDriver *driver, virDomainObj *vm)
 {
     virObjectLock(vm);
-    if (virDomainObjIsActive(vm)) {
+    if (virDomainObjIsActive(vm) && vm->pid == 0) {
+        kvmsaveEmbedForgetDeadStart(driver, vm);
+    } else if (virDomainObjIsActive(vm)) {
         if (virDomainObjBeginJob(vm, VIR_JOB_QUERY) < 0) {
             VIR_WARN("guest %s is still being reconnected to: %s",
                      vm->def->name, virGetLastErrorMessage());
@@ -87,7 +124,7 @@ kvmsaveEmbedSettle(virConnectPtr inner)
 
     virDomainObjListCollectAll(driver->domains, &vms, &nvms);
     for (i = 0; i < nvms; i++) {
-        kvmsaveEmbedWaitReconnect(vms[i]);
+        kvmsaveEmbedWaitReconnect(driver, vms[i]);
         virObjectUnref(vms[i]);
     }
     if (atexit(kvmsaveEmbedQuiesce) != 0)

@@ -350,3 +350,54 @@ def test_client_killed_as_it_makes_a_socket_directory_leaves_none(kenv, kguest,
         after_killed_restore(kenv, img, -9, state, 'killed in mkdir')
         os.unlink(img)
     kguest.assert_continued()
+
+
+def killed_before_qemu_ran(env, args, name):
+    """Run ARGS and SIGKILL it as soon as its start of guest NAME has
+    written the domain's first status: starting up, pid 0. libvirt writes
+    QEMU's pid before it lets QEMU exec, so no QEMU has run by then."""
+    status = os.path.join(env.root, 'run', 'qemu', f'{name}.xml')
+    p = subprocess.Popen(args, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    seen = False
+    while not seen and p.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(status) as fh:
+                head = fh.read(1024)
+        except FileNotFoundError:
+            head = ''
+        seen = "reason='starting up' pid='0'" in head
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert seen, 'the start ended before its first status was seen'
+
+
+def test_client_killed_before_qemu_ran_leaves_the_guest_shut_off(kenv, kguest):
+    """A restore of 2 streams killed while libvirt starts the QEMU that
+    kvmsave had it create, before QEMU's pid is known (libvirt's own
+    restore, which a single stream takes, writes no status before it):
+    libvirt leaves a status with pid 0 and a start job nobody ends, and
+    does not reconnect to it. The next connection shuts the
+    guest off (it waited 30 s for that job at open, and its destroy
+    failed, before), and the unchanged image then restores."""
+    img = kenv.image('kill-start.img')
+    kguest.ensure_running()
+    assert killed(kenv, save_args(kenv, kguest, img, 2), 600, 2) == 0
+    kguest.checkpoint()
+    before = sha256(img)
+    logpath = os.path.join(kenv.root, 'log', 'kvmsave.log')
+    start = os.path.getsize(logpath) if os.path.exists(logpath) else 0
+    killed_before_qemu_ran(kenv, restore_args(kenv, img), kguest.name)
+    assert kguest.state() == 'shut off'
+    assert leftovers(kenv) == []
+    with open(logpath, errors='replace') as fh:
+        fh.seek(start)
+        log = fh.read()
+    assert f'guest {kguest.name} was left starting up with no QEMU' in log
+    assert 'cannot acquire state change lock' not in log
+    assert sha256(img) == before
+    kenv.virsh.run('restore', img)
+    os.unlink(img)
+    kguest.assert_continued()
