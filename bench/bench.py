@@ -595,6 +595,7 @@ class Bench:
         sample['image_bytes'], sample['image_alloc_bytes'] = image_size(img)
 
         drop_caches()
+        time.sleep(a.settle)
         log, env = side.log_env(f'restore-r{rep}')
         run = timed(self.restore_argv(side, img), env=env).check(f'{side.label} restore', side)
         sample['restore_s'] = run.seconds
@@ -630,6 +631,7 @@ class Bench:
         with open(path, 'w') as fh:
             fh.write(xml)
         drop_caches()
+        time.sleep(self.args.settle)
         run = timed(s.prefix + ['create', '--paused', path], env=s.env).check('start --paused', s)
         # The next embedded process's reconnect may already have stopped
         # a guest paused since its start: then destroy finds none.
@@ -819,7 +821,7 @@ class Bench:
                'config': {'memory_mib': a.memory, 'data_mib': a.data, 'fill': a.fill,
                           'repeat': a.repeat, 'formats': a.formats,
                           'stock_formats': a.stock_formats, 'disk_runs': a.disk_runs,
-                          'reap': a.reap,
+                          'reap': a.reap, 'settle_s': a.settle,
                           'kvmsave_run': os.path.abspath(a.run),
                           # bench/run --release: the host tree's, not the chroot's copy's
                           'kvmsave_tree': os.environ.get('KVMSAVE_BENCH_TREE') or
@@ -906,6 +908,10 @@ def parse_args(argv):
     p.add_argument('--reap', action='store_true',
                    help='become a child subreaper and reap exited QEMUs at once (as systemd '
                         'would), instead of leaving them to this machine\'s PID 1')
+    p.add_argument('--settle', type=float, default=0, metavar='S',
+                   help='seconds to wait after the cache drop before each restore and '
+                        'paused start, so that the memory the save freed is no longer '
+                        'backed on a host whose balloon reports freed pages (default 0)')
     p.add_argument('--json', metavar='FILE', help='write all results and samples as JSON')
     p.add_argument('--verbose', '-v', action='store_true',
                    help='print every sample and the stage breakdown')

@@ -13,6 +13,8 @@ def format_table(res):
     lines.append(f"guest {c['memory_mib']} MiB RAM, {c['data_mib']} MiB {c['fill']} data; "
                  f"medians of {c['repeat']} repeats; {res['date']}"
                  + ('; QEMU reaped by the bench (--reap)' if c['reap'] else '')
+                 + (f"; {c['settle_s']:g} s settle before each restore"
+                    if c.get('settle_s') else '')
                  + (f"; kvmsave {c['kvmsave_tree']}" if c['kvmsave_tree'] else ''))
     hdr = ('', 'save s', 'stock/t', 't/disk', 'restore s', 'stock/t', 't/disk',
            'image MiB', 'x stock', 'RSS save', 'RSS rest.', 'RSS no-op')
