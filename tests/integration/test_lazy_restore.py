@@ -35,7 +35,7 @@ pytestmark = pytest.mark.every_release
 OPERATION_INVALID = 55
 UFFD_SYSCTL = '/proc/sys/vm/unprivileged_userfaultfd'
 UFFD_DEV = '/dev/userfaultfd'
-# at least 20 on the first release; scripts/suite halves them on a further one
+# the "at least 20 trials"
 KILL_TRIALS = int(os.environ.get('KVMSAVE_LAZY_KILL_TRIALS', '20'))
 
 lazy_env = module_env('kvmsave-lazy-')
