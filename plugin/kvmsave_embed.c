@@ -36,6 +36,7 @@
 #include "virdomainobjlist.h"
 #include "virerror.h"
 #include "virlog.h"
+#include "virpidfile.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
@@ -56,8 +57,8 @@ kvmsaveEmbedForgetDeadStart(virQEMUDriver *driver, virDomainObj *vm)
     g_autofree char *pidfile = NULL;
 
     virMutexLock(&driver->lock);
-    status = g_strdup_printf("%s/%s.xml", driver->config->stateDir, vm->def->name);
-    pidfile = g_strdup_printf("%s/%s.pid", driver->config->stateDir, vm->def->name);
+    status = virDomainConfigFile(driver->config->stateDir, vm->def->name);
+    pidfile = virPidFileBuildPath(driver->config->stateDir, vm->def->name);
     virMutexUnlock(&driver->lock);
 
     VIR_WARN("guest %s was left starting up with no QEMU by a client killed while it started it; it is shut off",
@@ -68,7 +69,7 @@ kvmsaveEmbedForgetDeadStart(virQEMUDriver *driver, virDomainObj *vm)
     vm->def->id = -1;
     if (unlink(status) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove %s: %s", status, g_strerror(errno));
-    if (unlink(pidfile) < 0 && errno != ENOENT)
+    if (virPidFileDeletePath(pidfile) < 0)
         VIR_WARN("cannot remove %s: %s", pidfile, g_strerror(errno));
     if (vm->persistent)
         virDomainObjRemoveTransientDef(vm);

@@ -298,20 +298,28 @@ def restore_args(env, img):
     return pre + [SYSTEM_PYTHON, '-c', code, env.uri, img]
 
 
+def killed_when(args, ready, what):
+    """Run ARGS in a session of its own and SIGKILL the session as soon as
+    READY() is true, polled every half millisecond; WHAT says what was
+    waited for."""
+    p = subprocess.Popen(args, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    seen = False
+    while p.poll() is None and time.monotonic() < deadline and not (seen := ready()):
+        time.sleep(0.0005)
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert seen, f'the job ended before {what}'
+
+
 def killed_in_mkdir(args):
     """Run ARGS with its mkdirs delayed, and SIGKILL it as soon as a new
     socket directory exists: while it is still in that mkdir."""
     before = set(glob.glob(MFD_GLOB))
-    p = subprocess.Popen(mkdir_delayed(args, 1), start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while (not set(glob.glob(MFD_GLOB)) - before and p.poll() is None and
-           time.monotonic() < deadline):
-        time.sleep(0.001)
-    made = set(glob.glob(MFD_GLOB)) - before
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait(timeout=60)
-    assert made, 'the job ended before it made its sockets\' directory'
+    killed_when(mkdir_delayed(args, 1), lambda: bool(set(glob.glob(MFD_GLOB)) - before),
+                "it made its sockets' directory")
 
 
 # What makes a socket directory: a multifd save (its listening socket), a
@@ -357,21 +365,14 @@ def killed_before_qemu_ran(env, args, name):
     written the domain's first status: starting up, pid 0. libvirt writes
     QEMU's pid before it lets QEMU exec, so no QEMU has run by then."""
     status = os.path.join(env.root, 'run', 'qemu', f'{name}.xml')
-    p = subprocess.Popen(args, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    seen = False
-    while not seen and p.poll() is None and time.monotonic() < deadline:
+
+    def starting():
         try:
             with open(status) as fh:
-                head = fh.read(1024)
+                return "reason='starting up' pid='0'" in fh.read(1024)
         except FileNotFoundError:
-            head = ''
-        seen = "reason='starting up' pid='0'" in head
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-    p.wait(timeout=60)
-    assert seen, 'the start ended before its first status was seen'
+            return False
+    killed_when(args, starting, 'its first status was seen')
 
 
 def test_client_killed_before_qemu_ran_leaves_the_guest_shut_off(kenv, kguest):
