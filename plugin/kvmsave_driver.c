@@ -729,6 +729,8 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
     if (embedded &&
         (kvmsaveEmbedCheckFree(root) < 0 || kvmsaveConnectSeedQemuConf(root) < 0))
         return VIR_DRV_OPEN_ERROR;
+    if (embedded)
+        kvmsaveEmbedRepairStatuses(root);
 
     priv = g_new0(kvmsaveConn, 1);
     priv->root = g_strdup(root);

@@ -24,6 +24,8 @@
  */
 #include <config.h>
 
+#include <dirent.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -35,8 +37,10 @@
 #include "virdomainjob.h"
 #include "virdomainobjlist.h"
 #include "virerror.h"
+#include "virfile.h"
 #include "virlog.h"
 #include "virpidfile.h"
+#include "virxml.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
 
@@ -131,6 +135,116 @@ kvmsaveEmbedSettle(virConnectPtr inner)
     if (atexit(kvmsaveEmbedQuiesce) != 0)
         VIR_WARN("cannot register the embedded driver's exit handler");
     g_once_init_leave(&settled, 1);
+}
+
+
+/* Whether process @pid is gone or is the QEMU of guest @name (libvirt
+ * doubles a comma in the name it gives QEMU): only then may libvirt,
+ * which kills a status's pid when it stops its guest, have it back. */
+static bool
+kvmsaveEmbedPidIsGuestOrGone(long long pid, const char *name)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%lld/cmdline", pid);
+    g_auto(GStrv) parts = g_strsplit(name, ",", -1);
+    g_autofree char *escaped = g_strjoinv(",,", parts);
+    g_autofree char *want = g_strdup_printf("guest=%s,", escaped);
+    g_autofree char *cmdline = NULL;
+    gsize len = 0;
+    gsize i;
+
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+        return true;
+    if (!g_file_get_contents(path, &cmdline, &len, NULL))
+        return false;
+    for (i = 0; i < len; i += strlen(cmdline + i) + 1) {
+        if (STRPREFIX(cmdline + i, want))
+            return true;
+    }
+    return false;
+}
+
+
+/* libvirt 9.0's qemuProcessStop clears the monitor's config and then
+ * unlocks the guest while it stops the guest's event thread, whose last
+ * work saves the status. A client killed from then until the status is
+ * removed (after the labels are restored and the cgroup removed) leaves a
+ * status libvirt cannot load ("no monitor path"): it forgets the guest and
+ * nobody finishes the stop. The guest's files keep QEMU's owner and
+ * libvirt's remembered-owner references, and its next start fails with
+ * "Setting different DAC user or group on ... which is already in use".
+ * (libvirt 11.3 stops that thread before it clears the config.) Given back
+ * the monitor path QEMU had, the status loads, the reconnect finds no
+ * monitor, and libvirt finishes the stop itself. */
+static void
+kvmsaveEmbedRepairStatus(const char *path)
+{
+    g_autoptr(xmlDoc) doc = NULL;
+    g_autoptr(xmlXPathContext) ctxt = NULL;
+    g_autofree char *libdir = NULL;
+    g_autofree char *name = NULL;
+    g_autofree char *monitor = NULL;
+    xmlChar *text = NULL;
+    long long pid = 0;
+    xmlNodePtr node;
+    int len = 0;
+    int rc;
+
+    if (!(doc = virXMLParse(path, NULL, NULL, "domstatus", &ctxt, NULL, false))) {
+        virResetLastError();
+        return;
+    }
+    if (virXPathBoolean("boolean(./monitor)", ctxt) != 0 ||
+        !(libdir = virXPathString("string(./libDir/@path)", ctxt)) ||
+        !(name = virXPathString("string(./domain/name)", ctxt)) ||
+        virXPathLongLong("string(./@pid)", ctxt, &pid) < 0)
+        return;
+    if (!kvmsaveEmbedPidIsGuestOrGone(pid, name)) {
+        VIR_WARN("the status of guest %s lacks its monitor, but its pid %lld is another process: left as it is",
+                 name, pid);
+        return;
+    }
+
+    monitor = g_strdup_printf("%s/monitor.sock", libdir);
+    node = xmlNewChild(ctxt->node, NULL, BAD_CAST "monitor", NULL);
+    xmlNewProp(node, BAD_CAST "path", BAD_CAST monitor);
+    xmlNewProp(node, BAD_CAST "type", BAD_CAST "unix");
+    xmlDocDumpMemory(doc, &text, &len);
+    rc = text ? virFileRewriteStr(path, S_IRUSR | S_IWUSR, (const char *) text) : -1;
+    xmlFree(text);
+    if (rc < 0) {
+        VIR_WARN("cannot give the status of guest %s back its monitor: %s",
+                 name, virGetLastErrorMessage());
+        virResetLastError();
+        return;
+    }
+    VIR_WARN("guest %s was left half stopped by a client killed while it stopped it; libvirt finishes the stop",
+             name);
+}
+
+
+void
+kvmsaveEmbedRepairStatuses(const char *root)
+{
+    static gsize repaired;
+    g_autofree char *dir = g_build_filename(root, "run", "qemu", NULL);
+    g_autoptr(DIR) dh = NULL;
+    struct dirent *ent;
+
+    /* The driver loads the statuses at the first open in a process. */
+    if (!g_once_init_enter(&repaired))
+        return;
+    if (virDirOpenQuiet(&dh, dir) > 0) {
+        while (virDirRead(dh, &ent, NULL) > 0) {
+            g_autofree char *path = NULL;
+
+            if (!g_str_has_suffix(ent->d_name, ".xml"))
+                continue;
+            path = g_build_filename(dir, ent->d_name, NULL);
+            kvmsaveEmbedRepairStatus(path);
+        }
+    }
+    virResetLastError();
+    g_once_init_leave(&repaired, 1);
 }
 
 

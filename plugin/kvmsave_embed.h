@@ -16,3 +16,9 @@ void kvmsaveEmbedSettle(virConnectPtr inner);
 /* Before opening the QEMU driver embedded under @root: 0 if this process
  * may, -1 (VIR_ERR_RESOURCE_BUSY) naming the process that holds it. */
 int kvmsaveEmbedCheckFree(const char *root);
+
+/* Before opening the QEMU driver embedded under @root, the first time in
+ * this process: give each guest status that a client killed in libvirt
+ * 9.0's stop left without its monitor that monitor back, so that the
+ * driver loads it and finishes the stop. */
+void kvmsaveEmbedRepairStatuses(const char *root);

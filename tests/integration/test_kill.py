@@ -402,3 +402,59 @@ def test_client_killed_before_qemu_ran_leaves_the_guest_shut_off(kenv, kguest):
     kenv.virsh.run('restore', img)
     os.unlink(img)
     kguest.assert_continued()
+
+
+REMOVEXATTR = 197       # x86_64
+
+
+def in_syscall(pgid, nr):
+    """Whether a process of session PGID is in system call NR."""
+    for stat in glob.glob('/proc/[0-9]*/stat'):
+        try:
+            with open(stat) as fh:
+                fields = fh.read().rsplit(')', 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            with open(stat[:-4] + 'syscall') as fh:
+                if fh.read().split(' ', 1)[0] == str(nr):
+                    return True
+        except (OSError, IndexError, ValueError):
+            pass
+    return False
+
+
+def libvirt_xattrs(path):
+    return [a for a in os.listxattr(path) if a.startswith('trusted.libvirt.security')]
+
+
+@pytest.mark.skipif(not shutil.which('strace'), reason='needs strace (scripts/packages.txt)')
+def test_client_killed_while_libvirt_stops_the_saved_guest_leaves_its_files_reusable(kenv,
+                                                                                     kguest):
+    """A save killed while libvirt stops the saved guest and gives its
+    files their owners back (held in its first removexattr): libvirt 9.0
+    had by then saved a status with no monitor, which it cannot load, so
+    nobody finished the stop and the guest's next start failed ("Setting
+    different DAC user or group on ... which is already in use"). The
+    next connection finishes the stop: the console log is root's again,
+    with no libvirt references left, and the image restores."""
+    img = kenv.image('kill-stop.img')
+    kguest.ensure_running()
+    kguest.checkpoint()
+    args = ['strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=removexattr',
+            '-e', 'inject=removexattr:delay_enter=2000000'] + save_args(kenv, kguest, img, 1)
+    p = subprocess.Popen(args, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while p.poll() is None and time.monotonic() < deadline and \
+            not in_syscall(p.pid, REMOVEXATTR):
+        time.sleep(0.0005)
+    assert p.poll() is None, 'the save ended before libvirt restored a label'
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert kguest.state() == 'shut off'
+    assert leftovers(kenv) == []
+    console = kguest.console_path
+    assert libvirt_xattrs(console) == [] and os.stat(console).st_uid == 0, \
+        (libvirt_xattrs(console), os.stat(console).st_uid)
+    after_killed_save(kenv, img, -9, 'shut off', 'killed while libvirt stopped the guest')
+    kguest.assert_continued()
