@@ -3,7 +3,7 @@
 """Does QEMU multifd (several parallel streams) make save and restore faster?
 
 A one-off experiment that decided kvmsave's parallel.channels design; its
-results are in docs/performance.md ("Parallel channels").  It stands apart
+results are in bench/results/HISTORY.md ("Parallel channels").  It stands apart
 from kvmsave's code and does not follow it.  QEMU is driven directly over
 QMP (no libvirt, no kvmsave): one TCG guest (1 vCPU, --memory MiB, the test
 guest of tests/guest with --data MiB of --fill content in its RAM) is booted,
