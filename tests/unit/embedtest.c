@@ -1,10 +1,11 @@
 /*
- * embedtest.c: unit tests of the repair of guest statuses that a client
- * killed inside libvirt 9.0's stop left without a monitor
- * (kvmsaveEmbedRepairStatuses). The whole path, with libvirt finishing
- * the stop: tests/integration/test_kill.py.
+ * embedtest.c: unit tests of the embedded driver's status repair
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * The repair of guest statuses that a client killed inside libvirt 9.0's
+ * stop left without a monitor (kvmsaveEmbedRepairStatuses). The whole
+ * path, with libvirt finishing the stop: tests/integration/test_kill.py.
  */
 #include <config.h>
 
