@@ -300,13 +300,13 @@ def restore_args(env, img):
 
 def killed_when(args, ready, what):
     """Run ARGS in a session of its own and SIGKILL the session as soon as
-    READY() is true, polled every half millisecond; WHAT says what was
-    waited for."""
+    READY(SID) is true (SID: the session's id), polled every half
+    millisecond; WHAT says what was waited for."""
     p = subprocess.Popen(args, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     seen = False
-    while p.poll() is None and time.monotonic() < deadline and not (seen := ready()):
+    while p.poll() is None and time.monotonic() < deadline and not (seen := ready(p.pid)):
         time.sleep(0.0005)
     if p.poll() is None:
         os.killpg(p.pid, signal.SIGKILL)
@@ -318,7 +318,7 @@ def killed_in_mkdir(args):
     """Run ARGS with its mkdirs delayed, and SIGKILL it as soon as a new
     socket directory exists: while it is still in that mkdir."""
     before = set(glob.glob(MFD_GLOB))
-    killed_when(mkdir_delayed(args, 1), lambda: bool(set(glob.glob(MFD_GLOB)) - before),
+    killed_when(mkdir_delayed(args, 1), lambda _: bool(set(glob.glob(MFD_GLOB)) - before),
                 "it made its sockets' directory")
 
 
@@ -366,7 +366,7 @@ def killed_before_qemu_ran(env, args, name):
     QEMU's pid before it lets QEMU exec, so no QEMU has run by then."""
     status = os.path.join(env.root, 'run', 'qemu', f'{name}.xml')
 
-    def starting():
+    def starting(_):
         try:
             with open(status) as fh:
                 return "reason='starting up' pid='0'" in fh.read(1024)
@@ -442,15 +442,7 @@ def test_client_killed_while_libvirt_stops_the_saved_guest_leaves_its_files_reus
     kguest.checkpoint()
     args = ['strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=removexattr',
             '-e', 'inject=removexattr:delay_enter=2000000'] + save_args(kenv, kguest, img, 1)
-    p = subprocess.Popen(args, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while p.poll() is None and time.monotonic() < deadline and \
-            not in_syscall(p.pid, REMOVEXATTR):
-        time.sleep(0.0005)
-    assert p.poll() is None, 'the save ended before libvirt restored a label'
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait(timeout=60)
+    killed_when(args, lambda sid: in_syscall(sid, REMOVEXATTR), 'libvirt restored a label')
     assert kguest.state() == 'shut off'
     assert leftovers(kenv) == []
     console = kguest.console_path
