@@ -77,6 +77,7 @@ struct _kvmsavePageServer {
     uint64_t done;
     uint64_t asked;
     ssize_t rpBlock;            /* of the last REQ_PAGES_ID */
+    bool recovering;            /* QEMU's last block may be stale */
     size_t bitmapsPending;
     bool resumed;
     bool shut;
@@ -480,27 +481,47 @@ kvmsavePageServerHandle(kvmsavePageServer *ps, const kvmsavePostcopyMsg *m)
 }
 
 
-/* Validate a request against the layout, outside the lock's callers'
- * assumptions: a bad one is QEMU's error, reported. */
+/* Validate a request against the layout: -1 (reported) for a bad one,
+ * 1 for one to drop, 0 to take it.
+ *
+ * A request without a block name means QEMU's last named one. After a
+ * recovery that is not always ours: QEMU's fault thread can ask on the
+ * new channel before the resume resets its last block, and races the
+ * resume's own requests for it (QEMU: "not thread safe, yet"). Such a
+ * request that fits no block named here is dropped: QEMU asks again,
+ * naming the block, for every page pending at the resume, and the
+ * background pass sends every page anyway. */
 static int
 kvmsavePageServerCheckMsg(kvmsavePageServer *ps, const kvmsavePostcopyMsg *m)
 {
     ssize_t b = ps->rpBlock;
+    bool fits;
 
     if (m->type == KVMSAVE_POSTCOPY_RP_REQ_PAGES_ID)
         b = kvmsaveVMStreamFindBlock(ps->vm, m->block);
     if (m->type != KVMSAVE_POSTCOPY_RP_REQ_PAGES &&
         m->type != KVMSAVE_POSTCOPY_RP_REQ_PAGES_ID)
         return 0;
-    if (b < 0 || m->offset % KVMSAVE_VM_PAGE_SIZE != 0 ||
-        m->offset + MAX(m->length, 1) > ps->vm->blocks[b].length) {
+    fits = b >= 0 && m->offset % KVMSAVE_VM_PAGE_SIZE == 0 &&
+        m->offset + MAX(m->length, 1) <= ps->vm->blocks[b].length;
+    if (fits)
+        return 0;
+    if (ps->recovering && m->type == KVMSAVE_POSTCOPY_RP_REQ_PAGES) {
+        VIR_DEBUG("%s: dropped a request of %u bytes at offset %llu that names no block of this channel",
+                  ps->path, m->length, (unsigned long long) m->offset);
+        return 1;
+    }
+    if (b < 0 && m->type == KVMSAVE_POSTCOPY_RP_REQ_PAGES) {
         virReportError(VIR_ERR_OPERATION_FAILED,
-                       _("QEMU asked for %u bytes at offset %llu of RAM block '%s', which the image does not hold"),
-                       m->length, (unsigned long long) m->offset,
-                       b >= 0 ? ps->vm->blocks[b].name : m->block);
+                       _("QEMU asked for %u bytes at offset %llu without naming a RAM block first"),
+                       m->length, (unsigned long long) m->offset);
         return -1;
     }
-    return 0;
+    virReportError(VIR_ERR_OPERATION_FAILED,
+                   _("QEMU asked for %u bytes at offset %llu of RAM block '%s', which the image does not hold"),
+                   m->length, (unsigned long long) m->offset,
+                   b >= 0 ? ps->vm->blocks[b].name : m->block);
+    return -1;
 }
 
 
@@ -527,11 +548,13 @@ kvmsavePageServerReturnPath(gpointer opaque)
             break;
         while ((n = kvmsavePostcopyParseMsg(buf->data, buf->len, &m)) > 0) {
             g_autoptr(GMutexLocker) locker = NULL;
+            int check;
 
-            if (kvmsavePageServerCheckMsg(ps, &m) < 0)
+            if ((check = kvmsavePageServerCheckMsg(ps, &m)) < 0)
                 goto error;
             locker = g_mutex_locker_new(&ps->lock);
-            kvmsavePageServerHandle(ps, &m);
+            if (check == 0)
+                kvmsavePageServerHandle(ps, &m);
             g_cond_broadcast(&ps->cond);
             g_byte_array_remove_range(buf, 0, n);
         }
@@ -794,6 +817,7 @@ kvmsavePageServerRun(kvmsavePageServer *ps, int sock, bool recover)
     int rc = -1;
 
     ps->sock = sock;
+    ps->recovering = recover;
     if (!(ps->rp = g_thread_try_new("kvmsave-rp", kvmsavePageServerReturnPath,
                                     ps, NULL))) {
         virReportError(VIR_ERR_INTERNAL_ERROR, "%s",

@@ -203,6 +203,7 @@ typedef struct {
     uint64_t missing[4];
     size_t nmissing;
     bool closeEarly;            /* close once the pages flow */
+    bool staleAsks;             /* ask as a racing fault thread does */
     uint32_t shut;              /* SHUT's error at the end */
 } FakeQemu;
 
@@ -215,6 +216,28 @@ sendRP(int sock, uint16_t type, const void *data, uint16_t len)
     ck_assert_int_eq(write(sock, h, 4), 4);
     if (len)
         ck_assert_int_eq(write(sock, data, len), len);
+}
+
+
+/* A request for the page at @offset of @block, or (NULL) of the block
+ * named last. */
+static void
+sendAsk(int sock, const char *block, uint64_t offset)
+{
+    unsigned char msg[12 + 256];
+    uint64_t off = GUINT64_TO_BE(offset);
+    uint32_t len = GUINT32_TO_BE(4096);
+    size_t n = 12;
+
+    memcpy(msg, &off, 8);
+    memcpy(msg + 8, &len, 4);
+    if (block) {
+        msg[n++] = strlen(block);
+        memcpy(msg + n, block, strlen(block));
+        n += strlen(block);
+    }
+    sendRP(sock, block ? KVMSAVE_POSTCOPY_RP_REQ_PAGES_ID :
+           KVMSAVE_POSTCOPY_RP_REQ_PAGES, msg, n);
 }
 
 
@@ -264,6 +287,10 @@ fakeQemu(gpointer opaque)
     unsigned char buf[16384];
     ssize_t n;
 
+    /* QEMU's fault thread, on the new channel before the resume: its
+     * last block is the one it named to the server it lost. */
+    if (q->staleAsks)
+        sendAsk(q->sock, NULL, q->missing[0] * 4096);
     while ((n = read(q->sock, buf, sizeof(buf))) > 0) {
         uint64_t done, total;
         size_t b;
@@ -280,6 +307,13 @@ fakeQemu(gpointer opaque)
 
             sendRP(q->sock, KVMSAVE_POSTCOPY_RP_RESUME_ACK, &one, 4);
             acked = true;
+            /* The resume asks again for a pending page, naming its block;
+             * the fault thread, racing it, names none for a page of
+             * another block. */
+            if (q->staleAsks) {
+                sendAsk(q->sock, "pc.ram", q->missing[1] * 4096);
+                sendAsk(q->sock, NULL, q->vm->blocks[0].length);
+            }
         }
         if (q->closeEarly && q->got->len > 64 * 1024)
             break;
@@ -438,6 +472,39 @@ START_TEST(test_recovery_sends_only_the_pages_qemu_lacks)
 END_TEST
 
 
+START_TEST(test_recovery_drops_requests_that_name_no_block_of_its_channel)
+{
+    TestImage img = { 0 };
+    FakeQemu q = { .recover = true, .staleAsks = true,
+                   .missing = { 3, 9, 4000, 4095 }, .nmissing = 4 };
+    g_autoptr(GHashTable) seen = NULL;
+
+    makeImage(&img, _i);
+    ck_assert_str_eq(img.vm->blocks[0].name, "pc.ram");
+    ck_assert_int_eq(serve(&img, &q), 0);
+    KT_ASSERT_NO_ERROR();
+    seen = walkSent(&img, &q, recoveryBytes(img.vm) + 5);
+    ck_assert_uint_eq(g_hash_table_size(seen), 4);
+    g_byte_array_unref(q.got);
+    freeImage(&img);
+}
+END_TEST
+
+
+START_TEST(test_first_request_without_a_block_is_an_error)
+{
+    TestImage img = { 0 };
+    FakeQemu q = { .staleAsks = true };
+
+    makeImage(&img, IMAGE_SPARSE);
+    ck_assert_int_eq(serve(&img, &q), -1);
+    KT_ASSERT_ERROR(VIR_ERR_OPERATION_FAILED, "without naming a RAM block first");
+    g_byte_array_unref(q.got);
+    freeImage(&img);
+}
+END_TEST
+
+
 START_TEST(test_qemu_gone_before_the_end_is_an_error)
 {
     TestImage img = { 0 };
@@ -583,6 +650,9 @@ pagesrvSuite(void)
                         IMAGE_SPARSE, IMAGE_ZSTD + 1);
     tcase_add_loop_test(tc, test_recovery_sends_only_the_pages_qemu_lacks,
                         IMAGE_SPARSE, IMAGE_ZSTD + 1);
+    tcase_add_loop_test(tc, test_recovery_drops_requests_that_name_no_block_of_its_channel,
+                        IMAGE_SPARSE, IMAGE_ZSTD + 1);
+    tcase_add_test(tc, test_first_request_without_a_block_is_an_error);
     tcase_add_test(tc, test_qemu_gone_before_the_end_is_an_error);
     tcase_add_test(tc, test_qemu_error_at_the_end_is_reported);
     tcase_add_test(tc, test_damaged_page_block_stops_the_server_and_names_it);
