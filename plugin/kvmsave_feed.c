@@ -16,6 +16,7 @@
 #include "kvmsave_feed.h"
 #include "kvmsave_conn.h"
 #include "kvmsave_event.h"
+#include "kvmsave_multifd.h"
 #include "kvmsave_stream.h"
 #include "virerror.h"
 #include "virfile.h"
@@ -39,6 +40,7 @@ struct _kvmsaveFeedStream {
     kvmsaveImageReader *own;    /* reader of one of several streams */
     bool writing;               /* failed writing to QEMU, not reading */
     virDomainPtr dom;           /* multifd: the QEMU to kill on failure */
+    int qemuPidfd;              /* ...its process, or -1 */
     /* The FIFO of the inner driver's own restore. */
     char *fifo;
     unsigned char *head;
@@ -235,7 +237,7 @@ kvmsaveFeedKill(size_t i, bool first, void *opaque)
 
         if (known)
             kvmsaveEventsExpectDestroy(uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
-        ignore_value(virDomainDestroy(st->dom));
+        ignore_value(kvmsaveMultifdDestroyIncoming(st->dom, st->qemuPidfd));
         if (known)
             kvmsaveEventsSettle(uuid);
     } else if (st->inner && (dom = virDomainLookupByUUID(st->inner, st->uuid)) &&
@@ -309,8 +311,10 @@ kvmsaveFeedNew(kvmsaveImageReader *reader, kvmsaveJob *job)
     feed->streams = g_new0(kvmsaveFeedStream, feed->n);
     feed->reader = reader;
     feed->job = job;
-    for (i = 0; i < feed->n; i++)
+    for (i = 0; i < feed->n; i++) {
         feed->streams[i].reader = reader;
+        feed->streams[i].qemuPidfd = -1;
+    }
     feed->set = kvmsaveStreamSetNew("kvmsave-restore", feed->n,
                                     kvmsaveFeedRun, kvmsaveFeedKill, feed);
     return feed;
@@ -325,7 +329,8 @@ kvmsaveFeedStreams(kvmsaveFeed *feed)
 
 
 int
-kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom)
+kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom,
+                 int qemuPidfd)
 {
     kvmsaveFeedStream *st = &feed->streams[i];
 
@@ -334,6 +339,7 @@ kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom)
             return -1;
         st->reader = st->own;
         st->dom = dom;
+        st->qemuPidfd = qemuPidfd;
     }
     kvmsaveStreamSetStart(feed->set, i, fd);
     return 0;

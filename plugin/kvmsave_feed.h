@@ -19,8 +19,10 @@ size_t kvmsaveFeedStreams(kvmsaveFeed *feed);
 
 /* Feed stream @i into @fd (taken). With several streams each feeder reads
  * its own stream of the image, and the first one to fail kills @dom's
- * QEMU: QEMU 7.2 never notices a multifd channel that ended. */
-int kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom);
+ * QEMU (@qemuPidfd, or -1; the caller's, kept open until the feeders are
+ * freed): QEMU 7.2 never notices a multifd channel that ended. */
+int kvmsaveFeedStart(kvmsaveFeed *feed, size_t i, int fd, virDomainPtr dom,
+                     int qemuPidfd);
 
 /* Feed the single stream into the FIFO @fifo once a reader opens it,
  * after the @headLen bytes of @head. Its last byte is held back until the

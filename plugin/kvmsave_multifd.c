@@ -8,6 +8,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -37,7 +39,13 @@ struct _kvmsaveMultifd {
     uid_t uid;                  /* QEMU's user and group */
     gid_t gid;
     int listenfd;
+    pid_t peer;                 /* QEMU, the listener we connected to */
 };
+
+
+/* See kvmsaveMultifdDestroyIncoming: libvirt reaches its SIGTERM, and a
+ * QEMU that heeds it exits, in milliseconds. */
+#define KVMSAVE_MULTIFD_KILL_GRACE_MS 500
 
 
 /* The user QEMU runs as: the DAC label libvirt gave it, else ours. */
@@ -238,9 +246,10 @@ kvmsaveMultifdAddress(kvmsaveMultifd *m, struct sockaddr_un *sa)
 }
 
 
-/* Only QEMU's user (or root) may be at the other end. */
+/* Only QEMU's user (or root) may be at the other end; its pid in
+ * *@pid. */
 static int
-kvmsaveMultifdCheckPeer(kvmsaveMultifd *m, int fd)
+kvmsaveMultifdCheckPeer(kvmsaveMultifd *m, int fd, pid_t *pid)
 {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -257,6 +266,7 @@ kvmsaveMultifdCheckPeer(kvmsaveMultifd *m, int fd)
                        (unsigned int) cred.uid, (unsigned int) m->uid);
         return -1;
     }
+    *pid = cred.pid;
     return 0;
 }
 
@@ -284,6 +294,7 @@ int
 kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout)
 {
     struct pollfd pfd = { .fd = m->listenfd, .events = POLLIN };
+    pid_t pid;
     int fd;
     int rc;
 
@@ -301,7 +312,7 @@ kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout)
                              m->path);
         return -1;
     }
-    if (kvmsaveMultifdCheckPeer(m, fd) < 0) {
+    if (kvmsaveMultifdCheckPeer(m, fd, &pid) < 0) {
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
@@ -323,11 +334,58 @@ kvmsaveMultifdConnect(kvmsaveMultifd *m)
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
-    if (kvmsaveMultifdCheckPeer(m, fd) < 0) {
+    if (kvmsaveMultifdCheckPeer(m, fd, &m->peer) < 0) {
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
     return fd;
+}
+
+
+int
+kvmsaveMultifdPeerPidfd(kvmsaveMultifd *m)
+{
+    int pidfd;
+
+    if (m->peer <= 0)
+        return -1;
+    if ((pidfd = pidfd_open(m->peer, 0)) < 0)
+        VIR_DEBUG("cannot hold QEMU's process %lld: %s",
+                  (long long) m->peer, g_strerror(errno));
+    return pidfd;
+}
+
+
+static gpointer
+kvmsaveMultifdKillLate(gpointer opaque)
+{
+    int pidfd = GPOINTER_TO_INT(opaque);
+    struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+    int rc;
+
+    while ((rc = poll(&pfd, 1, KVMSAVE_MULTIFD_KILL_GRACE_MS)) < 0 &&
+           errno == EINTR)
+        ;
+    if (rc == 0 && pidfd_send_signal(pidfd, SIGKILL, NULL, 0) == 0)
+        VIR_DEBUG("QEMU, still loading, outlived SIGTERM by %d ms: killed",
+                  KVMSAVE_MULTIFD_KILL_GRACE_MS);
+    return NULL;
+}
+
+
+int
+kvmsaveMultifdDestroyIncoming(virDomainPtr dom, int qemuPidfd)
+{
+    GThread *killer = NULL;
+    int rc;
+
+    if (qemuPidfd >= 0)
+        killer = g_thread_try_new("kvmsave-kill", kvmsaveMultifdKillLate,
+                                  GINT_TO_POINTER(qemuPidfd), NULL);
+    rc = virDomainDestroy(dom);
+    if (killer)
+        g_thread_join(killer);
+    return rc;
 }
 
 

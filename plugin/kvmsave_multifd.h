@@ -52,6 +52,17 @@ int kvmsaveMultifdListen(kvmsaveMultifd *m, unsigned int backlog);
 int kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout);
 /* Restore: a connection to the socket QEMU listens on. */
 int kvmsaveMultifdConnect(kvmsaveMultifd *m);
+/* Restore, once connected: a pidfd of QEMU's process, or -1. */
+int kvmsaveMultifdPeerPidfd(kvmsaveMultifd *m);
+/* Destroy @dom, whose QEMU (@qemuPidfd, or -1) is loading multifd streams
+ * and never ran the guest. Such a QEMU may wait for its channels with
+ * the BQL held (QEMU 7.2 to 10.0, multifd_recv_sync_main) and heed no
+ * SIGTERM, whose handler only asks the blocked main loop to quit; libvirt
+ * would then wait 10 s before its SIGKILL. Nothing in it needs a clean
+ * exit, so kvmsave kills it if it outlives libvirt's SIGTERM by a grace
+ * long enough for libvirt to have sent it: libvirt then stops the guest
+ * as destroyed, not as crashed. */
+int kvmsaveMultifdDestroyIncoming(virDomainPtr dom, int qemuPidfd);
 /* Every stream is connected: remove the socket and the directory. */
 void kvmsaveMultifdRemove(kvmsaveMultifd *m);
 

@@ -176,6 +176,7 @@ struct _kvmsaveRestore {
     kvmsaveJournal *journal;
     kvmsaveFeed *feed;
     virDomainPtr dom;           /* the inner domain, once started */
+    int qemuPidfd;              /* its QEMU while it loads multifd streams */
     bool running;               /* to run when loaded */
     unsigned int flags;
     unsigned int channels;      /* asked for; 0: the image's choice */
@@ -315,7 +316,10 @@ kvmsaveRestoreFeedAll(kvmsaveRestore *r, kvmsaveMultifd *mfd)
     for (i = 0; i < kvmsaveFeedStreams(r->feed); i++) {
         int fd = kvmsaveMultifdConnect(mfd);
 
-        if (fd < 0 || kvmsaveFeedStart(r->feed, i, fd, r->dom) < 0) {
+        if (fd >= 0 && r->qemuPidfd < 0)
+            r->qemuPidfd = kvmsaveMultifdPeerPidfd(mfd);
+        if (fd < 0 ||
+            kvmsaveFeedStart(r->feed, i, fd, r->dom, r->qemuPidfd) < 0) {
             VIR_FORCE_CLOSE(fd);
             return -1;
         }
@@ -335,6 +339,8 @@ kvmsaveRestoreFeedAll(kvmsaveRestore *r, kvmsaveMultifd *mfd)
         kvmsaveJobReportCancelled(r->job);
         return -1;
     }
+    /* QEMU may run the guest from here: libvirt stops it its own way. */
+    VIR_FORCE_CLOSE(r->qemuPidfd);
     return 0;
 }
 
@@ -347,7 +353,7 @@ kvmsaveRestoreStop(kvmsaveRestore *r, virDomainPtr loaded)
 
     if (dom && virDomainIsActive(dom) == 1) {
         kvmsaveEventsExpectDestroy(r->hdr->uuid, VIR_DOMAIN_EVENT_STOPPED_FAILED);
-        ignore_value(virDomainDestroy(dom));
+        ignore_value(kvmsaveMultifdDestroyIncoming(dom, r->qemuPidfd));
     }
 }
 
@@ -766,7 +772,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     int rc;
     kvmsaveRestore r = {
         .priv = priv, .path = path, .flags = flags,
-        .channels = MAX(channels, 0),
+        .channels = MAX(channels, 0), .qemuPidfd = -1,
     };
     virDomainPtr ret = NULL;
     virErrorPtr saved = NULL;
@@ -837,6 +843,7 @@ kvmsaveRestoreDomain(kvmsaveConn *priv, const char *path,
     }
     if (r.feed)
         stockLoadFailed = kvmsaveRestoreFeedError(&r, !ret, !loaded, &saved);
+    VIR_FORCE_CLOSE(r.qemuPidfd);
     if (saved)
         virErrorRestore(&saved);
     if (stockLoadFailed)

@@ -29,6 +29,7 @@ VIR_DOMAIN_JOB_COMPLETED = 3
 VIR_DOMAIN_JOB_CANCELLED = 5
 VIR_DOMAIN_JOB_OPERATION_SAVE = 2
 VIR_DOMAIN_JOB_OPERATION_RESTORE = 3
+VIR_DOMAIN_SHUTOFF_DESTROYED = 2
 
 
 big_env = module_env('kvmsave-jobs-')
@@ -51,9 +52,10 @@ def run(env, code):
     return json.loads(out[-1])
 
 
-# A snippet that runs OP in a thread while the main thread polls the job.
+# A snippet that runs OP in a thread while the main thread polls the job,
+# and runs HOOK just before it aborts it.
 POLL = r'''
-import json, threading, time
+import json, os, signal, threading, time
 result = {}
 def op():
     try:
@@ -76,6 +78,7 @@ while t.is_alive():
     if info[0] != 0:
         samples.append([info[0], info[3], info[4], info[5], stats.get('operation')])
         if ABORT and not aborted and info[4] > 0:
+            HOOK
             dom.abortJob()
             aborted = True
     time.sleep(0.01)
@@ -86,14 +89,15 @@ try:
 except libvirt.libvirtError as e:
     done = {'error': str(e)}
 result.update(samples=samples, completed=done, aborted=aborted,
-              state=dom.state()[0])
+              state=dom.state()[0], reason=dom.state()[1])
 print(json.dumps(result))
 '''
 
 
-def poll_job(env, guest, op, abort=False):
+def poll_job(env, guest, op, abort=False, before_abort='pass'):
     code = (POLL.replace('OP', op).replace('NAME', repr(guest.name))
-            .replace('ABORT', 'True' if abort else 'False'))
+            .replace('ABORT', 'True' if abort else 'False')
+            .replace('HOOK', before_abort))
     return run(env, code)
 
 
@@ -190,6 +194,37 @@ def test_abort_of_a_multifd_restore_leaves_it_shut_off_and_the_image_intact(big_
     assert run(big_env, f"conn.lookupByName({big.name!r})"
                         f".saveParams({multifd_params(img, 2)}); print('null')") is None
     assert_aborted_restore_keeps_the_image(big_env, big, img)
+
+
+def test_aborted_multifd_restore_kills_a_qemu_that_outlives_sigterm(
+        big_env, big, monkeypatch, tmp_path):
+    """QEMU loading multifd streams can heed no SIGTERM: at a sync point it
+    waits for its channels with the BQL held, and its handler only asks the
+    main loop to quit. Stopped here (SIGSTOP, which SIGTERM does not end
+    either), it is killed by kvmsave once libvirt's SIGTERM had its chance,
+    not after libvirt's 10 s wait, and libvirt stops the guest as destroyed."""
+    img = big_env.image('mfd-restore-stopped.img')
+    assert run(big_env, f"conn.lookupByName({big.name!r})"
+                        f".saveParams({multifd_params(img, 2)}); print('null')") is None
+    big.checkpoint()
+    before = sha256(img)
+    log = tmp_path / 'client.log'
+    monkeypatch.setenv('LIBVIRT_LOG_FILTERS', '1:kvmsave.multifd 1:util.process')
+    monkeypatch.setenv('LIBVIRT_LOG_OUTPUTS', f'1:file:{log}')
+    pidfile = os.path.join(big_env.root, 'run', 'qemu', f'{big.name}.pid')
+    res = poll_job(big_env, big, f"conn.restore({img!r})", abort=True,
+                   before_abort=f"os.kill(int(open({pidfile!r}).read()), signal.SIGSTOP)")
+    monkeypatch.delenv('LIBVIRT_LOG_OUTPUTS')
+    assert res['aborted'], res
+    assert res['error'][0] == VIR_ERR_OPERATION_ABORTED, res
+    assert res['state'] == 5                       # shut off
+    assert res['reason'] == VIR_DOMAIN_SHUTOFF_DESTROYED, res
+    text = log.read_text()
+    assert 'outlived SIGTERM' in text, text[-2000:]
+    assert 'Timed out waiting after SIGTERM' not in text
+    assert sha256(img) == before
+    big_env.virsh.run('restore', img)
+    big.assert_continued()
 
 
 def multifd_dirs():
