@@ -103,12 +103,66 @@ kvmsaveJournalLock(int fd, const char *path)
 }
 
 
+/* A new journal file in @dir, locked before it is named @path, so that
+ * no job sees it unlocked. It has no name before (O_TMPFILE), so that a
+ * kill leaves nothing; where the file system cannot, it is made as
+ * .UUID-XXXXXX first, which recovery leaves alone for a minute (its job
+ * may not have locked it yet, kvmsaveJournalRecover). */
+static int
+kvmsaveJournalCreate(const char *dir, const char *uuidstr, const char *path)
+{
+    g_autofree char *tmp = NULL;
+    g_autofree char *self = NULL;
+    VIR_AUTOCLOSE fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    int rc;
+
+    if (fd < 0) {
+        tmp = g_strdup_printf("%s/.%s-XXXXXX", dir, uuidstr);
+        fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
+        virReportSystemError(errno, _("cannot create a job journal in '%s'"), dir);
+        return -1;
+    }
+    if (tmp ? kvmsaveJournalLock(fd, tmp) != KVMSAVE_JOURNAL_LOCK_OURS :
+        fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+        if (virGetLastErrorCode() == VIR_ERR_OK)
+            virReportError(VIR_ERR_OPERATION_FAILED,
+                           _("cannot lock job journal '%s'"), path);
+        if (tmp)
+            unlink(tmp);
+        return -1;
+    }
+    self = g_strdup_printf("/proc/self/fd/%d", fd);
+    rc = tmp ? link(tmp, path) :
+        linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    if (rc < 0) {
+        int err = errno;
+
+        if (tmp)
+            unlink(tmp);
+        if (err == EEXIST) {
+            virReportError(VIR_ERR_OPERATION_INVALID, "%s",
+                           _("another save/restore job is running for this guest (in another process)"));
+        } else {
+            virReportSystemError(err, _("cannot create job journal '%s'"), path);
+        }
+        return -1;
+    }
+    if (tmp)
+        unlink(tmp);
+    rc = fd;
+    fd = -1;
+    return rc;
+}
+
+
 kvmsaveJournal *
 kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
                     kvmsaveJournalKind kind, bool *recovered)
 {
     g_autofree char *dir = kvmsaveJournalDir(priv);
-    g_autofree char *tmp = NULL;
     g_autofree char *path = NULL;
     char uuidstr[VIR_UUID_STRING_BUFLEN];
     g_autofree char *inner = kvmsaveJournalInner(priv);
@@ -149,33 +203,8 @@ kvmsaveJournalBegin(kvmsaveConn *priv, const unsigned char *uuid,
         }
     }
 
-    /* Locked before it has its name, so no job sees it unlocked; recovery
-     * leaves young unnamed journals alone (kvmsaveJournalRecover). */
-    tmp = g_strdup_printf("%s/.%s-XXXXXX", dir, uuidstr);
-    if ((fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0600)) < 0) {
-        virReportSystemError(errno, _("cannot create a job journal in '%s'"), dir);
+    if ((fd = kvmsaveJournalCreate(dir, uuidstr, path)) < 0)
         return NULL;
-    }
-    if (kvmsaveJournalLock(fd, tmp) != KVMSAVE_JOURNAL_LOCK_OURS) {
-        if (virGetLastErrorCode() == VIR_ERR_OK)
-            virReportError(VIR_ERR_OPERATION_FAILED,
-                           _("cannot lock job journal '%s'"), tmp);
-        unlink(tmp);
-        return NULL;
-    }
-    if (link(tmp, path) < 0) {
-        int err = errno;
-
-        unlink(tmp);
-        if (err == EEXIST) {
-            virReportError(VIR_ERR_OPERATION_INVALID, "%s",
-                           _("another save/restore job is running for this guest (in another process)"));
-        } else {
-            virReportSystemError(err, _("cannot create job journal '%s'"), path);
-        }
-        return NULL;
-    }
-    unlink(tmp);
 
     j = g_new0(kvmsaveJournal, 1);
     j->fd = fd;

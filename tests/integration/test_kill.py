@@ -404,12 +404,36 @@ def test_client_killed_before_qemu_ran_leaves_the_guest_shut_off(kenv, kguest):
     kguest.assert_continued()
 
 
+LINK, LINKAT = 86, 265  # x86_64
+
+
+@pytest.mark.skipif(not shutil.which('strace'), reason='needs strace (scripts/packages.txt)')
+def test_client_killed_as_it_names_its_journal_leaves_none(kenv, kguest):
+    """A job's journal is made without a name (O_TMPFILE), locked, and only
+    then named. A save killed as it names it (held 2 s in that call) leaves
+    no journal and no file: with a temporary name first, it left that one,
+    which recovery keeps for a minute since it cannot tell it from a live
+    job's between creating and locking it."""
+    img = kenv.image('kill-journal.img')
+    kguest.ensure_running()
+    kguest.checkpoint()
+    # The journal's is kvmsave's only link, and the save's first.
+    args = ['strace', '-f', '-qq', '-o', '/dev/null', '-e', 'trace=link,linkat',
+            '-e', 'inject=link,linkat:delay_enter=2000000'] + save_args(kenv, kguest, img, 1)
+    killed_when(args, lambda sid: in_syscall(sid, LINK) or in_syscall(sid, LINKAT),
+                'it named its journal')
+    assert leftovers(kenv) == []
+    assert kguest.state() == 'running'
+    assert not os.path.exists(img)
+    kguest.assert_continued()
+
+
 REMOVEXATTR = 197       # x86_64
 
 
 def in_syscall(pgid, nr):
-    """Whether a process of session PGID is in system call NR."""
-    for stat in glob.glob('/proc/[0-9]*/stat'):
+    """Whether a thread of session PGID is in system call NR."""
+    for stat in glob.glob('/proc/[0-9]*/task/[0-9]*/stat'):
         try:
             with open(stat) as fh:
                 fields = fh.read().rsplit(')', 1)[1].split()
