@@ -7,6 +7,7 @@ only read the guest's console log and the image files.
 """
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -325,6 +326,31 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'every_release: part of the suite of every supported '
         'Debian release, not only of the full suite (scripts/suite)')
+
+
+def _log_tail(path, count=40):
+    try:
+        with open(path, errors='replace') as fh:
+            return ''.join(fh.readlines()[-count:])
+    except OSError as e:
+        return f'({e.strerror})\n'
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the tails of its roots' kvmsave log
+    and QEMU logs: a failure that a later run does not repeat can still be
+    read (a migration QEMU kept, a recovery's warning)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    roots = {v.root for v in item.funcargs.values() if isinstance(v, Env)}
+    for root in sorted(roots):
+        logs = [os.path.join(root, 'log', 'kvmsave.log')]
+        logs += sorted(glob.glob(os.path.join(root, 'log', 'qemu', '*.log')))
+        for path in logs:
+            rep.sections.append((f'tail of {path}', _log_tail(path)))
 
 
 def _module_has_libvirtd_tests(module):
