@@ -265,6 +265,44 @@ kvmsaveMonitorMigrateCancel(virDomainPtr dom)
 }
 
 
+/* How long QEMU may take to end a cancelled migration once its peer has
+ * closed the streams: this only bounds the wait on a QEMU that is stuck. */
+#define KVMSAVE_MIGRATE_END_TIMEOUT (10 * G_USEC_PER_SEC)
+
+/* Wait until QEMU's cancelled migration has ended. Until it has, QEMU
+ * refuses every capability change ("There's a migration process in
+ * progress"): a reset after a sparse save, and the guest's next save. */
+int
+kvmsaveMonitorMigrateWaitEnd(virDomainPtr dom)
+{
+    gint64 deadline = g_get_monotonic_time() + KVMSAVE_MIGRATE_END_TIMEOUT;
+    kvmsaveMigrationStatus st = { 0 };
+    unsigned int delay = 1000;
+    int ret = -1;
+
+    for (;;) {
+        if (kvmsaveMonitorQueryMigrate(dom, &st) < 0)
+            goto cleanup;
+        if (st.state != KVMSAVE_MIGRATION_ACTIVE)
+            break;
+        if (g_get_monotonic_time() > deadline) {
+            virReportError(VIR_ERR_OPERATION_TIMEOUT,
+                           _("QEMU of guest '%s' still has its migration in state '%s' %d seconds after it was cancelled; destroy the guest if it does not end"),
+                           virDomainGetName(dom), st.status,
+                           (int) (KVMSAVE_MIGRATE_END_TIMEOUT / G_USEC_PER_SEC));
+            goto cleanup;
+        }
+        g_usleep(delay);
+        delay = MIN(delay * 2, 50000);
+    }
+    ret = 0;
+
+ cleanup:
+    kvmsaveMigrationStatusClear(&st);
+    return ret;
+}
+
+
 int
 kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st)
 {

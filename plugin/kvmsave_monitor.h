@@ -65,6 +65,7 @@ int kvmsaveMonitorRemoveFd(virDomainPtr dom, int fdset);
 int kvmsaveMonitorRemoveFdsetsOf(virDomainPtr dom, const char *opaque);
 
 int kvmsaveMonitorMigrateCancel(virDomainPtr dom);
+int kvmsaveMonitorMigrateWaitEnd(virDomainPtr dom);
 int kvmsaveMonitorQueryMigrate(virDomainPtr dom, kvmsaveMigrationStatus *st);
 char *kvmsaveMonitorQemuVersion(virDomainPtr dom);
 

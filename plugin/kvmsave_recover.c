@@ -156,7 +156,11 @@ kvmsaveJournalRecoverSave(kvmsaveConn *priv, GHashTable *kv, const char *phase)
     if (temp && unlink(temp) < 0 && errno != ENOENT)
         VIR_WARN("cannot remove %s: %s", temp, g_strerror(errno));
     if (dom && STRNEQ(phase, "prepared")) {
-        ignore_value(kvmsaveMonitorMigrateCancel(dom));
+        if (kvmsaveMonitorMigrateCancel(dom) < 0 ||
+            kvmsaveMonitorMigrateWaitEnd(dom) < 0)
+            VIR_WARN("interrupted save of guest %s: %s",
+                     NULLSTR(name), virGetLastErrorMessage());
+        virResetLastError();
         /* A sparse save's file, which QEMU would hold open unlinked, and
          * its capabilities, which QEMU would keep. */
         if (temp)

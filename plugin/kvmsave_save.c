@@ -691,11 +691,6 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
         virErrorPreserveLast(&saved);
     if (s->migrating)
         ignore_value(kvmsaveMonitorMigrateCancel(s->dom));
-    if (s->fdset >= 0)
-        ignore_value(kvmsaveMonitorRemoveFd(s->dom, s->fdset));
-    /* The guest runs on: as it was before, also for stock's saves. */
-    if (failed && s->sparseSet)
-        ignore_value(kvmsaveSparseReset(s->dom, s->qemuVersion));
     g_clear_pointer(&s->chan, kvmsaveStreamChannelFree);
     if (s->wake[1] >= 0 && s->streams && kvmsaveStreamSetStarted(s->streams) > 0)
         ignore_value(safewrite(s->wake[1], "x", 1));
@@ -705,6 +700,15 @@ kvmsaveSaveEnd(kvmsaveSave *s, bool failed)
         saved = g_steal_pointer(&first);
     }
     virFreeError(first);
+    /* Only once the streams are closed: a multifd channel of QEMU's may
+     * be blocked writing to a stream that no longer reads. */
+    if (s->migrating && kvmsaveMonitorMigrateWaitEnd(s->dom) < 0)
+        VIR_WARN("%s", virGetLastErrorMessage());
+    if (s->fdset >= 0)
+        ignore_value(kvmsaveMonitorRemoveFd(s->dom, s->fdset));
+    /* The guest runs on: as it was before, also for stock's saves. */
+    if (failed && s->sparseSet)
+        ignore_value(kvmsaveSparseReset(s->dom, s->qemuVersion));
     if (failed && s->paused)
         ignore_value(virDomainResume(s->dom));
     if (s->tmppath)

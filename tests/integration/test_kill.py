@@ -15,6 +15,7 @@ QEMU writes and reads itself (default 5 each); test_daemon_faults.py adds
 
 import glob
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -26,7 +27,8 @@ import time
 import pytest
 
 from conftest import module_env, sha256, started_guest
-from kvmsave_harness import SYSTEM_PYTHON, qemu_open_files
+from kvmsave_harness import (PLAIN_QUICK_EXIT, SYSTEM_PYTHON, embed_uri, qemu_open_files,
+                             run_python)
 from test_sparse_images import HAVE_SPARSE
 
 # In the suite of every supported Debian release (scripts/suite).
@@ -59,16 +61,20 @@ def kguest(kenv):
 
 def killed(env, args, delay, channels=1):
     """Run the command line ARGS and SIGKILL it (its whole process group)
-    after DELAY seconds; returns its exit status (negative: killed)."""
+    after DELAY seconds; returns its exit status: 0, or -SIGKILL.  A job
+    that failed by itself, before its kill, fails the test."""
     delay_ms = chunk_delay_ms(channels)
     p = subprocess.Popen(args, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          env=dict(os.environ, KVMSAVE_TEST_CHUNK_DELAY_MS=delay_ms))
     try:
-        p.wait(timeout=delay)
+        _, err = p.communicate(timeout=delay)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
-    return p.wait(timeout=60)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode in (0, -signal.SIGKILL), \
+        f'{args} failed by itself (status {p.returncode}): {err.decode(errors="replace")}'
+    return p.returncode
 
 
 def save_args(env, guest, img, channels):
@@ -146,6 +152,29 @@ def after_killed_restore(env, img, rc, state, where):
     return 'restored' if rc == 0 else 'killed, restore finished'
 
 
+def qemu_migration(env, guest):
+    """QEMU's own view, through stock libvirt on the root: the status of
+    the guest's last migration and whether mapped-ram is on."""
+    code = f'''
+import json, libvirt_qemu
+d = conn.lookupByName({guest.name!r})
+q = lambda c: json.loads(libvirt_qemu.qemuMonitorCommand(d, json.dumps({{"execute": c}}), 0))["return"]
+caps = {{c["capability"]: c["state"] for c in q("query-migrate-capabilities")}}
+print(json.dumps([q("query-migrate").get("status", "none"), caps.get("mapped-ram", False)]))
+''' + PLAIN_QUICK_EXIT
+    pre = [env.wrapper] if env.wrapper else []
+    status, mapped = json.loads(run_python(pre, embed_uri(env.root), code).stdout)
+    return status, mapped
+
+
+def assert_no_migration(env, guest, where):
+    """The guest's QEMU has no migration running after a recovery (QEMU
+    would refuse the next save's capabilities) and mapped-ram is off."""
+    status, mapped = qemu_migration(env, guest)
+    assert status in ('none', 'completed', 'failed', 'cancelled'), (where, status)
+    assert not mapped, (where, 'mapped-ram is left on')
+
+
 def recoveries(env, what):
     """The log lines of recoveries of WHAT ('save' or 'restore') so far."""
     log = os.path.join(env.root, 'log', 'kvmsave.log')
@@ -175,6 +204,8 @@ def test_killed_saves_leave_the_guest_running_or_a_complete_image(kenv, kguest, 
         rc = killed(kenv, save_args(kenv, kguest, img, channels), delay, channels)
         state = kguest.state()      # the first connection after the kill recovers
         assert leftovers(kenv) == [], where
+        if state == 'running':
+            assert_no_migration(kenv, kguest, where)
         outcomes.append(after_killed_save(kenv, img, rc, state, where))
         kguest.assert_continued()
         print(f'{where}: {outcomes[-1]}')
@@ -272,6 +303,8 @@ def test_client_killed_while_qemu_writes_a_sparse_image_leaves_qemu_no_file(kenv
     state = kguest.state()      # the first connection after the kill recovers
     assert leftovers(kenv) == []
     assert recoveries(kenv, 'save')
+    if state == 'running':
+        assert_no_migration(kenv, kguest, 'killed while QEMU wrote')
     after_killed_save(kenv, img, -9, state, 'killed while QEMU wrote')
     kguest.assert_continued()
 
