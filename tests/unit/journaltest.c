@@ -2,7 +2,8 @@
  * journaltest.c: unit tests of the job journal (kvmsave_journal.c): its
  * lock tells a live job from a dead one, and recovery of a dead save that
  * had not paused its guest removes what it left. (Recovery of guests:
- * tests/integration/test_kill.py.) The sockets' directories of a killed
+ * tests/integration/test_kill.py.) The unnamed journal that a file system
+ * without O_TMPFILE leaves for a minute. The sockets' directories of a killed
  * job: named in its journal before they exist, removed by recovery, a
  * lazy restore's left to its live page server. The sweep of the cgroups a killed
  * start left, in cgroup v1's and v2's layout, on fake trees: this host is
@@ -16,6 +17,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <utime.h>
 
 #include "testutil.h"
 #include "kvmsave_journal.h"
@@ -237,6 +239,49 @@ START_TEST(test_dead_journal_of_another_connection_is_left_alone)
     ck_assert_ptr_null(kvmsaveJournalBegin(priv, uuid, KVMSAVE_JOURNAL_SAVE, NULL));
     KT_ASSERT_ERROR(VIR_ERR_OPERATION_INVALID, "connection 'qemu:///foreign'");
     ck_assert_int_eq(access(path, F_OK), 0);
+    testConnFree(priv);
+}
+END_TEST
+
+
+/* A file system without O_TMPFILE has a new journal made under a
+ * temporary name (.UUID-XXXXXX) before it is locked and linked: one of a
+ * dead job goes once it is a minute old; a younger one, or a locked one,
+ * may be a live job's and stays. */
+static char *
+unnamedJournal(const char *dir, const char *suffix, time_t age)
+{
+    char *path = g_strdup_printf("%s/.6b61656e-0001-4000-8000-000000000001-%s",
+                                 dir, suffix);
+    struct utimbuf times = { .actime = time(NULL) - age, .modtime = time(NULL) - age };
+
+    ck_assert(g_file_set_contents(path, "", 0, NULL));
+    ck_assert_int_eq(utime(path, &times), 0);
+    return path;
+}
+
+
+START_TEST(test_unnamed_journal_goes_when_a_minute_old_and_unlocked)
+{
+    kvmsaveConn *priv = testConn();
+    g_autofree char *dir = kvmsaveJournalDir(priv);
+    g_autofree char *old = NULL;
+    g_autofree char *young = NULL;
+    g_autofree char *locked = NULL;
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    VIR_AUTOCLOSE fd = -1;
+
+    ck_assert_int_eq(g_mkdir_with_parents(dir, 0700), 0);
+    old = unnamedJournal(dir, "Old001", 120);
+    young = unnamedJournal(dir, "Yng001", 5);
+    locked = unnamedJournal(dir, "Lck001", 120);
+    ck_assert_int_ge(fd = open(locked, O_RDWR | O_CLOEXEC), 0);
+    ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+
+    kvmsaveJournalRecover(priv);
+    ck_assert_int_eq(access(old, F_OK), -1);
+    ck_assert_int_eq(access(young, F_OK), 0);
+    ck_assert_int_eq(access(locked, F_OK), 0);
     testConnFree(priv);
 }
 END_TEST
@@ -572,6 +617,7 @@ journalSuite(void)
     tcase_add_test(tc, test_dead_journal_is_recovered_when_a_job_begins);
     tcase_add_test(tc, test_torn_journal_is_removed_without_acting_on_it);
     tcase_add_test(tc, test_dead_journal_of_another_connection_is_left_alone);
+    tcase_add_test(tc, test_unnamed_journal_goes_when_a_minute_old_and_unlocked);
     tcase_add_test(tc, test_ended_job_leaves_no_journal_and_frees_the_guest);
     tcase_add_test(tc, test_dead_job_named_its_multifd_dir_before_making_it);
     tcase_add_test(tc, test_dead_job_multifd_dir_and_socket_go);
