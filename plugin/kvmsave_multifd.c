@@ -247,7 +247,7 @@ kvmsaveMultifdAddress(kvmsaveMultifd *m, struct sockaddr_un *sa)
 
 
 /* Only QEMU's user (or root) may be at the other end; its pid in
- * *@pid. */
+ * *@pid unless NULL. */
 static int
 kvmsaveMultifdCheckPeer(kvmsaveMultifd *m, int fd, pid_t *pid)
 {
@@ -266,7 +266,8 @@ kvmsaveMultifdCheckPeer(kvmsaveMultifd *m, int fd, pid_t *pid)
                        (unsigned int) cred.uid, (unsigned int) m->uid);
         return -1;
     }
-    *pid = cred.pid;
+    if (pid)
+        *pid = cred.pid;
     return 0;
 }
 
@@ -294,7 +295,6 @@ int
 kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout)
 {
     struct pollfd pfd = { .fd = m->listenfd, .events = POLLIN };
-    pid_t pid;
     int fd;
     int rc;
 
@@ -312,7 +312,7 @@ kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout)
                              m->path);
         return -1;
     }
-    if (kvmsaveMultifdCheckPeer(m, fd, &pid) < 0) {
+    if (kvmsaveMultifdCheckPeer(m, fd, NULL) < 0) {
         VIR_FORCE_CLOSE(fd);
         return -1;
     }
