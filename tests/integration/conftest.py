@@ -18,7 +18,7 @@ import pytest
 
 from kvmsave_harness import (DEFAULT_QEMU_CONF, Console, Libvirtd,
                              QemuReaper, Virsh, cleanup_root, console_path,
-                             domain_xml, ensure_guest, make_root, run_python)
+                             domain_xml, ensure_guest, file_tail, make_root, run_python)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
@@ -328,14 +328,6 @@ def pytest_configure(config):
         'Debian release, not only of the full suite (scripts/suite)')
 
 
-def _log_tail(path, count=40):
-    try:
-        with open(path, errors='replace') as fh:
-            return ''.join(fh.readlines()[-count:])
-    except OSError as e:
-        return f'({e.strerror})\n'
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test's report carries the tails of its roots' kvmsave log
@@ -350,7 +342,8 @@ def pytest_runtest_makereport(item, call):
         logs = [os.path.join(root, 'log', 'kvmsave.log')]
         logs += sorted(glob.glob(os.path.join(root, 'log', 'qemu', '*.log')))
         for path in logs:
-            rep.sections.append((f'tail of {path}', _log_tail(path)))
+            tail = file_tail(path, 40)
+            rep.sections.append((f'tail of {path}', '(cannot be read)' if tail is None else tail))
 
 
 def _module_has_libvirtd_tests(module):

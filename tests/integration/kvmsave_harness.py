@@ -43,7 +43,7 @@ __all__ = [
     'FILLS', 'domain_xml',
     'load_scaled', 'Event', 'Console', 'CommandFailed', 'DiedBySignal', 'Virsh', 'SYSTEM_PYTHON', 'run_python',
     'SYSTEM_URI', 'SOCKET_DIR', 'LIBVIRTD_SOCKET', 'VIRTQEMUD_SOCKET', 'inner_uri_param',
-    'in_mount_namespace', 'Libvirtd',
+    'in_mount_namespace', 'Libvirtd', 'file_tail',
 ]
 
 DEFAULT_GUEST_DIR = '/var/cache/kvmsave-tests/guest'
@@ -626,6 +626,15 @@ class DiedBySignal(AssertionError):
     nobody sent it: a crash, whatever the test expected of the call."""
 
 
+def file_tail(path, count):
+    """The last COUNT lines of the file PATH, or None if it cannot be read."""
+    try:
+        with open(path, errors='replace') as fh:
+            return '\n'.join(fh.read().splitlines()[-count:])
+    except OSError:
+        return None
+
+
 # The daemons this process started (`Libvirtd`): a call that hangs shows
 # their threads' stacks, so that the hang can be found, not retried.
 TEST_DAEMONS = []
@@ -1012,12 +1021,9 @@ class Libvirtd:
     def _log_tails(self, count=20):
         out = []
         for name in ('stderr.log', 'libvirtd.log'):
-            try:
-                with open(os.path.join(self.scratch, 'log', name), errors='replace') as fh:
-                    lines = fh.read().splitlines()[-count:]
-            except OSError:
-                continue
-            out.append(f'--- {name} ---\n' + '\n'.join(lines))
+            tail = file_tail(os.path.join(self.scratch, 'log', name), count)
+            if tail is not None:
+                out.append(f'--- {name} ---\n{tail}')
         return '\n'.join(out)
 
     def remove_guests(self, names, timeout=120):
