@@ -30,13 +30,7 @@ sys.path.insert(0, os.path.join(TOP, 'bench'))
 os.environ.setdefault('KVMSAVE_GUEST_DIR', '/var/cache/kvmsave-bench/guest')
 
 import kvmsave_harness as h   # noqa: E402
-from bench import PY_SAVE     # noqa: E402  (the very client bench.py times)
-
-
-def drop_caches():
-    os.sync()
-    with open('/proc/sys/vm/drop_caches', 'w') as fh:
-        fh.write('3\n')
+from bench import PY_SAVE, drop_caches   # noqa: E402  (PY_SAVE: the very client bench.py times)
 
 
 def main():
