@@ -525,6 +525,20 @@ kvmsaveRestoreSparseIncoming(kvmsaveRestore *r, uint64_t offset,
 }
 
 
+/* Once QEMU has loaded a sparse image: mapped-ram and direct-io off, as
+ * a guest started afresh has them, so that they outlive neither the
+ * restore nor a later save that a kill stopped before it set its own. */
+static void
+kvmsaveRestoreSparseReset(kvmsaveRestore *r)
+{
+    if (kvmsaveSparseReset(r->dom, kvmsaveSparseDomainVersion(r->dom)) < 0) {
+        VIR_WARN("restored guest %s keeps QEMU's mapped-ram on: %s",
+                 virDomainGetName(r->dom), virGetLastErrorMessage());
+        virResetLastError();
+    }
+}
+
+
 /* A sparse stock image (QEMU's mapped-ram layout): QEMU reads the file
  * itself, at the offsets its stream records, so it cannot come through a
  * FIFO or socket. QEMU starts with "-incoming defer" and gets the file's
@@ -557,6 +571,7 @@ kvmsaveRestoreViaFdset(kvmsaveRestore *r, kvmsaveStockImage *stock)
         kvmsaveJobReportCancelled(r->job);
         return NULL;
     }
+    kvmsaveRestoreSparseReset(r);
     if (r->running && virDomainResume(r->dom) < 0)
         return NULL;
     return virObjectRef(r->dom);
@@ -673,6 +688,7 @@ kvmsaveRestoreViaMapped(kvmsaveRestore *r)
 #endif
     if (rc < 0)
         return NULL;
+    kvmsaveRestoreSparseReset(r);
     if (r->running && virDomainResume(r->dom) < 0)
         return NULL;
     return virObjectRef(r->dom);

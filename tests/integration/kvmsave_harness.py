@@ -24,6 +24,7 @@ per root, so the test process itself never opens a connection: it runs virsh
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -43,7 +44,7 @@ __all__ = [
     'FILLS', 'domain_xml',
     'load_scaled', 'Event', 'Console', 'CommandFailed', 'DiedBySignal', 'Virsh', 'SYSTEM_PYTHON', 'run_python',
     'SYSTEM_URI', 'SOCKET_DIR', 'LIBVIRTD_SOCKET', 'VIRTQEMUD_SOCKET', 'inner_uri_param',
-    'in_mount_namespace', 'Libvirtd', 'file_tail',
+    'in_mount_namespace', 'Libvirtd', 'file_tail', 'qemu_migration',
 ]
 
 DEFAULT_GUEST_DIR = '/var/cache/kvmsave-tests/guest'
@@ -871,6 +872,22 @@ def run_python(prefix, uri, code, check=True, timeout=120, python=SYSTEM_PYTHON,
     """
     cmd = list(prefix or []) + [python, '-c', _PY_WRAPPER, uri, textwrap.dedent(code)]
     return _run(cmd, check, timeout, env=env)
+
+
+def qemu_migration(wrapper, root, name):
+    """QEMU's own view of guest NAME of the embedded ROOT, through stock
+    libvirt on that root: the status of its last migration, and whether
+    mapped-ram is on."""
+    code = f'''
+import json, libvirt_qemu
+d = conn.lookupByName({name!r})
+q = lambda c: json.loads(libvirt_qemu.qemuMonitorCommand(d, json.dumps({{"execute": c}}), 0))["return"]
+caps = {{c["capability"]: c["state"] for c in q("query-migrate-capabilities")}}
+print(json.dumps([q("query-migrate").get("status", "none"), caps.get("mapped-ram", False)]))
+''' + PLAIN_QUICK_EXIT
+    out = run_python([wrapper] if wrapper else [], embed_uri(root), code).stdout
+    status, mapped = json.loads(out)
+    return status, mapped
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,6 @@ QEMU writes and reads itself (default 5 each); test_daemon_faults.py adds
 
 import glob
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -27,8 +26,7 @@ import time
 import pytest
 
 from conftest import module_env, sha256, started_guest
-from kvmsave_harness import (PLAIN_QUICK_EXIT, SYSTEM_PYTHON, embed_uri, qemu_open_files,
-                             run_python)
+from kvmsave_harness import SYSTEM_PYTHON, qemu_migration, qemu_open_files
 from test_sparse_images import HAVE_SPARSE
 
 # In the suite of every supported Debian release (scripts/suite).
@@ -152,25 +150,10 @@ def after_killed_restore(env, img, rc, state, where):
     return 'restored' if rc == 0 else 'killed, restore finished'
 
 
-def qemu_migration(env, guest):
-    """QEMU's own view, through stock libvirt on the root: the status of
-    the guest's last migration and whether mapped-ram is on."""
-    code = f'''
-import json, libvirt_qemu
-d = conn.lookupByName({guest.name!r})
-q = lambda c: json.loads(libvirt_qemu.qemuMonitorCommand(d, json.dumps({{"execute": c}}), 0))["return"]
-caps = {{c["capability"]: c["state"] for c in q("query-migrate-capabilities")}}
-print(json.dumps([q("query-migrate").get("status", "none"), caps.get("mapped-ram", False)]))
-''' + PLAIN_QUICK_EXIT
-    pre = [env.wrapper] if env.wrapper else []
-    status, mapped = json.loads(run_python(pre, embed_uri(env.root), code).stdout)
-    return status, mapped
-
-
 def assert_no_migration(env, guest, where):
     """The guest's QEMU has no migration running after a recovery (QEMU
     would refuse the next save's capabilities) and mapped-ram is off."""
-    status, mapped = qemu_migration(env, guest)
+    status, mapped = qemu_migration(env.wrapper, env.root, guest.name)
     assert status in ('none', 'completed', 'failed', 'cancelled'), (where, status)
     assert not mapped, (where, 'mapped-ram is left on')
 

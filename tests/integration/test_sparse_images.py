@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import sha256
-from kvmsave_harness import qemu_open_files
+from kvmsave_harness import qemu_migration, qemu_open_files
 from test_corruption import flip
 from test_image_formats import call, image_info, restore_params, save_params
 
@@ -97,6 +97,8 @@ def test_sparse_save_and_restore_bypassing_the_cache(env, guest):
     assert call(env, f"conn.restoreParams({{'file': {img!r}}}, "
                      f"{SAVE_BYPASS_CACHE})") is None
     guest.assert_continued()
+    # as a guest started afresh: no save stopped early inherits them
+    assert qemu_migration(env.wrapper, env.root, guest.name)[1] is False, 'mapped-ram is left on'
 
 
 @needs_sparse
