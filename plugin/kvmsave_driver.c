@@ -755,6 +755,9 @@ kvmsaveConnectOpen(virConnectPtr conn, virConnectAuthPtr auth,
      * loop may itself wait for a page only a page server can send. */
     if (!(flags & VIR_CONNECT_RO))
         kvmsaveLazyRecoverServers(priv);
+    /* ...or for streams that are gone: libvirt would wait for it. */
+    if (embedded && !(flags & VIR_CONNECT_RO))
+        kvmsaveJournalKillLoaders(priv);
     if (embedded)
         kvmsaveEmbedSettle(priv->inner);
     /* Jobs of clients that were killed: finish or undo them first. */

@@ -288,14 +288,17 @@ kvmsaveJournalIsLive(const char *path)
 }
 
 
-void
-kvmsaveJournalRecover(kvmsaveConn *priv)
+/* Call @fn on every journal of @priv whose job is dead, open and locked
+ * by us; @unnamed for those that died before they had a name too. */
+static void
+kvmsaveJournalForEachDead(kvmsaveConn *priv, bool unnamed,
+                          void (*fn)(kvmsaveConn *priv, const char *ours,
+                                     const char *name, const char *path, int fd))
 {
     g_autofree char *dir = kvmsaveJournalDir(priv);
     g_autofree char *ours = kvmsaveJournalInner(priv);
     g_autoptr(DIR) dh = NULL;
     struct dirent *ent;
-    struct stat sb;
 
     if (!(dh = opendir(dir)))
         return;
@@ -303,7 +306,8 @@ kvmsaveJournalRecover(kvmsaveConn *priv)
         g_autofree char *path = g_build_filename(dir, ent->d_name, NULL);
         VIR_AUTOCLOSE fd = -1;
 
-        if (STREQ(ent->d_name, ".") || STREQ(ent->d_name, ".."))
+        if (STREQ(ent->d_name, ".") || STREQ(ent->d_name, "..") ||
+            (!unnamed && ent->d_name[0] == '.'))
             continue;
         if ((fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)) < 0)
             continue;
@@ -311,17 +315,48 @@ kvmsaveJournalRecover(kvmsaveConn *priv)
             virResetLastError();
             continue;           /* a live job, or one just ended */
         }
-        if (ent->d_name[0] == '.') {
-            /* Died before its journal had a name; a young one may be a
-             * live job between creating and locking it. */
-            if (fstat(fd, &sb) == 0 && sb.st_mtime < time(NULL) - 60)
-                unlink(path);
-        } else {
-            g_autofree char *foreign = NULL;
-
-            /* What the killed job last showed other clients goes with it. */
-            if (kvmsaveRecoverJob(priv, ours, path, fd, &foreign))
-                kvmsaveJobBoardForget(path);
-        }
+        fn(priv, ours, ent->d_name, path, fd);
     }
+}
+
+
+static void
+kvmsaveJournalRecoverOne(kvmsaveConn *priv, const char *ours,
+                         const char *name, const char *path, int fd)
+{
+    g_autofree char *foreign = NULL;
+    struct stat sb;
+
+    if (name[0] == '.') {
+        /* Died before its journal had a name; a young one may be a live
+         * job between creating and locking it. */
+        if (fstat(fd, &sb) == 0 && sb.st_mtime < time(NULL) - 60)
+            unlink(path);
+        return;
+    }
+    /* What the killed job last showed other clients goes with it. */
+    if (kvmsaveRecoverJob(priv, ours, path, fd, &foreign))
+        kvmsaveJobBoardForget(path);
+}
+
+
+void
+kvmsaveJournalRecover(kvmsaveConn *priv)
+{
+    kvmsaveJournalForEachDead(priv, true, kvmsaveJournalRecoverOne);
+}
+
+
+static void
+kvmsaveJournalKillLoader(kvmsaveConn *priv G_GNUC_UNUSED, const char *ours,
+                         const char *name G_GNUC_UNUSED, const char *path, int fd)
+{
+    kvmsaveRecoverKillLoader(ours, path, fd);
+}
+
+
+void
+kvmsaveJournalKillLoaders(kvmsaveConn *priv)
+{
+    kvmsaveJournalForEachDead(priv, false, kvmsaveJournalKillLoader);
 }

@@ -49,3 +49,7 @@ bool kvmsaveJournalIsLive(const char *path);
 
 /* Finish or undo the jobs of killed clients, once per connection open. */
 void kvmsaveJournalRecover(kvmsaveConn *priv);
+/* Before that, and before the embedded driver's reconnects are waited
+ * for: kill the QEMUs of killed clients' restores that were still loading
+ * multifd streams (kvmsaveRecoverKillLoader). */
+void kvmsaveJournalKillLoaders(kvmsaveConn *priv);

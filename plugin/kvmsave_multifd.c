@@ -23,6 +23,7 @@
 #include "virfile.h"
 #include "virstring.h"
 #include "virlog.h"
+#include "virprocess.h"
 #include "virutil.h"
 
 #define VIR_FROM_THIS VIR_FROM_QEMU
@@ -46,6 +47,8 @@ struct _kvmsaveMultifd {
 /* See kvmsaveMultifdDestroyIncoming: libvirt reaches its SIGTERM, and a
  * QEMU that heeds it exits, in milliseconds. */
 #define KVMSAVE_MULTIFD_KILL_GRACE_MS 500
+/* How long a SIGKILLed QEMU may take to exit (its memory freed). */
+#define KVMSAVE_MULTIFD_KILL_WAIT_MS 5000
 
 
 /* The user QEMU runs as: the DAC label libvirt gave it, else ours. */
@@ -343,16 +346,57 @@ kvmsaveMultifdConnect(kvmsaveMultifd *m)
 
 
 int
-kvmsaveMultifdPeerPidfd(kvmsaveMultifd *m)
+kvmsaveMultifdPeerPidfd(kvmsaveMultifd *m, long long *pid,
+                        unsigned long long *start)
 {
     int pidfd;
 
     if (m->peer <= 0)
         return -1;
-    if ((pidfd = pidfd_open(m->peer, 0)) < 0)
+    if ((pidfd = pidfd_open(m->peer, 0)) < 0) {
         VIR_DEBUG("cannot hold QEMU's process %lld: %s",
                   (long long) m->peer, g_strerror(errno));
+        return -1;
+    }
+    *pid = m->peer;
+    if (virProcessGetStartTime(m->peer, start) < 0) {
+        virResetLastError();
+        *pid = 0;
+    }
     return pidfd;
+}
+
+
+int
+kvmsaveMultifdPidfdOf(long long pid, unsigned long long start)
+{
+    unsigned long long now;
+    int pidfd;
+
+    if (pid <= 0 || (pidfd = pidfd_open(pid, 0)) < 0)
+        return -1;
+    /* Opened first: a start time that still matches is that process's. */
+    if (virProcessGetStartTime(pid, &now) < 0 || now != start) {
+        virResetLastError();
+        VIR_FORCE_CLOSE(pidfd);
+    }
+    return pidfd;
+}
+
+
+int
+kvmsaveMultifdKillIncoming(int qemuPidfd)
+{
+    struct pollfd pfd = { .fd = qemuPidfd, .events = POLLIN };
+    int rc;
+
+    if (pidfd_send_signal(qemuPidfd, SIGKILL, NULL, 0) < 0)
+        return -1;
+    while ((rc = poll(&pfd, 1, KVMSAVE_MULTIFD_KILL_WAIT_MS)) < 0 && errno == EINTR)
+        ;
+    if (rc == 0)
+        errno = ETIMEDOUT;
+    return rc == 1 ? 0 : -1;
 }
 
 

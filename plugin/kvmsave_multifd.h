@@ -52,8 +52,16 @@ int kvmsaveMultifdListen(kvmsaveMultifd *m, unsigned int backlog);
 int kvmsaveMultifdAccept(kvmsaveMultifd *m, int timeout);
 /* Restore: a connection to the socket QEMU listens on. */
 int kvmsaveMultifdConnect(kvmsaveMultifd *m);
-/* Restore, once connected: a pidfd of QEMU's process, or -1. */
-int kvmsaveMultifdPeerPidfd(kvmsaveMultifd *m);
+/* Restore, once connected: a pidfd of QEMU's process, or -1; its pid and
+ * start time in @pid and @start, for the journal (@pid 0 if unknown). */
+int kvmsaveMultifdPeerPidfd(kvmsaveMultifd *m, long long *pid,
+                            unsigned long long *start);
+/* Recovery: a pidfd of process @pid if it is still the one that started
+ * at @start (kvmsaveMultifdPeerPidfd), else -1. */
+int kvmsaveMultifdPidfdOf(long long pid, unsigned long long start);
+/* SIGKILL the QEMU of @qemuPidfd and wait up to 5 s for it to exit;
+ * -1 with errno set if it could not be killed or did not exit. */
+int kvmsaveMultifdKillIncoming(int qemuPidfd);
 /* Destroy @dom, whose QEMU (@qemuPidfd, or -1) is loading multifd streams
  * and never ran the guest. Such a QEMU may wait for its channels with
  * the BQL held (QEMU 7.2 to 10.0, multifd_recv_sync_main) and heed no

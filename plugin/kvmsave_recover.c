@@ -28,6 +28,7 @@
 #include "kvmsave_saveimage.h"
 #include "kvmsave_util.h"
 #include "virerror.h"
+#include "virfile.h"
 #include "virlog.h"
 #include "viruuid.h"
 
@@ -278,6 +279,50 @@ kvmsaveJournalRemoveStaleCgroups(kvmsaveConn *priv, const char *name)
 }
 
 
+/* The QEMU a restore journal names (kvmsaveRestoreHoldQemu) if it is
+ * still that process: a pidfd, else -1. */
+static int
+kvmsaveJournalQemuPidfd(GHashTable *kv)
+{
+    return kvmsaveMultifdPidfdOf(kvmsaveJournalInt(kv, "qemupid"),
+                                 kvmsaveJournalInt(kv, "qemustart"));
+}
+
+
+/* A restore killed while its QEMU loaded multifd streams: once the
+ * streams are cut, QEMU's main thread may wait forever for channels that
+ * are gone, its main loop stopped (QEMU 7.2 to 10.0: a failing channel
+ * does not post the semaphore multifd_recv_sync_main waits on). libvirt's
+ * reconnect would wait 30 s for a monitor that never answers, and its
+ * destroy 10 s more for SIGTERM. Such a QEMU never ran the guest (a
+ * restore resumes it only after journalling "loaded"), so it is killed
+ * before the reconnect is waited for; the recovery then finds the guest
+ * shut off. */
+void
+kvmsaveRecoverKillLoader(const char *ours, const char *path, int fd)
+{
+    g_autoptr(GHashTable) kv = kvmsaveJournalParse(fd);
+    const char *kind = kv ? g_hash_table_lookup(kv, "kind") : NULL;
+    const char *phase = kv ? g_hash_table_lookup(kv, "phase") : NULL;
+    const char *inner = kv ? g_hash_table_lookup(kv, "inner") : NULL;
+    VIR_AUTOCLOSE pidfd = -1;
+
+    if (!kind || !phase || STRNEQ(kind, "restore") || STREQ(phase, "loaded") ||
+        (inner && STRNEQ(inner, ours)) || (pidfd = kvmsaveJournalQemuPidfd(kv)) < 0)
+        return;
+    if (kvmsaveMultifdKillIncoming(pidfd) == 0)
+        VIR_WARN("killed QEMU process %s of the interrupted restore of %s from %s: it was loading the image and never ran the guest (%s)",
+                 (const char *) g_hash_table_lookup(kv, "qemupid"),
+                 NULLSTR((const char *) g_hash_table_lookup(kv, "name")),
+                 NULLSTR((const char *) g_hash_table_lookup(kv, "image")), path);
+    else
+        VIR_WARN("cannot kill QEMU process %s of the interrupted restore from %s: %s",
+                 (const char *) g_hash_table_lookup(kv, "qemupid"),
+                 NULLSTR((const char *) g_hash_table_lookup(kv, "image")),
+                 g_strerror(errno));
+}
+
+
 /* A restore: a guest whose state was not all loaded is stopped (the image
  * was only ever read); a loaded one is resumed as the restore would have. */
 static void
@@ -287,6 +332,7 @@ kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phas
     g_autoptr(virDomain) dom = kvmsaveJournalActiveDomain(priv, kv);
     long long domid = kvmsaveJournalInt(kv, "domid");
     const char *name = dom ? virDomainGetName(dom) : NULL;
+    VIR_AUTOCLOSE pidfd = kvmsaveJournalQemuPidfd(kv);
 
     if (!dom) {
         kvmsaveJournalRemoveStaleCgroups(priv, g_hash_table_lookup(kv, "name"));
@@ -315,7 +361,7 @@ kvmsaveJournalRecoverRestore(kvmsaveConn *priv, GHashTable *kv, const char *phas
                  kvmsaveJournalInt(kv, "running") == 1 ? "resumed" : "stays paused");
         return;
     }
-    if (virDomainDestroy(dom) < 0) {
+    if (kvmsaveMultifdDestroyIncoming(dom, pidfd) < 0) {
         VIR_WARN("interrupted restore from %s: cannot stop the half-restored guest %s: %s",
                  NULLSTR(image), name, virGetLastErrorMessage());
         virResetLastError();

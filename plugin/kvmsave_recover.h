@@ -13,3 +13,9 @@
  * of another connection's guest, left alone. */
 bool kvmsaveRecoverJob(kvmsaveConn *priv, const char *ours, const char *path,
                        int fd, char **foreign);
+
+/* Before the embedded driver's reconnects are waited for: kill the QEMU
+ * of a killed client's restore whose journal, @path open on @fd and
+ * locked by us, says it was still loading (kvmsaveRecoverJob then finds
+ * its guest shut off). */
+void kvmsaveRecoverKillLoader(const char *ours, const char *path, int fd);

@@ -299,6 +299,22 @@ kvmsaveRestoreStarted(kvmsaveRestore *r)
 }
 
 
+/* Hold QEMU's process (the socket's peer) and journal it: with its streams
+ * cut, it may never answer its monitor again (kvmsaveRecoverKillLoader). */
+static int
+kvmsaveRestoreHoldQemu(kvmsaveRestore *r, kvmsaveMultifd *mfd)
+{
+    unsigned long long start;
+    long long pid;
+
+    if ((r->qemuPidfd = kvmsaveMultifdPeerPidfd(mfd, &pid, &start)) < 0 || pid <= 0)
+        return 0;
+    kvmsaveJournalSetInt(r->journal, "qemupid", pid);
+    kvmsaveJournalSetInt(r->journal, "qemustart", (long long) start);
+    return kvmsaveJournalWrite(r->journal, "started");
+}
+
+
 /* Connect to the socket QEMU listens on, once per stream: the main stream
  * first (QEMU 7.2 takes the first connection for it), then the multifd
  * channels, which name themselves in their first bytes. QEMU starts
@@ -316,9 +332,8 @@ kvmsaveRestoreFeedAll(kvmsaveRestore *r, kvmsaveMultifd *mfd)
     for (i = 0; i < kvmsaveFeedStreams(r->feed); i++) {
         int fd = kvmsaveMultifdConnect(mfd);
 
-        if (fd >= 0 && r->qemuPidfd < 0)
-            r->qemuPidfd = kvmsaveMultifdPeerPidfd(mfd);
         if (fd < 0 ||
+            (r->qemuPidfd < 0 && kvmsaveRestoreHoldQemu(r, mfd) < 0) ||
             kvmsaveFeedStart(r->feed, i, fd, r->dom, r->qemuPidfd) < 0) {
             VIR_FORCE_CLOSE(fd);
             return -1;

@@ -266,6 +266,68 @@ def test_recovery_removes_the_empty_cpuset_a_killed_start_left(kenv, kguest):
     kguest.assert_continued()
 
 
+def waits_on_a_futex(pid):
+    """Whether the main thread of process PID sleeps on a futex (QEMU's
+    main loop sleeps in poll instead)."""
+    try:
+        with open(f'/proc/{pid}/wchan') as fh:
+            return 'futex' in fh.read()
+    except OSError:
+        return False
+
+
+def log_size(env):
+    log = os.path.join(env.root, 'log', 'kvmsave.log')
+    return os.path.getsize(log) if os.path.exists(log) else 0
+
+
+def log_since(env, offset):
+    with open(os.path.join(env.root, 'log', 'kvmsave.log'), errors='replace') as fh:
+        fh.seek(offset)
+        return fh.read()
+
+
+def test_restore_killed_while_qemu_waits_for_its_channels_kills_that_qemu_first(kenv, kguest):
+    """A multifd restore whose client dies while QEMU's main thread waits
+    at a sync point for its channels: the channels fail, and that QEMU never
+    runs its main loop again (QEMU 7.2 to 10.0). The next connection's
+    libvirt would wait 30 s for its monitor, and its destroy 10 s for
+    SIGTERM; it kills that QEMU first, by the journal's record of it. The
+    kill lands when QEMU's main thread has slept on a futex for 0.2 s, its
+    channels fed slowly."""
+    img = kenv.image('kill-mfd-sync.img')
+    kguest.ensure_running()
+    assert killed(kenv, save_args(kenv, kguest, img, 2), 600, 2) == 0
+    kguest.checkpoint()
+    before = sha256(img)
+    offset = log_size(kenv)
+    pidfile = os.path.join(kenv.root, 'run', 'qemu', f'{kguest.name}.pid')
+    p = subprocess.Popen(kenv.virsh.prefix + ['restore', img], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, KVMSAVE_TEST_CHUNK_DELAY_MS='20'))
+    waited = 0
+    deadline = time.monotonic() + 120
+    while waited < 20 and p.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(pidfile) as fh:
+                pid = int(fh.read())
+        except (OSError, ValueError):
+            pid = None
+        waited = waited + 1 if pid and waits_on_a_futex(pid) else 0
+        time.sleep(0.01)
+    assert waited == 20, 'the restore ended before QEMU was seen waiting for its channels'
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert kguest.state() == 'shut off'     # that connection recovers
+    text = log_since(kenv, offset)
+    assert f'killed QEMU process {pid} of the interrupted restore' in text, text
+    assert 'still being reconnected to' not in text, text
+    assert leftovers(kenv) == []
+    assert sha256(img) == before
+    kenv.virsh.run('restore', img)
+    kguest.assert_continued()
+
+
 @pytest.mark.skipif(not HAVE_SPARSE, reason='sparse images need QEMU 9.0 or later')
 def test_client_killed_while_qemu_writes_a_sparse_image_leaves_qemu_no_file(kenv, kguest):
     """QEMU writes a sparse image itself, from the temporary file kvmsave
