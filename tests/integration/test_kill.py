@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import module_env, sha256, started_guest
-from kvmsave_harness import SYSTEM_PYTHON, qemu_migration, qemu_open_files
+from kvmsave_harness import SYSTEM_PYTHON, Console, qemu_migration, qemu_open_files
 from test_sparse_images import HAVE_SPARSE
 
 # In the suite of every supported Debian release (scripts/suite).
@@ -276,17 +276,6 @@ def waits_on_a_futex(pid):
         return False
 
 
-def log_size(env):
-    log = os.path.join(env.root, 'log', 'kvmsave.log')
-    return os.path.getsize(log) if os.path.exists(log) else 0
-
-
-def log_since(env, offset):
-    with open(os.path.join(env.root, 'log', 'kvmsave.log'), errors='replace') as fh:
-        fh.seek(offset)
-        return fh.read()
-
-
 def test_restore_killed_while_qemu_waits_for_its_channels_kills_that_qemu_first(kenv, kguest):
     """A multifd restore whose client dies while QEMU's main thread waits
     at a sync point for its channels: the channels fail, and that QEMU never
@@ -300,7 +289,7 @@ def test_restore_killed_while_qemu_waits_for_its_channels_kills_that_qemu_first(
     assert killed(kenv, save_args(kenv, kguest, img, 2), 600, 2) == 0
     kguest.checkpoint()
     before = sha256(img)
-    offset = log_size(kenv)
+    log = Console.at_end(os.path.join(kenv.root, 'log', 'kvmsave.log'))
     pidfile = os.path.join(kenv.root, 'run', 'qemu', f'{kguest.name}.pid')
     p = subprocess.Popen(kenv.virsh.prefix + ['restore', img], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -319,7 +308,7 @@ def test_restore_killed_while_qemu_waits_for_its_channels_kills_that_qemu_first(
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=60)
     assert kguest.state() == 'shut off'     # that connection recovers
-    text = log_since(kenv, offset)
+    text = log.text()
     assert f'killed QEMU process {pid} of the interrupted restore' in text, text
     assert 'still being reconnected to' not in text, text
     assert leftovers(kenv) == []
