@@ -695,15 +695,17 @@ kvmsaveImageReaderOpenStream(kvmsaveImageReader *r, unsigned int stream)
     }
     s = g_new0(kvmsaveImageReader, 1);
 
-    /* Every stream's reader reads every chunk header: through the page
-     * cache they are read from the disk once, directly once per reader.
-     * So the same file (not the same path) is opened again, cached,
-     * unless direct I/O was asked for. */
-    s->file.direct = r->file.direct && !r->file.directOptional;
-    if (s->file.direct)
-        s->file.fd = fcntl(r->file.fd, F_DUPFD_CLOEXEC, 0);
-    else
-        s->file.fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* The same file (not the same path) is opened again, as the image
+     * is: directly where it can be. Each stream's reader then also reads
+     * the others' chunk headers from the disk, a block or two per chunk,
+     * but no byte passes through the page cache: a restore's readers
+     * spent twice the system time reading through it, on CPUs that
+     * QEMU's first touch of guest memory needs (docs/performance.md). A
+     * file of its own lets a reader fall back to the cache alone. */
+    s->file.direct = r->file.direct;
+    s->file.directOptional = r->file.directOptional;
+    s->file.fd = open(self, O_RDONLY | O_CLOEXEC | O_NOCTTY |
+                      (s->file.direct ? O_DIRECT : 0));
     if (s->file.fd < 0) {
         virReportSystemError(errno, _("cannot read save image '%s'"),
                              r->file.path);
